@@ -1,0 +1,346 @@
+// Package config is the daemon's configuration tree: the YAML keys of the
+// wire contract (section 8), their defaults, environment overrides and
+// validation. Packages receive their sub-struct by value and never read files
+// or the environment themselves.
+//
+// It imports nothing of the daemon.
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Duration is a time.Duration written as a Go duration string ("5s").
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// String returns the Go duration string of d.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want a Go duration such as 5s or 1m30s)", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes d as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Config is the whole configuration. Each field's comment gives its default;
+// Default holds them all.
+type Config struct {
+	// Node names this replica in welcome messages and logs. Default: hostname.
+	Node     string              `yaml:"node" json:"node"`
+	Listen   Listen              `yaml:"listen" json:"listen"`
+	WS       WS                  `yaml:"ws" json:"ws"`
+	Limits   Limits              `yaml:"limits" json:"limits"`
+	Auth     Auth                `yaml:"auth" json:"auth"`
+	Sessions Sessions            `yaml:"sessions" json:"sessions"`
+	Backends map[string]Backend  `yaml:"backends" json:"backends"`
+	Routes   map[string]Route    `yaml:"routes" json:"routes"`
+	Drain    Drain               `yaml:"drain" json:"drain"`
+	Admin    Admin               `yaml:"admin" json:"admin"`
+	Log      Log                 `yaml:"log" json:"log"`
+}
+
+// Listen holds the listener addresses.
+type Listen struct {
+	// Client is the WebSocket listener. Default ":8080".
+	Client string `yaml:"client" json:"client"`
+	// Admin is the admin listener. Default "127.0.0.1:9090".
+	Admin string `yaml:"admin" json:"admin"`
+	// ReusePort sets SO_REUSEPORT on the client listener so several daemon
+	// processes can share one port. Default false.
+	ReusePort bool `yaml:"reuse_port" json:"reuse_port"`
+}
+
+// WS configures the WebSocket engine.
+type WS struct {
+	// Path is the upgrade path. Default "/ws".
+	Path string `yaml:"path" json:"path"`
+	// MaxMessageBytes bounds one message; larger closes 1009. Default 65536.
+	MaxMessageBytes int `yaml:"max_message_bytes" json:"max_message_bytes"`
+	// HandshakeTimeout bounds the whole HTTP upgrade. Default 5s.
+	HandshakeTimeout Duration `yaml:"handshake_timeout" json:"handshake_timeout"`
+	// Heartbeat is the server ping interval; a peer silent for 2x is closed.
+	// Default 25s.
+	Heartbeat Duration `yaml:"heartbeat" json:"heartbeat"`
+	// OutboundQueueBytes bounds a connection's unsent bytes; over it the
+	// connection closes 4008. Default 1048576.
+	OutboundQueueBytes int `yaml:"outbound_queue_bytes" json:"outbound_queue_bytes"`
+	// AllowedOrigins lists the accepted Origin values; empty accepts any.
+	AllowedOrigins []string `yaml:"allowed_origins" json:"allowed_origins"`
+	// Workers is the size of the poller's worker pool. Default 0: GOMAXPROCS*4.
+	Workers int `yaml:"workers" json:"workers"`
+}
+
+// Limits are the admission limits.
+type Limits struct {
+	// MaxConnections is the node-wide connection cap (503 over it). Default 1000000.
+	MaxConnections int `yaml:"max_connections" json:"max_connections"`
+	// PerIPConnections caps connections per source address (429); 0: no limit.
+	PerIPConnections int `yaml:"per_ip_connections" json:"per_ip_connections"`
+	// HandshakeRate is handshakes per second per source address (429); 0: no limit.
+	HandshakeRate float64 `yaml:"handshake_rate" json:"handshake_rate"`
+	// HandshakeBurst is the burst of HandshakeRate. Default 0: 2x the rate.
+	HandshakeBurst int `yaml:"handshake_burst" json:"handshake_burst"`
+	// MaxInflight caps requests in flight on the node. Default 10000.
+	MaxInflight int `yaml:"max_inflight" json:"max_inflight"`
+	// SessionInflight caps requests in flight per session. Default 16.
+	SessionInflight int `yaml:"session_inflight" json:"session_inflight"`
+	// SessionRate is messages per second per session. Default 50.
+	SessionRate float64 `yaml:"session_rate" json:"session_rate"`
+	// SessionBurst is the burst of SessionRate. Default 100.
+	SessionBurst int `yaml:"session_burst" json:"session_burst"`
+}
+
+// Auth configures handshake authentication.
+type Auth struct {
+	// Anonymous lets clients in without a token as user "anonymous"; only
+	// for local demos. Default false.
+	Anonymous bool `yaml:"anonymous" json:"anonymous"`
+	JWT       JWT  `yaml:"jwt" json:"jwt"`
+	// AllowExpiredConnections lets established connections outlive their
+	// token's exp instead of closing them with 4001. Default false.
+	AllowExpiredConnections bool `yaml:"allow_expired_connections" json:"allow_expired_connections"`
+}
+
+// JWT configures token verification.
+type JWT struct {
+	// Algorithms accepted. Default [HS256]. "none" is never accepted.
+	Algorithms []string `yaml:"algorithms" json:"algorithms"`
+	// SecretEnv names the environment variable holding the HS256 key.
+	// Default "ORCH_JWT_SECRET".
+	SecretEnv string `yaml:"secret_env" json:"secret_env"`
+	// Secret is the HS256 key resolved from SecretEnv at load time. It is
+	// never read from YAML.
+	Secret string `yaml:"-" json:"-"`
+	// KeysFile is a PEM file of public keys or a JWKS file. Default "".
+	KeysFile string `yaml:"keys_file" json:"keys_file"`
+	// JWKSURL is fetched and refreshed in the background. Default "".
+	JWKSURL string `yaml:"jwks_url" json:"jwks_url"`
+	// JWKSRefresh is the JWKS refresh interval. Default 5m.
+	JWKSRefresh Duration `yaml:"jwks_refresh" json:"jwks_refresh"`
+	// Issuer is checked against iss when set. Default "".
+	Issuer string `yaml:"issuer" json:"issuer"`
+	// Audience is checked against aud when set. Default "".
+	Audience string `yaml:"audience" json:"audience"`
+	// Leeway tolerated on exp and nbf. Default 30s.
+	Leeway Duration `yaml:"leeway" json:"leeway"`
+	// QueryParam is the query parameter carrying the token. Default "token".
+	QueryParam string `yaml:"query_param" json:"query_param"`
+	// Cookie is the cookie carrying the token; "" disables it. Default "".
+	Cookie string `yaml:"cookie" json:"cookie"`
+}
+
+// Sessions configures the session store.
+type Sessions struct {
+	// Store is "memory" or "redis". Default "memory".
+	Store string `yaml:"store" json:"store"`
+	// RedisURL locates Redis for the redis store and the bus. Default
+	// "redis://127.0.0.1:6379/0".
+	RedisURL string `yaml:"redis_url" json:"redis_url"`
+	// TTL of session state, refreshed by activity. Default 24h.
+	TTL Duration `yaml:"ttl" json:"ttl"`
+	// OutboxMax bounds the messages kept for a detached session. Default 100.
+	OutboxMax int `yaml:"outbox_max" json:"outbox_max"`
+	// HistoryMaxTurns bounds the chat history. Default 20.
+	HistoryMaxTurns int `yaml:"history_max_turns" json:"history_max_turns"`
+}
+
+// Header is a static header value, literal or from an environment variable.
+type Header struct {
+	// Value is the literal value.
+	Value string `yaml:"value" json:"value,omitempty"`
+	// Env names an environment variable holding the value.
+	Env string `yaml:"env" json:"env,omitempty"`
+}
+
+// Breaker configures an endpoint's circuit breaker.
+type Breaker struct {
+	// Failures opens the breaker after this many consecutive failures.
+	// Default 5.
+	Failures int `yaml:"failures" json:"failures"`
+	// Rate opens the breaker when the failure rate over at least MinSamples
+	// calls reaches it (0..1); 0 uses Failures only. Default 0.
+	Rate float64 `yaml:"rate" json:"rate"`
+	// MinSamples is the smallest sample for Rate. Default 20.
+	MinSamples int `yaml:"min_samples" json:"min_samples"`
+	// Cooldown before a half-open probe. Default 5s.
+	Cooldown Duration `yaml:"cooldown" json:"cooldown"`
+}
+
+// Backend configures one backend pool. Which keys apply depends on Kind.
+type Backend struct {
+	// Kind is echo, http, openai or nats.
+	Kind string `yaml:"kind" json:"kind"`
+	// Endpoints are URLs (http: the POST URL; openai: the base URL).
+	Endpoints []string `yaml:"endpoints" json:"endpoints,omitempty"`
+	// Balance is "round_robin" or "least_inflight". Default "round_robin".
+	Balance string `yaml:"balance" json:"balance,omitempty"`
+	// Headers are static headers (http, openai).
+	Headers map[string]Header `yaml:"headers" json:"headers,omitempty"`
+	// Model (openai).
+	Model string `yaml:"model" json:"model,omitempty"`
+	// APIKeyEnv names the variable holding the API key (openai).
+	APIKeyEnv string `yaml:"api_key_env" json:"api_key_env,omitempty"`
+	// SystemPrompt (openai).
+	SystemPrompt string `yaml:"system_prompt" json:"system_prompt,omitempty"`
+	// URLs of NATS servers (nats).
+	URLs []string `yaml:"urls" json:"urls,omitempty"`
+	// Subject (nats); may contain {type}.
+	Subject string `yaml:"subject" json:"subject,omitempty"`
+	// CredentialsFile for NATS (nats). Default "".
+	CredentialsFile string `yaml:"credentials_file" json:"credentials_file,omitempty"`
+	// MaxConcurrent is the bulkhead: calls in flight; above it "overloaded".
+	// Default 256.
+	MaxConcurrent int     `yaml:"max_concurrent" json:"max_concurrent,omitempty"`
+	Breaker       Breaker `yaml:"breaker" json:"breaker"`
+	// Delay makes the echo kind wait before answering (tests, demos).
+	// Default 0.
+	Delay Duration `yaml:"delay" json:"delay,omitempty"`
+}
+
+// Route maps a message type to a backend.
+type Route struct {
+	// Backend names the backend. Required.
+	Backend string `yaml:"backend" json:"backend"`
+	// Timeout is the total deadline. Default 30s.
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+	// FirstChunkTimeout bounds the time to the first chunk or result; 0
+	// disables it. Default 0.
+	FirstChunkTimeout Duration `yaml:"first_chunk_timeout" json:"first_chunk_timeout"`
+	// IdleTimeout bounds the gap between two chunks; 0 disables it. Default 0.
+	IdleTimeout Duration `yaml:"idle_timeout" json:"idle_timeout"`
+	// Fallback names the backend used when every endpoint's breaker is open.
+	// Default "" (none).
+	Fallback string `yaml:"fallback" json:"fallback"`
+}
+
+// Drain configures graceful shutdown.
+type Drain struct {
+	// LBGrace keeps the listener open after readiness fails. Default 5s.
+	LBGrace Duration `yaml:"lb_grace" json:"lb_grace"`
+	// Timeout bounds the wait for requests in flight. Default 30s.
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+	// ReconnectAfter is the after_ms hint of reconnect messages. Default 1s.
+	ReconnectAfter Duration `yaml:"reconnect_after" json:"reconnect_after"`
+}
+
+// Admin configures the admin listener's credentials.
+type Admin struct {
+	// User for basic auth. Default "admin".
+	User string `yaml:"user" json:"user"`
+	// PasswordEnv names the variable holding the password. Default
+	// "ORCH_ADMIN_PASSWORD".
+	PasswordEnv string `yaml:"password_env" json:"password_env"`
+	// Password is resolved from PasswordEnv at load time; never from YAML.
+	Password string `yaml:"-" json:"-"`
+	// MetricsPublic serves /metrics without credentials even off loopback.
+	// Default true.
+	MetricsPublic bool `yaml:"metrics_public" json:"metrics_public"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error. Default "info".
+	Level string `yaml:"level" json:"level"`
+}
+
+// Backend kinds.
+const (
+	KindEcho   = "echo"
+	KindHTTP   = "http"
+	KindOpenAI = "openai"
+	KindNATS   = "nats"
+)
+
+// Default returns the configuration with every default filled in: the one
+// home of defaults.
+func Default() Config {
+	return Config{
+		Node:   "",
+		Listen: Listen{Client: ":8080", Admin: "127.0.0.1:9090"},
+		WS: WS{
+			Path:               "/ws",
+			MaxMessageBytes:    65536,
+			HandshakeTimeout:   Duration(5 * time.Second),
+			Heartbeat:          Duration(25 * time.Second),
+			OutboundQueueBytes: 1 << 20,
+		},
+		Limits: Limits{
+			MaxConnections:  1000000,
+			MaxInflight:     10000,
+			SessionInflight: 16,
+			SessionRate:     50,
+			SessionBurst:    100,
+		},
+		Auth: Auth{
+			JWT: JWT{
+				Algorithms:  []string{"HS256"},
+				SecretEnv:   "ORCH_JWT_SECRET",
+				JWKSRefresh: Duration(5 * time.Minute),
+				Leeway:      Duration(30 * time.Second),
+				QueryParam:  "token",
+			},
+		},
+		Sessions: Sessions{
+			Store:           "memory",
+			RedisURL:        "redis://127.0.0.1:6379/0",
+			TTL:             Duration(24 * time.Hour),
+			OutboxMax:       100,
+			HistoryMaxTurns: 20,
+		},
+		Backends: map[string]Backend{},
+		Routes:   map[string]Route{},
+		Drain: Drain{
+			LBGrace:        Duration(5 * time.Second),
+			Timeout:        Duration(30 * time.Second),
+			ReconnectAfter: Duration(time.Second),
+		},
+		Admin: Admin{User: "admin", PasswordEnv: "ORCH_ADMIN_PASSWORD", MetricsPublic: true},
+		Log:   Log{Level: "info"},
+	}
+}
+
+// backendDefaults fills the per-backend defaults.
+func backendDefaults(b Backend) Backend {
+	if b.Balance == "" {
+		b.Balance = "round_robin"
+	}
+	if b.MaxConcurrent == 0 {
+		b.MaxConcurrent = 256
+	}
+	if b.Breaker.Failures == 0 {
+		b.Breaker.Failures = 5
+	}
+	if b.Breaker.MinSamples == 0 {
+		b.Breaker.MinSamples = 20
+	}
+	if b.Breaker.Cooldown == 0 {
+		b.Breaker.Cooldown = Duration(5 * time.Second)
+	}
+	return b
+}
+
+// routeDefaults fills the per-route defaults.
+func routeDefaults(r Route) Route {
+	if r.Timeout == 0 {
+		r.Timeout = Duration(30 * time.Second)
+	}
+	return r
+}
+
+// JSON returns the configuration as indented JSON with secrets left out.
+func (c Config) JSON() []byte {
+	b, _ := json.MarshalIndent(c, "", "  ")
+	return b
+}

@@ -1,0 +1,92 @@
+package events
+
+import (
+	"github.com/segmentio/encoding/json"
+)
+
+// MaxIDLen is the longest request id the contract allows.
+const MaxIDLen = 64
+
+// Envelope is a decoded client message. After Decode, Type, ID and Data
+// alias the decoded bytes: they are valid only as long as those bytes are.
+type Envelope struct {
+	Type string          `json:"type"`
+	ID   string          `json:"id"`
+	Data json.RawMessage `json:"data"`
+}
+
+// DecodeError is a frame that is not a valid envelope. ID is the request id
+// when it could be read and is valid, else "".
+type DecodeError struct {
+	ID     string
+	Reason string
+}
+
+func (e *DecodeError) Error() string { return "bad request: " + e.Reason }
+
+// Decode parses one client frame into e without copying: e's fields alias b.
+// It accepts exactly one JSON object with a valid type and id; data may be
+// any JSON value (absent means null).
+func Decode(b []byte, e *Envelope) error {
+	*e = Envelope{}
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return &DecodeError{Reason: "message must be a JSON object"}
+	}
+	rest, err := json.Parse(b, e, json.ZeroCopy)
+	if err != nil {
+		// A wrong type for one field still lets us report a valid id.
+		return &DecodeError{ID: salvageID(b), Reason: "invalid JSON envelope"}
+	}
+	if skipSpace(rest, 0) != len(rest) {
+		return &DecodeError{Reason: "trailing data after the JSON object"}
+	}
+	if !ValidID(e.ID) {
+		return &DecodeError{Reason: "id must be 1 to 64 printable ASCII characters"}
+	}
+	if !validType(e.Type) {
+		return &DecodeError{ID: e.ID, Reason: "type must be 1 to 64 printable ASCII characters"}
+	}
+	return nil
+}
+
+// salvageID returns the id of a frame whose envelope failed to decode, when
+// the id alone is a valid string; else "".
+func salvageID(b []byte) string {
+	var probe struct {
+		ID string `json:"id"`
+	}
+	if _, err := json.Parse(b, &probe, 0); err != nil {
+		return ""
+	}
+	if !ValidID(probe.ID) {
+		return ""
+	}
+	return probe.ID
+}
+
+// ValidID reports whether id is 1 to 64 printable ASCII characters.
+func ValidID(id string) bool {
+	return validPrintable(id)
+}
+
+func validType(t string) bool { return validPrintable(t) }
+
+func validPrintable(s string) bool {
+	if len(s) == 0 || len(s) > MaxIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
