@@ -80,6 +80,9 @@ type WS struct {
 	AllowedOrigins []string `yaml:"allowed_origins" json:"allowed_origins"`
 	// Workers is the size of the poller's worker pool. Default 0: GOMAXPROCS*4.
 	Workers int `yaml:"workers" json:"workers"`
+	// DemoPage serves the demo chat page at / on the client listener.
+	// Default false (the demo config turns it on).
+	DemoPage bool `yaml:"demo_page" json:"demo_page"`
 }
 
 // Limits are the admission limits.

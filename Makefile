@@ -1,0 +1,55 @@
+# orchestratord. `make help` lists the targets.
+
+GO        ?= go
+BIN       := bin/orchestratord
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+FUZZTIME  ?= 10s
+BENCHTIME ?= 1s
+PKGS      := ./...
+
+.PHONY: help build run test test-short check-fmt check-generate vet lint generate fuzz bench clean
+
+help: ## show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+build: ## build bin/orchestratord
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./daemon/cmd/orchestratord
+
+run: build ## serve the embedded demo config (memory store, echo route, :8080, admin on 127.0.0.1:9090)
+	./$(BIN) serve --config demo
+
+test: check-fmt vet check-generate ## gofmt check, go vet, templ freshness, then every test with -race
+	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+test-short: ## the tests without -race (faster while developing)
+	$(GO) test -count=1 -short $(PKGS)
+
+check-fmt: ## fail when gofmt would change a file
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_templ.go$$')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet: ## go vet
+	$(GO) vet $(PKGS)
+
+check-generate: ## fail when the generated templ files are stale
+	@$(GO) tool templ generate >/dev/null
+	@git diff --exit-code -- '*_templ.go' || { echo "generated templ files are stale: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git ls-files --others --exclude-standard -- '*_templ.go')" || { echo "uncommitted generated templ files"; exit 1; }
+
+generate: ## regenerate the templ views
+	$(GO) tool templ generate
+
+lint: check-fmt vet ## gofmt and go vet
+
+fuzz: ## run every fuzz target for FUZZTIME (default 10s)
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+bench: ## run the benchmarks (-benchmem, BENCHTIME each)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
+
+clean: ## remove build output
+	rm -rf bin

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/orchestratord/orchestratord/admin"
+	"github.com/orchestratord/orchestratord/daemon/auth"
+	"github.com/orchestratord/orchestratord/daemon/backends"
+	"github.com/orchestratord/orchestratord/daemon/config"
+	"github.com/orchestratord/orchestratord/daemon/dispatch"
+	"github.com/orchestratord/orchestratord/daemon/gateway"
+	"github.com/orchestratord/orchestratord/daemon/telemetry"
+	"github.com/orchestratord/orchestratord/netpoll"
+)
+
+// node is the daemon's state as the admin page, metrics, systemd status
+// and reload see it.
+type node struct {
+	cfg     config.Config // as started; listen.* never changes
+	current atomic.Pointer[config.Config]
+	eng     *netpoll.Engine
+	gw      *gateway.Gateway
+	router  *dispatch.Router
+
+	mu      sync.Mutex // guards set and retired
+	set     *backends.Set
+	retired []*backends.Set // replaced by a reload; closed at exit
+	msgsIn  atomic.Uint64
+	msgsOut atomic.Uint64
+}
+
+// Name implements admin.Node.
+func (n *node) Name() string { return n.cfg.Node }
+
+// Draining implements admin.Node.
+func (n *node) Draining() bool { return n.gw.Draining() }
+
+// Counters implements admin.Node.
+func (n *node) Counters() admin.Counters {
+	var in, out uint64
+	n.eng.Range(func(c *netpoll.Conn) bool {
+		s := c.Stats()
+		in += s.MsgsIn
+		out += s.MsgsOut
+		return true
+	})
+	// Closed connections' counts are folded in by the totals kept here.
+	return admin.Counters{
+		Connections: n.eng.Len(),
+		Sessions:    n.gw.Attached(),
+		InFlight:    n.router.InFlight(),
+		MsgsIn:      in + n.msgsIn.Load(),
+		MsgsOut:     out + n.msgsOut.Load(),
+	}
+}
+
+func (n *node) gauges() telemetry.Gauges {
+	return telemetry.Gauges{
+		Connections: n.eng.Len(),
+		Sessions:    n.gw.Attached(),
+		InFlight:    n.router.InFlight(),
+		Draining:    n.gw.Draining(),
+	}
+}
+
+func (n *node) backends() *backends.Set {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.set
+}
+
+func (n *node) breakers() []telemetry.Breaker {
+	var out []telemetry.Breaker
+	for _, b := range n.backends().Snapshot() {
+		for _, e := range b.Endpoints {
+			out = append(out, telemetry.Breaker{Backend: b.Name, Endpoint: e.URL, State: e.Breaker})
+		}
+	}
+	return out
+}
+
+func (n *node) status() string {
+	state := "serving"
+	if n.gw.Draining() {
+		state = "draining"
+	}
+	return fmt.Sprintf("%s: %d connections, %d requests in flight", state, n.eng.Len(), n.router.InFlight())
+}
+
+// apply carries out a reload: the new config is validated (by the loader)
+// and checked for changes that need a restart; new pools and routes are
+// built whole, then swapped in. On any error the old config stays.
+func (n *node) apply(next config.Config, gate *auth.Gate, level *slog.LevelVar, log *slog.Logger) error {
+	if err := restartOnly(n.cfg, next); err != nil {
+		return err
+	}
+	set, err := backends.New(next.Backends, lookupEnv, log)
+	if err != nil {
+		return fmt.Errorf("backends: %w", err)
+	}
+	table, err := dispatch.NewTable(next, set)
+	if err != nil {
+		set.Close()
+		return err
+	}
+	n.router.Swap(table)
+	n.mu.Lock()
+	n.retired = append(n.retired, n.set)
+	n.set = set
+	n.mu.Unlock()
+	gate.Update(next.Limits, next.WS.AllowedOrigins)
+	if err := level.UnmarshalText([]byte(next.Log.Level)); err != nil {
+		log.Warn("log level not changed", "err", err)
+	}
+	n.current.Store(&next)
+	return nil
+}
+
+// restartOnly refuses reloads that change what only a restart can change.
+func restartOnly(old, next config.Config) error {
+	var errs []error
+	if old.Listen != next.Listen {
+		errs = append(errs, errors.New("listen.*: changing listeners needs a restart"))
+	}
+	if old.Sessions != next.Sessions {
+		errs = append(errs, errors.New("sessions.*: changing the session store needs a restart"))
+	}
+	if old.WS.Path != next.WS.Path || old.WS.MaxMessageBytes != next.WS.MaxMessageBytes || old.WS.Heartbeat != next.WS.Heartbeat ||
+		old.WS.OutboundQueueBytes != next.WS.OutboundQueueBytes || old.WS.HandshakeTimeout != next.WS.HandshakeTimeout || old.WS.Workers != next.WS.Workers {
+		errs = append(errs, errors.New("ws.* (other than allowed_origins): changing the engine needs a restart"))
+	}
+	if old.Auth.JWT.SecretEnv != next.Auth.JWT.SecretEnv || old.Auth.JWT.KeysFile != next.Auth.JWT.KeysFile || old.Auth.JWT.JWKSURL != next.Auth.JWT.JWKSURL ||
+		old.Auth.Anonymous != next.Auth.Anonymous || strings.Join(old.Auth.JWT.Algorithms, ",") != strings.Join(next.Auth.JWT.Algorithms, ",") {
+		errs = append(errs, errors.New("auth.*: changing authentication needs a restart"))
+	}
+	return errors.Join(errs...)
+}
+
+// closeSets closes every backend set at exit.
+func (n *node) closeSets() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, s := range n.retired {
+		s.Close()
+	}
+	n.set.Close()
+}
+
+// sessionLister adapts the gateway to admin.SessionLister.
+type sessionLister struct{ gw *gateway.Gateway }
+
+func (l sessionLister) Sessions(q string, offset, limit int) ([]admin.SessionRow, int) {
+	rows, total := l.gw.Sessions(q, offset, limit)
+	out := make([]admin.SessionRow, len(rows))
+	for i, r := range rows {
+		out[i] = admin.SessionRow(r)
+	}
+	return out, total
+}
+
+func (l sessionLister) Kick(_ context.Context, id string) error {
+	if err := l.gw.Kick(id); err != nil {
+		if errors.Is(err, gateway.ErrNoSuchSession) {
+			return fmt.Errorf("%w: %w", admin.ErrNotFound, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// backendLister adapts the backend set in force to admin.BackendLister.
+type backendLister struct{ n *node }
+
+func (l backendLister) Backends() []admin.BackendRow {
+	snap := l.n.backends().Snapshot()
+	out := make([]admin.BackendRow, 0, len(snap))
+	for _, b := range snap {
+		row := admin.BackendRow{Name: b.Name, Kind: b.Kind, InFlight: b.InFlight, MaxConcurrent: b.MaxConcurrent}
+		for _, e := range b.Endpoints {
+			row.Endpoints = append(row.Endpoints, admin.EndpointRow{URL: e.URL, Breaker: e.Breaker, Successes: e.Successes,
+				Failures: e.Failures, Rejections: e.Rejections, InFlight: e.InFlight, P50ms: e.P50ms, P99ms: e.P99ms})
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+func (l backendLister) Reset(name string) error {
+	if err := l.n.backends().Reset(name); err != nil {
+		if errors.Is(err, backends.ErrUnknownBackend) {
+			return fmt.Errorf("%w: %w", admin.ErrNotFound, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// drainer adapts the drain request channel to admin.Drainer.
+type drainer chan string
+
+func (d drainer) Drain(reason string) {
+	select {
+	case d <- reason:
+	default: // already asked
+	}
+}
+
+// readiness adapts the gateway to admin.Readiness.
+type readiness struct{ gw *gateway.Gateway }
+
+func (r readiness) Alive() error { return r.gw.Alive() }
+func (r readiness) Ready() error { return r.gw.Ready(context.Background()) }
+

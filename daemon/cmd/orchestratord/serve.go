@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/orchestratord/orchestratord/admin"
+	"github.com/orchestratord/orchestratord/daemon/auth"
+	"github.com/orchestratord/orchestratord/daemon/backends"
+	"github.com/orchestratord/orchestratord/daemon/config"
+	"github.com/orchestratord/orchestratord/daemon/dispatch"
+	"github.com/orchestratord/orchestratord/daemon/gateway"
+	"github.com/orchestratord/orchestratord/daemon/lifecycle"
+	"github.com/orchestratord/orchestratord/daemon/sessions"
+	"github.com/orchestratord/orchestratord/daemon/telemetry"
+	"github.com/orchestratord/orchestratord/netpoll"
+	"github.com/orchestratord/orchestratord/web"
+)
+
+// serve runs the daemon until a drain ends. reload reads the config again
+// (SIGHUP).
+func serve(ctx context.Context, cfg config.Config, reload func() (config.Config, error), path string, stdout io.Writer) error {
+	log, level := telemetry.NewLogger(stdout, cfg.Log.Level)
+	log = log.With("node", cfg.Node)
+	metrics := telemetry.New(version)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	mgr, err := sessions.Open(ctx, cfg.Sessions, cfg.Node, log)
+	if err != nil {
+		return fmt.Errorf("open session store: %w", err)
+	}
+	defer mgr.Close()
+
+	set, err := backends.New(cfg.Backends, os.LookupEnv, log)
+	if err != nil {
+		return fmt.Errorf("backends: %w", err)
+	}
+	table, err := dispatch.NewTable(cfg, set)
+	if err != nil {
+		return err
+	}
+	router := dispatch.New(table, gateway.DispatchSessions(mgr), metrics, log)
+
+	verifier, err := auth.NewVerifier(ctx, cfg.Auth, log)
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	gate := auth.NewGate(cfg, verifier, log)
+
+	var plain http.Handler
+	if cfg.WS.DemoPage {
+		plain = web.Demo()
+	}
+	gw := gateway.New(gateway.Options{
+		Node:                    cfg.Node,
+		Heartbeat:               cfg.WS.Heartbeat.D(),
+		AllowExpiredConnections: cfg.Auth.AllowExpiredConnections,
+		ReconnectAfter:          cfg.Drain.ReconnectAfter.D(),
+		Plain:                   plain,
+	}, gate, mgr, router, metrics, log)
+	defer gw.Close()
+
+	eng, err := netpoll.New(netpoll.Config{
+		MaxMessageBytes:    cfg.WS.MaxMessageBytes,
+		HandshakeTimeout:   cfg.WS.HandshakeTimeout.D(),
+		Heartbeat:          cfg.WS.Heartbeat.D(),
+		OutboundQueueBytes: cfg.WS.OutboundQueueBytes,
+		Workers:            cfg.WS.Workers,
+	}, gw, gw, gw.PlainHandler(), log)
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	gw.SetAlive(eng.Alive)
+
+	// Listeners: from socket activation when systemd passes them, else bound
+	// here.
+	activated, err := lifecycle.Activated()
+	if err != nil {
+		return err
+	}
+	clientLn, err := listen(activated[lifecycle.SocketClient], cfg.Listen.Client, cfg.Listen.ReusePort)
+	if err != nil {
+		return fmt.Errorf("listen.client: %w", err)
+	}
+	adminLn, err := listen(activated[lifecycle.SocketAdmin], cfg.Listen.Admin, false)
+	if err != nil {
+		clientLn.Close()
+		return fmt.Errorf("listen.admin: %w", err)
+	}
+
+	state := &node{cfg: cfg, eng: eng, gw: gw, router: router, set: set}
+	state.current.Store(&cfg)
+	metrics.SetGauges(state.gauges)
+	metrics.SetBreakers(state.breakers)
+
+	drainReq := make(chan string, 1)
+	adm, err := admin.New(cfg.Admin, adminLn.Addr().String(), admin.Deps{
+		Node:      state,
+		Sessions:  sessionLister{gw},
+		Backends:  backendLister{state},
+		Drainer:   drainer(drainReq),
+		Readiness: readiness{gw},
+	}, metrics.Registry(), log)
+	if err != nil {
+		clientLn.Close()
+		adminLn.Close()
+		return fmt.Errorf("admin: %w", err)
+	}
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := eng.Serve(clientLn); err != nil && !errors.Is(err, net.ErrClosed) {
+			log.Error("client listener stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := adm.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			log.Error("admin listener stopped", "err", err)
+		}
+	}()
+	log.Info("serving", "config", path, "client", clientLn.Addr().String(), "admin", adminLn.Addr().String(),
+		"store", cfg.Sessions.Store, "version", version, "routes", len(cfg.Routes))
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	notifier := lifecycle.NewNotifier(os.Getenv("NOTIFY_SOCKET"), log)
+	lifecycle.Run(ctx, lifecycle.Options{
+		Notifier: notifier,
+		Timing:   lifecycle.Timing{LBGrace: cfg.Drain.LBGrace.D(), Timeout: cfg.Drain.Timeout.D()},
+		Steps: lifecycle.Steps{
+			Start: gw.StartDrain,
+			StopListening: func() {
+				clientLn.Close()
+			},
+			Wait: router.Wait,
+			Abort: func() {
+				gw.DetachAll()
+				router.CancelAll(dispatch.ErrDraining)
+				wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer wcancel()
+				if err := router.Wait(wctx); err != nil {
+					log.Error("requests did not end after cancel", "in_flight", router.InFlight())
+				}
+			},
+			Close: func() {
+				eng.Close()
+				sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer scancel()
+				_ = adm.Shutdown(sctx)
+			},
+		},
+		Reload: func() error {
+			next, err := reload()
+			if err != nil {
+				return err
+			}
+			if err := state.apply(next, gate, level, log); err != nil {
+				return err
+			}
+			return nil
+		},
+		Alive:            gw.Alive,
+		Status:           state.status,
+		StatusInterval:   10 * time.Second,
+		WatchdogInterval: lifecycle.WatchdogInterval(os.Getenv("WATCHDOG_USEC"), os.Getenv("WATCHDOG_PID")),
+		Signals:          sigs,
+		DrainRequests:    drainReq,
+	}, log)
+	wg.Wait()
+	state.closeSets()
+	log.Info("exiting")
+	return nil
+}
+
+// listen returns the activated listener when there is one, else binds addr.
+func listen(activated net.Listener, addr string, reusePort bool) (net.Listener, error) {
+	if activated != nil {
+		return activated, nil
+	}
+	lc := net.ListenConfig{}
+	if reusePort {
+		lc.Control = reusePortControl
+	}
+	return lc.Listen(context.Background(), "tcp", addr)
+}
+
+
+func lookupEnv(k string) (string, bool) { return os.LookupEnv(k) }

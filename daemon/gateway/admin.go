@@ -1,0 +1,80 @@
+package gateway
+
+import (
+	"errors"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/orchestratord/orchestratord/netpoll"
+)
+
+// SessionRow is one attached session as the admin page shows it.
+type SessionRow struct {
+	ID, User, Remote  string
+	ConnectedSince    time.Time
+	InFlight          int
+	MsgsIn, MsgsOut   uint64
+	BytesIn, BytesOut uint64
+}
+
+// ErrNoSuchSession: no connection of that session is attached here.
+var ErrNoSuchSession = errors.New("no such session on this node")
+
+// Sessions returns one page of the attached sessions whose id, user or
+// remote address contains query, newest first, and the number of matches.
+func (g *Gateway) Sessions(query string, offset, limit int) ([]SessionRow, int) {
+	type ref struct {
+		st    *conn
+		since time.Time
+	}
+	var refs []ref
+	g.conns.Range(func(_, v any) bool {
+		st := v.(*conn)
+		if query != "" && !strings.Contains(st.sessionID(), query) && !strings.Contains(st.id.User, query) && !strings.Contains(st.c.Remote().String(), query) {
+			return true
+		}
+		refs = append(refs, ref{st, st.c.Since()})
+		return true
+	})
+	sort.Slice(refs, func(i, j int) bool { return refs[i].since.After(refs[j].since) })
+	total := len(refs)
+	if offset > total {
+		offset = total
+	}
+	end := min(offset+limit, total)
+	rows := make([]SessionRow, 0, end-offset)
+	for _, r := range refs[offset:end] {
+		st := r.st
+		s := st.c.Stats()
+		row := SessionRow{ID: st.sessionID(), User: st.id.User, Remote: st.c.Remote().String(), ConnectedSince: r.since,
+			MsgsIn: s.MsgsIn, MsgsOut: s.MsgsOut, BytesIn: s.BytesIn, BytesOut: s.BytesOut}
+		st.mu.Lock()
+		if st.sess != nil {
+			sess := st.sess
+			st.mu.Unlock()
+			row.InFlight = sess.InFlight()
+		} else {
+			st.mu.Unlock()
+		}
+		rows = append(rows, row)
+	}
+	return rows, total
+}
+
+// Kick closes the live connection of session id on this node (1008,
+// closed by an operator). The client may reconnect and resume.
+func (g *Gateway) Kick(id string) error {
+	v, ok := g.conns.Load(id)
+	if !ok {
+		return ErrNoSuchSession
+	}
+	v.(*conn).c.Close(netpoll.ClosePolicyViolation, "closed by an operator")
+	return nil
+}
+
+func (st *conn) sessionID() string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.sessID
+}

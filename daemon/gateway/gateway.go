@@ -1,0 +1,252 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/orchestratord/orchestratord/daemon/auth"
+	"github.com/orchestratord/orchestratord/daemon/dispatch"
+	"github.com/orchestratord/orchestratord/daemon/events"
+	"github.com/orchestratord/orchestratord/daemon/sessions"
+	"github.com/orchestratord/orchestratord/netpoll"
+)
+
+// Subprotocol is echoed when a client offers it.
+const Subprotocol = "orchestrator.v1"
+
+// Metrics is what the gateway reports.
+type Metrics interface {
+	MessageIn()
+	MessageOut()
+	Handshake(outcome string)
+	Closed(code int)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) MessageIn()       {}
+func (noMetrics) MessageOut()      {}
+func (noMetrics) Handshake(string) {}
+func (noMetrics) Closed(int)       {}
+
+// Options are the gateway's settings.
+type Options struct {
+	Node                    string
+	Heartbeat               time.Duration
+	AllowExpiredConnections bool
+	ReconnectAfter          time.Duration
+	// Plain serves non-upgrade requests other than /healthz and /readyz
+	// (the demo page); nil answers 404.
+	Plain http.Handler
+}
+
+// Gateway binds connections to sessions. Build it with New.
+type Gateway struct {
+	opts    Options
+	gate    *auth.Gate
+	mgr     *sessions.Manager
+	router  *dispatch.Router
+	metrics Metrics
+	log     *slog.Logger
+
+	ctx    context.Context // cancelled by Close: stops attach goroutines
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // attach goroutines
+
+	conns     sync.Map // session id -> *conn (attached connections)
+	attaching atomic.Int64
+	draining  atomic.Bool
+	alive     func() time.Time // the engine's liveness
+}
+
+// New returns a gateway. alive reports the engine's last progress (for
+// /healthz); it may be set later with SetAlive.
+func New(opts Options, gate *auth.Gate, mgr *sessions.Manager, router *dispatch.Router, m Metrics, log *slog.Logger) *Gateway {
+	if m == nil {
+		m = noMetrics{}
+	}
+	if opts.ReconnectAfter == 0 {
+		opts.ReconnectAfter = time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &Gateway{opts: opts, gate: gate, mgr: mgr, router: router, metrics: m, log: log, ctx: ctx, cancel: cancel}
+	router.OnIdle(g.sessionIdle)
+	return g
+}
+
+// SetAlive sets the liveness source used by /healthz.
+func (g *Gateway) SetAlive(alive func() time.Time) { g.alive = alive }
+
+// Admit decides a handshake before any upgrade: admission and auth through
+// the gate, then the ownership check of a resumed session.
+func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
+	h := auth.Handshake{Path: r.Path, RawQuery: r.RawQuery, Header: r.Header, Remote: r.Remote}
+	id, ref := g.gate.Check(&h)
+	if ref != nil {
+		g.metrics.Handshake(ref.Code)
+		return netpoll.Decision{Status: ref.Status, Body: ref.Body()}
+	}
+	resume := queryValue(r.RawQuery, "session")
+	if resume != "" {
+		ctx, cancel := context.WithTimeout(g.ctx, 2*time.Second)
+		owner, err := g.mgr.Lookup(ctx, resume)
+		cancel()
+		switch {
+		case err == nil && owner != id.User:
+			g.gate.Release(r.Remote.Addr())
+			g.log.Info("handshake refused: session of another user", "remote", r.Remote.String(), "user", id.User, "session", resume)
+			g.metrics.Handshake("forbidden")
+			return netpoll.Decision{Status: http.StatusForbidden, Body: []byte(`{"error":"forbidden"}` + "\n")}
+		case err != nil && !errors.Is(err, sessions.ErrNotFound):
+			g.gate.Release(r.Remote.Addr())
+			g.log.Warn("handshake refused: session store unavailable", "remote", r.Remote.String(), "err", err)
+			g.metrics.Handshake("store_unavailable")
+			return netpoll.Decision{Status: http.StatusServiceUnavailable, Body: []byte(`{"error":"store_unavailable"}` + "\n")}
+		}
+	}
+	g.metrics.Handshake("accepted")
+	d := netpoll.Decision{Value: &conn{g: g, id: id, resume: resume}}
+	if offersSubprotocol(r.Header.Values("Sec-WebSocket-Protocol"), Subprotocol) {
+		d.Subprotocol = Subprotocol
+	}
+	return d
+}
+
+// OnOpen attaches the new connection to its session off the poller: the
+// store may take a round trip. Frames that arrive meanwhile wait, in order.
+func (g *Gateway) OnOpen(c *netpoll.Conn) {
+	st := c.Value().(*conn)
+	st.c = c
+	st.reply = st.send
+	if exp := st.id.Expires; !exp.IsZero() && !g.opts.AllowExpiredConnections {
+		c.CloseAt(exp, netpoll.CloseTokenExpired, "token expired")
+	}
+	g.attaching.Add(1)
+	g.wg.Add(1)
+	go g.attach(st)
+}
+
+func (g *Gateway) attach(st *conn) {
+	defer g.wg.Done()
+	defer g.attaching.Add(-1)
+	ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
+	defer cancel()
+	id, _, err := g.mgr.Attach(ctx, st.id.User, st.resume, st, st.welcome)
+	if err != nil {
+		g.log.Warn("attach session failed", "remote", st.c.Remote().String(), "user", st.id.User, "err", err)
+		st.c.Close(netpoll.CloseInternalError, "session store unavailable")
+		return
+	}
+	sess := g.router.Acquire(id, st.id.User)
+	st.mu.Lock()
+	if st.closed {
+		st.mu.Unlock()
+		g.mgr.Detach(id, st)
+		sess.Release()
+		return
+	}
+	st.sessID, st.sess = id, sess
+	if prev, loaded := g.conns.Swap(id, st); loaded && prev.(*conn) != st {
+		// The older connection of this session is being kicked (4009) by
+		// the manager; its OnClose must not remove us.
+		_ = prev
+	}
+	for _, p := range st.pending {
+		g.router.Handle(sess, p, st.reply)
+	}
+	st.pending = nil
+	st.attached = true
+	st.mu.Unlock()
+	if g.draining.Load() && sess.InFlight() == 0 {
+		g.reconnect(st)
+	}
+}
+
+// maxPending bounds the frames a connection may send before its session is
+// attached.
+const maxPending = 32
+
+// OnMessage hands one frame to dispatch. It runs on a poller worker.
+func (g *Gateway) OnMessage(c *netpoll.Conn, payload []byte) {
+	st := c.Value().(*conn)
+	g.metrics.MessageIn()
+	st.mu.Lock()
+	if !st.attached {
+		if len(st.pending) >= maxPending {
+			st.mu.Unlock()
+			c.Close(netpoll.ClosePolicyViolation, "too many messages before welcome")
+			return
+		}
+		st.pending = append(st.pending, append([]byte(nil), payload...))
+		st.mu.Unlock()
+		return
+	}
+	sess := st.sess
+	st.mu.Unlock()
+	g.mgr.Touch(sess.ID)
+	g.router.Handle(sess, payload, st.reply)
+}
+
+// OnClose detaches the connection; its requests keep running and their
+// output goes to the session.
+func (g *Gateway) OnClose(c *netpoll.Conn, code netpoll.CloseCode, err error) {
+	st, _ := c.Value().(*conn)
+	g.metrics.Closed(int(code))
+	if st == nil {
+		return
+	}
+	g.gate.Release(c.Remote().Addr())
+	st.mu.Lock()
+	st.closed = true
+	id, sess := st.sessID, st.sess
+	st.mu.Unlock()
+	if id == "" {
+		return
+	}
+	g.conns.CompareAndDelete(id, st)
+	g.mgr.Detach(id, st)
+	sess.Release()
+}
+
+// Close stops the attach goroutines and waits for them.
+func (g *Gateway) Close() {
+	g.cancel()
+	g.wg.Wait()
+}
+
+func queryValue(rawQuery, key string) string {
+	for rawQuery != "" {
+		var kv string
+		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if k == key {
+			if u, err := urlUnescape(v); err == nil {
+				return u
+			}
+			return ""
+		}
+	}
+	return ""
+}
+
+func offersSubprotocol(values []string, want string) bool {
+	for _, v := range values {
+		for _, p := range strings.Split(v, ",") {
+			if strings.TrimSpace(p) == want {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// welcomeBytes is shared by conns; see conn.welcome.
+func welcomeBytes(id string, resumed bool, node string, hb time.Duration) []byte {
+	return events.AppendWelcome(make([]byte, 0, 128), id, resumed, node, hb.Milliseconds())
+}

@@ -1,0 +1,73 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+)
+
+// stallAfter is how long the engine may go without progress before
+// /healthz reports it wedged.
+const stallAfter = 10 * time.Second
+
+// Alive reports whether the engine's loops made progress recently.
+func (g *Gateway) Alive() error {
+	if g.alive == nil {
+		return nil
+	}
+	if last := g.alive(); time.Since(last) > stallAfter {
+		return errors.New("poller stalled since " + last.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// Ready reports whether the node takes new clients: not draining and the
+// session store reachable.
+func (g *Gateway) Ready(ctx context.Context) error {
+	if g.draining.Load() {
+		return errors.New("draining")
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := g.mgr.Ready(ctx); err != nil {
+		return errors.New("session store unreachable: " + err.Error())
+	}
+	return nil
+}
+
+// PlainHandler serves the non-upgrade requests of the client listener:
+// /healthz, /readyz, then opts.Plain (the demo page) or 404.
+func (g *Gateway) PlainHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		probe(w, g.Alive())
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		probe(w, g.Ready(r.Context()))
+	})
+	if g.opts.Plain != nil {
+		mux.Handle("/", g.opts.Plain)
+	} else {
+		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found"})
+		})
+	}
+	return mux
+}
+
+func probe(w http.ResponseWriter, err error) {
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
