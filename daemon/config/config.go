@@ -38,17 +38,17 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // Default holds them all.
 type Config struct {
 	// Node names this replica in welcome messages and logs. Default: hostname.
-	Node     string              `yaml:"node" json:"node"`
-	Listen   Listen              `yaml:"listen" json:"listen"`
-	WS       WS                  `yaml:"ws" json:"ws"`
-	Limits   Limits              `yaml:"limits" json:"limits"`
-	Auth     Auth                `yaml:"auth" json:"auth"`
-	Sessions Sessions            `yaml:"sessions" json:"sessions"`
-	Backends map[string]Backend  `yaml:"backends" json:"backends"`
-	Routes   map[string]Route    `yaml:"routes" json:"routes"`
-	Drain    Drain               `yaml:"drain" json:"drain"`
-	Admin    Admin               `yaml:"admin" json:"admin"`
-	Log      Log                 `yaml:"log" json:"log"`
+	Node     string             `yaml:"node" json:"node"`
+	Listen   Listen             `yaml:"listen" json:"listen"`
+	WS       WS                 `yaml:"ws" json:"ws"`
+	Limits   Limits             `yaml:"limits" json:"limits"`
+	Auth     Auth               `yaml:"auth" json:"auth"`
+	Sessions Sessions           `yaml:"sessions" json:"sessions"`
+	Backends map[string]Backend `yaml:"backends" json:"backends"`
+	Routes   map[string]Route   `yaml:"routes" json:"routes"`
+	Drain    Drain              `yaml:"drain" json:"drain"`
+	Admin    Admin              `yaml:"admin" json:"admin"`
+	Log      Log                `yaml:"log" json:"log"`
 }
 
 // Listen holds the listener addresses.

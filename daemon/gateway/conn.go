@@ -40,7 +40,7 @@ func (st *conn) send(msg []byte) error { return st.Send(msg) }
 // Kick closes the connection: a newer connection took the session over
 // (sessions.Outlet).
 func (st *conn) Kick() {
-	st.c.Close(netpoll.CloseSessionTakenOver, "session taken over by a newer connection")
+	st.c.Close(netpoll.CloseTakenOver, "session taken over by a newer connection")
 }
 
 func (st *conn) welcome(id string, resumed bool) []byte {

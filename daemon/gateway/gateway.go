@@ -101,13 +101,11 @@ func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
 		case err == nil && owner != id.User:
 			g.gate.Release(r.Remote.Addr())
 			g.log.Info("handshake refused: session of another user", "remote", r.Remote.String(), "user", id.User, "session", resume)
-			g.metrics.Handshake("forbidden")
-			return netpoll.Decision{Status: http.StatusForbidden, Body: []byte(`{"error":"forbidden"}` + "\n")}
+			return g.refuse(auth.CodeForbidden)
 		case err != nil && !errors.Is(err, sessions.ErrNotFound):
 			g.gate.Release(r.Remote.Addr())
 			g.log.Warn("handshake refused: session store unavailable", "remote", r.Remote.String(), "err", err)
-			g.metrics.Handshake("store_unavailable")
-			return netpoll.Decision{Status: http.StatusServiceUnavailable, Body: []byte(`{"error":"store_unavailable"}` + "\n")}
+			return g.refuse(auth.CodeStoreUnavailable)
 		}
 	}
 	g.metrics.Handshake("accepted")
@@ -116,6 +114,21 @@ func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
 		d.Subprotocol = Subprotocol
 	}
 	return d
+}
+
+// Refusals the gateway itself decides after the gate admitted a handshake.
+var (
+	refuseForbidden = auth.NewRefusal(auth.CodeForbidden)
+	refuseStore     = auth.NewRefusal(auth.CodeStoreUnavailable)
+)
+
+func (g *Gateway) refuse(code string) netpoll.Decision {
+	r := refuseForbidden
+	if code == auth.CodeStoreUnavailable {
+		r = refuseStore
+	}
+	g.metrics.Handshake(r.Code)
+	return netpoll.Decision{Status: r.Status, Body: r.Body()}
 }
 
 // OnOpen attaches the new connection to its session off the poller: the

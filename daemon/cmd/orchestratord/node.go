@@ -181,10 +181,10 @@ func (l backendLister) Backends() []admin.BackendRow {
 	snap := l.n.backends().Snapshot()
 	out := make([]admin.BackendRow, 0, len(snap))
 	for _, b := range snap {
-		row := admin.BackendRow{Name: b.Name, Kind: b.Kind, InFlight: b.InFlight, MaxConcurrent: b.MaxConcurrent}
+		row := admin.BackendRow{Name: b.Name, Kind: b.Kind, InFlight: b.Inflight, MaxConcurrent: b.MaxConcurrent}
 		for _, e := range b.Endpoints {
 			row.Endpoints = append(row.Endpoints, admin.EndpointRow{URL: e.URL, Breaker: e.Breaker, Successes: e.Successes,
-				Failures: e.Failures, Rejections: e.Rejections, InFlight: e.InFlight, P50ms: e.P50ms, P99ms: e.P99ms})
+				Failures: e.Failures, Rejections: e.Rejections, InFlight: e.Inflight, P50ms: e.LatencyP50, P99ms: e.LatencyP99})
 		}
 		out = append(out, row)
 	}
@@ -216,4 +216,3 @@ type readiness struct{ gw *gateway.Gateway }
 
 func (r readiness) Alive() error { return r.gw.Alive() }
 func (r readiness) Ready() error { return r.gw.Ready(context.Background()) }
-

@@ -52,9 +52,14 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	}
 	router := dispatch.New(table, gateway.DispatchSessions(mgr), metrics, log)
 
-	verifier, err := auth.NewVerifier(ctx, cfg.Auth, log)
-	if err != nil {
-		return fmt.Errorf("auth: %w", err)
+	// Anonymous demos without any key source run without a verifier; a
+	// token then cannot be checked and is refused (401).
+	var verifier *auth.Verifier
+	if j := cfg.Auth.JWT; !cfg.Auth.Anonymous || j.Secret != "" || j.KeysFile != "" || j.JWKSURL != "" {
+		verifier, err = auth.NewVerifier(ctx, cfg.Auth, log)
+		if err != nil {
+			return fmt.Errorf("auth: %w", err)
+		}
 	}
 	gate := auth.NewGate(cfg, verifier, log)
 
@@ -199,6 +204,5 @@ func listen(activated net.Listener, addr string, reusePort bool) (net.Listener, 
 	}
 	return lc.Listen(context.Background(), "tcp", addr)
 }
-
 
 func lookupEnv(k string) (string, bool) { return os.LookupEnv(k) }
