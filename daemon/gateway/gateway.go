@@ -41,6 +41,9 @@ type Options struct {
 	Heartbeat               time.Duration
 	AllowExpiredConnections bool
 	ReconnectAfter          time.Duration
+	// Path is the WebSocket path: a plain request for it is answered 400
+	// (not a valid WebSocket handshake).
+	Path string
 	// Plain serves non-upgrade requests other than /healthz and /readyz
 	// (the demo page); nil answers 404.
 	Plain http.Handler

@@ -47,6 +47,11 @@ func (g *Gateway) PlainHandler() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		probe(w, g.Ready(r.Context()))
 	})
+	if g.opts.Path != "" {
+		mux.HandleFunc(g.opts.Path, func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad_request"})
+		})
+	}
 	if g.opts.Plain != nil {
 		mux.Handle("/", g.opts.Plain)
 	} else {

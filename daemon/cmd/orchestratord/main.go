@@ -165,5 +165,5 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	return serve(context.Background(), cfg, func() (config.Config, error) {
 		next, _, err := c.load()
 		return next, err
-	}, path, stdout)
+	}, path, stdout, nil)
 }

@@ -27,16 +27,20 @@ import (
 )
 
 // serve runs the daemon until a drain ends. reload reads the config again
-// (SIGHUP).
-func serve(ctx context.Context, cfg config.Config, reload func() (config.Config, error), path string, stdout io.Writer) error {
+// (SIGHUP). lns may hold pre-bound listeners by name (lifecycle.SocketClient,
+// lifecycle.SocketAdmin); otherwise they come from socket activation or are
+// bound here. Cancelling ctx starts a drain.
+func serve(ctx context.Context, cfg config.Config, reload func() (config.Config, error), path string, stdout io.Writer, lns map[string]net.Listener) error {
 	log, level := telemetry.NewLogger(stdout, cfg.Log.Level)
 	log = log.With("node", cfg.Node)
 	metrics := telemetry.New(version)
 
-	ctx, cancel := context.WithCancel(ctx)
+	// The components' own background work (JWKS refresh, store) stops with
+	// bg once serve returns; ctx only asks for the drain.
+	bg, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	mgr, err := sessions.Open(ctx, cfg.Sessions, cfg.Node, log)
+	mgr, err := sessions.Open(bg, cfg.Sessions, cfg.Node, log)
 	if err != nil {
 		return fmt.Errorf("open session store: %w", err)
 	}
@@ -56,7 +60,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	// token then cannot be checked and is refused (401).
 	var verifier *auth.Verifier
 	if j := cfg.Auth.JWT; !cfg.Auth.Anonymous || j.Secret != "" || j.KeysFile != "" || j.JWKSURL != "" {
-		verifier, err = auth.NewVerifier(ctx, cfg.Auth, log)
+		verifier, err = auth.NewVerifier(bg, cfg.Auth, log)
 		if err != nil {
 			return fmt.Errorf("auth: %w", err)
 		}
@@ -72,6 +76,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		Heartbeat:               cfg.WS.Heartbeat.D(),
 		AllowExpiredConnections: cfg.Auth.AllowExpiredConnections,
 		ReconnectAfter:          cfg.Drain.ReconnectAfter.D(),
+		Path:                    cfg.WS.Path,
 		Plain:                   plain,
 	}, gate, mgr, router, metrics, log)
 	defer gw.Close()
@@ -90,9 +95,11 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 
 	// Listeners: from socket activation when systemd passes them, else bound
 	// here.
-	activated, err := lifecycle.Activated()
-	if err != nil {
-		return err
+	activated := lns
+	if activated == nil {
+		if activated, err = lifecycle.Activated(); err != nil {
+			return err
+		}
 	}
 	clientLn, err := listen(activated[lifecycle.SocketClient], cfg.Listen.Client, cfg.Listen.ReusePort)
 	if err != nil {
