@@ -1,0 +1,17 @@
+// Package auth decides whether a WebSocket handshake gets in, and as whom.
+//
+// It holds the JWT Verifier (golang-jwt/jwt/v5, with keys from the configured
+// HMAC secret, a PEM or JWKS file, or a JWKS URL refreshed in the background
+// through MicahParks/keyfunc), ExtractToken (Authorization: Bearer, query
+// parameter, cookie), the Gate that runs the admission checks of a handshake
+// in order of cost (draining and global cap, path, per-IP connections and
+// handshake rate, Origin, token), the Refusal type with the one mapping of
+// handshake refusal codes to HTTP statuses, and small admission helpers for
+// the message path (Bucket, Slots).
+//
+// The Gate never writes to the client: it returns a Refusal that the gateway
+// turns into a plain HTTP response.
+//
+// auth imports daemon/config and nothing else of the daemon; in particular it
+// must not import netpoll, gateway, sessions or dispatch.
+package auth

@@ -1,0 +1,293 @@
+package telemetry
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+const namespace = "orchestratord"
+
+// requestBuckets are the bucket bounds (seconds) of
+// orchestratord_request_duration_seconds: from an in-process echo (sub-ms)
+// to a long LLM stream (two minutes).
+var requestBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
+
+// Gauges is the node state read at scrape time through the callback given
+// to SetGauges.
+type Gauges struct {
+	// Connections is the number of open client connections.
+	Connections int
+	// Sessions is the number of sessions known to this node.
+	Sessions int
+	// InFlight is the number of requests in flight on this node.
+	InFlight int
+	// Draining is true once drain has started.
+	Draining bool
+}
+
+// Breaker is one endpoint's breaker state, read at scrape time through the
+// callback given to SetBreakers. State is "closed", "half-open" or "open".
+type Breaker struct {
+	Backend  string
+	Endpoint string
+	State    string
+}
+
+// BreakerValue maps a breaker state name to the value exported by
+// orchestratord_breaker_state: 0 closed, 1 half-open, 2 open, -1 unknown.
+func BreakerValue(state string) float64 {
+	switch state {
+	case "closed":
+		return 0
+	case "half-open", "half_open", "halfopen":
+		return 1
+	case "open":
+		return 2
+	}
+	return -1
+}
+
+// Metrics owns the daemon's Prometheus registry and collectors. Its methods
+// are safe for concurrent use.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	msgIn  prometheus.Counter
+	msgOut prometheus.Counter
+
+	reqDur      *prometheus.HistogramVec
+	handshakes  *prometheus.CounterVec
+	storeErrors *prometheus.CounterVec
+	closes      *prometheus.CounterVec
+
+	reqCache   cowMap[routeOutcome, prometheus.Observer]
+	hsCache    cowMap[string, prometheus.Counter]
+	storeCache cowMap[string, prometheus.Counter]
+	closeCache cowMap[int, prometheus.Counter]
+
+	gauges   atomic.Pointer[func() Gauges]
+	breakers atomic.Pointer[func() []Breaker]
+}
+
+type routeOutcome struct{ route, outcome string }
+
+// New returns Metrics registered on a fresh registry, together with the Go
+// runtime and process collectors and orchestratord_build_info{version}.
+func New(version string) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	msgs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "messages_total",
+		Help: "WebSocket data messages, by direction (in: from clients, out: to clients).",
+	}, []string{"direction"})
+	m.msgIn = msgs.WithLabelValues("in")
+	m.msgOut = msgs.WithLabelValues("out")
+	m.reqDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "request_duration_seconds",
+		Help:    "Time from a request's arrival to its terminal message, by route and outcome (result or the error code).",
+		Buckets: requestBuckets,
+	}, []string{"route", "outcome"})
+	m.handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "handshakes_total",
+		Help: "WebSocket handshakes, by outcome (accepted or the refusal code).",
+	}, []string{"outcome"})
+	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "store_errors_total",
+		Help: "Failed session store operations, by operation.",
+	}, []string{"op"})
+	m.closes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "closes_total",
+		Help: "Closed client connections, by WebSocket close code.",
+	}, []string{"code"})
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "build_info",
+		Help: "Always 1; the version label says which build is running.",
+	}, []string{"version"})
+	build.WithLabelValues(version).Set(1)
+	m.reg.MustRegister(msgs, m.reqDur, m.handshakes, m.storeErrors, m.closes, build,
+		&stateCollector{m: m}, &breakerCollector{m: m})
+	return m
+}
+
+// Registry returns the registry holding every metric, for promhttp and for
+// packages that register collectors of their own.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// MessageIn counts one message received from a client.
+func (m *Metrics) MessageIn() { m.msgIn.Inc() }
+
+// MessageOut counts one message sent to a client.
+func (m *Metrics) MessageOut() { m.msgOut.Inc() }
+
+// Request observes one finished request: its route, its outcome ("result"
+// or the error code) and its duration. It does not allocate once the
+// (route, outcome) pair has been seen.
+func (m *Metrics) Request(route, outcome string, d time.Duration) {
+	k := routeOutcome{route, outcome}
+	o, ok := m.reqCache.load(k)
+	if !ok {
+		o = m.reqCache.store(k, func() prometheus.Observer { return m.reqDur.WithLabelValues(route, outcome) })
+	}
+	o.Observe(d.Seconds())
+}
+
+// Handshake counts one handshake by outcome: "accepted" or the refusal code.
+func (m *Metrics) Handshake(outcome string) {
+	c, ok := m.hsCache.load(outcome)
+	if !ok {
+		c = m.hsCache.store(outcome, func() prometheus.Counter { return m.handshakes.WithLabelValues(outcome) })
+	}
+	c.Inc()
+}
+
+// StoreError counts one failed session store operation (op: load, save, …).
+func (m *Metrics) StoreError(op string) {
+	c, ok := m.storeCache.load(op)
+	if !ok {
+		c = m.storeCache.store(op, func() prometheus.Counter { return m.storeErrors.WithLabelValues(op) })
+	}
+	c.Inc()
+}
+
+// Closed counts one closed client connection by its close code.
+func (m *Metrics) Closed(code int) {
+	c, ok := m.closeCache.load(code)
+	if !ok {
+		c = m.closeCache.store(code, func() prometheus.Counter { return m.closes.WithLabelValues(strconv.Itoa(code)) })
+	}
+	c.Inc()
+}
+
+// SetGauges sets the callback read at every scrape for
+// orchestratord_connections, _sessions, _requests_in_flight and _draining.
+// It is called once per scrape, from the scraping goroutine, and must be
+// cheap and safe for concurrent use. Until it is set those gauges are 0.
+func (m *Metrics) SetGauges(fn func() Gauges) {
+	if fn == nil {
+		m.gauges.Store(nil)
+		return
+	}
+	m.gauges.Store(&fn)
+}
+
+// SetBreakers sets the callback read at every scrape for
+// orchestratord_breaker_state. It is called once per scrape and must be
+// safe for concurrent use.
+func (m *Metrics) SetBreakers(fn func() []Breaker) {
+	if fn == nil {
+		m.breakers.Store(nil)
+		return
+	}
+	m.breakers.Store(&fn)
+}
+
+// stateCollector exports the gauges read from the SetGauges callback,
+// calling it once per scrape.
+type stateCollector struct{ m *Metrics }
+
+var (
+	descConnections = prometheus.NewDesc(namespace+"_connections", "Open client connections.", nil, nil)
+	descSessions    = prometheus.NewDesc(namespace+"_sessions", "Sessions known to this node.", nil, nil)
+	descInFlight    = prometheus.NewDesc(namespace+"_requests_in_flight", "Requests in flight on this node.", nil, nil)
+	descDraining    = prometheus.NewDesc(namespace+"_draining", "1 once drain has started, else 0.", nil, nil)
+	descBreaker     = prometheus.NewDesc(namespace+"_breaker_state",
+		"Circuit breaker state of a backend endpoint: 0 closed, 1 half-open, 2 open.", []string{"backend", "endpoint"}, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descConnections
+	ch <- descSessions
+	ch <- descInFlight
+	ch <- descDraining
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	var g Gauges
+	if fn := c.m.gauges.Load(); fn != nil {
+		g = (*fn)()
+	}
+	draining := 0.0
+	if g.Draining {
+		draining = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descConnections, prometheus.GaugeValue, float64(g.Connections))
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(g.Sessions))
+	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(g.InFlight))
+	ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, draining)
+}
+
+// breakerCollector exports orchestratord_breaker_state from the SetBreakers
+// callback. Duplicate (backend, endpoint) pairs are skipped, since the
+// registry refuses them.
+type breakerCollector struct{ m *Metrics }
+
+func (c *breakerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descBreaker }
+
+func (c *breakerCollector) Collect(ch chan<- prometheus.Metric) {
+	fn := c.m.breakers.Load()
+	if fn == nil {
+		return
+	}
+	seen := make(map[[2]string]bool)
+	for _, b := range (*fn)() {
+		k := [2]string{b.Backend, b.Endpoint}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, BreakerValue(b.State), b.Backend, b.Endpoint)
+	}
+}
+
+// cowMap is a copy-on-write map: load is lock-free and allocation-free,
+// store (rare: a new label combination) copies the map under mu.
+type cowMap[K comparable, V any] struct {
+	mu sync.Mutex // serialises store
+	p  atomic.Pointer[map[K]V]
+}
+
+func (c *cowMap[K, V]) load(k K) (V, bool) {
+	if m := c.p.Load(); m != nil {
+		v, ok := (*m)[k]
+		return v, ok
+	}
+	var zero V
+	return zero, false
+}
+
+// store returns the value for k, creating it with mk if it is absent.
+func (c *cowMap[K, V]) store(k K, mk func() V) V {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.p.Load()
+	if old != nil {
+		if v, ok := (*old)[k]; ok {
+			return v
+		}
+	}
+	n := make(map[K]V, 1+lenOf(old))
+	if old != nil {
+		for ok, ov := range *old {
+			n[ok] = ov
+		}
+	}
+	v := mk()
+	n[k] = v
+	c.p.Store(&n)
+	return v
+}
+
+func lenOf[K comparable, V any](m *map[K]V) int {
+	if m == nil {
+		return 0
+	}
+	return len(*m)
+}

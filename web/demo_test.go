@@ -1,0 +1,256 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+)
+
+func TestDemoHandler(t *testing.T) {
+	h := Demo()
+	for _, tc := range []struct {
+		method, path string
+		code         int
+		contains     string
+	}{
+		{"GET", "/", 200, `id="msg"`},
+		{"GET", "/chat.js", 200, "sessionStorage"},
+		{"GET", "/chat.css", 200, "#log"},
+		{"HEAD", "/", 200, ""},
+		{"GET", "/admin/admin.js", 404, ""},
+		{"GET", "/admin/", 404, ""},
+		{"GET", "/nope.txt", 404, ""},
+		{"POST", "/", 405, ""},
+	} {
+		t.Run(tc.method+tc.path, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, httptest.NewRequest(tc.method, tc.path, nil))
+			if w.Code != tc.code || !strings.Contains(w.Body.String(), tc.contains) {
+				t.Fatalf("%s %s = %d (%d bytes), want %d containing %q", tc.method, tc.path, w.Code, w.Body.Len(), tc.code, tc.contains)
+			}
+			if tc.code == 200 && !strings.Contains(w.Header().Get("Content-Security-Policy"), "default-src 'self'") {
+				t.Errorf("no CSP on %s", tc.path)
+			}
+		})
+	}
+	for _, name := range []string{"admin.css", "admin.js"} {
+		if _, err := Admin().Open(name); err != nil {
+			t.Errorf("Admin() lacks %s: %v", name, err)
+		}
+	}
+}
+
+// fakeGateway speaks the client side of the wire contract well enough to
+// drive chat.js: welcome, chunks, results (sent twice, to check de-dup),
+// errors, and one dropped connection mid-stream that the page must resume.
+type fakeGateway struct {
+	t       *testing.T
+	mu      sync.Mutex
+	queries []string // RawQuery of each /ws handshake
+	pending []string // frames to replay after the next resume's welcome
+	later   string   // a frame sent before answering the next message
+}
+
+func (g *fakeGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	sid := r.URL.Query().Get("session")
+	g.mu.Lock()
+	g.queries = append(g.queries, r.URL.RawQuery)
+	replay := g.pending
+	g.pending = nil
+	g.mu.Unlock()
+	conn, _, _, err := ws.UpgradeHTTP(r, w)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	send := func(v string) bool { return wsutil.WriteServerText(conn, []byte(v)) == nil }
+	resumed := sid == "s_test1"
+	welcome, _ := json.Marshal(map[string]any{"type": "welcome", "session": "s_test1", "resumed": resumed, "node": "edge-t", "heartbeat_ms": 25000})
+	send(string(welcome))
+	if resumed {
+		for _, f := range replay {
+			send(f)
+		}
+	}
+	for {
+		b, err := wsutil.ReadClientText(conn)
+		if err != nil {
+			return
+		}
+		g.mu.Lock()
+		later := g.later
+		g.later = ""
+		g.mu.Unlock()
+		if later != "" {
+			send(later)
+		}
+		var m struct {
+			Type, ID string
+			Data     struct{ Text string }
+		}
+		if json.Unmarshal(b, &m) != nil {
+			send(`{"type":"error","id":"","code":"bad_request","message":"not JSON"}`)
+			continue
+		}
+		result := func(text string) string {
+			r, _ := json.Marshal(map[string]any{"type": "result", "id": m.ID, "data": map[string]string{"text": text}})
+			return string(r)
+		}
+		chunk := func(seq int, text string) string {
+			c, _ := json.Marshal(map[string]any{"type": "chunk", "id": m.ID, "seq": seq, "data": map[string]string{"text": text}})
+			return string(c)
+		}
+		switch {
+		case m.Type == "echo":
+			send(result(m.Data.Text))
+			send(result("DUPLICATE")) // a second delivery of the id: the page must drop it
+		case m.Data.Text == "fail":
+			send(`{"type":"error","id":"` + m.ID + `","code":"backend_error","message":"backend failed"}`)
+		case m.Data.Text == "drop":
+			// Stream two chunks, then drop the connection; the rest comes
+			// after the resume, with the chunks replayed first.
+			send(chunk(0, "one "))
+			send(chunk(1, "two "))
+			g.mu.Lock()
+			g.pending = []string{chunk(0, "one "), chunk(1, "two "), chunk(2, "three")}
+			g.later = result("one two three!")
+			g.mu.Unlock()
+			_ = ws.WriteFrame(conn, ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusCode(1012), "")))
+			return
+		default:
+			for i, w := range strings.Fields(m.Data.Text) {
+				send(chunk(i, w+" "))
+			}
+			send(result(strings.ToUpper(m.Data.Text)))
+		}
+	}
+}
+
+// TestDemoPageBrowser drives the demo chat page in headless Chromium against
+// a fake gateway. CI=true makes a missing Chromium a failure.
+func TestDemoPageBrowser(t *testing.T) {
+	const chromium = "/usr/bin/chromium"
+	if _, err := os.Stat(chromium); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s missing (CI=true): %v", chromium, err)
+		}
+		t.Skipf("%s missing: %v", chromium, err)
+	}
+	gw := &fakeGateway{t: t}
+	mux := http.NewServeMux()
+	mux.Handle("/ws", gw)
+	mux.Handle("/", Demo())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux, ErrorLog: nil}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(900, 700),
+	)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 45*time.Second)
+	defer cancelT()
+	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	eval := func(expr string) string {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
+		if err != nil {
+			t.Fatalf("evaluate %s: %v", expr, err)
+		}
+		return v
+	}
+	body := func(id string) string {
+		return eval(`(function(){var l=document.querySelectorAll('#log li[data-id="` + id + `"]'); return l.length + ":" + l[0].className + ":" + l[0].querySelector(".body").textContent})()`)
+	}
+	sendMsg := func(route, text string) {
+		t.Helper()
+		run("send "+text, chromedp.WaitVisible(chromedp.CSS(`#status[data-state="open"]`)),
+			chromedp.SetValue(chromedp.CSS("#route"), route), chromedp.SendKeys(chromedp.CSS("#msg"), text),
+			chromedp.Click(chromedp.CSS("#send")))
+	}
+
+	run("open", chromedp.Navigate("http://"+ln.Addr().String()+"/"), chromedp.WaitVisible(chromedp.CSS(`#status[data-state="open"]`)))
+	if got := eval(`document.getElementById("session").textContent`); got != "s_test1" {
+		t.Errorf("#session = %q, want s_test1", got)
+	}
+
+	sendMsg("echo", "hello")
+	run("echo result", chromedp.WaitVisible(chromedp.CSS(`#log li.bot[data-id="1"]:not(.pending)`)))
+	if got := body("1"); got != "1:bot:hello" {
+		t.Errorf("echo entry = %q, want one bot entry with hello", got)
+	}
+
+	sendMsg("chat", "stream me")
+	run("chat result", chromedp.WaitVisible(chromedp.CSS(`#log li.bot[data-id="2"]:not(.pending)`)))
+	if got := body("2"); got != "1:bot:STREAM ME" {
+		t.Errorf("chat entry = %q, want the final result text", got)
+	}
+
+	sendMsg("chat", "fail")
+	run("error", chromedp.WaitVisible(chromedp.CSS(`#log li.error[data-id="3"]`)))
+	if got := body("3"); got != "1:error:backend_error: backend failed" {
+		t.Errorf("error entry = %q", got)
+	}
+
+	sendMsg("chat", "drop")
+	// After the resume the replayed chunks 0 and 1 are skipped by seq.
+	deadline := time.Now().Add(10 * time.Second)
+	for got := ""; got != "1:bot pending:one two three"; got = body("4") {
+		if time.Now().After(deadline) {
+			t.Fatalf("resumed stream entry = %q, want the streamed text once", got)
+		}
+		run("wait", chromedp.WaitVisible(chromedp.CSS(`#status[data-state="open"]`)))
+	}
+	sendMsg("echo", "after")
+	run("resumed result", chromedp.WaitVisible(chromedp.CSS(`#log li.bot[data-id="4"]:not(.pending)`)),
+		chromedp.WaitVisible(chromedp.CSS(`#log li.bot[data-id="5"]:not(.pending)`)))
+	if got := body("4"); got != "1:bot:one two three!" {
+		t.Errorf("resumed entry = %q, want the final result", got)
+	}
+	gw.mu.Lock()
+	queries := strings.Join(gw.queries, " | ")
+	gw.mu.Unlock()
+	if !strings.HasSuffix(queries, "| session=s_test1") || strings.HasPrefix(queries, "session=") {
+		t.Errorf("handshake queries %q: want a fresh connect, then a resume with session=s_test1", queries)
+	}
+	run("status after resume", chromedp.WaitVisible(chromedp.CSS(`#status[data-state="open"]`)))
+	if got := eval(`document.getElementById("status").textContent`); !strings.Contains(got, "resumed") {
+		t.Errorf("#status = %q, want it to say resumed", got)
+	}
+	if os.Getenv("UPDATE_SCREENSHOTS") == "1" {
+		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+		if err != nil {
+			t.Fatalf("screenshot: %v", err)
+		}
+		if err := os.WriteFile(filepath.Join("..", "docs", "img", "demo.png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
