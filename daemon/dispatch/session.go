@@ -4,10 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/orchestratord/orchestratord/daemon/auth"
 	"github.com/orchestratord/orchestratord/daemon/events"
-	"golang.org/x/time/rate"
 )
 
 // Output routes a request's messages to the session: to its live
@@ -49,7 +50,9 @@ type Session struct {
 	inflight map[string]*call
 	refs     int  // connections holding the session
 	dead     bool // removed from the registry; Acquire again
-	limiter  *rate.Limiter
+	// limiter is replaced whole on reload (a Bucket must not be
+	// reconfigured while in use).
+	limiter atomic.Pointer[auth.Bucket]
 }
 
 // Acquire returns the dispatch state of session id for a connection that
@@ -59,7 +62,8 @@ func (r *Router) Acquire(id, user string) *Session {
 		v, ok := r.sessions.Load(id)
 		if !ok {
 			lim := r.Table().limits
-			s := &Session{ID: id, User: user, r: r, limiter: rate.NewLimiter(rate.Limit(lim.SessionRate), lim.SessionBurst)}
+			s := &Session{ID: id, User: user, r: r}
+			s.limiter.Store(auth.NewBucket(lim.SessionRate, lim.SessionBurst))
 			v, _ = r.sessions.LoadOrStore(id, s)
 		}
 		s := v.(*Session)
@@ -98,7 +102,7 @@ func (s *Session) maybeRemoveLocked() {
 
 // allow applies the session's message rate.
 func (s *Session) allow(now time.Time) bool {
-	return s.limiter.AllowN(now, 1)
+	return s.limiter.Load().Allow(now)
 }
 
 // register adds id to the in-flight registry, enforcing the per-session
@@ -155,6 +159,5 @@ func (s *Session) cancelAll(cause error) {
 
 // setRate applies a reloaded message rate.
 func (s *Session) setRate(r float64, burst int) {
-	s.limiter.SetLimit(rate.Limit(r))
-	s.limiter.SetBurst(burst)
+	s.limiter.Store(auth.NewBucket(r, burst))
 }
