@@ -1,0 +1,176 @@
+package sessions
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// discard is an Outlet that accepts everything.
+type discard struct{}
+
+func (discard) Send([]byte) error { return nil }
+func (discard) Kick()             {}
+
+// benchBackends: the memory store and the real Redis in the same run.
+func benchBackends(b *testing.B) []backend {
+	bs := []backend{{name: "memory"}}
+	if c, err := net.DialTimeout("tcp", realRedis, time.Second); err == nil {
+		c.Close()
+		p := randomPrefix()
+		cleanupPrefix(b, realRedis, p)
+		bs = append(bs, backend{name: "redis", redis: true, addr: realRedis, prefix: p})
+	} else {
+		b.Logf("no Redis at %s: memory only", realRedis)
+	}
+	return bs
+}
+
+func benchManager(b *testing.B, be backend) (*Manager, string) {
+	m, err := OpenOptions(b.Context(), be.cfg(testLimits), "bench", testLog(b), Options{Redis: RedisOptions{Prefix: be.prefix}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Close() })
+	id, _, err := m.Attach(b.Context(), "alice", "", discard{}, welcomeMsg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m, id
+}
+
+// BenchmarkRequestPath is the session work of one request on the message
+// path, connection attached on this node: Get (context + history for the
+// backend), Touch (debounced), Begin, End delivered live (no outbox).
+func BenchmarkRequestPath(b *testing.B) {
+	for _, be := range benchBackends(b) {
+		b.Run(be.name, func(b *testing.B) {
+			m, id := benchManager(b, be)
+			ctx := context.Background()
+			result := resultMsg("r1")
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := m.Get(ctx, id); err != nil {
+					b.Fatal(err)
+				}
+				m.Touch(id)
+				s := m.Begin(id, "r1")
+				s.End(result)
+			}
+		})
+	}
+}
+
+// BenchmarkChunkLocal is one chunk of a request whose connection is on the
+// same node: no store or bus work, whatever the store.
+func BenchmarkChunkLocal(b *testing.B) {
+	for _, be := range benchBackends(b) {
+		b.Run(be.name, func(b *testing.B) {
+			m, id := benchManager(b, be)
+			chunk := chunkMsg("r1", 1)
+			s := m.Begin(id, "r1")
+			b.ReportAllocs()
+			n := 0
+			for b.Loop() {
+				if n++; n == replayMaxChunks { // keep the replay buffer from growing into its bound
+					s.End(resultMsg("r1"))
+					s, n = m.Begin(id, "r1"), 0
+				}
+				s.Chunk(chunk)
+			}
+			s.End(resultMsg("r1"))
+		})
+	}
+}
+
+// BenchmarkRequestPathParallel is BenchmarkRequestPath from many
+// goroutines on many sessions: with Redis, rueidis pipelines the
+// concurrent round trips on a few connections.
+func BenchmarkRequestPathParallel(b *testing.B) {
+	for _, be := range benchBackends(b) {
+		b.Run(be.name, func(b *testing.B) {
+			m, _ := benchManager(b, be)
+			const sessions = 64
+			ids := make([]string, sessions)
+			for i := range ids {
+				id, _, err := m.Attach(b.Context(), "alice", "", discard{}, welcomeMsg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ids[i] = id
+			}
+			var next atomic.Int64
+			result := resultMsg("r1")
+			b.ReportAllocs()
+			b.SetParallelism(8)
+			b.RunParallel(func(pb *testing.PB) {
+				id := ids[next.Add(1)%sessions]
+				req := fmt.Sprintf("r%d", next.Add(1))
+				for pb.Next() {
+					if _, err := m.Get(context.Background(), id); err != nil {
+						b.Error(err)
+						return
+					}
+					m.Touch(id)
+					m.Begin(id, req).End(result)
+				}
+			})
+		})
+	}
+}
+
+// countOutlet counts what it is sent.
+type countOutlet struct{ n atomic.Int64 }
+
+func (o *countOutlet) Send([]byte) error { o.n.Add(1); return nil }
+func (o *countOutlet) Kick()             {}
+
+// BenchmarkChunkRelay is one chunk of a request running on replica A whose
+// connection is on replica B: one PUBLISH round trip on A, delivered by
+// B's bus goroutine.
+func BenchmarkChunkRelay(b *testing.B) {
+	var be backend
+	for _, x := range benchBackends(b) {
+		if x.redis {
+			be = x
+		}
+	}
+	if !be.redis {
+		b.Skip("no Redis")
+	}
+	open := func(node string) *Manager {
+		m, err := OpenOptions(b.Context(), be.cfg(testLimits), node, testLog(b), Options{Redis: RedisOptions{Prefix: be.prefix}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { m.Close() })
+		return m
+	}
+	a, bb := open("A"), open("B")
+	id, _, err := a.Attach(b.Context(), "alice", "", discard{}, welcomeMsg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := a.Begin(id, "r1")
+	out := &countOutlet{}
+	if _, _, err := bb.Attach(b.Context(), "alice", id, out, welcomeMsg); err != nil {
+		b.Fatal(err)
+	}
+	chunk := chunkMsg("r1", 1)
+	base := out.n.Load()
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		if n++; n == replayMaxChunks {
+			s.End(resultMsg("r1"))
+			s, n = a.Begin(id, "r1"), 0
+		}
+		s.Chunk(chunk)
+	}
+	s.End(resultMsg("r1"))
+	want := int64(b.N)
+	eventually(b, 10*time.Second, "relayed chunks not all delivered on B", func() bool { return out.n.Load()-base >= want })
+}

@@ -1,0 +1,446 @@
+package sessions
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/orchestratord/orchestratord/daemon/config"
+	"github.com/orchestratord/orchestratord/daemon/events"
+)
+
+// Outlet is a live connection as the manager sees it. Methods never block.
+// Send is called with the session's lock held (that is what keeps a
+// session's messages in order), so neither method may call back into the
+// Manager on the calling goroutine: a Detach caused by a failed Send or a
+// Kick must come from another goroutine (the connection's close path).
+// Kick is called without the lock.
+type Outlet interface {
+	Send(msg []byte) error // queue one encoded server message (text frame); error if the connection is gone
+	Kick()                 // close the connection with 4009: the session was taken over by a newer connection
+}
+
+// Options tunes a Manager beyond config.Sessions; the zero value is the
+// production setting.
+type Options struct {
+	// Redis tunes the Redis store and bus (key prefix, operation timeout).
+	Redis RedisOptions
+	// AckTimeout bounds how long Attach waits for the other replicas to
+	// replay the output of the session's requests. Default 2s.
+	AckTimeout time.Duration
+	// TouchEvery is the least time between two TTL refreshes of one
+	// session. Default: a hundredth of the TTL, between 1s and 1m.
+	TouchEvery time.Duration
+}
+
+// Manager binds live connections to sessions: it creates and resumes
+// sessions, delivers the output of requests to the session's connection
+// wherever it is, keeps the outbox, and kicks older connections. Safe for
+// concurrent use.
+type Manager struct {
+	node  string
+	log   *slog.Logger
+	store Store
+	bus   *bus // nil for the memory store: one node, nothing to relay
+	opts  Options
+
+	seed   maphash.Seed
+	shards [memShards]localShard
+	conns  atomic.Uint64 // connection numbers, unique on this node
+	begun  atomic.Uint64 // stream order, for replays
+
+	touchq    chan string // async TTL refreshes (redis store)
+	pendMu    sync.Mutex
+	pending   []pendingPush // terminals waiting for the store; guarded by pendMu
+	pendSeq   uint64        // guarded by pendMu
+	pendKick  chan struct{}
+	lastWarn  atomic.Int64 // unix nanos of the last rate-limited warning
+	muted     atomic.Int64 // warnings dropped since
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type localShard struct {
+	mu sync.Mutex
+	m  map[string]*local // guarded by mu
+}
+
+// local is what this node knows of a session while it has a connection or
+// a request of it. Fields are guarded by mu; a local is removed from its
+// shard (dead set) once it has neither.
+type local struct {
+	mu      sync.Mutex
+	id      string
+	out     Outlet // the live connection on this node, nil if none
+	conn    uint64 // out's connection number
+	remote  Holder // the holder on another node, as last learnt (Epoch 0: unknown)
+	epoch   uint64 // newest claim epoch seen for the session
+	streams map[string]*Stream
+	dead    bool
+	touched atomic.Int64 // unix nanos of the last TTL refresh sent
+}
+
+// Open returns a Manager for node with the store cfg.Store names ("memory"
+// or "redis"); for redis it also subscribes to the bus.
+func Open(ctx context.Context, cfg config.Sessions, node string, log *slog.Logger) (*Manager, error) {
+	return OpenOptions(ctx, cfg, node, log, Options{})
+}
+
+// OpenOptions is Open with Options.
+func OpenOptions(ctx context.Context, cfg config.Sessions, node string, log *slog.Logger, opts Options) (*Manager, error) {
+	if node == "" {
+		return nil, errors.New("sessions: empty node name")
+	}
+	lim := limitsOf(cfg)
+	if opts.AckTimeout <= 0 {
+		opts.AckTimeout = 2 * time.Second
+	}
+	if opts.TouchEvery <= 0 {
+		opts.TouchEvery = min(max(lim.ttl/100, time.Second), time.Minute)
+	}
+	opts.Redis = opts.Redis.withDefaults()
+	m := &Manager{node: node, log: log, opts: opts, seed: maphash.MakeSeed()}
+	for i := range m.shards {
+		m.shards[i].m = make(map[string]*local)
+	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.pendKick = make(chan struct{}, 1)
+	switch cfg.Store {
+	case "", "memory":
+		m.store = NewMemoryStore(cfg, log)
+	case "redis":
+		rs, err := OpenRedisStore(cfg, opts.Redis, log)
+		if err != nil {
+			m.cancel()
+			return nil, fmt.Errorf("open redis session store: %w", err)
+		}
+		m.store = rs
+		b, err := openBus(ctx, m, cfg.RedisURL, rs.c, opts.Redis)
+		if err != nil {
+			m.cancel()
+			rs.Close()
+			return nil, fmt.Errorf("open session bus: %w", err)
+		}
+		m.bus = b
+		m.touchq = make(chan string, 4096)
+		m.wg.Add(2)
+		go m.toucher()
+		go m.retryPending()
+	default:
+		m.cancel()
+		return nil, fmt.Errorf("sessions.store: unknown store %q (want memory or redis)", cfg.Store)
+	}
+	return m, nil
+}
+
+// Store returns the manager's store.
+func (m *Manager) Store() Store { return m.store }
+
+// Node returns the node name the manager was opened with.
+func (m *Manager) Node() string { return m.node }
+
+func (m *Manager) shard(id string) *localShard {
+	return &m.shards[maphash.String(m.seed, id)%memShards]
+}
+
+// lockLocal returns the session's local state, locked, creating it when
+// create is set; nil if it does not exist and create is not set.
+func (m *Manager) lockLocal(id string, create bool) *local {
+	sh := m.shard(id)
+	for {
+		sh.mu.Lock()
+		l := sh.m[id]
+		if l == nil {
+			if !create {
+				sh.mu.Unlock()
+				return nil
+			}
+			l = &local{id: id, streams: make(map[string]*Stream)}
+			sh.m[id] = l
+		}
+		sh.mu.Unlock()
+		l.mu.Lock()
+		if !l.dead {
+			return l
+		}
+		l.mu.Unlock()
+	}
+}
+
+// releaseLocked forgets l once it has no connection and no request on this
+// node. l.mu must be held; the caller still unlocks it.
+func (m *Manager) releaseLocked(l *local) {
+	if l.out != nil || len(l.streams) > 0 || l.dead {
+		return
+	}
+	sh := m.shard(l.id)
+	sh.mu.Lock()
+	if sh.m[l.id] == l {
+		delete(sh.m, l.id)
+	}
+	sh.mu.Unlock()
+	l.dead = true
+}
+
+// Lookup reports the owner of a session id (for the handshake's 403 check):
+// ErrNotFound if unknown/expired.
+func (m *Manager) Lookup(ctx context.Context, id string) (string, error) {
+	if !ValidID(id) {
+		return "", notFound(id)
+	}
+	return m.store.Owner(ctx, id)
+}
+
+// Attach binds out to a session of user. resumeID "" or unknown/expired: a
+// fresh session, resumed=false. ErrForbidden when resumeID exists but
+// belongs to another user. Before Attach returns, it has sent through out,
+// in order: welcome(id, resumed); the pending outbox messages in order;
+// then, for every request of this session still in flight on any replica,
+// the messages already produced (in seq order, no gaps); from then on live
+// output. Any older connection of the session, on any replica, is kicked.
+func (m *Manager) Attach(ctx context.Context, user, resumeID string, out Outlet, welcome func(id string, resumed bool) []byte) (id string, resumed bool, err error) {
+	// A resume goes straight to Claim, which checks the owner (one round
+	// trip); unknown or expired ids fall back to a fresh session.
+	if resumeID != "" && ValidID(resumeID) {
+		id, resumed = resumeID, true
+	}
+	var (
+		l     *local
+		claim Claim
+		conn  = m.conns.Add(1)
+	)
+	for {
+		if !resumed {
+			s, err := m.store.Create(ctx, user)
+			if err != nil {
+				return "", false, err
+			}
+			id = s.ID
+		}
+		l = m.lockLocal(id, true)
+		claim, err = m.store.Claim(ctx, id, user, m.node, conn)
+		if err == nil {
+			break
+		}
+		m.releaseLocked(l)
+		l.mu.Unlock()
+		if !resumed || !errors.Is(err, ErrNotFound) {
+			return "", false, err
+		}
+		resumed = false // unknown or expired: a fresh session
+	}
+	older := l.out // kicked once the lock is released
+	l.out, l.conn, l.remote = out, conn, Holder{}
+	l.epoch = max(l.epoch, claim.Epoch)
+	l.touched.Store(time.Now().UnixNano())
+	sendAll := func(msgs [][]byte) [][]byte {
+		for i, msg := range msgs {
+			if out.Send(msg) != nil {
+				return msgs[i:]
+			}
+		}
+		return nil
+	}
+	var unsent [][]byte
+	if out.Send(welcome(id, resumed)) != nil {
+		unsent = claim.Outbox
+	} else {
+		unsent = sendAll(claim.Outbox)
+	}
+	if len(unsent) > 0 { // the connection died already: keep them for the next one
+		if _, err := m.store.PushOutbox(ctx, id, unsent...); err != nil {
+			m.log.Error("session outbox lost", slog.String("session", id),
+				slog.Int("messages", len(unsent)), slog.Any("err", err))
+		}
+	}
+	for _, s := range l.sortedStreams() {
+		sendAll(s.replay())
+	}
+	l.mu.Unlock()
+	if older != nil {
+		older.Kick()
+	}
+	if m.bus != nil && len(claim.Nodes) > 0 {
+		m.bus.announce(ctx, id, conn, claim.Epoch, claim.Nodes)
+	}
+	return id, resumed, nil
+}
+
+// sortedStreams returns l's streams in the order they began; l.mu held.
+func (l *local) sortedStreams() []*Stream {
+	ss := make([]*Stream, 0, len(l.streams))
+	for _, s := range l.streams {
+		ss = append(ss, s)
+	}
+	slices.SortFunc(ss, func(a, b *Stream) int { return cmp.Compare(a.order, b.order) })
+	return ss
+}
+
+// Detach tells the manager that out's connection closed; out is never used
+// again. No-op if out was already replaced.
+func (m *Manager) Detach(id string, out Outlet) {
+	l := m.lockLocal(id, false)
+	if l == nil {
+		return
+	}
+	if l.out == out {
+		l.out, l.conn = nil, 0
+	}
+	m.releaseLocked(l)
+	l.mu.Unlock()
+}
+
+// Kick closes the session's connection on this node with 4009 (the admin
+// page's "close session"); it reports whether there was one.
+func (m *Manager) Kick(id string) bool {
+	l := m.lockLocal(id, false)
+	if l == nil {
+		return false
+	}
+	out := l.out
+	l.out, l.conn = nil, 0
+	m.releaseLocked(l)
+	l.mu.Unlock()
+	if out == nil {
+		return false
+	}
+	out.Kick()
+	return true
+}
+
+// Get returns a copy of the session (context and history for dispatch).
+func (m *Manager) Get(ctx context.Context, id string) (*Session, error) { return m.store.Get(ctx, id) }
+
+// PatchContext applies an RFC 7386 merge patch to the session's context.
+func (m *Manager) PatchContext(ctx context.Context, id string, patch json.RawMessage) error {
+	return m.store.PatchContext(ctx, id, patch)
+}
+
+// AppendHistory appends chat turns to the session's bounded history.
+func (m *Manager) AppendHistory(ctx context.Context, id string, turns []events.Turn) error {
+	return m.store.AppendHistory(ctx, id, turns)
+}
+
+// Touch records activity on the session: its TTL is refreshed at most once
+// per Options.TouchEvery while it is attached here. It never blocks: with
+// Redis the refresh is sent by a background goroutine (dropped, with a
+// debug log, if that one is more than 4096 behind).
+func (m *Manager) Touch(id string) {
+	now := time.Now().UnixNano()
+	if l := m.lockLocal(id, false); l != nil {
+		last := l.touched.Load()
+		l.mu.Unlock()
+		if now-last < int64(m.opts.TouchEvery) || !l.touched.CompareAndSwap(last, now) {
+			return
+		}
+	}
+	if m.touchq == nil {
+		_ = m.store.Touch(m.ctx, id) // memory: a map write
+		return
+	}
+	select {
+	case m.touchq <- id:
+	default:
+		m.log.Debug("session touch queue full", slog.String("session", id))
+	}
+}
+
+func (m *Manager) toucher() {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case id := <-m.touchq:
+			if err := m.store.Touch(m.ctx, id); err != nil && !errors.Is(err, ErrNotFound) && m.ctx.Err() == nil {
+				m.warn("session touch failed", slog.String("session", id), slog.Any("err", err))
+			}
+		}
+	}
+}
+
+// Ready returns nil when the store (and, with Redis, the bus subscription)
+// is usable, else an error saying why.
+func (m *Manager) Ready(ctx context.Context) error {
+	if m.ctx.Err() != nil {
+		return ErrClosed
+	}
+	if err := m.store.Ping(ctx); err != nil {
+		return fmt.Errorf("session store: %w", err)
+	}
+	if m.bus != nil && !m.bus.subscribed.Load() {
+		return errors.New("session bus: not subscribed to redis pub/sub")
+	}
+	return nil
+}
+
+// Close stops the manager's goroutines and closes the store and bus.
+// Requests still in flight should have ended first (drain); an End after
+// Close can only be logged. Idempotent.
+func (m *Manager) Close() error {
+	m.closeOnce.Do(func() {
+		m.cancel()
+		if m.bus != nil {
+			m.bus.close()
+		}
+		m.wg.Wait()
+		m.closeErr = m.store.Close()
+	})
+	return m.closeErr
+}
+
+// warn logs a warning at most once every 10 seconds, so that a store outage
+// does not log once per message; the next one says how many were dropped.
+func (m *Manager) warn(msg string, attrs ...slog.Attr) {
+	now := time.Now().UnixNano()
+	last := m.lastWarn.Load()
+	if now-last < int64(10*time.Second) || !m.lastWarn.CompareAndSwap(last, now) {
+		m.muted.Add(1)
+		return
+	}
+	if n := m.muted.Swap(0); n > 0 {
+		attrs = append(attrs, slog.Int64("suppressed", n))
+	}
+	m.log.LogAttrs(m.ctx, slog.LevelWarn, msg, attrs...)
+}
+
+// Stats counts what this node holds: sessions with a live connection here,
+// and requests in flight here.
+type Stats struct {
+	Attached int
+	Streams  int
+}
+
+// Stats returns this node's counts (for metrics and the admin page).
+func (m *Manager) Stats() Stats {
+	var st Stats
+	for i := range m.shards {
+		sh := &m.shards[i]
+		sh.mu.Lock()
+		ls := make([]*local, 0, len(sh.m))
+		for _, l := range sh.m {
+			ls = append(ls, l)
+		}
+		sh.mu.Unlock()
+		for _, l := range ls {
+			l.mu.Lock()
+			if l.out != nil {
+				st.Attached++
+			}
+			st.Streams += len(l.streams)
+			l.mu.Unlock()
+		}
+	}
+	return st
+}

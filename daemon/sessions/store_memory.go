@@ -1,0 +1,289 @@
+package sessions
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/orchestratord/orchestratord/daemon/config"
+	"github.com/orchestratord/orchestratord/daemon/events"
+)
+
+// memShards is the number of independently locked maps of the memory store.
+const memShards = 64
+
+// MemoryStore is the single-node Store: sharded maps, with expired sessions
+// removed by one sweeper goroutine that the store owns (Close stops it).
+type MemoryStore struct {
+	lim    limits
+	log    *slog.Logger
+	seed   maphash.Seed
+	shards [memShards]memShard
+	now    func() time.Time
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+type memShard struct {
+	mu sync.Mutex
+	m  map[string]*memEntry // guarded by mu
+}
+
+// memEntry is one session; guarded by its shard's mu.
+type memEntry struct {
+	s       Session
+	outbox  [][]byte
+	holder  Holder
+	nodes   []string
+	expires time.Time
+}
+
+// NewMemoryStore returns a memory store and starts its sweeper.
+func NewMemoryStore(cfg config.Sessions, log *slog.Logger) *MemoryStore {
+	s := &MemoryStore{
+		lim:  limitsOf(cfg),
+		log:  log,
+		seed: maphash.MakeSeed(),
+		now:  time.Now,
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	for i := range s.shards {
+		s.shards[i].m = make(map[string]*memEntry)
+	}
+	go s.sweep(sweepEvery(s.lim.ttl))
+	return s
+}
+
+// sweepEvery is the sweeper's period: a tenth of the TTL, between 10 ms
+// and one minute, so an expired session lingers at most that long (Get
+// checks the expiry itself, so it is never served late).
+func sweepEvery(ttl time.Duration) time.Duration {
+	return min(max(ttl/10, 10*time.Millisecond), time.Minute)
+}
+
+func (s *MemoryStore) sweep(every time.Duration) {
+	defer close(s.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		now := s.now()
+		for i := range s.shards {
+			sh := &s.shards[i]
+			sh.mu.Lock()
+			for id, e := range sh.m {
+				if now.After(e.expires) {
+					delete(sh.m, id)
+				}
+			}
+			sh.mu.Unlock()
+		}
+	}
+}
+
+func (s *MemoryStore) shard(id string) *memShard {
+	return &s.shards[maphash.String(s.seed, id)%memShards]
+}
+
+// entryLocked returns the live entry of id; sh.mu must be held.
+func (s *MemoryStore) entryLocked(sh *memShard, id string) (*memEntry, error) {
+	e, ok := sh.m[id]
+	if !ok {
+		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
+	}
+	if s.now().After(e.expires) {
+		delete(sh.m, id)
+		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
+	}
+	return e, nil
+}
+
+// with runs fn on the live entry of id under its shard's lock.
+func (s *MemoryStore) with(id string, fn func(e *memEntry) error) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	sh := s.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e, err := s.entryLocked(sh, id)
+	if err != nil {
+		return err
+	}
+	return fn(e)
+}
+
+func (s *MemoryStore) isClosed() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// Get implements Store.
+func (s *MemoryStore) Get(_ context.Context, id string) (*Session, error) {
+	var out *Session
+	err := s.with(id, func(e *memEntry) error { out = e.s.clone(); return nil })
+	return out, err
+}
+
+// Owner implements Store.
+func (s *MemoryStore) Owner(_ context.Context, id string) (string, error) {
+	var user string
+	err := s.with(id, func(e *memEntry) error { user = e.s.User; return nil })
+	return user, err
+}
+
+// Create implements Store.
+func (s *MemoryStore) Create(_ context.Context, user string) (*Session, error) {
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	now := s.now()
+	e := &memEntry{
+		s:       Session{ID: NewID(), User: user, Created: now, Updated: now, Context: json.RawMessage("{}")},
+		expires: now.Add(s.lim.ttl),
+	}
+	sh := s.shard(e.s.ID)
+	sh.mu.Lock()
+	sh.m[e.s.ID] = e
+	sh.mu.Unlock()
+	return e.s.clone(), nil
+}
+
+// PatchContext implements Store.
+func (s *MemoryStore) PatchContext(_ context.Context, id string, patch json.RawMessage) error {
+	return s.with(id, func(e *memEntry) error {
+		c, err := MergePatch(e.s.Context, patch)
+		if err != nil {
+			return fmt.Errorf("patch context of %s: %w", id, err)
+		}
+		e.s.Context = c
+		s.activeLocked(e)
+		return nil
+	})
+}
+
+// AppendHistory implements Store.
+func (s *MemoryStore) AppendHistory(_ context.Context, id string, turns []events.Turn) error {
+	return s.with(id, func(e *memEntry) error {
+		h := append(e.s.History, turns...)
+		if over := len(h) - s.lim.historyMax; over > 0 {
+			h = slices.Clone(h[over:])
+		}
+		e.s.History = h
+		s.activeLocked(e)
+		return nil
+	})
+}
+
+// PushOutbox implements Store.
+func (s *MemoryStore) PushOutbox(_ context.Context, id string, msgs ...[]byte) (Holder, error) {
+	var h Holder
+	err := s.with(id, func(e *memEntry) error {
+		for _, m := range msgs {
+			e.outbox = append(e.outbox, slices.Clone(m))
+		}
+		if over := len(e.outbox) - s.lim.outboxMax; over > 0 {
+			e.outbox = slices.Clone(e.outbox[over:])
+			s.log.Warn("session outbox full, oldest messages dropped",
+				slog.String("session", id), slog.Int("dropped", over))
+		}
+		e.expires = s.now().Add(s.lim.ttl)
+		h = e.holder
+		return nil
+	})
+	return h, err
+}
+
+// DrainOutbox implements Store.
+func (s *MemoryStore) DrainOutbox(_ context.Context, id string) ([][]byte, error) {
+	var out [][]byte
+	err := s.with(id, func(e *memEntry) error { out, e.outbox = e.outbox, nil; return nil })
+	return out, err
+}
+
+// Claim implements Store.
+func (s *MemoryStore) Claim(_ context.Context, id, user, node string, conn uint64) (Claim, error) {
+	var c Claim
+	err := s.with(id, func(e *memEntry) error {
+		if e.s.User != user {
+			return fmt.Errorf("claim session %s: %w", id, ErrForbidden)
+		}
+		e.holder = Holder{Node: node, Conn: conn, Epoch: e.holder.Epoch + 1}
+		for _, n := range e.nodes {
+			if n != node {
+				c.Nodes = append(c.Nodes, n)
+			}
+		}
+		if !slices.Contains(e.nodes, node) {
+			e.nodes = append(e.nodes, node)
+		}
+		c.Epoch = e.holder.Epoch
+		c.Outbox, e.outbox = e.outbox, nil
+		s.activeLocked(e)
+		return nil
+	})
+	return c, err
+}
+
+// Holder implements Store.
+func (s *MemoryStore) Holder(_ context.Context, id string) (Holder, error) {
+	var h Holder
+	err := s.with(id, func(e *memEntry) error { h = e.holder; return nil })
+	return h, err
+}
+
+// Touch implements Store.
+func (s *MemoryStore) Touch(_ context.Context, id string) error {
+	return s.with(id, func(e *memEntry) error { s.activeLocked(e); return nil })
+}
+
+// activeLocked records activity: updated time and TTL.
+func (s *MemoryStore) activeLocked(e *memEntry) {
+	now := s.now()
+	e.s.Updated = now
+	e.expires = now.Add(s.lim.ttl)
+}
+
+// Ping implements Store: the memory store is always reachable until closed.
+func (s *MemoryStore) Ping(context.Context) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Len returns the number of sessions held (expired ones not yet swept
+// included).
+func (s *MemoryStore) Len() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Close stops the sweeper. Idempotent.
+func (s *MemoryStore) Close() error {
+	s.closeOnce.Do(func() { close(s.stop) })
+	<-s.done
+	return nil
+}
