@@ -26,14 +26,16 @@ type Metrics interface {
 	MessageOut()
 	Handshake(outcome string)
 	Closed(code int)
+	StoreError(op string)
 }
 
 type noMetrics struct{}
 
-func (noMetrics) MessageIn()       {}
-func (noMetrics) MessageOut()      {}
-func (noMetrics) Handshake(string) {}
-func (noMetrics) Closed(int)       {}
+func (noMetrics) MessageIn()        {}
+func (noMetrics) MessageOut()       {}
+func (noMetrics) Handshake(string)  {}
+func (noMetrics) Closed(int)        {}
+func (noMetrics) StoreError(string) {}
 
 // Options are the gateway's settings.
 type Options struct {
@@ -107,6 +109,7 @@ func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
 			return g.refuse(auth.CodeForbidden)
 		case err != nil && !errors.Is(err, sessions.ErrNotFound):
 			g.gate.Release(r.Remote.Addr())
+			g.metrics.StoreError("lookup")
 			g.log.Warn("handshake refused: session store unavailable", "remote", r.Remote.String(), "err", err)
 			return g.refuse(auth.CodeStoreUnavailable)
 		}
@@ -155,6 +158,7 @@ func (g *Gateway) attach(st *conn) {
 	defer cancel()
 	id, _, err := g.mgr.Attach(ctx, st.id.User, st.resume, st, st.welcome)
 	if err != nil {
+		g.metrics.StoreError("attach")
 		g.log.Warn("attach session failed", "remote", st.c.Remote().String(), "user", st.id.User, "err", err)
 		st.c.Close(netpoll.CloseInternalError, "session store unavailable")
 		return

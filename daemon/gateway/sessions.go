@@ -9,11 +9,27 @@ import (
 	"github.com/orchestratord/orchestratord/daemon/sessions"
 )
 
+// StoreErrors counts session store failures by operation.
+type StoreErrors interface{ StoreError(op string) }
+
 // DispatchSessions adapts the session manager to what dispatch needs: the
 // Sink of a request (its Stream) and the session's context and history.
-func DispatchSessions(m *sessions.Manager) dispatch.Sessions { return sessionSink{m} }
+// Store failures are counted in errs.
+func DispatchSessions(m *sessions.Manager, errs StoreErrors) dispatch.Sessions {
+	return sessionSink{m, errs}
+}
 
-type sessionSink struct{ m *sessions.Manager }
+type sessionSink struct {
+	m    *sessions.Manager
+	errs StoreErrors
+}
+
+func (s sessionSink) count(op string, err error) error {
+	if err != nil && s.errs != nil {
+		s.errs.StoreError(op)
+	}
+	return err
+}
 
 func (s sessionSink) Begin(sessionID, requestID string) dispatch.Output {
 	return s.m.Begin(sessionID, requestID)
@@ -22,15 +38,15 @@ func (s sessionSink) Begin(sessionID, requestID string) dispatch.Output {
 func (s sessionSink) Load(ctx context.Context, sessionID string) (json.RawMessage, []events.Turn, error) {
 	sess, err := s.m.Get(ctx, sessionID)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, s.count("get", err)
 	}
 	return sess.Context, sess.History, nil
 }
 
 func (s sessionSink) PatchContext(ctx context.Context, sessionID string, patch json.RawMessage) error {
-	return s.m.PatchContext(ctx, sessionID, patch)
+	return s.count("patch_context", s.m.PatchContext(ctx, sessionID, patch))
 }
 
 func (s sessionSink) AppendHistory(ctx context.Context, sessionID string, turns []events.Turn) error {
-	return s.m.AppendHistory(ctx, sessionID, turns)
+	return s.count("append_history", s.m.AppendHistory(ctx, sessionID, turns))
 }

@@ -20,6 +20,8 @@ import (
 type Notifier struct {
 	socket string // NOTIFY_SOCKET, "" when not under systemd
 	log    *slog.Logger
+	// sink delivers one message; sendDatagram outside tests.
+	sink   func(socket, state string) error
 	mu     sync.Mutex // serialises sends so their order is the call order
 	warned bool       // guarded by mu: a failing socket is logged once
 }
@@ -28,7 +30,7 @@ type Notifier struct {
 // NOTIFY_SOCKET; "" disables notifications). It does not read the
 // environment itself, so tests may pass their own socket.
 func NewNotifier(notifySocket string, log *slog.Logger) *Notifier {
-	return &Notifier{socket: notifySocket, log: log}
+	return &Notifier{socket: notifySocket, log: log, sink: sendDatagram}
 }
 
 // Enabled reports whether notifications go anywhere.
@@ -42,7 +44,7 @@ func (n *Notifier) send(state string) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	err := sendDatagram(n.socket, state)
+	err := n.sink(n.socket, state)
 	if err != nil && !n.warned {
 		n.warned = true
 		n.log.Warn("sd_notify failed; further failures are not logged", "state", state, "err", err)

@@ -11,9 +11,15 @@ import (
 
 // Options configure Run.
 type Options struct {
+	// Notifier receives the sd_notify messages; nil sends none.
 	Notifier *Notifier
-	Timing   Timing
-	Steps    Steps
+	// Timing is the drain's timing, unless CurrentTiming is set.
+	Timing Timing
+	// CurrentTiming, when set, is called when the drain starts, so that a
+	// reloaded drain.* is in force; Timing is ignored then.
+	CurrentTiming func() Timing
+	// Steps are the drain's steps, run by Drain.
+	Steps Steps
 	// Reload applies a new configuration (SIGHUP); an error leaves the old
 	// one in force.
 	Reload func() error
@@ -82,7 +88,11 @@ func Run(ctx context.Context, o Options, log *slog.Logger) {
 			}
 		}
 	}()
-	Drain(o.Timing, o.Steps, o.Notifier, log)
+	timing := o.Timing
+	if o.CurrentTiming != nil {
+		timing = o.CurrentTiming()
+	}
+	Drain(timing, o.Steps, o.Notifier, log)
 	close(done)
 	stopBG()
 	wg.Wait()

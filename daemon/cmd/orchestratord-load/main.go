@@ -19,6 +19,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -46,7 +48,7 @@ func main() {
 func run(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger) error {
 	fs := flag.NewFlagSet("orchestratord-load", flag.ContinueOnError)
 	var o load.Options
-	var sources, secret, sub, issuer, audience, jsonOut string
+	var sources, secret, sub, issuer, audience, jsonOut, pids, metrics string
 	var tokenTTL time.Duration
 	fs.StringVar(&o.Mode, "mode", load.ModeEcho, "hold | echo | rate | slow | churn")
 	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/ws", "server WebSocket URL")
@@ -70,8 +72,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger)
 	fs.DurationVar(&o.DialTimeout, "dial-timeout", 10*time.Second, "per handshake")
 	fs.IntVar(&o.ChurnWorkers, "churn-workers", 16, "churn: concurrent connect/close loops")
 	fs.DurationVar(&o.Settle, "settle", time.Second, "wait after connecting before sampling the server")
-	fs.IntVar(&o.ServerPID, "server-pid", 0, "server process to sample from /proc")
-	fs.StringVar(&o.MetricsURL, "metrics-url", "", "server Prometheus text endpoint (go_goroutines, go_memstats_*)")
+	fs.StringVar(&pids, "server-pid", "", "server processes to sample from /proc (comma list; figures are summed)")
+	fs.StringVar(&metrics, "metrics-url", "", "server Prometheus text endpoints, comma list (go_goroutines, go_memstats_*)")
 	fs.IntVar(&o.Procs, "procs", 1, "client processes (each under its fd limit)")
 	fs.StringVar(&o.Label, "label", "", "free text copied into the JSON result")
 	fs.StringVar(&jsonOut, "json", "", "write the full JSON result to this file (- for stdout)")
@@ -84,6 +86,21 @@ func run(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger)
 		return err
 	}
 	o.Sources = src
+	for p := range strings.SplitSeq(pids, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		pid, err := strconv.Atoi(p)
+		if err != nil {
+			return fmt.Errorf("-server-pid %q: %w", p, err)
+		}
+		o.ServerPIDs = append(o.ServerPIDs, pid)
+	}
+	for u := range strings.SplitSeq(metrics, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			o.MetricsURLs = append(o.MetricsURLs, u)
+		}
+	}
 	if secret == "" {
 		secret = os.Getenv("ORCH_JWT_SECRET")
 	}

@@ -9,9 +9,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -36,8 +38,15 @@ type e2e struct {
 func buildDaemon(t *testing.T, dir string) string {
 	t.Helper()
 	bin := filepath.Join(dir, "orchestratord")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	args := []string{"build", "-o", bin}
+	env := os.Environ()
+	if raceBuild {
+		args = append(args, "-race")
+	} else {
+		env = append(env, "CGO_ENABLED=0")
+	}
+	cmd := exec.Command("go", append(args, ".")...)
+	cmd.Env = env
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -285,6 +294,7 @@ type msg struct {
 	Type    string          `json:"type"`
 	ID      string          `json:"id"`
 	Session string          `json:"session"`
+	Node    string          `json:"node"`
 	Resumed bool            `json:"resumed"`
 	Code    string          `json:"code"`
 	Message string          `json:"message"`
@@ -365,33 +375,54 @@ func (c *wsClient) request(typ, id string, data any) error {
 }
 
 // read returns the next data message. A close frame is returned as a
-// wsutil.ClosedError (see closeCode).
+// wsutil.ClosedError (see closeCode); pings are answered. Frames are read
+// by hand: gobwas/ws's control handler refuses close codes above 1011
+// (1012 service restart is an IANA-registered code the contract uses).
 func (c *wsClient) read(timeout time.Duration) (msg, error) {
 	_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
-	b, err := wsutil.ReadServerText(readWriter{r: c.r, w: &c.w, conn: c.conn})
-	if err != nil {
-		return msg{}, err
+	var payload []byte
+	for {
+		h, err := ws.ReadHeader(c.r)
+		if err != nil {
+			return msg{}, err
+		}
+		b := make([]byte, h.Length)
+		if _, err := io.ReadFull(c.r, b); err != nil {
+			return msg{}, err
+		}
+		if h.Masked {
+			ws.Cipher(b, h.Mask, 0)
+		}
+		switch h.OpCode {
+		case ws.OpPing:
+			c.w.Lock()
+			_ = wsutil.WriteClientMessage(c.conn, ws.OpPong, b)
+			c.w.Unlock()
+			continue
+		case ws.OpPong:
+			continue
+		case ws.OpClose:
+			code, reason := 1005, ""
+			if len(b) >= 2 {
+				code, reason = int(binary.BigEndian.Uint16(b)), string(b[2:])
+			}
+			c.w.Lock()
+			_ = wsutil.WriteClientMessage(c.conn, ws.OpClose, b[:min(len(b), 2)])
+			c.w.Unlock()
+			return msg{}, wsutil.ClosedError{Code: ws.StatusCode(code), Reason: reason}
+		case ws.OpBinary:
+			return msg{}, fmt.Errorf("binary frame")
+		}
+		payload = append(payload, b...)
+		if h.Fin {
+			break
+		}
 	}
 	var m msg
-	if err := json.Unmarshal(b, &m); err != nil {
-		return msg{}, fmt.Errorf("bad message %q: %w", b, err)
+	if err := json.Unmarshal(payload, &m); err != nil {
+		return msg{}, fmt.Errorf("bad message %q: %w", payload, err)
 	}
 	return m, nil
-}
-
-// readWriter reads from the buffered reader and writes (control replies)
-// under the client's write lock.
-type readWriter struct {
-	r    *bufio.Reader
-	w    *sync.Mutex
-	conn net.Conn
-}
-
-func (rw readWriter) Read(p []byte) (int, error) { return rw.r.Read(p) }
-func (rw readWriter) Write(p []byte) (int, error) {
-	rw.w.Lock()
-	defer rw.w.Unlock()
-	return rw.conn.Write(p)
 }
 
 // closeCode returns the close code of err when it is a close frame, else 0.

@@ -40,7 +40,10 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	bg, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	mgr, err := sessions.Open(bg, cfg.Sessions, cfg.Node, log)
+	// The bus addresses replicas by instance: unique per process even when
+	// several daemons share a host name (SO_REUSEPORT, restarts).
+	instance := fmt.Sprintf("%s-%d-%s", cfg.Node, os.Getpid(), sessions.NewID()[2:10])
+	mgr, err := sessions.Open(bg, cfg.Sessions, instance, log)
 	if err != nil {
 		return fmt.Errorf("open session store: %w", err)
 	}
@@ -54,7 +57,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	if err != nil {
 		return err
 	}
-	router := dispatch.New(table, gateway.DispatchSessions(mgr), metrics, log)
+	router := dispatch.New(table, gateway.DispatchSessions(mgr, metrics), metrics, log)
 
 	// Anonymous demos without any key source run without a verifier; a
 	// token then cannot be checked and is refused (401).

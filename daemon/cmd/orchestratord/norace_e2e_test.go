@@ -1,0 +1,6 @@
+//go:build !race
+
+package main
+
+// raceBuild: the tests run without -race; so is the daemon.
+const raceBuild = false

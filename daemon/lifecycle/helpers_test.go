@@ -1,0 +1,93 @@
+package lifecycle
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// recorder records what a drain or Run did, stamped with the time since
+// the recorder was made (fake time inside a synctest bubble).
+type recorder struct {
+	mu     sync.Mutex
+	start  time.Time
+	events []string
+}
+
+func newRecorder() *recorder { return &recorder{start: time.Now()} }
+
+func (r *recorder) add(what string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, fmt.Sprintf("%s@%s", what, time.Since(r.start)))
+}
+
+func (r *recorder) got() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.events...)
+}
+
+// recordingNotifier is a Notifier whose messages go to r (as "notify:X")
+// instead of a socket.
+func recordingNotifier(r *recorder, log *slog.Logger) *Notifier {
+	n := NewNotifier("test", log)
+	n.sink = func(_, state string) error {
+		r.add("notify:" + strings.SplitN(state, "\n", 2)[0])
+		return nil
+	}
+	return n
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testLogger logs to the test's output and to the returned buffer.
+func testLogger(t *testing.T) (*slog.Logger, *syncBuffer) {
+	buf := &syncBuffer{}
+	h := slog.NewTextHandler(&teeWriter{a: buf, b: t.Output()}, &slog.HandlerOptions{Level: slog.LevelDebug})
+	return slog.New(h), buf
+}
+
+type teeWriter struct {
+	mu   sync.Mutex
+	a, b interface{ Write([]byte) (int, error) }
+}
+
+func (w *teeWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, _ = w.b.Write(p)
+	return w.a.Write(p)
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
