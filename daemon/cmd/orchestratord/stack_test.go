@@ -15,6 +15,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/orchestratord/orchestratord/daemon/auth"
 	"github.com/orchestratord/orchestratord/daemon/config"
 	"github.com/orchestratord/orchestratord/daemon/lifecycle"
@@ -284,7 +285,12 @@ func TestHandshakeRefusalsNeverUpgrade(t *testing.T) {
 	// A session of alice, to be resumed by bob.
 	a := s.dial(t, "alice", "")
 	w := a.expect(2 * time.Second)
-	expired, _ := auth.Mint([]byte(testSecret), "alice", -time.Minute, "", "")
+	expired, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
+		Subject: "alice", ExpiresAt: jwt.NewNumericDate(time.Now().Add(-time.Minute)),
+	}).SignedString([]byte(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, path string
 		headers    map[string]string
