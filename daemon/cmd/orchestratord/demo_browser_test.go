@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+const chromiumPath = "/usr/bin/chromium"
+
+// demoYAML is the demo setup (anonymous, demo page) on test ports.
+const demoYAML = `
+node: demo
+ws:
+  demo_page: true
+auth:
+  anonymous: true
+backends:
+  echo: {kind: echo}
+routes:
+  echo: {backend: echo}
+drain:
+  lb_grace: 50ms
+  timeout: 2s
+`
+
+// TestDemoPageInBrowser drives the demo chat page in headless Chromium
+// against the real daemon: type a message, see its echo; an operator closes
+// the session from the admin API; the page reconnects and resumes the same
+// session. UPDATE_SCREENSHOTS=1 rewrites docs/img/demo-live.png.
+func TestDemoPageInBrowser(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s missing (CI=true): %v", chromiumPath, err)
+		}
+		t.Skipf("%s missing: %v", chromiumPath, err)
+	}
+	s := startStack(t, demoYAML)
+	ctx, run := browser(t)
+
+	run("open page", chromedp.Navigate("http://"+s.addr+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="open"]`)))
+	session, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#session`)))
+	if err != nil || !strings.HasPrefix(session, "s_") {
+		t.Fatalf("session shown = %q, %v", session, err)
+	}
+	run("send", chromedp.SendKeys(chromedp.CSS(`#msg`), "hello from chromium"), chromedp.Click(chromedp.CSS(`#send`)),
+		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll("#log li.bot:not(.pending)")].some(li => li.textContent.includes("hello from chromium"))`))
+
+	// An operator closes the session; the page reconnects and resumes it.
+	kick(t, s.admin, session)
+	run("reconnected", chromedp.Poll[chromedp.Void](`document.getElementById("status").dataset.state !== "open"`),
+		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="open"]`)))
+	again, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#session`)))
+	if err != nil || again != session {
+		t.Fatalf("after the drop the page shows session %q, want the resumed %q (%v)", again, session, err)
+	}
+	run("send again", chromedp.SendKeys(chromedp.CSS(`#msg`), "still here"), chromedp.Click(chromedp.CSS(`#send`)),
+		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll("#log li.bot:not(.pending)")].some(li => li.textContent.includes("still here"))`))
+	if os.Getenv("UPDATE_SCREENSHOTS") == "1" {
+		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join("..", "..", "..", "docs", "img", "demo-live.png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// browser starts headless Chromium for t and returns its context and a
+// runner of actions that fails t.
+func browser(t *testing.T) (context.Context, func(string, ...chromedp.Action[chromedp.Void])) {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s missing (CI=true): %v", chromiumPath, err)
+		}
+		t.Skipf("%s missing: %v", chromiumPath, err)
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 800))
+	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
+	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
+	t.Cleanup(func() { cancelT(); cancel(); cancelAlloc() })
+	return ctx, func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+}
+
+// TestAdminPageInBrowser drives the admin page against the real daemon: a
+// client that connects appears live in the sessions table; closing it from
+// the page (with confirmation) closes the client's connection (1008); a
+// drain started from the page turns /readyz 503 and the client gets
+// reconnect and 1012.
+func TestAdminPageInBrowser(t *testing.T) {
+	s := startStack(t, baseYAML)
+	ctx, run := browser(t)
+	run("open admin page", chromedp.Navigate("http://"+s.admin+"/"), chromedp.WaitVisible(chromedp.CSS(`#live.on`)))
+
+	c := s.dial(t, "alice", "")
+	w := c.expect(2 * time.Second)
+	row := `tr[data-session="` + w.Session + `"]`
+	run("row appears live", chromedp.WaitVisible(chromedp.CSS(row)))
+	run("close it", chromedp.Click(chromedp.CSS(`button[data-action="kick"][data-id="`+w.Session+`"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#confirm`)), chromedp.Click(chromedp.CSS(`#confirm-ok`)))
+	if cl := c.expectClose(5 * time.Second); cl.code != 1008 {
+		t.Fatalf("kicked client closed with %d, want 1008", cl.code)
+	}
+	run("row gone", chromedp.WaitNotPresent(chromedp.CSS(row)))
+
+	d := s.dial(t, "bob", "")
+	d.expect(2 * time.Second)
+	run("drain", chromedp.Click(chromedp.CSS(`#drain`)), chromedp.WaitVisible(chromedp.CSS(`#confirm`)),
+		chromedp.Click(chromedp.CSS(`#confirm-ok`)))
+	if m := d.expect(5 * time.Second); m.Type != "reconnect" {
+		t.Fatalf("after drain the client got %+v, want reconnect", m)
+	}
+	resp, err := http.Get("http://" + s.addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz after drain = %d, want 503", resp.StatusCode)
+	}
+	if cl := d.expectClose(5 * time.Second); cl.code != 1012 {
+		t.Fatalf("drained client closed with %d, want 1012", cl.code)
+	}
+	_ = ctx
+}
+
+// kick closes a session through the admin API, with its CSRF token.
+func kick(t *testing.T, admin, session string) {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar, Timeout: 5 * time.Second}
+	resp, err := hc.Get("http://" + admin + "/api/token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct {
+		Token string `json:"csrf_token"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+admin+"/api/sessions/"+session+"/close", nil)
+	req.Header.Set("X-CSRF-Token", tok.Token)
+	resp, err = hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("kick %s: status %d", session, resp.StatusCode)
+	}
+}
