@@ -1,0 +1,552 @@
+package netpoll
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
+)
+
+// connState is where a connection is in its life.
+type connState uint8
+
+const (
+	stHandshake connState = iota // reading the request head
+	stAdmitting                  // head complete, on an admit goroutine
+	stOpen                       // upgraded; frames flow
+	stClosing                    // close frame queued or sent; waiting for the peer
+	stHTTPDone                   // an HTTP response queued; close once sent
+	stClosed                     // fd closed
+)
+
+// Pending work bits (Conn.pending), set by whoever wakes the connection.
+const (
+	evRead  uint32 = 1 << iota // readable (or EOF/error to find by reading)
+	evHup                      // peer hung up or error: read until EOF
+	evWrite                    // writable: flush the queue
+	evTimer                    // a wheel deadline came due
+	evCheck                    // re-evaluate state (close requested, write failed)
+	evAbort                    // the engine is closing
+)
+
+// Scheduling states (Conn.sched): a connection is processed by at most one
+// goroutine at a time, and queued at most once.
+const (
+	schedIdle    uint32 = iota // not queued, not running
+	schedQueued                // in a run queue
+	schedRunning               // a worker or admit goroutine owns it
+	schedDirty                 // running, and woken again meanwhile
+)
+
+// Conn is one client connection. Its methods may be called from any
+// goroutine. Per-connection memory is kept small on purpose: an idle
+// connection holds this struct, its epoll callback and its table slot, and
+// no buffer and no goroutine.
+type Conn struct {
+	e      *Engine
+	id     uint64
+	since  int64 // unix nanoseconds
+	remote netip.AddrPort
+	value  any
+
+	sched   atomic.Uint32
+	pending atomic.Uint32
+
+	// Owned by the goroutine that processes the connection (sched running).
+	rs         *frameReader // borrowed while a frame or message is partly read
+	hs         *handshake   // exists while the request head is read and admitted
+	lastRead   uint32       // wheel tick of the last byte read
+	lastPing   uint32       // wheel tick of the last ping sent
+	peerClosed bool         // the peer's close frame was read
+	rfail      bool         // a violation was read: discard input until EOF
+	eof        bool         // read returned EOF or an error
+
+	mu        sync.Mutex // guards the fields below
+	fd        int32
+	state     connState
+	opened    bool // OnOpen was called: OnClose is owed
+	broken    bool // a write failed
+	shutWr    bool // shutdown(SHUT_WR) done
+	closeCode CloseCode
+	wq        *outQueue // nil unless bytes are pending
+	closeErr  error
+
+	// Guarded by e.wheel.mu.
+	wnext, wprev  *Conn
+	wat           uint32
+	tState        uint32
+	tCloseAt      uint32
+	tBeat         uint32
+	tKinds        uint8
+	wIn           bool
+	wDead         bool // removed for good
+	closeAtCode   CloseCode
+	closeAtReason string
+
+	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
+}
+
+// ConnStats are a connection's counters since it was accepted.
+type ConnStats struct {
+	MsgsIn, MsgsOut, BytesIn, BytesOut uint64
+}
+
+// ID returns the connection's engine-unique id.
+func (c *Conn) ID() uint64 { return c.id }
+
+// Remote returns the peer's address (invalid for non-IP listeners).
+func (c *Conn) Remote() netip.AddrPort { return c.remote }
+
+// Value returns Decision.Value given by the Gatekeeper.
+func (c *Conn) Value() any { return c.value }
+
+// Since returns when the connection was accepted.
+func (c *Conn) Since() time.Time { return time.Unix(0, c.since) }
+
+// Stats returns the connection's counters.
+func (c *Conn) Stats() ConnStats {
+	return ConnStats{
+		MsgsIn: c.msgsIn.Load(), MsgsOut: c.msgsOut.Load(),
+		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
+	}
+}
+
+// Send queues msg as one text frame; msg is copied. It never blocks: the
+// frame is written at once when nothing is queued, and what the socket does
+// not take waits for EPOLLOUT. It returns ErrClosed once the connection is
+// closing, and ErrSlowConsumer when the queue would pass
+// OutboundQueueBytes, in which case the connection is closed with 4008.
+func (c *Conn) Send(msg []byte) error {
+	c.mu.Lock()
+	if c.state != stOpen {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	err := c.writeFrameLocked(opText, msg, true)
+	if errors.Is(err, ErrSlowConsumer) {
+		c.beginCloseLocked(CloseSlowConsumer, "slow consumer", ErrSlowConsumer)
+	}
+	c.mu.Unlock()
+	if err == nil {
+		c.msgsOut.Add(1)
+	}
+	return err
+}
+
+// Close sends a close frame with code and reason after the frames already
+// queued, waits up to Config.CloseWait for the peer's close frame, then closes
+// the socket. It is idempotent and does nothing once closing has begun.
+// reason is cut to 123 bytes.
+func (c *Conn) Close(code CloseCode, reason string) {
+	c.mu.Lock()
+	if c.state == stOpen {
+		c.beginCloseLocked(code, reason, nil)
+	}
+	c.mu.Unlock()
+}
+
+// CloseAt schedules Close(code, reason) at t on the timing wheel (within one
+// tick). A later call replaces an earlier one. A time beyond the wheel's
+// horizon (2^30 ticks: 62 days at the finest 5ms tick) is not scheduled.
+func (c *Conn) CloseAt(t time.Time, code CloseCode, reason string) {
+	c.mu.Lock()
+	open := c.state == stOpen
+	c.mu.Unlock()
+	w := c.e.wheel
+	if !open || t.Sub(time.Now()) > time.Duration(1<<30)*w.tick {
+		return
+	}
+	w.setCloseAt(c, w.at(t), code, reason)
+}
+
+// beginCloseLocked queues the close frame and arms the close wait.
+// c.mu must be held and c.state be stOpen.
+func (c *Conn) beginCloseLocked(code CloseCode, reason string, err error) {
+	c.state = stClosing
+	c.closeCode, c.closeErr = code, err
+	var pb [maxControlPayload]byte
+	p := pb[:0]
+	if code != CloseNoStatus {
+		p = append(p, byte(code>>8), byte(code))
+		p = append(p, truncUTF8(reason, maxControlPayload-2)...)
+	}
+	_ = c.writeFrameLocked(opClose, p, false)
+	w := c.e.wheel
+	w.clear(c, tmBeat|tmCloseAt)
+	w.set(c, tmState, w.now.Load()+c.e.closeTicks)
+	c.e.wake(c, evCheck)
+}
+
+// truncUTF8 returns s cut to at most n bytes on a rune boundary.
+func truncUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// onEvent is the epoll callback, run on the epoll goroutine: it only records
+// what happened and hands the connection to the workers.
+func (c *Conn) onEvent(ev epollEvent) {
+	var bits uint32
+	if ev&(epollIn|epollRdHup|epollHup|epollErr) != 0 {
+		bits |= evRead
+	}
+	if ev&(epollRdHup|epollHup|epollErr) != 0 {
+		bits |= evHup
+	}
+	if ev&epollOut != 0 {
+		bits |= evWrite
+	}
+	if ev&epollClosed != 0 {
+		bits |= evAbort
+	}
+	c.e.wake(c, bits)
+}
+
+// process does the connection's pending work. It runs on a worker that owns
+// the connection; it returns true when it handed ownership to an admit
+// goroutine.
+func (c *Conn) process(w *worker) bool {
+	bits := c.pending.Swap(0)
+	c.mu.Lock()
+	st := c.state
+	c.mu.Unlock()
+	if st == stClosed {
+		return false
+	}
+	if bits&evAbort != 0 {
+		switch st {
+		case stOpen:
+			c.Close(CloseGoingAway, "server shutting down")
+		case stHandshake:
+			c.finalize(CloseAbnormal, ErrClosed)
+			return false
+		}
+	}
+	if bits&evTimer != 0 {
+		if c.onTimer() {
+			return false
+		}
+	}
+	if bits&evWrite != 0 {
+		c.mu.Lock()
+		c.flushLocked()
+		c.mu.Unlock()
+	}
+	if bits&(evRead|evHup) != 0 {
+		c.mu.Lock()
+		st = c.state
+		c.mu.Unlock()
+		switch st {
+		case stHandshake:
+			if c.readHead(w, bits&evHup != 0) {
+				return true
+			}
+		case stOpen, stClosing:
+			c.readFrames(w, bits&evHup != 0)
+		case stHTTPDone:
+			c.discard(w)
+		}
+	}
+	c.settle()
+	return false
+}
+
+// onTimer handles due wheel deadlines. It returns true if the connection was
+// finalized.
+func (c *Conn) onTimer() bool {
+	e := c.e
+	kinds, code, reason := e.wheel.take(c)
+	if kinds == 0 {
+		return false
+	}
+	c.mu.Lock()
+	st := c.state
+	c.mu.Unlock()
+	if kinds&tmState != 0 {
+		switch st {
+		case stHandshake, stHTTPDone:
+			c.finalize(CloseAbnormal, ErrClosed)
+			return true
+		case stClosing:
+			c.mu.Lock()
+			code, err := c.closeCode, c.closeErr
+			c.mu.Unlock()
+			if err == nil {
+				err = ErrCloseTimeout
+			}
+			c.finalize(code, err)
+			return true
+		}
+	}
+	if kinds&tmCloseAt != 0 && st == stOpen {
+		c.Close(code, reason)
+		return false
+	}
+	if kinds&tmBeat != 0 && st == stOpen {
+		now := e.wheel.now.Load()
+		if !tickBefore(now, c.lastRead+2*e.beatTicks) {
+			c.finalize(CloseAbnormal, ErrHeartbeatTimeout)
+			return true
+		}
+		if !tickBefore(now, c.lastPing+e.beatTicks) {
+			c.lastPing = now
+			c.mu.Lock()
+			if c.state == stOpen {
+				if err := c.writeFrameLocked(opPing, nil, true); errors.Is(err, ErrSlowConsumer) {
+					c.beginCloseLocked(CloseSlowConsumer, "slow consumer", ErrSlowConsumer)
+				}
+			}
+			c.mu.Unlock()
+		}
+		next := c.lastPing + e.beatTicks
+		if t := c.lastRead + 2*e.beatTicks; tickBefore(t, next) {
+			next = t
+		}
+		c.mu.Lock()
+		if c.state == stOpen {
+			e.wheel.set(c, tmBeat, next)
+		}
+		c.mu.Unlock()
+	}
+	return false
+}
+
+// maxReadPerPass bounds the bytes one pass reads from a connection before it
+// goes to the back of the run queue, so that one fast peer cannot hold a
+// worker.
+const maxReadPerPass = 256 << 10
+
+// readFrames reads what the socket has and decodes it. With edge-triggered
+// readiness a short read means the socket is drained; after a hang-up it
+// reads on until EOF.
+func (c *Conn) readFrames(w *worker, hup bool) {
+	e := c.e
+	if hs := c.hs; hs != nil {
+		c.hs = nil
+		if len(hs.rest) > 0 {
+			c.decode(hs.rest)
+		}
+		hs.release(&e.bufs)
+	}
+	for budget := maxReadPerPass; !c.eof; {
+		if budget <= 0 {
+			c.pending.Or(evRead)
+			break
+		}
+		n, err := unix.Read(int(c.fd), w.buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil || n <= 0 {
+			c.eof = true
+			if err != nil {
+				c.setErr(err)
+			}
+			break
+		}
+		c.bytesIn.Add(uint64(n))
+		c.lastRead = e.wheel.now.Load()
+		budget -= n
+		c.decode(w.buf[:n])
+		if n < len(w.buf) && !hup {
+			break
+		}
+	}
+	if c.rs != nil && (c.rs.done || c.rs.idle()) {
+		e.putReader(c.rs)
+		c.rs = nil
+	}
+}
+
+// decode feeds p to the frame reader unless input is being discarded.
+func (c *Conn) decode(p []byte) {
+	if c.rfail || c.peerClosed {
+		return
+	}
+	if c.rs == nil {
+		c.rs = c.e.getReader()
+	}
+	err := c.rs.feed(p, c)
+	var pe *protocolError
+	if errors.As(err, &pe) {
+		c.rfail = true
+		c.mu.Lock()
+		if c.state == stOpen {
+			c.beginCloseLocked(pe.code, "", pe)
+		}
+		c.mu.Unlock()
+	}
+}
+
+// setErr records the read error as the close cause unless one is known.
+func (c *Conn) setErr(err error) {
+	c.mu.Lock()
+	if c.closeErr == nil {
+		c.closeErr = err
+	}
+	c.mu.Unlock()
+}
+
+// discard reads and drops input until EAGAIN or EOF (after an HTTP response).
+func (c *Conn) discard(w *worker) {
+	for range 64 {
+		n, err := unix.Read(int(c.fd), w.buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			return
+		}
+		if err != nil || n <= 0 {
+			c.eof = true
+			return
+		}
+	}
+	c.pending.Or(evRead)
+}
+
+// onText is a complete text message from the frame reader.
+func (c *Conn) onText(p []byte) {
+	c.mu.Lock()
+	open := c.state == stOpen
+	c.mu.Unlock()
+	if open {
+		c.msgsIn.Add(1)
+		c.e.h.OnMessage(c, p)
+	}
+}
+
+// onPing answers a ping with a pong carrying the same payload, in order
+// with everything else written to the connection.
+func (c *Conn) onPing(p []byte) {
+	c.mu.Lock()
+	if c.state == stOpen {
+		if err := c.writeFrameLocked(opPong, p, true); errors.Is(err, ErrSlowConsumer) {
+			c.beginCloseLocked(CloseSlowConsumer, "slow consumer", ErrSlowConsumer)
+		}
+	}
+	c.mu.Unlock()
+}
+
+// onPong ignores pongs; any byte read already counts as liveness.
+func (c *Conn) onPong([]byte) {}
+
+// onClose answers the peer's close frame by echoing its code, unless the
+// close handshake was started by this side.
+func (c *Conn) onClose(code CloseCode, _ []byte) {
+	c.peerClosed = true
+	c.mu.Lock()
+	if c.state == stOpen {
+		c.beginCloseLocked(code, "", nil)
+	}
+	c.mu.Unlock()
+}
+
+// settle ends a pass: it finalizes a connection whose close is complete, or
+// half-closes one that only waits for its peer to go.
+func (c *Conn) settle() {
+	c.mu.Lock()
+	st, flushed, broken := c.state, c.wq == nil, c.broken
+	code, err := c.closeCode, c.closeErr
+	c.mu.Unlock()
+	switch st {
+	case stOpen, stHandshake:
+		if broken || c.eof {
+			if err == nil {
+				err = ErrPeerGone
+			}
+			c.finalize(CloseAbnormal, err)
+		}
+	case stClosing:
+		switch {
+		case broken:
+			c.finalize(code, err)
+		case flushed && (c.peerClosed || c.eof):
+			c.finalize(code, err)
+		case flushed && c.rfail:
+			c.shutdownWrite()
+		}
+	case stHTTPDone:
+		switch {
+		case broken || c.eof:
+			c.finalize(CloseAbnormal, nil)
+		case flushed:
+			c.shutdownWrite()
+		}
+	}
+}
+
+// shutdownWrite sends FIN once, so that the peer sees the end and closes.
+func (c *Conn) shutdownWrite() {
+	c.mu.Lock()
+	if !c.shutWr && c.state != stClosed {
+		c.shutWr = true
+		_ = unix.Shutdown(int(c.fd), unix.SHUT_WR)
+	}
+	c.mu.Unlock()
+}
+
+// finalize closes the socket and releases everything the connection holds;
+// OnClose follows for an opened connection. Only the owner calls it.
+func (c *Conn) finalize(code CloseCode, err error) {
+	e := c.e
+	c.mu.Lock()
+	if c.state == stClosed {
+		c.mu.Unlock()
+		return
+	}
+	c.state = stClosed
+	opened := c.opened
+	if c.wq != nil {
+		c.wq.release(&e.bufs)
+		e.putQueue(c.wq)
+		c.wq = nil
+	}
+	fd := int(c.fd)
+	c.mu.Unlock()
+	if !c.eof {
+		drainInput(fd)
+	}
+	e.detach(c, fd)
+	if c.rs != nil {
+		e.putReader(c.rs)
+		c.rs = nil
+	}
+	if c.hs != nil {
+		c.hs.release(&e.bufs)
+		c.hs = nil
+	}
+	if opened {
+		e.open.Add(-1)
+		e.h.OnClose(c, code, err)
+	}
+	e.connWG.Done()
+}
+
+// drainInput discards what is left in the socket's receive buffer, so that
+// closing it sends FIN rather than RST (which could destroy the close frame
+// or response still in flight to the peer).
+func drainInput(fd int) {
+	var b [2048]byte
+	for range 32 {
+		n, err := unix.Read(fd, b[:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n <= 0 {
+			return
+		}
+	}
+}

@@ -1,0 +1,292 @@
+package netpoll
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha1"
+	"encoding/base64"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Request is the handshake as the Gatekeeper sees it; valid only during
+// Admit.
+type Request struct {
+	Method, Path, RawQuery string
+	Header                 http.Header
+	Remote                 netip.AddrPort
+}
+
+// Decision is the Gatekeeper's answer to a handshake.
+type Decision struct {
+	Status      int    // 0: accept (101). Otherwise refuse with this HTTP status
+	Body        []byte // refusal body: one-line JSON such as {"error":"unauthorized"}
+	Subprotocol string // echoed in Sec-WebSocket-Protocol when non-empty
+	Value       any    // attached to the Conn before OnOpen (c.Value())
+}
+
+// Gatekeeper decides whether a WebSocket handshake gets in. Admit is called
+// once the whole request head is read, on an admit goroutine (never the
+// poller); it may block briefly.
+type Gatekeeper interface {
+	Admit(r *Request) Decision
+}
+
+// handshake holds a request head while it arrives and is admitted.
+type handshake struct {
+	buf     *[]byte // the bytes read so far (pooled)
+	headLen int     // length of the complete head, 0 while incomplete
+	rest    []byte  // bytes after the head, fed to the frame reader after 101
+}
+
+func (h *handshake) release(bufs *bufPool) {
+	bufs.put(h.buf)
+	h.buf, h.rest = nil, nil
+}
+
+// readHead reads request head bytes on readiness. It answers garbage with
+// 400 and an oversized head with 431 at once; once the head is complete it
+// hands the connection to an admit goroutine and returns true. A half head
+// just waits, holding only its bytes, until HandshakeTimeout.
+func (c *Conn) readHead(w *worker, hup bool) bool {
+	e := c.e
+	max := e.cfg.MaxHeaderBytes
+	for !c.eof {
+		n, err := unix.Read(int(c.fd), w.buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			return false
+		}
+		if err != nil || n <= 0 {
+			c.eof = true
+			return false
+		}
+		c.bytesIn.Add(uint64(n))
+		if c.hs == nil {
+			c.hs = &handshake{buf: e.bufs.get(n)}
+		}
+		hs := c.hs
+		prev := len(*hs.buf)
+		hs.buf = e.bufs.grow(hs.buf, n)
+		*hs.buf = append(*hs.buf, w.buf[:n]...)
+		b := *hs.buf
+		if badRequestLine(b) {
+			c.respond(http.StatusBadRequest, "application/json", []byte(`{"error":"bad_request"}`), nil)
+			return false
+		}
+		end := headEnd(b, prev)
+		if end < 0 {
+			if len(b) > max {
+				c.respond(http.StatusRequestHeaderFieldsTooLarge, "application/json", []byte(`{"error":"headers_too_large"}`), nil)
+				return false
+			}
+			if n < len(w.buf) && !hup {
+				return false
+			}
+			continue
+		}
+		if end > max {
+			c.respond(http.StatusRequestHeaderFieldsTooLarge, "application/json", []byte(`{"error":"headers_too_large"}`), nil)
+			return false
+		}
+		hs.headLen = end
+		hs.rest = b[end:]
+		c.mu.Lock()
+		c.state = stAdmitting
+		c.mu.Unlock()
+		e.wheel.clear(c, tmState)
+		e.admitQ.push(c)
+		return true
+	}
+	return false
+}
+
+// headEnd returns the length of the request head in b (through the empty
+// line), or -1 if it is not complete. from is where new bytes start.
+func headEnd(b []byte, from int) int {
+	from = max(from-3, 0)
+	if i := bytes.Index(b[from:], []byte("\r\n\r\n")); i >= 0 {
+		return from + i + 4
+	}
+	if i := bytes.Index(b[from:], []byte("\n\n")); i >= 0 {
+		return from + i + 2
+	}
+	return -1
+}
+
+// badRequestLine reports whether b cannot start an HTTP/1.x request line:
+// garbage is refused as soon as it shows, without waiting for a full head.
+func badRequestLine(b []byte) bool {
+	i := 0
+	for i < len(b) && b[i] >= 'A' && b[i] <= 'Z' {
+		i++
+	}
+	if i == len(b) {
+		return i > 16
+	}
+	if i == 0 || i > 16 || b[i] != ' ' {
+		return true
+	}
+	j := i + 1
+	for j < len(b) && b[j] > ' ' && b[j] < 0x7F {
+		j++
+	}
+	if j == len(b) {
+		return false
+	}
+	if j == i+1 || b[j] != ' ' {
+		return true
+	}
+	v, want := b[j+1:], "HTTP/1."
+	k := min(len(v), len(want))
+	return string(v[:k]) != want[:k]
+}
+
+// admit runs on an admit goroutine that owns the connection: it parses the
+// head, serves plain requests, asks the Gatekeeper and writes the refusal or
+// the 101.
+func (c *Conn) admit() {
+	e := c.e
+	hs := c.hs
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader((*hs.buf)[:hs.headLen])))
+	if err != nil {
+		c.respond(http.StatusBadRequest, "application/json", []byte(`{"error":"bad_request"}`), nil)
+		return
+	}
+	if !headerHasToken(req.Header, "Upgrade", "websocket") {
+		c.servePlain(req)
+		return
+	}
+	key := req.Header.Get("Sec-WebSocket-Key")
+	switch {
+	case req.Method != http.MethodGet || !req.ProtoAtLeast(1, 1) ||
+		!headerHasToken(req.Header, "Connection", "upgrade") || !validKey(key):
+		c.respond(http.StatusBadRequest, "application/json", []byte(`{"error":"bad_request"}`), nil)
+		return
+	case req.Header.Get("Sec-WebSocket-Version") != "13":
+		c.respond(http.StatusUpgradeRequired, "application/json", []byte(`{"error":"bad_request"}`),
+			[]string{"Sec-WebSocket-Version: 13"})
+		return
+	}
+	d := Decision{}
+	if e.g != nil {
+		d = e.g.Admit(&Request{
+			Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery,
+			Header: req.Header, Remote: c.remote,
+		})
+	}
+	if d.Status != 0 {
+		if d.Status < 300 || d.Status > 599 {
+			// Never let a refusal look like an upgrade or a success.
+			e.log.Error("gatekeeper refused with a non-error status", "status", d.Status)
+			d.Status, d.Body = http.StatusInternalServerError, []byte(`{"error":"internal"}`)
+		}
+		c.respond(d.Status, "application/json", d.Body, nil)
+		return
+	}
+	resp := make([]byte, 0, 160)
+	resp = append(resp, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	resp = append(resp, acceptKey(key)...)
+	if d.Subprotocol != "" {
+		resp = append(resp, "\r\nSec-WebSocket-Protocol: "...)
+		resp = append(resp, d.Subprotocol...)
+	}
+	resp = append(resp, "\r\n\r\n"...)
+	c.mu.Lock()
+	if c.state != stAdmitting {
+		c.mu.Unlock()
+		return
+	}
+	c.value = d.Value
+	if err := c.writeLocked(resp, nil, false); err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.state = stOpen
+	c.opened = true
+	c.mu.Unlock()
+	e.open.Add(1)
+	now := e.wheel.now.Load()
+	c.lastRead, c.lastPing = now, now
+	e.wheel.set(c, tmBeat, now+e.beatTicks)
+	if len(hs.rest) == 0 {
+		c.hs = nil
+		hs.release(&e.bufs)
+	}
+	e.h.OnOpen(c)
+	// Bytes may have arrived while admitting; with edge-triggered epoll no
+	// new edge would tell, so read once now (this also decodes hs.rest).
+	c.pending.Or(evRead)
+}
+
+// acceptKey computes Sec-WebSocket-Accept for key (RFC 6455 section 4.2.2).
+func acceptKey(key string) string {
+	h := sha1.New()
+	h.Write([]byte(key))
+	h.Write([]byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return base64.StdEncoding.EncodeToString(h.Sum(nil))
+}
+
+// validKey reports whether key is base64 of 16 bytes.
+func validKey(key string) bool {
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(key))
+	return err == nil && len(b) == 16
+}
+
+// headerHasToken reports whether the comma-separated header name contains
+// token, case-insensitively.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// respond queues a complete HTTP response and closes the connection once it
+// is sent (bounded by CloseWait). The connection never becomes a WebSocket.
+func (c *Conn) respond(status int, contentType string, body []byte, extra []string) {
+	var b bytes.Buffer
+	b.Grow(128 + len(body))
+	b.WriteString("HTTP/1.1 ")
+	b.WriteString(strconv.Itoa(status))
+	b.WriteByte(' ')
+	b.WriteString(http.StatusText(status))
+	b.WriteString("\r\nContent-Type: ")
+	b.WriteString(contentType)
+	b.WriteString("\r\nContent-Length: ")
+	b.WriteString(strconv.Itoa(len(body)))
+	b.WriteString("\r\nConnection: close\r\n")
+	for _, h := range extra {
+		b.WriteString(h)
+		b.WriteString("\r\n")
+	}
+	b.WriteString("\r\n")
+	b.Write(body)
+	c.respondRaw(b.Bytes())
+}
+
+// respondRaw queues a serialized HTTP response and moves to stHTTPDone.
+func (c *Conn) respondRaw(resp []byte) {
+	e := c.e
+	if c.hs != nil {
+		c.hs.release(&e.bufs)
+		c.hs = nil
+	}
+	c.mu.Lock()
+	if c.state == stHandshake || c.state == stAdmitting {
+		c.state = stHTTPDone
+		_ = c.writeLocked(resp, nil, false)
+	}
+	c.mu.Unlock()
+	e.wheel.set(c, tmState, e.wheel.now.Load()+e.closeTicks)
+}

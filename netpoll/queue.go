@@ -1,0 +1,212 @@
+package netpoll
+
+import (
+	"errors"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// outQueue holds the bytes of a connection that the socket did not take yet.
+// It exists only while bytes are pending: a connection whose writes complete
+// at once never has one. Chunks are borrowed from the engine's bufPool.
+type outQueue struct {
+	chunks []*[]byte // chunks[0][off:] is the next byte to write
+	off    int
+	size   int // pending bytes
+}
+
+// minChunk is the smallest chunk a queue borrows.
+const minChunk = 4096
+
+// push copies p to the end of the queue.
+func (q *outQueue) push(bufs *bufPool, p []byte) {
+	q.size += len(p)
+	for len(p) > 0 {
+		if n := len(q.chunks); n > 0 {
+			tail := q.chunks[n-1]
+			if room := cap(*tail) - len(*tail); room > 0 {
+				k := min(room, len(p))
+				*tail = append(*tail, p[:k]...)
+				p = p[k:]
+				continue
+			}
+		}
+		q.chunks = append(q.chunks, bufs.get(max(len(p), minChunk)))
+	}
+}
+
+// iovecs fills v with the pending chunks, at most len(v).
+func (q *outQueue) iovecs(v [][]byte) [][]byte {
+	for i, c := range q.chunks {
+		if len(v) == cap(v) {
+			break
+		}
+		if i == 0 {
+			v = append(v, (*c)[q.off:])
+		} else {
+			v = append(v, *c)
+		}
+	}
+	return v
+}
+
+// consume drops n written bytes, giving finished chunks back.
+func (q *outQueue) consume(bufs *bufPool, n int) {
+	q.size -= n
+	for n > 0 && len(q.chunks) > 0 {
+		c := q.chunks[0]
+		rest := len(*c) - q.off
+		if n < rest {
+			q.off += n
+			return
+		}
+		n -= rest
+		bufs.put(c)
+		q.chunks[0] = nil
+		q.chunks = q.chunks[1:]
+		q.off = 0
+	}
+}
+
+// release gives every chunk back.
+func (q *outQueue) release(bufs *bufPool) {
+	for i, c := range q.chunks {
+		bufs.put(c)
+		q.chunks[i] = nil
+	}
+	q.chunks, q.off, q.size = q.chunks[:0], 0, 0
+}
+
+// maxIovecs bounds the chunks written by one writev.
+const maxIovecs = 16
+
+// writev writes bufs to the nonblocking fd with one system call. It returns
+// the bytes written; unix.EAGAIN means none could be.
+func writev(fd int, bufs [][]byte) (int, error) {
+	var iov [maxIovecs]unix.Iovec
+	n := 0
+	for _, b := range bufs {
+		if len(b) == 0 {
+			continue
+		}
+		if n == maxIovecs {
+			break
+		}
+		iov[n].Base = &b[0]
+		iov[n].SetLen(len(b))
+		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	for {
+		r, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(r), nil
+	}
+}
+
+// writeFrameLocked writes one unmasked frame, or queues what the socket did
+// not take. When bounded, a queue that would pass OutboundQueueBytes gives
+// ErrSlowConsumer and nothing is written. c.mu must be held.
+func (c *Conn) writeFrameLocked(op byte, payload []byte, bounded bool) error {
+	var hb [10]byte
+	h := appendFrameHeader(hb[:0], op, len(payload))
+	return c.writeLocked(h, payload, bounded)
+}
+
+// writeLocked writes a then b (either may be empty), queueing the rest.
+// c.mu must be held.
+func (c *Conn) writeLocked(a, b []byte, bounded bool) error {
+	if c.broken || c.state == stClosed {
+		return ErrClosed
+	}
+	total := len(a) + len(b)
+	if c.wq != nil {
+		if bounded && c.wq.size+total > c.e.cfg.OutboundQueueBytes {
+			return ErrSlowConsumer
+		}
+		c.wq.push(&c.e.bufs, a)
+		c.wq.push(&c.e.bufs, b)
+		return nil
+	}
+	n, err := writev(int(c.fd), [][]byte{a, b})
+	if n > 0 {
+		c.bytesOut.Add(uint64(n))
+	}
+	if n == total {
+		return nil
+	}
+	if err != nil && !errors.Is(err, unix.EAGAIN) {
+		c.breakLocked(err)
+		return ErrClosed
+	}
+	if n < len(a) {
+		a = a[n:]
+	} else {
+		b = b[n-len(a):]
+		a = nil
+	}
+	if bounded && len(a)+len(b) > c.e.cfg.OutboundQueueBytes {
+		// Written partly: the frame must still go out whole, so it is
+		// queued, and the caller learns the bound is passed.
+		c.wq = c.e.newQueue()
+		c.wq.push(&c.e.bufs, a)
+		c.wq.push(&c.e.bufs, b)
+		return ErrSlowConsumer
+	}
+	c.wq = c.e.newQueue()
+	c.wq.push(&c.e.bufs, a)
+	c.wq.push(&c.e.bufs, b)
+	return nil
+}
+
+// flushLocked writes queued bytes until the queue is empty or the socket is
+// full (then EPOLLOUT, edge-triggered, brings the connection back).
+// c.mu must be held.
+func (c *Conn) flushLocked() {
+	for c.wq != nil && !c.broken {
+		var vb [maxIovecs][]byte
+		v := c.wq.iovecs(vb[:0])
+		n, err := writev(int(c.fd), v)
+		if n > 0 {
+			c.bytesOut.Add(uint64(n))
+			c.wq.consume(&c.e.bufs, n)
+		}
+		if c.wq.size == 0 {
+			c.e.putQueue(c.wq)
+			c.wq = nil
+			return
+		}
+		if err != nil {
+			if !errors.Is(err, unix.EAGAIN) {
+				c.breakLocked(err)
+			}
+			return
+		}
+	}
+}
+
+// breakLocked records that the socket failed; the owner finalizes the
+// connection on its next pass. c.mu must be held.
+func (c *Conn) breakLocked(err error) {
+	if c.broken {
+		return
+	}
+	c.broken = true
+	if c.closeErr == nil {
+		c.closeErr = err
+	}
+	if c.wq != nil {
+		c.wq.release(&c.e.bufs)
+		c.e.putQueue(c.wq)
+		c.wq = nil
+	}
+	c.e.wake(c, evCheck)
+}
