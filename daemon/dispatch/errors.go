@@ -3,14 +3,17 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/orchestratord/orchestratord/daemon/backends"
 )
 
 // Causes given to a request's context when it is stopped. Code maps them.
 var (
-	// ErrTimeout: one of the route's deadlines passed.
-	ErrTimeout = errors.New("deadline passed")
+	// ErrTimeout: one of the route's deadlines passed. It wraps
+	// context.DeadlineExceeded so backends count it as a breaker failure
+	// whichever of the three deadlines fired.
+	ErrTimeout = fmt.Errorf("route deadline passed: %w", context.DeadlineExceeded)
 	// ErrCanceled: the client sent cancel.
 	ErrCanceled = errors.New("canceled by the client")
 	// ErrDraining: the node stopped the request at the end of a drain.
