@@ -172,11 +172,10 @@ func (g *Gateway) attach(st *conn) {
 		return
 	}
 	st.sessID, st.sess = id, sess
-	if prev, loaded := g.conns.Swap(id, st); loaded && prev.(*conn) != st {
-		// The older connection of this session is being kicked (4009) by
-		// the manager; its OnClose must not remove us.
-		_ = prev
-	}
+	// An older connection of this session, being kicked (4009) by the
+	// manager, is replaced here; its OnClose removes only itself
+	// (CompareAndDelete).
+	g.conns.Store(id, st)
 	for _, p := range st.pending {
 		g.router.Handle(sess, p, st.reply)
 	}
