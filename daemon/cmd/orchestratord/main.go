@@ -106,12 +106,22 @@ func (c *common) load() (config.Config, string, error) {
 	return cfg, path, err
 }
 
-func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
+// parse parses a config-reading command's flags; extra registers the
+// command's own.
+func parse(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*common, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var c common
+	c := new(common)
 	c.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if extra != nil {
+		extra(fs)
+	}
+	return c, fs.Parse(args)
+}
+
+func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
+	c, err := parse("check-config", args, stderr, nil)
+	if err != nil {
 		return err
 	}
 	cfg, path, err := c.load()
@@ -123,13 +133,13 @@ func checkConfigCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 func tokenCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs)
-	sub := fs.String("sub", "", "subject (user id), required")
-	ttl := fs.Duration("ttl", time.Hour, "lifetime of the token")
-	if err := fs.Parse(args); err != nil {
+	var sub *string
+	var ttl *time.Duration
+	c, err := parse("token", args, stderr, func(fs *flag.FlagSet) {
+		sub = fs.String("sub", "", "subject (user id), required")
+		ttl = fs.Duration("ttl", time.Hour, "lifetime of the token (0: no exp claim)")
+	})
+	if err != nil {
 		return err
 	}
 	if *sub == "" {
@@ -151,11 +161,8 @@ func tokenCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 func serveCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs)
-	if err := fs.Parse(args); err != nil {
+	c, err := parse("serve", args, stderr, nil)
+	if err != nil {
 		return err
 	}
 	cfg, path, err := c.load()
