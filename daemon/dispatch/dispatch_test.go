@@ -400,3 +400,28 @@ func BenchmarkHandleInlineEcho(b *testing.B) {
 		r.Handle(s, msg, reply)
 	}
 }
+
+// TestIDSurvivesBufferReuse pins a bug: the decoded id aliases the frame
+// buffer, so a request that outlives Handle must own a copy. The caller
+// reuses the buffer right after Handle returns, as netpoll does.
+func TestIDSurvivesBufferReuse(t *testing.T) {
+	started, release := make(chan string, 1), make(chan struct{})
+	pool := &fakePool{fn: func(_ context.Context, req *backends.Request, _ backends.Emit) (backends.Result, error) {
+		started <- req.ID
+		<-release
+		return backends.Result{Data: json.RawMessage(`1`)}, nil
+	}}
+	r, st, s := testRouter(t, map[string]*route{"x": {name: "x", pool: pool, timeout: time.Second}}, config.Limits{})
+	buf := []byte(`{"type":"x","id":"orig-id","data":null}`)
+	r.Handle(s, buf, (&replies{}).reply)
+	<-started
+	copy(buf, []byte(`{"type":"x","id":"XXXXXXX","data":null}`))
+	close(release)
+	got := st.waitEnd(t, "orig-id")
+	if len(got) != 1 || got[0] != `{"type":"result","id":"orig-id","data":1}` {
+		t.Fatalf("terminal %v, want the original id after the buffer was reused", got)
+	}
+	if n := s.InFlight(); n != 0 {
+		t.Fatalf("in flight %d after the terminal: the registry key was corrupted", n)
+	}
+}

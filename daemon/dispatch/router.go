@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -141,15 +142,27 @@ func (r *Router) Handle(s *Session, payload []byte, reply Reply) {
 		r.inlineEcho(s, rt, &env, reply, t)
 		return
 	}
+	// Count the request before the last draining check, so a drain's Wait
+	// cannot miss a request that slipped in.
+	r.wg.Add(1)
+	if r.draining.Load() {
+		r.wg.Done()
+		r.refuse(reply, env.ID, env.Type, CodeDraining, message(CodeDraining, nil))
+		return
+	}
 	if n := r.inflight.Add(1); n > int64(t.limits.MaxInflight) {
 		r.inflight.Add(-1)
+		r.wg.Done()
 		r.refuse(reply, env.ID, env.Type, CodeOverloaded, message(CodeOverloaded, nil))
 		return
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
-	c := &call{id: string(env.ID), cancel: cancel} // string() copies: env aliases payload
+	// env aliases the frame buffer (zero-copy decode): the id must be
+	// copied before it outlives this call.
+	c := &call{id: strings.Clone(env.ID), cancel: cancel}
 	if code := s.register(c, t.limits.SessionInflight); code != "" {
 		r.inflight.Add(-1)
+		r.wg.Done()
 		cancel(nil)
 		msg := "too many requests in flight in this session"
 		if code == CodeDuplicateID {
@@ -165,7 +178,6 @@ func (r *Router) Handle(s *Session, payload []byte, reply Reply) {
 		UserID:    s.User,
 		Data:      append(json.RawMessage(nil), env.Data...),
 	}
-	r.wg.Add(1)
 	go r.run(ctx, cancel, s, rt, req)
 }
 
@@ -181,7 +193,7 @@ func (r *Router) inlineEcho(s *Session, rt *route, env *events.Envelope, reply R
 	if err := reply(msg); err != nil {
 		// The connection went away between read and reply: keep the
 		// answer for the session.
-		out := r.store.Begin(s.ID, env.ID)
+		out := r.store.Begin(s.ID, strings.Clone(env.ID))
 		out.End(msg)
 	}
 	r.metrics.Request(rt.name, "result", time.Since(start))

@@ -53,6 +53,9 @@ func (g *Gateway) DetachAll() {
 		st.mu.Unlock()
 		if id != "" && g.conns.CompareAndDelete(k, st) {
 			g.mgr.Detach(id, st)
+			// The connection closes 1001 with the engine; say so first.
+			var buf [96]byte
+			_ = st.Send(events.AppendReconnect(buf[:0], "draining", g.opts.ReconnectAfter.Milliseconds()))
 		}
 		return true
 	})

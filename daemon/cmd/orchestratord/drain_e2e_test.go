@@ -248,7 +248,9 @@ func checkProbes(t *testing.T, pr *probes, clients []*drainClient) {
 	if pr.dialsAfter == 0 {
 		t.Errorf("no TCP connect succeeded after /readyz turned 503: the listener closed without lb_grace")
 	}
-	if d := pr.firstRefuse.Sub(pr.first503); d < 250*time.Millisecond {
+	// 100ms of slack for a loaded machine: first503 is when the probe's
+	// answer arrived, which may be well after the flip.
+	if d := pr.firstRefuse.Sub(pr.first503); d < 200*time.Millisecond {
 		t.Errorf("listener refused %s after /readyz turned 503, want about lb_grace (300ms)", d)
 	}
 	for _, dc := range clients {
@@ -335,7 +337,7 @@ func (e *e2e) testDrainTimeoutOutbox(t *testing.T) {
 	pr := runDrain(t, p, clients, 10*time.Second)
 	took := time.Since(start)
 	checkProbes(t, pr, clients)
-	if took > 2500*time.Millisecond {
+	if took > 4*time.Second {
 		t.Errorf("drain took %s, want about drain.timeout (800ms)", took)
 	}
 	if n := p.logs.count("drain timeout reached"); n != 1 {
@@ -387,9 +389,9 @@ func (e *e2e) testDrainTimeoutOutbox(t *testing.T) {
 			var mine []msg
 			for {
 				// The outbox follows the welcome.
-				m, err := c.read(5 * time.Second)
+				m, err := c.read(3 * time.Second)
 				if err != nil {
-					t.Errorf("client %d: reading the outbox: %v", dc.n, err)
+					t.Errorf("client %d: reading the outbox for %s: %v; got %+v", dc.n, id, err, mine)
 					return
 				}
 				mine = append(mine, m)

@@ -73,8 +73,8 @@ routes:
 	if got := next(); got != "WATCHDOG=1" {
 		t.Fatalf("third notification %q, want WATCHDOG=1", got)
 	}
-	if d := time.Since(start); d > 400*time.Millisecond {
-		t.Errorf("first WATCHDOG=1 after %s, want within WATCHDOG_USEC/2 (250ms) plus slack", d)
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("first WATCHDOG=1 after %s, want about WATCHDOG_USEC/2 (250ms)", d)
 	}
 	p.signal(syscall.SIGTERM)
 	var got []string

@@ -135,9 +135,25 @@ func restartOnly(old, next config.Config) error {
 		old.WS.OutboundQueueBytes != next.WS.OutboundQueueBytes || old.WS.HandshakeTimeout != next.WS.HandshakeTimeout || old.WS.Workers != next.WS.Workers {
 		errs = append(errs, errors.New("ws.* (other than allowed_origins): changing the engine needs a restart"))
 	}
-	if old.Auth.JWT.SecretEnv != next.Auth.JWT.SecretEnv || old.Auth.JWT.KeysFile != next.Auth.JWT.KeysFile || old.Auth.JWT.JWKSURL != next.Auth.JWT.JWKSURL ||
-		old.Auth.Anonymous != next.Auth.Anonymous || strings.Join(old.Auth.JWT.Algorithms, ",") != strings.Join(next.Auth.JWT.Algorithms, ",") {
+	oj, nj := old.Auth.JWT, next.Auth.JWT
+	if oj.SecretEnv != nj.SecretEnv || oj.Secret != nj.Secret || oj.KeysFile != nj.KeysFile || oj.JWKSURL != nj.JWKSURL ||
+		oj.JWKSRefresh != nj.JWKSRefresh || oj.Issuer != nj.Issuer || oj.Audience != nj.Audience || oj.Leeway != nj.Leeway ||
+		oj.QueryParam != nj.QueryParam || oj.Cookie != nj.Cookie || old.Auth.Anonymous != next.Auth.Anonymous ||
+		old.Auth.AllowExpiredConnections != next.Auth.AllowExpiredConnections ||
+		strings.Join(oj.Algorithms, ",") != strings.Join(nj.Algorithms, ",") {
 		errs = append(errs, errors.New("auth.*: changing authentication needs a restart"))
+	}
+	if old.Admin != next.Admin {
+		errs = append(errs, errors.New("admin.*: changing admin credentials needs a restart"))
+	}
+	if old.WS.DemoPage != next.WS.DemoPage {
+		errs = append(errs, errors.New("ws.demo_page: needs a restart"))
+	}
+	if old.Node != next.Node {
+		errs = append(errs, errors.New("node: renaming the node needs a restart"))
+	}
+	if old.Drain.ReconnectAfter != next.Drain.ReconnectAfter {
+		errs = append(errs, errors.New("drain.reconnect_after: needs a restart (drain.lb_grace and drain.timeout reload)"))
 	}
 	return errors.Join(errs...)
 }

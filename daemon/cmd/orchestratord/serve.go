@@ -31,6 +31,12 @@ import (
 // lifecycle.SocketAdmin); otherwise they come from socket activation or are
 // bound here. Cancelling ctx starts a drain.
 func serve(ctx context.Context, cfg config.Config, reload func() (config.Config, error), path string, stdout io.Writer, lns map[string]net.Listener) error {
+	// Signals are taken from the start: a SIGTERM during start-up waits in
+	// the channel and drains once serving, instead of killing the process.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
 	log, level := telemetry.NewLogger(stdout, cfg.Log.Level)
 	log = log.With("node", cfg.Node)
 	metrics := telemetry.New(version)
@@ -150,14 +156,14 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	log.Info("serving", "config", path, "client", clientLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"store", cfg.Sessions.Store, "version", version, "routes", len(cfg.Routes))
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-
 	notifier := lifecycle.NewNotifier(os.Getenv("NOTIFY_SOCKET"), log)
 	lifecycle.Run(ctx, lifecycle.Options{
 		Notifier: notifier,
 		Timing:   lifecycle.Timing{LBGrace: cfg.Drain.LBGrace.D(), Timeout: cfg.Drain.Timeout.D()},
+		CurrentTiming: func() lifecycle.Timing {
+			c := state.current.Load()
+			return lifecycle.Timing{LBGrace: c.Drain.LBGrace.D(), Timeout: c.Drain.Timeout.D()}
+		},
 		Steps: lifecycle.Steps{
 			Start: gw.StartDrain,
 			StopListening: func() {
