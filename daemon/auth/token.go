@@ -98,7 +98,7 @@ func cookieValue(line, name string) (string, bool) {
 		}
 		v = strings.TrimSpace(v)
 		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-			v = v[1 : len(v)-1]
+			v = strings.TrimSpace(v[1 : len(v)-1])
 		}
 		if v != "" {
 			return v, true
