@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -112,6 +113,13 @@ func New(cfg config.Admin, listenAddr string, deps Deps, gatherer prometheus.Gat
 	priv("POST /api/drain", s.post(s.apiDrain))
 	priv("POST /api/sessions/{id}/close", s.post(s.apiKick))
 	priv("POST /api/backends/{name}/reset", s.post(s.apiReset))
+	// Profiles for operators and the benchmark report (heap?gc=1 forces a
+	// collection first). Behind the same credentials as the page.
+	priv("GET /debug/pprof/", pprof.Index)
+	priv("GET /debug/pprof/cmdline", pprof.Cmdline)
+	priv("GET /debug/pprof/profile", pprof.Profile)
+	priv("GET /debug/pprof/symbol", pprof.Symbol)
+	priv("GET /debug/pprof/trace", pprof.Trace)
 	s.handler = mux
 	return s, nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -371,5 +372,29 @@ func TestMetricsRoute(t *testing.T) {
 	}
 	if got := get("orchestratord_connections", "", ""); got != 42 {
 		t.Errorf("connections = %v, want 42", got)
+	}
+}
+
+// TestPprofBehindCredentials: /debug/pprof/ is served, and off loopback it
+// needs the admin credentials like the page.
+func TestPprofBehindCredentials(t *testing.T) {
+	f := newFixture(0)
+	s, err := New(config.Admin{User: "admin", Password: "pw", MetricsPublic: true}, "0.0.0.0:9090", f.deps(), nil, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		auth bool
+		want int
+	}{{false, http.StatusUnauthorized}, {true, http.StatusOK}} {
+		r := httptest.NewRequest(http.MethodGet, "/debug/pprof/heap?gc=1", nil)
+		if tc.auth {
+			r.SetBasicAuth("admin", "pw")
+		}
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, r)
+		if w.Code != tc.want {
+			t.Fatalf("GET /debug/pprof/heap with credentials=%v: %d, want %d", tc.auth, w.Code, tc.want)
+		}
 	}
 }
