@@ -138,3 +138,12 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestDecoderPanicIsAnError pins a fuzz finding: the YAML library panics on
+// a tag where a list is expected; Parse must return an error instead.
+func TestDecoderPanicIsAnError(t *testing.T) {
+	_, err := Parse([]byte("backends:\n  llm:\n    kind: http\n    endpoints: !foo\n"), nil)
+	if err == nil || !strings.Contains(err.Error(), "could not be decoded") {
+		t.Fatalf("Parse = %v, want a decode error", err)
+	}
+}

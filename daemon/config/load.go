@@ -50,8 +50,8 @@ func Load(path string, env []string) (Config, error) {
 func Parse(data []byte, env []string) (Config, error) {
 	c := Default()
 	if len(bytes.TrimSpace(data)) > 0 {
-		if err := yaml.UnmarshalWithOptions(data, &c, yaml.Strict()); err != nil {
-			return Config{}, fmt.Errorf("config: %s", yaml.FormatError(err, false, true))
+		if err := decodeYAML(data, &c); err != nil {
+			return Config{}, err
 		}
 	}
 	envMap := make(map[string]string, len(env))
@@ -68,6 +68,21 @@ func Parse(data []byte, env []string) (Config, error) {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// decodeYAML decodes data strictly into c. The YAML library panics on some
+// malformed input (a tag where a list is expected); that becomes an error
+// too, so a bad file never takes the process down.
+func decodeYAML(data []byte, c *Config) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("config: the YAML could not be decoded (%v): check tags (!...) and that each key has the type the documentation gives", r)
+		}
+	}()
+	if err := yaml.UnmarshalWithOptions(data, c, yaml.Strict()); err != nil {
+		return fmt.Errorf("config: %s", yaml.FormatError(err, false, true))
+	}
+	return nil
 }
 
 // fill applies the defaults that depend on other keys or on the
