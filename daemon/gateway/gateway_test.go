@@ -1,0 +1,37 @@
+package gateway
+
+import "testing"
+
+func TestQueryValue(t *testing.T) {
+	tests := []struct{ q, key, want string }{
+		{"session=s_1", "session", "s_1"},
+		{"token=a&session=s%5F2", "session", "s_2"},
+		{"sessions=x&session=", "session", ""},
+		{"session=%zz", "session", ""},
+		{"", "session", ""},
+		{"a=1&&session=s_3&session=s_4", "session", "s_3"},
+	}
+	for _, tc := range tests {
+		if got := queryValue(tc.q, tc.key); got != tc.want {
+			t.Errorf("queryValue(%q, %q) = %q, want %q", tc.q, tc.key, got, tc.want)
+		}
+	}
+}
+
+func TestOffersSubprotocol(t *testing.T) {
+	tests := []struct {
+		values []string
+		want   bool
+	}{
+		{[]string{"orchestrator.v1"}, true},
+		{[]string{"chat, orchestrator.v1"}, true},
+		{[]string{"chat", " orchestrator.v1 "}, true},
+		{[]string{"orchestrator.v2"}, false},
+		{nil, false},
+	}
+	for _, tc := range tests {
+		if got := offersSubprotocol(tc.values, Subprotocol); got != tc.want {
+			t.Errorf("offersSubprotocol(%q) = %v, want %v", tc.values, got, tc.want)
+		}
+	}
+}
