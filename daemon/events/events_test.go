@@ -139,3 +139,17 @@ func BenchmarkAppendChunk(b *testing.B) {
 		buf = AppendChunk(buf[:0], "42", 7, data)
 	}
 }
+
+// BenchmarkDecodeStdlib is the baseline of BenchmarkDecode: the same
+// envelope through encoding/json into the same struct.
+func BenchmarkDecodeStdlib(b *testing.B) {
+	msg := []byte(`{"type":"echo","id":"42","data":{"text":"hello world"}}`)
+	var e Envelope
+	b.ReportAllocs()
+	b.SetBytes(int64(len(msg)))
+	for b.Loop() {
+		if err := json.Unmarshal(msg, &e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
