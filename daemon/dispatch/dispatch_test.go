@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -52,7 +53,7 @@ func (o fakeOutput) End(msg []byte) {
 }
 
 func (s *fakeStore) Begin(_, reqID string) Output { return fakeOutput{s, reqID} }
-func (s *fakeStore) Load(context.Context, string) (json.RawMessage, []events.Turn, error) {
+func (s *fakeStore) Load(context.Context, string, string) (json.RawMessage, []events.Turn, error) {
 	return json.RawMessage(`{"k":1}`), nil, s.loadErr
 }
 func (s *fakeStore) PatchContext(_ context.Context, _ string, p json.RawMessage) error {
@@ -423,5 +424,40 @@ func TestIDSurvivesBufferReuse(t *testing.T) {
 	}
 	if n := s.InFlight(); n != 0 {
 		t.Fatalf("in flight %d after the terminal: the registry key was corrupted", n)
+	}
+}
+
+// recordingMetrics keeps the route labels it was given.
+type recordingMetrics struct {
+	mu     sync.Mutex
+	routes map[string]int
+}
+
+func (m *recordingMetrics) Request(route, _ string, _ time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.routes[route]++
+}
+
+// TestMetricLabelsAreRouteNames pins a chaos finding: labels must be the
+// configured route names (or "_unknown"), never bytes of the frame, which
+// the caller reuses and a client controls.
+func TestMetricLabelsAreRouteNames(t *testing.T) {
+	m := &recordingMetrics{routes: map[string]int{}}
+	st := newFakeStore()
+	r := New(&Table{routes: map[string]*route{"echo": {name: "echo", inline: true}}, limits: config.Default().Limits},
+		st, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := r.Acquire("s", "u")
+	defer s.Release()
+	buf := make([]byte, 0, 128)
+	for i := 0; i < 50; i++ {
+		buf = fmt.Appendf(buf[:0], `{"type":"made-up-%d","id":"%d"}`, i, i)
+		r.Handle(s, buf, (&replies{}).reply)
+		buf = fmt.Appendf(buf[:0], `{"type":"echo","id":"e%d"}`, i)
+		r.Handle(s, buf, (&replies{}).reply)
+	}
+	copy(buf, bytes.Repeat([]byte("X"), len(buf)))
+	if len(m.routes) != 2 || m.routes[unknownRoute] != 50 || m.routes["echo"] != 50 {
+		t.Fatalf("route labels %v, want only echo and %s, 50 each", m.routes, unknownRoute)
 	}
 }

@@ -24,6 +24,9 @@ type noMetrics struct{}
 
 func (noMetrics) Request(string, string, time.Duration) {}
 
+// unknownRoute labels the metrics of messages whose type is no route.
+const unknownRoute = "_unknown"
+
 // Router routes messages. The zero value is not usable: call New.
 type Router struct {
 	table    atomic.Pointer[Table]
@@ -125,17 +128,24 @@ func (r *Router) Handle(s *Session, payload []byte, reply Reply) {
 		return
 	}
 	t := r.table.Load()
+	// Metrics are labelled by the route's configured name, never by bytes
+	// of the frame (they alias the read buffer, and a client could make up
+	// any number of types).
+	rt, ok := t.routes[env.Type]
+	label := unknownRoute
+	if ok {
+		label = rt.name
+	}
 	if !s.allow(time.Now()) {
-		r.refuse(reply, env.ID, env.Type, CodeRateLimited, "message rate limit exceeded")
+		r.refuse(reply, env.ID, label, CodeRateLimited, "message rate limit exceeded")
 		return
 	}
 	if r.draining.Load() {
-		r.refuse(reply, env.ID, env.Type, CodeDraining, message(CodeDraining, nil))
+		r.refuse(reply, env.ID, label, CodeDraining, message(CodeDraining, nil))
 		return
 	}
-	rt, ok := t.routes[env.Type]
 	if !ok {
-		r.refuse(reply, env.ID, env.Type, CodeUnknownType, "no route for this type")
+		r.refuse(reply, env.ID, label, CodeUnknownType, "no route for this type")
 		return
 	}
 	if rt.inline {
@@ -147,13 +157,13 @@ func (r *Router) Handle(s *Session, payload []byte, reply Reply) {
 	r.wg.Add(1)
 	if r.draining.Load() {
 		r.wg.Done()
-		r.refuse(reply, env.ID, env.Type, CodeDraining, message(CodeDraining, nil))
+		r.refuse(reply, env.ID, rt.name, CodeDraining, message(CodeDraining, nil))
 		return
 	}
 	if n := r.inflight.Add(1); n > int64(t.limits.MaxInflight) {
 		r.inflight.Add(-1)
 		r.wg.Done()
-		r.refuse(reply, env.ID, env.Type, CodeOverloaded, message(CodeOverloaded, nil))
+		r.refuse(reply, env.ID, rt.name, CodeOverloaded, message(CodeOverloaded, nil))
 		return
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -168,7 +178,7 @@ func (r *Router) Handle(s *Session, payload []byte, reply Reply) {
 		if code == CodeDuplicateID {
 			msg = "this id is already in flight"
 		}
-		r.refuse(reply, env.ID, env.Type, code, msg)
+		r.refuse(reply, env.ID, rt.name, code, msg)
 		return
 	}
 	req := &backends.Request{

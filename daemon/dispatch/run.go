@@ -104,7 +104,7 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Ses
 // it, and falls back when every endpoint's breaker is open.
 func (r *Router) call(ctx context.Context, rt *route, req *backends.Request, emit backends.Emit) (backends.Result, error) {
 	if rt.needsSession {
-		sctx, hist, err := r.store.Load(ctx, req.SessionID)
+		sctx, hist, err := r.store.Load(ctx, req.SessionID, req.UserID)
 		if err != nil {
 			return backends.Result{}, fmt.Errorf("%w: load session: %w", ErrStore, err)
 		}

@@ -21,7 +21,9 @@ type Output interface {
 // Sessions is the session store as dispatch sees it.
 type Sessions interface {
 	Begin(sessionID, requestID string) Output
-	Load(ctx context.Context, sessionID string) (context json.RawMessage, history []events.Turn, err error)
+	// Load returns the session's context and history; user is the
+	// session's owner, for a store that must re-create a lost session.
+	Load(ctx context.Context, sessionID, user string) (context json.RawMessage, history []events.Turn, err error)
 	PatchContext(ctx context.Context, sessionID string, patch json.RawMessage) error
 	AppendHistory(ctx context.Context, sessionID string, turns []events.Turn) error
 }

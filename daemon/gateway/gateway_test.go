@@ -1,6 +1,10 @@
 package gateway
 
-import "testing"
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+)
 
 func TestQueryValue(t *testing.T) {
 	tests := []struct{ q, key, want string }{
@@ -32,6 +36,30 @@ func TestOffersSubprotocol(t *testing.T) {
 	for _, tc := range tests {
 		if got := offersSubprotocol(tc.values, Subprotocol); got != tc.want {
 			t.Errorf("offersSubprotocol(%q) = %v, want %v", tc.values, got, tc.want)
+		}
+	}
+}
+
+func TestPlainHandlerPaths(t *testing.T) {
+	g := &Gateway{opts: Options{Path: "/ws"}}
+	h := g.PlainHandler()
+	for _, tc := range []struct {
+		path string
+		want int
+	}{
+		{"/healthz", 200},
+		{"/ws", 400},
+		{"/nope", 404},
+		{"/../../etc/passwd", 404},
+		{"//healthz", 404},
+		{"/a/./b", 404},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "http://x"+tc.path, nil)
+		r.URL.Path = tc.path // keep it unclean, as a raw request line would
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != tc.want {
+			t.Errorf("GET %s = %d, want %d", tc.path, w.Code, tc.want)
 		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"path"
+	"strings"
 	"time"
 )
 
@@ -59,7 +61,15 @@ func (g *Gateway) PlainHandler() http.Handler {
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found"})
 		})
 	}
-	return mux
+	// A path that is not clean ("/../x", "//x") is 404 like any other
+	// unknown path, not the mux's redirect.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p == "" || p[0] != '/' || path.Clean(p) != p && !(strings.HasSuffix(p, "/") && path.Clean(p)+"/" == p) {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found"})
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func probe(w http.ResponseWriter, err error) {

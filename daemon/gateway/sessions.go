@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 
 	"github.com/orchestratord/orchestratord/daemon/dispatch"
 	"github.com/orchestratord/orchestratord/daemon/events"
@@ -35,8 +36,17 @@ func (s sessionSink) Begin(sessionID, requestID string) dispatch.Output {
 	return s.m.Begin(sessionID, requestID)
 }
 
-func (s sessionSink) Load(ctx context.Context, sessionID string) (json.RawMessage, []events.Turn, error) {
+// Load reads the session. A session the store lost while a connection
+// holds it (a Redis that restarted empty) is re-created under the same id
+// with an empty context, so the connection keeps working.
+func (s sessionSink) Load(ctx context.Context, sessionID, user string) (json.RawMessage, []events.Turn, error) {
 	sess, err := s.m.Get(ctx, sessionID)
+	if errors.Is(err, sessions.ErrNotFound) {
+		if rerr := s.m.Restore(ctx, sessionID, user); rerr != nil {
+			return nil, nil, s.count("restore", rerr)
+		}
+		sess, err = s.m.Get(ctx, sessionID)
+	}
 	if err != nil {
 		return nil, nil, s.count("get", err)
 	}

@@ -322,6 +322,12 @@ func (m *Manager) Kick(id string) bool {
 // Get returns a copy of the session (context and history for dispatch).
 func (m *Manager) Get(ctx context.Context, id string) (*Session, error) { return m.store.Get(ctx, id) }
 
+// Restore re-creates session id of user when the store lost it (see
+// Store.Restore).
+func (m *Manager) Restore(ctx context.Context, id, user string) error {
+	return m.store.Restore(ctx, id, user)
+}
+
 // PatchContext applies an RFC 7386 merge patch to the session's context.
 func (m *Manager) PatchContext(ctx context.Context, id string, patch json.RawMessage) error {
 	return m.store.PatchContext(ctx, id, patch)

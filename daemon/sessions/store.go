@@ -20,6 +20,10 @@ type Store interface {
 	Owner(ctx context.Context, id string) (string, error)
 	// Create makes a fresh session of user with a new id and an empty context.
 	Create(ctx context.Context, user string) (*Session, error)
+	// Restore re-creates session id of user with an empty context when the
+	// store no longer has it (a Redis that restarted empty) while a
+	// connection still holds it. An existing session is left untouched.
+	Restore(ctx context.Context, id, user string) error
 	// PatchContext applies an RFC 7386 merge patch to the session's context.
 	PatchContext(ctx context.Context, id string, patch json.RawMessage) error
 	// AppendHistory appends turns, keeping the newest history_max_turns.

@@ -165,6 +165,24 @@ func (s *MemoryStore) Create(_ context.Context, user string) (*Session, error) {
 	return e.s.clone(), nil
 }
 
+// Restore implements Store.
+func (s *MemoryStore) Restore(_ context.Context, id, user string) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	now := s.now()
+	sh := s.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, ok := sh.m[id]; !ok {
+		sh.m[id] = &memEntry{
+			s:       Session{ID: id, User: user, Created: now, Updated: now, Context: json.RawMessage("{}")},
+			expires: now.Add(s.lim.ttl),
+		}
+	}
+	return nil
+}
+
 // PatchContext implements Store.
 func (s *MemoryStore) PatchContext(_ context.Context, id string, patch json.RawMessage) error {
 	return s.with(id, func(e *memEntry) error {

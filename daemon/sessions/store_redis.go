@@ -169,6 +169,25 @@ func (s *RedisStore) Create(ctx context.Context, user string) (*Session, error) 
 	return &Session{ID: id, User: user, Created: t, Updated: t, Context: json.RawMessage("{}")}, nil
 }
 
+// luaRestore creates the session hash only when it does not exist.
+// KEYS: session. ARGV: user, now ms, ttl ms.
+var luaRestore = rueidis.NewLuaScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'user', ARGV[1], 'created', ARGV[2], 'updated', ARGV[2], 'ctx', '{}', 'ver', '0')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1`)
+
+// Restore implements Store: one round trip.
+func (s *RedisStore) Restore(ctx context.Context, id, user string) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	ms := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	if err := luaRestore.Exec(ctx, s.c, []string{s.kSession(id)}, []string{user, ms, strconv.FormatInt(s.lim.ttl.Milliseconds(), 10)}).Error(); err != nil {
+		return fmt.Errorf("restore session %s: %w", id, err)
+	}
+	return nil
+}
+
 // luaPatch sets the context if its version is still ARGV[1].
 // KEYS: session. ARGV: expected version, new context, now ms, ttl ms.
 var luaPatch = rueidis.NewLuaScript(`

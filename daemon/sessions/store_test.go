@@ -55,6 +55,26 @@ func TestStoreContract(t *testing.T) {
 					}
 				}
 			})
+			t.Run("restore", func(t *testing.T) {
+				id := NewID()
+				if err := s.Restore(ctx, id, "carol"); err != nil {
+					t.Fatal(err)
+				}
+				g, err := s.Get(ctx, id)
+				if err != nil || g.User != "carol" || string(g.Context) != "{}" {
+					t.Fatalf("after Restore: %+v, %v; want carol with {}", g, err)
+				}
+				if err := s.PatchContext(ctx, id, json.RawMessage(`{"k":1}`)); err != nil {
+					t.Fatal(err)
+				}
+				// Restoring an existing session leaves it untouched.
+				if err := s.Restore(ctx, id, "mallory"); err != nil {
+					t.Fatal(err)
+				}
+				if g, _ := s.Get(ctx, id); g.User != "carol" || string(g.Context) != `{"k":1}` {
+					t.Fatalf("second Restore changed the session: %+v", g)
+				}
+			})
 			t.Run("patch context", func(t *testing.T) {
 				sess, _ := s.Create(ctx, "bob")
 				for _, p := range []string{`{"a":{"b":1,"c":2}}`, `{"a":{"c":null},"n":12345678901234567890}`, `{"x":[1,2]}`} {
