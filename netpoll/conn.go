@@ -73,6 +73,7 @@ type Conn struct {
 	shutWr    bool // shutdown(SHUT_WR) done
 	closeCode CloseCode
 	wq        *outQueue // nil unless bytes are pending
+	unsent    [][]byte  // set by finalize for OnClose: see Unsent
 	closeErr  error
 
 	// Guarded by e.wheel.mu.
@@ -113,6 +114,19 @@ func (c *Conn) Stats() ConnStats {
 		MsgsIn: c.msgsIn.Load(), MsgsOut: c.msgsOut.Load(),
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
 	}
+}
+
+// Unsent returns the payloads of the text frames that Send accepted but the
+// connection closed before writing completely, oldest first. It is meant
+// for OnClose (the owner of the messages decides what to keep); elsewhere
+// it returns nil.
+func (c *Conn) Unsent() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stClosed {
+		return nil
+	}
+	return c.unsent
 }
 
 // Send queues msg as one text frame; msg is copied. It never blocks: the
@@ -510,6 +524,9 @@ func (c *Conn) finalize(code CloseCode, err error) {
 	c.state = stClosed
 	opened := c.opened
 	if c.wq != nil {
+		if opened && len(c.wq.marks) > 0 {
+			c.unsent = c.wq.unsent()
+		}
 		c.wq.release(&e.bufs)
 		e.putQueue(c.wq)
 		c.wq = nil

@@ -144,9 +144,6 @@ type daemon struct {
 	admin  string // admin listener host:port
 	cfg    string // config file
 	env    []string
-	// knownBug is set by a test that skipped on a reported bug whose
-	// symptom is a panic in the log; the log check then only logs it.
-	knownBug bool
 }
 
 // baseConfig is the config every scenario starts from: node, listeners,
@@ -232,10 +229,6 @@ func (d *daemon) start() {
 func (d *daemon) checkLog(logs *logBuf) {
 	s := logs.String()
 	for _, bad := range []string{"panic", "DATA RACE", "fatal error:"} {
-		if strings.Contains(s, bad) && d.knownBug {
-			d.t.Logf("daemon log contains %q (known bug, reported)", bad)
-			return
-		}
 		if strings.Contains(s, bad) {
 			d.t.Errorf("daemon log contains %q:\n%s", bad, tail(s, 60))
 			return

@@ -420,9 +420,6 @@ func TestHostileFrames(t *testing.T) {
 	d.settles(base, 8)
 	if len(problems) > 0 {
 		msg := strings.Join(problems, "; ")
-		if inCI() {
-			t.Skip("BUG: " + msg + "; see report")
-		}
 		t.Error(msg)
 	}
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -230,7 +231,26 @@ func (g *Gateway) OnClose(c *netpoll.Conn, code netpoll.CloseCode, err error) {
 	}
 	g.conns.CompareAndDelete(id, st)
 	g.mgr.Detach(id, st)
+	// Terminals the connection accepted but never wrote (a slow reader
+	// cut after 4008) go to the outbox: a terminal is on the socket or
+	// kept for the session, never lost. Chunks are not kept, as for any
+	// outbox entry.
+	if unsent := c.Unsent(); len(unsent) > 0 {
+		var terms [][]byte
+		for _, m := range unsent {
+			if isTerminal(m) {
+				terms = append(terms, m)
+			}
+		}
+		g.mgr.Undelivered(id, terms)
+	}
 	sess.Release()
+}
+
+// isTerminal reports whether msg, as the events encoders write it, is a
+// result or an error.
+func isTerminal(msg []byte) bool {
+	return bytes.HasPrefix(msg, []byte(`{"type":"result"`)) || bytes.HasPrefix(msg, []byte(`{"type":"error"`))
 }
 
 // Close stops the attach goroutines and waits for them.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"time"
 )
 
@@ -145,4 +146,20 @@ func (m *Manager) drainToLocked(l *local) {
 			return
 		}
 	}
+}
+
+// Undelivered keeps terminals that an Outlet accepted but could not write
+// before its connection closed (a slow reader cut after 4008): they go to
+// the session's outbox, like a terminal no connection took, and reach the
+// session's current connection if one is attached by now.
+func (m *Manager) Undelivered(id string, msgs [][]byte) {
+	if len(msgs) == 0 {
+		return
+	}
+	l := m.lockLocal(id, true)
+	defer l.mu.Unlock()
+	for _, msg := range msgs {
+		m.toOutboxLocked(l, slices.Clone(msg))
+	}
+	m.releaseLocked(l)
 }
