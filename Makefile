@@ -8,7 +8,7 @@ FUZZTIME  ?= 10s
 BENCHTIME ?= 1s
 PKGS      := ./...
 
-.PHONY: help build run test test-short check-fmt check-generate vet lint generate fuzz bench clean
+.PHONY: help build run test test-short check-fmt check-generate vet lint generate fuzz bench chaos soak clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ fuzz: ## run every fuzz target for FUZZTIME (default 10s)
 
 bench: ## run the benchmarks (-benchmem, BENCHTIME each)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
+
+chaos: ## the long chaos suite (500 in flight, 1,000 vanishing clients, 10k slow-loris, ...); the short form runs in make test
+	CHAOS_LONG=1 $(GO) test -count=1 -run . -timeout 30m ./daemon/chaos
+
+soak: ## a 10-minute bounded soak with faults on a schedule: prints sent, received, missing, duplicates, memory
+	CHAOS_LONG=1 CHAOS_SOAK=10m $(GO) test -count=1 -v -run TestSoak -timeout 20m ./daemon/chaos
 
 clean: ## remove build output
 	rm -rf bin
