@@ -73,7 +73,7 @@ type Conn struct {
 	shutWr    bool // shutdown(SHUT_WR) done
 	closeCode CloseCode
 	wq        *outQueue // nil unless bytes are pending
-	unsent    [][]byte  // set by finalize for OnClose: see Unsent
+	unsent    *[][]byte // set when closing with frames queued: see Unsent
 	closeErr  error
 
 	// Guarded by e.wheel.mu.
@@ -123,10 +123,10 @@ func (c *Conn) Stats() ConnStats {
 func (c *Conn) Unsent() [][]byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state != stClosed {
+	if c.state != stClosed || c.unsent == nil {
 		return nil
 	}
-	return c.unsent
+	return *c.unsent
 }
 
 // Send queues msg as one text frame; msg is copied. It never blocks: the
@@ -525,7 +525,8 @@ func (c *Conn) finalize(code CloseCode, err error) {
 	opened := c.opened
 	if c.wq != nil {
 		if opened && len(c.wq.marks) > 0 {
-			c.unsent = c.wq.unsent()
+			u := c.wq.unsent()
+			c.unsent = &u
 		}
 		c.wq.release(&e.bufs)
 		e.putQueue(c.wq)

@@ -295,7 +295,8 @@ func (c *Conn) breakLocked(err error) {
 	}
 	if c.wq != nil {
 		if c.opened && len(c.wq.marks) > 0 {
-			c.unsent = c.wq.unsent()
+			u := c.wq.unsent()
+			c.unsent = &u
 		}
 		c.wq.release(&c.e.bufs)
 		c.e.putQueue(c.wq)
