@@ -86,7 +86,7 @@ type local struct {
 	conn    uint64 // out's connection number
 	remote  Holder // the holder on another node, as last learnt (Epoch 0: unknown)
 	epoch   uint64 // newest claim epoch seen for the session
-	streams map[string]*Stream
+	streams map[string]*Stream // nil while no request runs: idle sessions stay small
 	dead    bool
 	touched atomic.Int64 // unix nanos of the last TTL refresh sent
 }
@@ -166,7 +166,7 @@ func (m *Manager) lockLocal(id string, create bool) *local {
 				sh.mu.Unlock()
 				return nil
 			}
-			l = &local{id: id, streams: make(map[string]*Stream)}
+			l = &local{id: id} // streams is made by the first Begin
 			sh.m[id] = l
 		}
 		sh.mu.Unlock()

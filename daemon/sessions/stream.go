@@ -40,6 +40,9 @@ func (m *Manager) Begin(id, reqID string) *Stream {
 	if old := l.streams[reqID]; old != nil {
 		old.ended = true // dispatch never reuses an id in flight; be safe anyway
 	}
+	if l.streams == nil {
+		l.streams = make(map[string]*Stream, 1)
+	}
 	l.streams[reqID] = s
 	l.mu.Unlock()
 	return s
@@ -80,6 +83,9 @@ func (s *Stream) End(msg []byte) {
 	s.ended = true
 	if l.streams[s.req] == s {
 		delete(l.streams, s.req)
+		if len(l.streams) == 0 {
+			l.streams = nil
+		}
 	}
 	if !s.deliverLocked(c, true) {
 		m.toOutboxLocked(l, c)
