@@ -8,7 +8,7 @@ FUZZTIME  ?= 10s
 BENCHTIME ?= 1s
 PKGS      := ./...
 
-.PHONY: help build run test test-short check-fmt check-generate vet lint generate fuzz bench chaos soak clean
+.PHONY: help build run test test-short check-fmt check-generate vet lint generate fuzz bench chaos soak load-build bench-report load-scale bench-vet clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -56,6 +56,18 @@ chaos: ## the long chaos suite (500 in flight, 1,000 vanishing clients, 10k slow
 
 soak: ## a 10-minute bounded soak with faults on a schedule: prints sent, received, missing, duplicates, memory
 	CHAOS_LONG=1 CHAOS_SOAK=10m $(GO) test -count=1 -v -run TestSoak -timeout 20m ./daemon/chaos
+
+load-build: ## build bin/orchestratord-load (the event-driven load tool)
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/orchestratord-load ./daemon/cmd/orchestratord-load
+
+bench-report: ## side by side with gorilla/gws/nbio; rewrites docs/benchmarks.md's generated section and docs/img/bench-*.png (BENCH_DURATION=3s BENCH_IDLE_DURATION=3s: short)
+	bench/run.sh
+
+load-scale: ## hold SCALE_CONNS (default 100000) idle connections over SO_REUSEPORT daemons; rewrites the scale section
+	bench/scale.sh
+
+bench-vet: ## vet, build and test the separate bench/ module
+	cd bench && $(GO) vet ./... && $(GO) build ./... && $(GO) test ./...
 
 clean: ## remove build output
 	rm -rf bin

@@ -40,6 +40,7 @@ type conn struct {
 	slow     bool
 	slowPos  int
 	polling  bool // EPOLLOUT is armed
+	closed   bool // dropped: its fd number may already belong to another socket
 }
 
 // phase is one measured interval on a loop.
@@ -255,9 +256,10 @@ func (l *loop) add(d *dialed, slow bool, workers int) {
 
 // drop closes c; reason, when set, is counted as an error.
 func (l *loop) drop(c *conn, reason string) {
-	if _, ok := l.conns[c.fd]; !ok {
+	if c.closed {
 		return
 	}
+	c.closed = true
 	if reason != "" {
 		l.errs[reason]++
 	}
@@ -402,6 +404,9 @@ func (l *loop) onMessage(c *conn, msg []byte) {
 
 // request sends one echo request on c, stamped with sent (ns since base).
 func (l *loop) request(c *conn, sent int64, worker bool) {
+	if c.closed {
+		return
+	}
 	c.nextID++
 	id := c.nextID
 	var msg []byte
@@ -424,6 +429,9 @@ func (l *loop) request(c *conn, sent int64, worker bool) {
 
 // send queues a frame and tries to write it.
 func (l *loop) send(c *conn, op byte, payload []byte) {
+	if c.closed {
+		return
+	}
 	c.out = appendFrame(c.out, op, payload, c.key)
 	if !c.polling {
 		l.flush(c)
@@ -432,6 +440,9 @@ func (l *loop) send(c *conn, op byte, payload []byte) {
 
 // sendBytes queues raw bytes (a slow peer's dribble).
 func (l *loop) sendBytes(c *conn, b []byte) {
+	if c.closed {
+		return
+	}
 	c.out = append(c.out, b...)
 	if !c.polling {
 		l.flush(c)
@@ -470,7 +481,7 @@ func (l *loop) tick(now int64) {
 	if len(l.slow) > 0 && now >= l.nextSlow {
 		l.nextSlow = now + int64(time.Second)
 		for _, c := range l.slow {
-			if _, ok := l.conns[c.fd]; !ok {
+			if c.closed {
 				continue
 			}
 			msg := l.w.slowMsg
@@ -486,9 +497,7 @@ func (l *loop) tick(now int64) {
 		for p.nextSend <= now && p.nextSend < p.deadline && len(p.targets) > 0 {
 			c := p.targets[p.rr%len(p.targets)]
 			p.rr++
-			if _, ok := l.conns[c.fd]; ok {
-				l.request(c, p.nextSend, false)
-			}
+			l.request(c, p.nextSend, false)
 			p.nextSend += p.interval
 		}
 	}

@@ -39,6 +39,7 @@ type Options struct {
 	ChurnWorkers int           `json:"churn_workers"`        // churn: concurrent dialers; default 16
 	Settle       time.Duration `json:"settle"`               // wait after connecting, before sampling; default 1s
 	ServerPIDs   []int         `json:"server_pids"`          // sampled from /proc (summed)
+	GCURLs       []string      `json:"gc_urls,omitempty"`    // fetched before each sample to force a GC
 	MetricsURLs  []string      `json:"metrics_urls"`         // Prometheus text with go_* gauges (summed)
 	Procs        int           `json:"procs"`                // client processes; default 1
 	Shard        int           `json:"shard"`                // this process's index when Procs > 1
@@ -130,7 +131,7 @@ func (o Options) forShard(i int) Options {
 	s.SlowPeers = share(o.SlowPeers, i, k)
 	s.ChurnWorkers = max(share(o.ChurnWorkers, i, k), 1)
 	s.Rate = o.Rate / float64(k)
-	s.ServerPIDs, s.MetricsURLs = nil, nil
+	s.ServerPIDs, s.MetricsURLs, s.GCURLs = nil, nil, nil
 	if len(o.Sources) >= k {
 		s.Sources = nil
 		for j := i; j < len(o.Sources); j += k {

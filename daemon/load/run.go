@@ -30,15 +30,26 @@ type Machine struct {
 	Kernel string `json:"kernel"`
 }
 
-// ThisMachine reads nproc, the CPU model and the kernel release.
+// ThisMachine reads the processor count, the CPU model and the kernel
+// release.
 func ThisMachine() Machine {
+	// NProc counts the machine's processors, not runtime.NumCPU, which
+	// honours the affinity mask (taskset) the tool may run under.
 	m := Machine{NProc: runtime.NumCPU()}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		n := 0
 		for line := range strings.SplitSeq(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			k, v, ok := strings.Cut(line, ":")
+			switch k = strings.TrimSpace(k); {
+			case !ok:
+			case k == "processor":
+				n++
+			case k == "model name" && m.CPU == "":
 				m.CPU = strings.TrimSpace(v)
-				break
 			}
+		}
+		if n > 0 {
+			m.NProc = n
 		}
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
@@ -67,7 +78,11 @@ type Result struct {
 	// LoadBefore and LoadAfter are /proc/loadavg at the start and the end:
 	// a busy machine explains a noisy figure.
 	LoadBefore string `json:"loadavg_before"`
-	LoadAfter  string `json:"loadavg_after"`
+	// ClientCPUPercent is the load tool's own CPU during the measured phase,
+	// in percent of one core, summed over its processes: near 100 per
+	// core it was given, the client and not the server set the pace.
+	ClientCPUPercent float64 `json:"client_cpu_percent"`
+	LoadAfter        string  `json:"loadavg_after"`
 }
 
 // loadAvg returns the 1, 5 and 15 minute load averages.
@@ -89,7 +104,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	smp := &Sampler{PIDs: o.ServerPIDs, MetricsURLs: o.MetricsURLs}
+	smp := &Sampler{PIDs: o.ServerPIDs, MetricsURLs: o.MetricsURLs, GCURLs: o.GCURLs}
 	loadBefore := loadAvg()
 	srv := &ServerReport{Before: smp.Take(ctx)}
 	ready := func(reps []ConnectReport) error {
@@ -135,7 +150,9 @@ func merge(o Options, shards []ShardResult) *Result {
 	res := &Result{Options: o, Machine: ThisMachine(), Errors: map[string]uint64{}}
 	res.Connect.Errors = map[string]uint64{}
 	h := NewHist()
+	var cpu float64
 	for _, s := range shards {
+		cpu += s.CPUSeconds
 		res.Connect.Tried += s.Connect.Tried
 		res.Connect.OK += s.Connect.OK
 		res.Connect.Welcomed += s.Connect.Welcomed
@@ -191,6 +208,7 @@ func merge(o Options, shards []ShardResult) *Result {
 	}
 	if res.Seconds > 0 {
 		res.MsgsPerSecond = float64(res.Received) / res.Seconds
+		res.ClientCPUPercent = 100 * cpu / res.Seconds
 	}
 	res.Latency = h.Summary()
 	for _, v := range res.Errors {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,17 +21,21 @@ const clockTicks = 100
 // Sample is the server's state at one moment. Fields that could not be read
 // are -1.
 type Sample struct {
-	At           time.Time `json:"at"`
-	RSSBytes     int64     `json:"rss_bytes"`
-	FDs          int64     `json:"fds"`
-	Threads      int64     `json:"threads"`
-	CPUSeconds   float64   `json:"cpu_seconds"`
-	SlabBytes    int64     `json:"slab_bytes"`
-	SUnreclaim   int64     `json:"sunreclaim_bytes"`
-	Goroutines   int64     `json:"goroutines"`
-	HeapInuse    int64     `json:"heap_inuse_bytes"`
-	StackInuse   int64     `json:"stack_inuse_bytes"`
-	MetricsError string    `json:"metrics_error,omitempty"`
+	At         time.Time `json:"at"`
+	RSSBytes   int64     `json:"rss_bytes"`
+	FDs        int64     `json:"fds"`
+	Threads    int64     `json:"threads"`
+	CPUSeconds float64   `json:"cpu_seconds"`
+	// CPUBeforeGC is CPUSeconds read before the sampler forced a GC: a
+	// phase ends at this reading and starts at the next sample's
+	// CPUSeconds, so the GCs the sampler asks for are billed to no phase.
+	CPUBeforeGC  float64 `json:"cpu_before_gc_seconds"`
+	SlabBytes    int64   `json:"slab_bytes"`
+	SUnreclaim   int64   `json:"sunreclaim_bytes"`
+	Goroutines   int64   `json:"goroutines"`
+	HeapInuse    int64   `json:"heap_inuse_bytes"`
+	StackInuse   int64   `json:"stack_inuse_bytes"`
+	MetricsError string  `json:"metrics_error,omitempty"`
 }
 
 // Sampler reads server processes' figures from /proc and, for each of
@@ -40,27 +45,34 @@ type Sample struct {
 type Sampler struct {
 	PIDs        []int
 	MetricsURLs []string
+	GCURLs      []string // fetched before each sample to force a GC (/debug/pprof/heap?gc=1)
 	Client      *http.Client
 }
 
 // Take reads one sample.
 func (s *Sampler) Take(ctx context.Context) Sample {
+	pre := s.cpu()
+	var gcErr error
+	for _, u := range s.GCURLs {
+		if err := s.get(ctx, u, io.Discard); err != nil {
+			gcErr = err
+		}
+	}
 	sm := Sample{At: time.Now(), RSSBytes: -1, FDs: -1, Threads: -1, CPUSeconds: -1,
 		SlabBytes: -1, SUnreclaim: -1, Goroutines: -1, HeapInuse: -1, StackInuse: -1}
 	for i, pid := range s.PIDs {
 		one := procSample(pid)
 		if i == 0 {
-			sm.RSSBytes, sm.FDs, sm.Threads, sm.CPUSeconds = one.RSSBytes, one.FDs, one.Threads, one.CPUSeconds
+			sm.RSSBytes, sm.FDs, sm.Threads = one.RSSBytes, one.FDs, one.Threads
 			continue
 		}
 		sm.RSSBytes = addKnown(sm.RSSBytes, one.RSSBytes)
 		sm.FDs = addKnown(sm.FDs, one.FDs)
 		sm.Threads = addKnown(sm.Threads, one.Threads)
-		if sm.CPUSeconds >= 0 && one.CPUSeconds >= 0 {
-			sm.CPUSeconds += one.CPUSeconds
-		} else {
-			sm.CPUSeconds = -1
-		}
+	}
+	sm.CPUBeforeGC, sm.CPUSeconds = pre, pre
+	if len(s.GCURLs) > 0 {
+		sm.CPUSeconds = s.cpu()
 	}
 	if mi, err := os.ReadFile("/proc/meminfo"); err == nil {
 		sm.SlabBytes = kbField(mi, "Slab:")
@@ -80,7 +92,27 @@ func (s *Sampler) Take(ctx context.Context) Sample {
 		sm.HeapInuse = addKnown(sm.HeapInuse, one.HeapInuse)
 		sm.StackInuse = addKnown(sm.StackInuse, one.StackInuse)
 	}
+	if gcErr != nil {
+		sm.MetricsError = "forced GC: " + gcErr.Error()
+	}
 	return sm
+}
+
+// cpu returns the summed CPU seconds of the PIDs, -1 when unknown.
+func (s *Sampler) cpu() float64 {
+	cpu := float64(-1)
+	for i, pid := range s.PIDs {
+		c := procSample(pid).CPUSeconds
+		switch {
+		case i == 0:
+			cpu = c
+		case cpu >= 0 && c >= 0:
+			cpu += c
+		default:
+			cpu = -1
+		}
+	}
+	return cpu
 }
 
 // addKnown adds two figures, -1 (unknown) when either is.
@@ -154,23 +186,36 @@ func statCPU(b []byte) float64 {
 }
 
 func (s *Sampler) metrics(ctx context.Context, url string, sm *Sample) error {
+	pr, pw := io.Pipe()
+	errc := make(chan error, 1)
+	go func() { errc <- parseMetrics(pr, sm); _ = pr.Close() }()
+	err := s.get(ctx, url, pw)
+	_ = pw.CloseWithError(err)
+	return errors.Join(err, <-errc)
+}
+
+// get fetches url into w.
+func (s *Sampler) get(ctx context.Context, url string, w io.Writer) error {
 	c := s.Client
 	if c == nil {
-		c = &http.Client{Timeout: 5 * time.Second}
+		c = &http.Client{Timeout: 30 * time.Second}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return fmt.Errorf("metrics request: %w", err)
+		return fmt.Errorf("request %s: %w", url, err)
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return fmt.Errorf("get metrics: %w", err)
+		return fmt.Errorf("get %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("get metrics: status %d", resp.StatusCode)
+		return fmt.Errorf("get %s: status %d", url, resp.StatusCode)
 	}
-	return parseMetrics(io.LimitReader(resp.Body, 16<<20), sm)
+	if _, err := io.Copy(w, io.LimitReader(resp.Body, 64<<20)); err != nil {
+		return fmt.Errorf("read %s: %w", url, err)
+	}
+	return nil
 }
 
 // parseMetrics picks the Go runtime gauges out of Prometheus text.
@@ -248,9 +293,9 @@ func (r *ServerReport) fill(msgs uint64) {
 	r.FDsPerConn = perConn(b.FDs, c.FDs, n)
 	r.GoroutinesPerConn = perConn(b.Goroutines, c.Goroutines, n)
 	r.PhaseSeconds = a.At.Sub(c.At).Seconds()
-	if a.CPUSeconds >= 0 && c.CPUSeconds >= 0 {
-		r.CPUSeconds = a.CPUSeconds - c.CPUSeconds
-		r.ConnectCPUSeconds = c.CPUSeconds - b.CPUSeconds
+	if a.CPUBeforeGC >= 0 && c.CPUSeconds >= 0 {
+		r.CPUSeconds = a.CPUBeforeGC - c.CPUSeconds
+		r.ConnectCPUSeconds = c.CPUBeforeGC - b.CPUSeconds
 		if r.PhaseSeconds > 0 {
 			r.CPUPercent = 100 * r.CPUSeconds / r.PhaseSeconds
 		}

@@ -2,8 +2,12 @@ package load
 
 import (
 	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -40,11 +44,11 @@ func TestSamplerSelf(t *testing.T) {
 	}
 	r := ServerReport{Conns: 10,
 		Before:    Sample{RSSBytes: 1000, FDs: 5, HeapInuse: 100, StackInuse: 10, Goroutines: 3, SlabBytes: 0, CPUSeconds: 1},
-		Connected: Sample{RSSBytes: 11000, FDs: 15, HeapInuse: 1100, StackInuse: 10, Goroutines: 3, SlabBytes: 500, CPUSeconds: 2},
-		After:     Sample{CPUSeconds: 4},
+		Connected: Sample{RSSBytes: 11000, FDs: 15, HeapInuse: 1100, StackInuse: 10, Goroutines: 3, SlabBytes: 500, CPUSeconds: 2, CPUBeforeGC: 1.5},
+		After:     Sample{CPUSeconds: 4.5, CPUBeforeGC: 4},
 	}
 	r.fill(1000)
-	if r.RSSPerConn != 1000 || r.FDsPerConn != 1 || r.GoPerConn != 100 || r.GoroutinesPerConn != 0 || r.SlabPerConn != 50 || r.MsgsPerCPUSecond != 500 {
+	if r.RSSPerConn != 1000 || r.FDsPerConn != 1 || r.GoPerConn != 100 || r.GoroutinesPerConn != 0 || r.SlabPerConn != 50 || r.MsgsPerCPUSecond != 500 || r.ConnectCPUSeconds != 0.5 {
 		t.Fatalf("report = %+v", r)
 	}
 }
@@ -80,5 +84,38 @@ func TestOptions(t *testing.T) {
 	src, err := ParseSources("127.0.0.2-127.0.0.4,127.0.0.9")
 	if err != nil || len(src) != 4 || src[3].String() != "127.0.0.9" {
 		t.Errorf("sources = %v, %v", src, err)
+	}
+}
+
+func TestSamplerMetricsAndGC(t *testing.T) {
+	var mu sync.Mutex
+	var order []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("/gc", func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		order = append(order, "gc")
+		mu.Unlock()
+	})
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		order = append(order, "metrics")
+		mu.Unlock()
+		fmt.Fprint(w, "go_goroutines 5\ngo_memstats_heap_inuse_bytes 1000\ngo_memstats_stack_inuse_bytes 100\n")
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	s := Sampler{MetricsURLs: []string{srv.URL + "/metrics", srv.URL + "/metrics"}, GCURLs: []string{srv.URL + "/gc"}}
+	sm := s.Take(context.Background())
+	if sm.Goroutines != 10 || sm.HeapInuse != 2000 || sm.StackInuse != 200 || sm.MetricsError != "" {
+		t.Fatalf("sample = %+v, want sums over both endpoints", sm)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(order, ",") != "gc,metrics,metrics" {
+		t.Fatalf("requests %v, want the GC first", order)
+	}
+	bad := Sampler{MetricsURLs: []string{srv.URL + "/missing"}}
+	if sm := bad.Take(context.Background()); sm.MetricsError == "" || sm.Goroutines != -1 {
+		t.Fatalf("sample from a 404 = %+v, want an error and unknown gauges", sm)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"golang.org/x/sys/unix"
 )
 
 // ConnectReport is how the connection phase went.
@@ -34,6 +35,7 @@ type ShardResult struct {
 	Errors     map[string]uint64      `json:"errors,omitempty"`
 	Slow       *SlowReport            `json:"slow,omitempty"`
 	Churn      *ChurnReport           `json:"churn,omitempty"`
+	CPUSeconds float64                `json:"cpu_seconds"` // this process's CPU time during the measured phase
 }
 
 // shard is the client work of one process: loops, connections, phases.
@@ -240,7 +242,19 @@ func runLocal(ctx context.Context, o Options, log *slog.Logger, ready func(Conne
 	if o.Mode != ModeChurn && rep.OK == 0 {
 		return s.res, nil // nothing to measure; the connect errors say why
 	}
-	return s.execute(ctx), nil
+	cpu0 := selfCPU()
+	r := s.execute(ctx)
+	r.CPUSeconds = selfCPU() - cpu0
+	return r, nil
+}
+
+// selfCPU returns this process's user+system CPU seconds.
+func selfCPU() float64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // errNoConns is returned when no connection could be opened at all.

@@ -49,7 +49,7 @@ func (r *Result) Summary() string {
 			fmt.Fprintf(&b, "server metrics: %s\n", s.Connected.MetricsError)
 		}
 	}
-	fmt.Fprintf(&b, "load average: %s before, %s after\n", r.LoadBefore, r.LoadAfter)
+	fmt.Fprintf(&b, "load tool CPU: %.0f%% of a core; load average: %s before, %s after\n", r.ClientCPUPercent, r.LoadBefore, r.LoadAfter)
 	fmt.Fprintf(&b, "alive at end: %d; errors: %d\n", r.Alive, r.ErrorCount)
 	for _, m := range []map[string]uint64{r.Connect.Errors, r.Errors} {
 		keys := make([]string, 0, len(m))

@@ -48,7 +48,7 @@ func main() {
 func run(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger) error {
 	fs := flag.NewFlagSet("orchestratord-load", flag.ContinueOnError)
 	var o load.Options
-	var sources, secret, sub, issuer, audience, jsonOut, pids, metrics string
+	var sources, secret, sub, issuer, audience, jsonOut, pids, metrics, gcURLs string
 	var tokenTTL time.Duration
 	fs.StringVar(&o.Mode, "mode", load.ModeEcho, "hold | echo | rate | slow | churn")
 	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/ws", "server WebSocket URL")
@@ -74,6 +74,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger)
 	fs.DurationVar(&o.Settle, "settle", time.Second, "wait after connecting before sampling the server")
 	fs.StringVar(&pids, "server-pid", "", "server processes to sample from /proc (comma list; figures are summed)")
 	fs.StringVar(&metrics, "metrics-url", "", "server Prometheus text endpoints, comma list (go_goroutines, go_memstats_*)")
+	fs.StringVar(&gcURLs, "gc-url", "", "URLs fetched before each server sample to force a GC, comma list (e.g. http://127.0.0.1:9090/debug/pprof/heap?gc=1)")
 	fs.IntVar(&o.Procs, "procs", 1, "client processes (each under its fd limit)")
 	fs.StringVar(&o.Label, "label", "", "free text copied into the JSON result")
 	fs.StringVar(&jsonOut, "json", "", "write the full JSON result to this file (- for stdout)")
@@ -96,11 +97,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger)
 		}
 		o.ServerPIDs = append(o.ServerPIDs, pid)
 	}
-	for u := range strings.SplitSeq(metrics, ",") {
-		if u = strings.TrimSpace(u); u != "" {
-			o.MetricsURLs = append(o.MetricsURLs, u)
-		}
-	}
+	o.MetricsURLs = list(metrics)
+	o.GCURLs = list(gcURLs)
 	if secret == "" {
 		secret = os.Getenv("ORCH_JWT_SECRET")
 	}
@@ -120,6 +118,17 @@ func run(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger)
 		}
 	}
 	return err
+}
+
+// list splits a comma list, dropping empty items.
+func list(s string) []string {
+	var out []string
+	for u := range strings.SplitSeq(s, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 func writeJSON(path string, res *load.Result) error {

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orchestratord/orchestratord/daemon/load"
+)
+
+func TestSpliceKeepsOtherSections(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "benchmarks.md")
+	if err := os.WriteFile(path, []byte("# Benchmarks\n\nmine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range []string{"first", "second"} {
+		if err := splice(path, beginMark+"\n"+body+"\n"+endMark+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(path)
+		if err := os.WriteFile(path, append(b, "\n## Someone else's section\n"...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := os.ReadFile(path)
+	got := string(b)
+	if strings.Contains(got, "first") || !strings.Contains(got, "second") || !strings.Contains(got, "mine") ||
+		strings.Count(got, "Someone else's section") != 2 || strings.Count(got, beginMark) != 1 {
+		t.Fatalf("after two splices:\n%s", got)
+	}
+}
+
+func TestReportVerdicts(t *testing.T) {
+	dir := t.TempDir()
+	c := config{docs: filepath.Join(dir, "b.md"), img: dir, results: dir, holds: []int{19000}, rates: []int{10000},
+		fixedRate: 10000, dur: time.Second, rateDur: time.Second, servers: []string{"orchestratord", "netpoll-echo", "gws"}}
+	mk := func(goMem, mps, p99 float64) *outcome {
+		return &outcome{Results: map[string]*load.Result{
+			"hold-19000": {Alive: 19000, Server: &load.ServerReport{RSSPerConn: goMem * 2, GoPerConn: goMem, FDsPerConn: 1, CPUPercent: 0.5}},
+			"echo-1000":  {Received: 1, Server: &load.ServerReport{MsgsPerCPUSecond: mps}},
+			"echo-10000": {Received: 1, Server: &load.ServerReport{MsgsPerCPUSecond: mps}},
+			"rate-10000": {Received: 1, Latency: load.Latency{P50: 1, P99: p99}},
+		}, Cmds: map[string]string{}}
+	}
+	od, np, gws := mk(400, 90000, 2), mk(300, 130000, 1), mk(9000, 100000, 3)
+	od.Server, np.Server, gws.Server = "orchestratord", "netpoll-echo", "gws"
+	if err := writeReport(c, []*outcome{od, np, gws}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(c.docs)
+	got := string(b)
+	for _, want := range []string{
+		"≤ 0.5 KB: orchestratord 0.39 KB (RSS 0.78 KB): **met**",
+		"at 1k: netpoll-echo 130000 vs gws 100000 = 1.30x: **met**",
+		"at 1k: orchestratord 90000 vs gws 100000 = 0.90x: **met**",
+		"netpoll-echo 1.00 ms vs gws 3.00 ms: **met**",
+		"| gws | 0.04x | 0.90x | 0.90x | 0.67x |",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(got)
+	}
+}
