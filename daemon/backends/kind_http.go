@@ -70,21 +70,32 @@ func (b *httpBackend) Call(ctx context.Context, req *Request, emit Emit) (Result
 	if err != nil {
 		return Result{}, &Error{Status: 500, Message: "request could not be encoded", Err: err}
 	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, b.url, bytes.NewReader(body))
+	hr, err := newPost(ctx, b.url, body, b.headers, "application/json, text/event-stream, application/x-ndjson", req)
 	if err != nil {
-		return Result{}, &Error{Status: 500, Message: "request could not be built", Err: err}
+		return Result{}, err
+	}
+	return doStream(ctx, b.client, hr, emit, readAnswer)
+}
+
+// newPost builds the POST of a call with the contract's headers: the
+// static ones, then Content-Type, Accept, X-Request-Id, X-Session-Id,
+// X-User-Id and traceparent.
+func newPost(ctx context.Context, url string, body []byte, static http.Header, accept string, req *Request) (*http.Request, error) {
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, &Error{Status: 500, Message: "request could not be built", Err: err}
 	}
 	h := hr.Header
-	for k, v := range b.headers {
+	for k, v := range static {
 		h[k] = v
 	}
 	h["Content-Type"] = []string{"application/json"}
-	h["Accept"] = []string{"application/json, text/event-stream, application/x-ndjson"}
+	h["Accept"] = []string{accept}
 	h["X-Request-Id"] = []string{req.ID}
 	h["X-Session-Id"] = []string{req.SessionID}
 	h["X-User-Id"] = []string{req.UserID}
 	h["Traceparent"] = []string{traceParent(req)}
-	return doStream(ctx, b.client, hr, emit, readAnswer)
+	return hr, nil
 }
 
 // answerFunc reads a 2xx answer of the given media type.

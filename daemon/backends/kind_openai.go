@@ -95,20 +95,10 @@ func (b *openaiBackend) Call(ctx context.Context, req *Request, emit Emit) (Resu
 	if err != nil {
 		return Result{}, &Error{Status: 500, Message: "request could not be encoded", Err: err}
 	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, b.url, bytes.NewReader(body))
+	hr, err := newPost(ctx, b.url, body, b.headers, "text/event-stream", req)
 	if err != nil {
-		return Result{}, &Error{Status: 500, Message: "request could not be built", Err: err}
+		return Result{}, err
 	}
-	h := hr.Header
-	for k, v := range b.headers {
-		h[k] = v
-	}
-	h["Content-Type"] = []string{"application/json"}
-	h["Accept"] = []string{"text/event-stream"}
-	h["X-Request-Id"] = []string{req.ID}
-	h["X-Session-Id"] = []string{req.SessionID}
-	h["X-User-Id"] = []string{req.UserID}
-	h["Traceparent"] = []string{traceParent(req)}
 	read := func(ctx context.Context, mediaType string, body io.Reader, emit Emit) (Result, error) {
 		return readCompletion(mediaType, body, text, emit)
 	}
