@@ -82,10 +82,10 @@ type localShard struct {
 type local struct {
 	mu      sync.Mutex
 	id      string
-	out     Outlet // the live connection on this node, nil if none
-	conn    uint64 // out's connection number
-	remote  Holder // the holder on another node, as last learnt (Epoch 0: unknown)
-	epoch   uint64 // newest claim epoch seen for the session
+	out     Outlet             // the live connection on this node, nil if none
+	conn    uint64             // out's connection number
+	remote  Holder             // the holder on another node, as last learnt (Epoch 0: unknown)
+	epoch   uint64             // newest claim epoch seen for the session
 	streams map[string]*Stream // nil while no request runs: idle sessions stay small
 	dead    bool
 	touched atomic.Int64 // unix nanos of the last TTL refresh sent
