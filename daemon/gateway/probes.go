@@ -43,11 +43,12 @@ func (g *Gateway) Ready(ctx context.Context) error {
 // /healthz, /readyz, then opts.Plain (the demo page) or 404.
 func (g *Gateway) PlainHandler() http.Handler {
 	mux := http.NewServeMux()
+	// The bodies are those of the admin listener's probes.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		probe(w, g.Alive())
+		probe(w, g.Alive(), "ok", "unhealthy")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		probe(w, g.Ready(r.Context()))
+		probe(w, g.Ready(r.Context()), "ready", "not_ready")
 	})
 	if g.opts.Path != "" {
 		mux.HandleFunc(g.opts.Path, func(w http.ResponseWriter, r *http.Request) {
@@ -72,12 +73,12 @@ func (g *Gateway) PlainHandler() http.Handler {
 	})
 }
 
-func probe(w http.ResponseWriter, err error) {
+func probe(w http.ResponseWriter, err error, good, bad string) {
 	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not_ready", "reason": err.Error()})
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": bad, "reason": err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	writeJSON(w, http.StatusOK, map[string]string{"status": good})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
