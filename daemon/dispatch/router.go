@@ -221,16 +221,22 @@ func (r *Router) handleCancel(s *Session, env *events.Envelope, reply Reply) {
 		return
 	}
 	bp := getBuf()
-	*bp = events.AppendResult((*bp)[:0], env.ID, strconvBool(found))
+	*bp = events.AppendResult((*bp)[:0], env.ID, cancelData(found))
 	_ = reply(*bp)
 	putBuf(bp)
 }
 
-func strconvBool(found bool) []byte {
+// The data of a cancel's own answer.
+var (
+	canceledTrue  = []byte(`{"canceled":true}`)
+	canceledFalse = []byte(`{"canceled":false}`)
+)
+
+func cancelData(found bool) []byte {
 	if found {
-		return []byte(`{"canceled":true}`)
+		return canceledTrue
 	}
-	return []byte(`{"canceled":false}`)
+	return canceledFalse
 }
 
 // refuse sends the terminal error of a request that was never accepted.

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"net/url"
 	"sync"
 
 	"github.com/orchestratord/orchestratord/daemon/auth"
@@ -31,11 +30,10 @@ func (st *conn) Send(msg []byte) error {
 	if err := st.c.Send(msg); err != nil {
 		return err
 	}
+	st.g.msgsOut.Add(1)
 	st.g.metrics.MessageOut()
 	return nil
 }
-
-func (st *conn) send(msg []byte) error { return st.Send(msg) }
 
 // Kick closes the connection: a newer connection took the session over
 // (sessions.Outlet).
@@ -46,5 +44,3 @@ func (st *conn) Kick() {
 func (st *conn) welcome(id string, resumed bool) []byte {
 	return welcomeBytes(id, resumed, st.g.opts.Node, st.g.opts.Heartbeat)
 }
-
-func urlUnescape(s string) (string, error) { return url.QueryUnescape(s) }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,6 +68,8 @@ type Gateway struct {
 
 	conns     sync.Map // session id -> *conn (attached connections)
 	attaching atomic.Int64
+	msgsIn    atomic.Uint64 // messages received since start
+	msgsOut   atomic.Uint64 // messages sent since start
 	draining  atomic.Bool
 	alive     func() time.Time // the engine's liveness
 }
@@ -85,6 +88,10 @@ func New(opts Options, gate *auth.Gate, mgr *sessions.Manager, router *dispatch.
 	router.OnIdle(g.sessionIdle)
 	return g
 }
+
+// Messages returns the messages received from and sent to clients since
+// start, closed connections included.
+func (g *Gateway) Messages() (in, out uint64) { return g.msgsIn.Load(), g.msgsOut.Load() }
 
 // SetAlive sets the liveness source used by /healthz.
 func (g *Gateway) SetAlive(alive func() time.Time) { g.alive = alive }
@@ -143,7 +150,7 @@ func (g *Gateway) refuse(code string) netpoll.Decision {
 func (g *Gateway) OnOpen(c *netpoll.Conn) {
 	st := c.Value().(*conn)
 	st.c = c
-	st.reply = st.send
+	st.reply = st.Send
 	if exp := st.id.Expires; !exp.IsZero() && !g.opts.AllowExpiredConnections {
 		c.CloseAt(exp, netpoll.CloseTokenExpired, "token expired")
 	}
@@ -195,6 +202,7 @@ const maxPending = 32
 // OnMessage hands one frame to dispatch. It runs on a poller worker.
 func (g *Gateway) OnMessage(c *netpoll.Conn, payload []byte) {
 	st := c.Value().(*conn)
+	g.msgsIn.Add(1)
 	g.metrics.MessageIn()
 	st.mu.Lock()
 	if !st.attached {
@@ -265,7 +273,7 @@ func queryValue(rawQuery, key string) string {
 		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
 		k, v, _ := strings.Cut(kv, "=")
 		if k == key {
-			if u, err := urlUnescape(v); err == nil {
+			if u, err := url.QueryUnescape(v); err == nil {
 				return u
 			}
 			return ""

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
 	"testing"
 	"time"
@@ -96,4 +97,42 @@ next:
 		}
 	}
 	return 0, false
+}
+
+// TestNodeTotalsSurviveClosedConnections: the admin API's message totals
+// count every message since start, not only those of open connections.
+func TestNodeTotalsSurviveClosedConnections(t *testing.T) {
+	s := startStack(t, baseYAML)
+	c := s.dial(t, "alice", "")
+	c.expect(2 * time.Second)
+	for i := 0; i < 3; i++ {
+		c.send(`{"type":"ping","id":"p` + string(rune('0'+i)) + `"}`)
+		c.expect(2 * time.Second)
+	}
+	c.conn.Close()
+	waitUntil(t, 3*time.Second, func() bool { return nodeView(t, s)["connections"] == 0 })
+	v := nodeView(t, s)
+	if v["msgs_in_total"] != 3 || v["msgs_out_total"] != 4 {
+		t.Fatalf("after the connection closed: in %v out %v, want 3 in and 4 out (welcome + 3 pongs)", v["msgs_in_total"], v["msgs_out_total"])
+	}
+}
+
+func nodeView(t *testing.T, s *stack) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + s.admin + "/api/node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var raw map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&raw); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for k, v := range raw {
+		if f, ok := v.(float64); ok {
+			out[k] = f
+		}
+	}
+	return out
 }

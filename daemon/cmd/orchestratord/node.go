@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/orchestratord/orchestratord/admin"
 	"github.com/orchestratord/orchestratord/daemon/auth"
@@ -30,9 +32,9 @@ type node struct {
 
 	mu      sync.Mutex // guards set and retired
 	set     *backends.Set
-	retired []*backends.Set // replaced by a reload; closed at exit
-	msgsIn  atomic.Uint64
-	msgsOut atomic.Uint64
+	retired []*backends.Set // replaced by a reload, calls maybe still running
+	stop    chan struct{}   // closed at exit: retirers close at once
+	wg      sync.WaitGroup  // retirer goroutines
 }
 
 // Name implements admin.Node.
@@ -43,20 +45,13 @@ func (n *node) Draining() bool { return n.gw.Draining() }
 
 // Counters implements admin.Node.
 func (n *node) Counters() admin.Counters {
-	var in, out uint64
-	n.eng.Range(func(c *netpoll.Conn) bool {
-		s := c.Stats()
-		in += s.MsgsIn
-		out += s.MsgsOut
-		return true
-	})
-	// Closed connections' counts are folded in by the totals kept here.
+	in, out := n.gw.Messages()
 	return admin.Counters{
 		Connections: n.eng.Len(),
 		Sessions:    n.gw.Attached(),
 		InFlight:    n.router.InFlight(),
-		MsgsIn:      in + n.msgsIn.Load(),
-		MsgsOut:     out + n.msgsOut.Load(),
+		MsgsIn:      in,
+		MsgsOut:     out,
 	}
 }
 
@@ -111,9 +106,10 @@ func (n *node) apply(next config.Config, gate *auth.Gate, level *slog.LevelVar, 
 	}
 	n.router.Swap(table)
 	n.mu.Lock()
-	n.retired = append(n.retired, n.set)
+	old := n.set
 	n.set = set
 	n.mu.Unlock()
+	n.retire(old, longestRoute(*n.current.Load()))
 	gate.Update(next.Limits, next.WS.AllowedOrigins)
 	if err := level.UnmarshalText([]byte(next.Log.Level)); err != nil {
 		log.Warn("log level not changed", "err", err)
@@ -158,13 +154,69 @@ func restartOnly(old, next config.Config) error {
 	return errors.Join(errs...)
 }
 
-// closeSets closes every backend set at exit.
+// retire closes old, replaced by a reload, once none of its calls is in
+// flight: requests finish on the backend they started on, and a reload
+// does not leave transports and NATS connections behind. A call cannot
+// outlive its route's deadline, so maxWait bounds the wait.
+func (n *node) retire(old *backends.Set, maxWait time.Duration) {
+	n.mu.Lock()
+	n.retired = append(n.retired, old)
+	n.mu.Unlock()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		deadline := time.Now().Add(maxWait)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for setInFlight(old) > 0 && time.Now().Before(deadline) {
+			select {
+			case <-n.stop:
+				return // closeSets closes it
+			case <-tick.C:
+			}
+		}
+		n.mu.Lock()
+		n.retired = slices.DeleteFunc(n.retired, func(s *backends.Set) bool { return s == old })
+		n.mu.Unlock()
+		old.Close()
+	}()
+}
+
+// retiredSets returns how many replaced sets are still open.
+func (n *node) retiredSets() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.retired)
+}
+
+func setInFlight(s *backends.Set) int {
+	total := 0
+	for _, b := range s.Snapshot() {
+		total += b.Inflight
+	}
+	return total
+}
+
+// longestRoute is the longest total deadline of cfg's routes, plus a
+// second.
+func longestRoute(cfg config.Config) time.Duration {
+	longest := time.Duration(0)
+	for _, r := range cfg.Routes {
+		longest = max(longest, r.Timeout.D())
+	}
+	return longest + time.Second
+}
+
+// closeSets stops the retirers and closes every backend set at exit.
 func (n *node) closeSets() {
+	close(n.stop)
+	n.wg.Wait()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, s := range n.retired {
 		s.Close()
 	}
+	n.retired = nil
 	n.set.Close()
 }
 
