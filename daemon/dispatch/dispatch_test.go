@@ -205,8 +205,50 @@ func TestStreamThenOneTerminal(t *testing.T) {
 	if len(st.patches) != 1 || len(st.turns) != 1 {
 		t.Fatalf("patches %v turns %v, want one each saved before the terminal", st.patches, st.turns)
 	}
-	if n := r.InFlight(); n != 0 {
-		t.Fatalf("InFlight = %d after the terminal, want 0", n)
+	deadline := time.Now().Add(2 * time.Second)
+	for r.InFlight() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("InFlight = %d after the terminal, want 0", r.InFlight())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// orderStore records the router's in-flight count when each terminal is
+// written.
+type orderStore struct {
+	*fakeStore
+	r     *Router
+	atEnd chan int
+}
+
+type orderOutput struct {
+	Output
+	s *orderStore
+}
+
+func (o orderOutput) End(msg []byte) {
+	o.s.atEnd <- o.s.r.InFlight()
+	o.Output.End(msg)
+}
+
+func (s *orderStore) Begin(sid, rid string) Output {
+	return orderOutput{s.fakeStore.Begin(sid, rid), s}
+}
+
+// TestInFlightCoversTheTerminal pins the order found by the replica
+// failover test: a request counts as in flight until its terminal is
+// written or stored, so "nothing in flight" means nothing left to deliver.
+func TestInFlightCoversTheTerminal(t *testing.T) {
+	st := &orderStore{fakeStore: newFakeStore(), atEnd: make(chan int, 1)}
+	r := New(&Table{routes: map[string]*route{"x": {name: "x", pool: echoPool(), timeout: time.Second}}, limits: config.Default().Limits},
+		st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	st.r = r
+	s := r.Acquire("s", "u")
+	defer s.Release()
+	r.Handle(s, []byte(`{"type":"x","id":"1"}`), (&replies{}).reply)
+	if n := <-st.atEnd; n != 1 {
+		t.Fatalf("InFlight while the terminal was written = %d, want 1", n)
 	}
 }
 

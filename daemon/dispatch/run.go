@@ -90,8 +90,10 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Ses
 	// Unregister before the terminal is written, so a client that reuses
 	// the id right after receiving it is not refused as a duplicate.
 	left := s.unregister(req.ID)
-	r.inflight.Add(-1)
 	out.End(msg)
+	// Counted out only once its terminal is on the socket or in the
+	// outbox: "nothing in flight" means nothing still to deliver.
+	r.inflight.Add(-1)
 	r.metrics.Request(rt.name, outcome, time.Since(start))
 	if left == 0 && r.draining.Load() {
 		if fn := r.onIdle.Load(); fn != nil {

@@ -42,7 +42,7 @@ func TestReplicasE2E(t *testing.T) {
 backends:
   llm: {kind: openai, endpoints: [%q], model: test-model, system_prompt: "be brief"}
   stream: {kind: http, endpoints: [%q]}
-  slow: {kind: echo, delay: 400ms}
+  slow: {kind: echo, delay: 1s}
 routes:
   chat: {backend: llm, timeout: 10s}
   stream: {backend: stream, timeout: 30s, idle_timeout: 3s}
@@ -184,6 +184,9 @@ routes:
 			t.Fatal(err)
 		}
 		c1.close()
+		// replica-a has seen the client go before the answer is produced
+		// (slow: 1 s), and stored it before it reports nothing in flight.
+		waitForNode(t, a.admin, "connections", 0)
 		waitUntilIdle(t, a.admin)
 		a.signal(syscall.SIGKILL)
 		<-a.done
@@ -240,16 +243,24 @@ func readUntilClose(t *testing.T, c *wsClient, timeout time.Duration) int {
 // waitUntilIdle waits until the node has no request in flight.
 func waitUntilIdle(t *testing.T, admin string) {
 	t.Helper()
-	eventually(t, 10*time.Second, "no request in flight", func() bool {
+	waitForNode(t, admin, "in_flight", 0)
+}
+
+// waitForNode waits until the admin API's /api/node field has value want.
+func waitForNode(t *testing.T, admin, field string, want float64) {
+	t.Helper()
+	eventually(t, 10*time.Second, fmt.Sprintf("%s = %v", field, want), func() bool {
 		resp, err := probeClient.Get("http://" + admin + "/api/node")
 		if err != nil {
 			return false
 		}
 		defer resp.Body.Close()
-		var v struct {
-			InFlight int `json:"in_flight"`
+		var v map[string]any
+		if json.NewDecoder(resp.Body).Decode(&v) != nil {
+			return false
 		}
-		return json.NewDecoder(resp.Body).Decode(&v) == nil && v.InFlight == 0
+		got, ok := v[field].(float64)
+		return ok && got == want
 	})
 }
 
