@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -124,7 +125,7 @@ func restartOnly(old, next config.Config) error {
 	if old.Listen != next.Listen {
 		errs = append(errs, errors.New("listen.*: changing listeners needs a restart"))
 	}
-	if old.Sessions != next.Sessions {
+	if !reflect.DeepEqual(old.Sessions, next.Sessions) { // nats_urls is a slice
 		errs = append(errs, errors.New("sessions.*: changing the session store needs a restart"))
 	}
 	if old.WS.Path != next.WS.Path || old.WS.MaxMessageBytes != next.WS.MaxMessageBytes || old.WS.Heartbeat != next.WS.Heartbeat ||
