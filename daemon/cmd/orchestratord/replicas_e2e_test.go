@@ -301,7 +301,13 @@ func lookNginx(t *testing.T) string {
 // and b, and returns its address.
 func startNginx(t *testing.T, nginx, a, b string) string {
 	t.Helper()
-	tmpl, err := os.ReadFile("../../../testdata/nginx/replicas.conf")
+	return startNginxConf(t, nginx, "replicas.conf", a, b)
+}
+
+// startNginxConf is startNginx with another template of testdata/nginx.
+func startNginxConf(t *testing.T, nginx, name, a, b string) string {
+	t.Helper()
+	tmpl, err := os.ReadFile("../../../testdata/nginx/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}
