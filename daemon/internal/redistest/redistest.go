@@ -182,3 +182,48 @@ func waitFor(timeout time.Duration, what string, cond func() bool) error {
 	}
 	return nil
 }
+
+// Single is one standalone redis-server in its own directory.
+type Single struct {
+	*Server
+	dir string
+}
+
+// StartSingle starts one redis-server on a free port of base..base+99
+// with extra arguments (ACL users, ...).
+func StartSingle(base int, args ...string) (*Single, error) {
+	if err := Require(); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "redis-single-")
+	if err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(base, 100, 1)
+	if err == nil {
+		var s *Server
+		if s, err = start(dir, ports[0], args...); err == nil {
+			return &Single{Server: s, dir: dir}, nil
+		}
+	}
+	os.RemoveAll(dir)
+	return nil, err
+}
+
+// StartSingleT is StartSingle for one test.
+func StartSingleT(t testing.TB, base int, args ...string) *Single {
+	t.Helper()
+	SkipUnlessInstalled(t)
+	s, err := StartSingle(base, args...)
+	if err != nil {
+		t.Fatalf("start redis-server: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Close kills the server and removes its directory.
+func (s *Single) Close() {
+	s.Kill()
+	os.RemoveAll(s.dir)
+}
