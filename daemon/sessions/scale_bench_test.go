@@ -273,4 +273,3 @@ func BenchmarkScaleSessionMemory(b *testing.B) {
 		})
 	}
 }
-
