@@ -21,13 +21,14 @@ import (
 // run (the shared Redis at 6379 carries other people's load).
 
 // scaleBackends: the single server and the Cluster, started by the test.
-func scaleBackends(b *testing.B) []backend {
+// The single server is returned too, for its CPU counters.
+func scaleBackends(b *testing.B) ([]backend, *redistest.Single) {
 	s := redistest.StartSingleT(b, sentinelPorts+60)
 	bs := []backend{{name: "single", redis: true, addr: s.Addr, prefix: randomPrefix()}}
 	if c := testCluster(b); c != nil {
 		bs = append(bs, backend{name: "cluster", redis: true, url: c.URL(), prefix: randomPrefix()})
 	}
-	return bs
+	return bs, s
 }
 
 // scaleLimits are the production defaults (config.Default).
@@ -59,12 +60,14 @@ func scaleSessions(b *testing.B, m *Manager, n int) []string {
 // replica's connection over the bus and waits for its ack), from 16
 // goroutines per CPU.
 func BenchmarkScaleResume(b *testing.B) {
-	for _, be := range scaleBackends(b) {
+	bes, single := scaleBackends(b)
+	for _, be := range bes {
 		b.Run(be.name, func(b *testing.B) {
 			ms := [2]*Manager{scaleManager(b, be, "A"), scaleManager(b, be, "B")}
 			ids := scaleSessions(b, ms[0], 256)
 			var next atomic.Int64
 			b.SetParallelism(16)
+			_, _, _, _, cpu0 := redisStats(b, single)
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -77,6 +80,12 @@ func BenchmarkScaleResume(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "resumes/s")
+			if be.name == "single" {
+				// Store and bus work of a resume on the one Redis: claim
+				// script, PUBLISH of the attach, the other node's ack.
+				_, _, _, _, cpu1 := redisStats(b, single)
+				b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "redis-cpu-µs/op")
+			}
 		})
 	}
 }
@@ -85,7 +94,8 @@ func BenchmarkScaleResume(b *testing.B) {
 // goroutines per CPU on 256 sessions: Get (context + history), Touch,
 // Begin/End delivered live, AppendHistory of the two turns.
 func BenchmarkScaleRequest(b *testing.B) {
-	for _, be := range scaleBackends(b) {
+	bes, single := scaleBackends(b)
+	for _, be := range bes {
 		b.Run(be.name, func(b *testing.B) {
 			m := scaleManager(b, be, "A")
 			ids := scaleSessions(b, m, 256)
@@ -93,6 +103,7 @@ func BenchmarkScaleRequest(b *testing.B) {
 			result := resultMsg("r1")
 			turns := []events.Turn{{Role: "user", Content: "what is the capital of France?"}, {Role: "assistant", Content: "Paris."}}
 			b.SetParallelism(16)
+			_, _, _, _, cpu0 := redisStats(b, single)
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -111,6 +122,10 @@ func BenchmarkScaleRequest(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "requests/s")
+			if be.name == "single" {
+				_, _, _, _, cpu1 := redisStats(b, single)
+				b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "redis-cpu-µs/op")
+			}
 		})
 	}
 }
@@ -120,7 +135,8 @@ func BenchmarkScaleRequest(b *testing.B) {
 // server, core NATS, sharded pub/sub on the Cluster.
 func BenchmarkScaleChunkRelay(b *testing.B) {
 	var bes []backend
-	for _, be := range scaleBackends(b) {
+	all, _ := scaleBackends(b)
+	for _, be := range all {
 		bes = append(bes, be)
 		if be.name == "single" && haveNATS(b) {
 			bes = append(bes, backend{name: "single/nats-bus", redis: true, addr: be.addr, prefix: randomPrefix(), bus: "nats"})
@@ -152,11 +168,13 @@ func BenchmarkScaleChunkRelay(b *testing.B) {
 	}
 }
 
-// redisStats reads the counters of a standalone server.
-func redisStats(b *testing.B, s *redistest.Single) (cmds, in, out, mem int64) {
+// redisStats reads the counters of a standalone server; cpu is its
+// user+system CPU time in microseconds.
+func redisStats(b *testing.B, s *redistest.Single) (cmds, in, out, mem, cpu int64) {
 	b.Helper()
 	v := map[string]int64{}
-	for _, sec := range []string{"stats", "memory"} {
+	var cpuS float64
+	for _, sec := range []string{"stats", "memory", "cpu"} {
 		o, err := s.Cli("INFO", sec)
 		if err != nil {
 			b.Fatal(err)
@@ -165,10 +183,14 @@ func redisStats(b *testing.B, s *redistest.Single) (cmds, in, out, mem int64) {
 			if k, val, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
 				n, _ := strconv.ParseInt(val, 10, 64)
 				v[k] = n
+				if k == "used_cpu_sys" || k == "used_cpu_user" {
+					f, _ := strconv.ParseFloat(val, 64)
+					cpuS += f
+				}
 			}
 		}
 	}
-	return v["total_commands_processed"], v["total_net_input_bytes"], v["total_net_output_bytes"], v["used_memory"]
+	return v["total_commands_processed"], v["total_net_input_bytes"], v["total_net_output_bytes"], v["used_memory"], int64(cpuS * 1e6)
 }
 
 // BenchmarkScaleStoreTraffic: what one operation costs the store, on a
@@ -206,17 +228,18 @@ func BenchmarkScaleStoreTraffic(b *testing.B) {
 		b.Run(o.name, func(b *testing.B) {
 			m := scaleManager(b, be, "A")
 			id := scaleSessions(b, m, 1)[0]
-			c0, i0, o0, _ := redisStats(b, srv)
+			c0, i0, o0, _, u0 := redisStats(b, srv)
 			for b.Loop() {
 				if err := o.op(m, id); err != nil {
 					b.Fatal(err)
 				}
 			}
-			c1, i1, o1, _ := redisStats(b, srv)
+			c1, i1, o1, _, u1 := redisStats(b, srv)
 			n := float64(b.N)
 			b.ReportMetric((float64(c1-c0)-1)/n, "cmds/op") // -1: the INFO itself
 			b.ReportMetric(float64(i1-i0)/n, "in-B/op")
 			b.ReportMetric(float64(o1-o0)/n, "out-B/op")
+			b.ReportMetric(float64(u1-u0)/n, "redis-cpu-µs/op")
 		})
 	}
 }
@@ -243,7 +266,7 @@ func BenchmarkScaleSessionMemory(b *testing.B) {
 			runtime.GC()
 			var ms0, ms1 runtime.MemStats
 			runtime.ReadMemStats(&ms0)
-			_, _, _, mem0 := redisStats(b, srv)
+			_, _, _, mem0, _ := redisStats(b, srv)
 			for b.Loop() {
 				id, _, err := m.Attach(context.Background(), "alice", "", discard{}, welcomeMsg)
 				if err != nil {
@@ -256,7 +279,7 @@ func BenchmarkScaleSessionMemory(b *testing.B) {
 				}
 				ids = append(ids, id)
 			}
-			_, _, _, mem1 := redisStats(b, srv)
+			_, _, _, mem1, _ := redisStats(b, srv)
 			runtime.GC()
 			runtime.ReadMemStats(&ms1)
 			var usage int64
