@@ -8,7 +8,7 @@ FUZZTIME  ?= 10s
 BENCHTIME ?= 1s
 PKGS      := ./...
 
-.PHONY: help build run test test-short check-fmt check-generate vet lint generate fuzz bench chaos soak load-build bench-report load-scale bench-vet clean
+.PHONY: help build run test test-scale test-short check-fmt check-generate vet lint generate fuzz bench chaos soak load-build bench-report load-scale bench-vet clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ run: build ## serve the embedded demo config (memory store, echo route, :8080, a
 
 test: check-fmt vet check-generate ## gofmt check, go vet, templ freshness, then every test with -race
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+test-scale: ## only the Redis Cluster / Sentinel / NATS-bus tests (a subset of make test; starts redis-server on ports 34100-34499)
+	$(GO) test -race -count=1 -timeout 15m -run 'Cluster|Sentinel|ACL|TLS|Replicas|StoreFailover|Scale' ./daemon/sessions/ ./daemon/cmd/orchestratord/ ./daemon/config/
 
 test-short: ## the tests without -race (faster while developing)
 	$(GO) test -count=1 -short $(PKGS)
