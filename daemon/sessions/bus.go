@@ -147,7 +147,6 @@ func openBus(ctx context.Context, m *Manager, cfg config.Sessions, pub rueidis.C
 		b.close()
 		return nil, fmt.Errorf("session bus: %w", err)
 	}
-	b.subscribed.Store(true)
 	return b, nil
 }
 

@@ -100,6 +100,7 @@ func (t *natsTransport) start(ctx context.Context, self string, deliver func([]b
 	t.mu.Lock()
 	t.nc, t.sub = nc, sub
 	t.mu.Unlock()
+	up(true)
 	return nil
 }
 
