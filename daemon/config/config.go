@@ -25,7 +25,7 @@ func (d Duration) String() string { return time.Duration(d).String() }
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("invalid duration %q (want a Go duration such as 5s or 1m30s)", b)
+		return fmt.Errorf("invalid duration %q: want a duration like 5s or 1m30s", b)
 	}
 	*d = Duration(v)
 	return nil

@@ -10,7 +10,11 @@ import (
 )
 
 // Validate reports every problem at once, each with its key path.
-func (c *Config) Validate() error {
+func (c *Config) Validate() error { return errors.Join(c.problems()...) }
+
+// problems is Validate's list: one error per problem, each starting with
+// its key path and ": " (Parse adds the line after the path).
+func (c *Config) problems() []error {
 	var errs []error
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 
@@ -205,7 +209,7 @@ func (c *Config) Validate() error {
 	default:
 		add("log.level: must be debug, info, warn or error, got %q", c.Log.Level)
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // IsLoopback reports whether addr (host:port) binds only loopback.
