@@ -22,6 +22,14 @@ var demoYAML []byte
 // route, anonymous auth) that `make run` serves.
 func DemoYAML() []byte { return bytes.Clone(demoYAML) }
 
+//go:embed starter.yaml
+var starterYAML []byte
+
+// StarterYAML returns the commented starter configuration that the
+// default-config subcommand prints: every key with its default, an echo
+// route, HS256 authentication.
+func StarterYAML() []byte { return bytes.Clone(starterYAML) }
+
 // EnvPrefix starts every environment override: ORCH_WS_MAX_MESSAGE_BYTES
 // overrides ws.max_message_bytes, ORCH_ROUTES_CHAT_TIMEOUT overrides
 // routes.chat.timeout. Lists are comma-separated.

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/orchestratord/orchestratord/admin"
-	"github.com/orchestratord/orchestratord/daemon/auth"
 	"github.com/orchestratord/orchestratord/daemon/backends"
 	"github.com/orchestratord/orchestratord/daemon/config"
 	"github.com/orchestratord/orchestratord/daemon/dispatch"
@@ -65,16 +64,10 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	}
 	router := dispatch.New(table, gateway.DispatchSessions(mgr, metrics), metrics, log)
 
-	// Anonymous demos without any key source run without a verifier; a
-	// token then cannot be checked and is refused (401).
-	var verifier *auth.Verifier
-	if j := cfg.Auth.JWT; !cfg.Auth.Anonymous || j.Secret != "" || j.KeysFile != "" || j.JWKSURL != "" {
-		verifier, err = auth.NewVerifier(bg, cfg.Auth, log)
-		if err != nil {
-			return fmt.Errorf("auth: %w", err)
-		}
+	gate, err := newGate(bg, cfg, log)
+	if err != nil {
+		return err
 	}
-	gate := auth.NewGate(cfg, verifier, log)
 
 	var plain http.Handler
 	if cfg.WS.DemoPage {
