@@ -29,6 +29,8 @@ type node struct {
 	gw      *gateway.Gateway
 	router  *dispatch.Router
 
+	drainAt atomic.Pointer[time.Time] // when the drain started; nil while serving
+
 	mu      sync.Mutex // guards set and retired
 	set     *backends.Set
 	retired []*backends.Set // replaced by a reload, calls maybe still running
@@ -41,6 +43,19 @@ func (n *node) Name() string { return n.cfg.Node }
 
 // Draining implements admin.Node.
 func (n *node) Draining() bool { return n.gw.Draining() }
+
+// DrainDeadline implements admin.Node: the drain's start and the moment
+// what is left is cancelled (start + drain.timeout in force).
+func (n *node) DrainDeadline() (started, deadline time.Time) {
+	at := n.drainAt.Load()
+	if at == nil {
+		return time.Time{}, time.Time{}
+	}
+	return *at, at.Add(n.current.Load().Drain.Timeout.D())
+}
+
+// startDrain records the drain's start (lifecycle's Steps.Start).
+func (n *node) startDrain(now time.Time) { n.drainAt.CompareAndSwap(nil, &now) }
 
 // Counters implements admin.Node.
 func (n *node) Counters() admin.Counters {
@@ -207,6 +222,28 @@ func (l sessionLister) Kick(_ context.Context, id string) error {
 	}
 	return nil
 }
+
+// detachedLister adapts the session manager to admin.DetachedLister.
+//
+// INTEGRATOR (delivery branch): this is a zero implementation until
+// sessions.Manager.Detached and Counts land; then give it the manager
+// (detachedLister{mgr} in serve.go) and replace the two methods with:
+//
+//	func (l detachedLister) Detached(dst []admin.DetachedRow, limit int) []admin.DetachedRow {
+//		infos := l.mgr.Detached(make([]sessions.DetachedInfo, 0, limit), limit)
+//		for _, d := range infos {
+//			dst = append(dst, admin.DetachedRow{ID: d.ID, User: d.User, Since: d.Since, Owed: d.Owed, OwedBytes: d.OwedBytes})
+//		}
+//		return dst
+//	}
+//	func (l detachedLister) Counts() (int, int, int64) { return l.mgr.Counts() }
+type detachedLister struct{}
+
+// Detached implements admin.DetachedLister: none (see above).
+func (detachedLister) Detached(dst []admin.DetachedRow, _ int) []admin.DetachedRow { return dst[:0] }
+
+// Counts implements admin.DetachedLister: none (see above).
+func (detachedLister) Counts() (attached, detached int, bytes int64) { return 0, 0, 0 }
 
 // backendLister adapts the backend set in force to admin.BackendLister.
 type backendLister struct{ n *node }

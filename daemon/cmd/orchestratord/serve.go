@@ -36,6 +36,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
+	started := time.Now()
 	log, level := telemetry.NewLogger(stdout, cfg.Log.Level)
 	log = log.With("node", cfg.Node)
 	metrics := telemetry.New(version)
@@ -122,9 +123,12 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	adm, err := admin.New(cfg.Admin, adminLn.Addr().String(), admin.Deps{
 		Node:      state,
 		Sessions:  sessionLister{gw},
+		Detached:  detachedLister{}, // INTEGRATOR: detachedLister{mgr} once sessions.Manager.Detached lands (node.go)
 		Backends:  backendLister{state},
 		Drainer:   drainer(drainReq),
 		Readiness: readiness{gw},
+		Version:   version,
+		Started:   started,
 	}, metrics.Registry(), log)
 	if err != nil {
 		clientLn.Close()
@@ -158,7 +162,10 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 			return lifecycle.Timing{LBGrace: c.Drain.LBGrace.D(), Timeout: c.Drain.Timeout.D()}
 		},
 		Steps: lifecycle.Steps{
-			Start: gw.StartDrain,
+			Start: func() {
+				state.startDrain(time.Now())
+				gw.StartDrain()
+			},
 			StopListening: func() {
 				clientLn.Close()
 			},
