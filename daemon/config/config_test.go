@@ -79,6 +79,9 @@ func TestErrors(t *testing.T) {
 		{"list for the backends map", "backends: [1]\n", nil, []string{"backends: line 1: got a list, want a mapping of names"}, nil},
 		{"header of the wrong shape", "backends:\n  a:\n    headers: {X: [1]}\n", nil, []string{"backends.a.headers.X: line 3: got a list"}, nil},
 		{"unknown tag", "backends:\n  llm:\n    kind: http\n    endpoints: !foo\n", nil, []string{"backends.llm.endpoints: line 4: YAML tag !foo is not supported"}, nil},
+		{"alias of the wrong type", "ws: {path: &p /ws}\nsessions: *p\n", nil, []string{`sessions: line 1: got "/ws", want a mapping of keys`}, nil},
+		{"alias of a string as a duration", "ws: {path: &p /ws, heartbeat: *p}\n", nil, []string{`ws.heartbeat: line 1: "/ws" is not a duration`}, nil},
+		{"merge of a list", "backends:\n  a:\n    <<: [1]\n", nil, []string{`backends.a: line 3: got "1", want a mapping of keys`}, nil},
 		{"several type mistakes at once", "ws:\n  heartbeat: 25\n  workers: many\nlimits: {session_burst: x}\n", nil, []string{"ws.heartbeat: line 2", "ws.workers: line 3", "limits.session_burst: line 4"}, nil},
 		{"bad env", "", []string{"ORCH_WS_MAX_MESSAGE_BYTES=big"}, []string{"ORCH_WS_MAX_MESSAGE_BYTES", "invalid integer"}, nil},
 		{"bad env duration", "", []string{"ORCH_WS_HEARTBEAT=25"}, []string{"ORCH_WS_HEARTBEAT (ws.heartbeat)", "want a duration like"}, nil},
@@ -165,11 +168,18 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("backends:\n  a: &b {kind: echo}\n  c:\n    <<: *b\n"))
 	f.Add([]byte("routes:\n  a: [1, 2]\n"))
 	f.Add([]byte("&a [*a]"))
+	f.Add([]byte("ws: {path: &p /ws, heartbeat: *p}\nsessions: *p\nbackends: {a: &b {kind: echo, breaker: *b}}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse(b, []string{"ORCH_JWT_SECRET=" + strings.Repeat("k", 32)})
 		if err != nil {
 			if err.Error() == "" {
 				t.Fatal("empty error text")
+			}
+			// Errors speak YAML keys, never Go types.
+			for _, goWord := range []string{"Go struct", "Config.", "interface {}", "map[string]", "reflect"} {
+				if strings.Contains(err.Error(), goWord) {
+					t.Fatalf("Parse(%q) error names Go types (%q): %v", b, goWord, err)
+				}
 			}
 			return
 		}

@@ -36,7 +36,7 @@ func checkYAML(data []byte, lines map[string]int) (empty bool, err error) {
 			continue
 		}
 		empty = false
-		c := checker{lines: lines}
+		c := checker{lines: lines, anchors: map[string]ast.Node{}, expanding: map[string]bool{}}
 		c.node(doc.Body, configType, "")
 		errs = append(errs, c.errs...)
 		break // the decoder reads the first document only
@@ -50,9 +50,16 @@ var (
 )
 
 type checker struct {
-	lines map[string]int
-	errs  []error
+	lines     map[string]int
+	errs      []error
+	anchors   map[string]ast.Node // &name -> its value, as met in document order
+	expanding map[string]bool     // aliases being checked: "&a [*a]" must not loop
+	expanded  int                 // aliases checked; bounded against alias bombs
 }
+
+// maxAliasChecks bounds the aliases checkYAML follows: a real config has
+// a few; nested aliases of aliases could otherwise cost exponential time.
+const maxAliasChecks = 1000
 
 // addf records a mistake at path and the line of n.
 func (c *checker) addf(path string, n ast.Node, format string, a ...any) {
@@ -93,10 +100,24 @@ func (c *checker) node(n ast.Node, t reflect.Type, path string) {
 	case *ast.CommentNode:
 		return
 	case *ast.AnchorNode:
+		if name, ok := scalar(v.Name); ok {
+			c.anchors[name] = v.Value
+		}
 		c.node(v.Value, t, path)
 		return
 	case *ast.AliasNode:
-		return // the decoder resolves it; its anchor was checked where it stands
+		// The anchored value must fit here too: check it again at this
+		// path (once per alias chain).
+		name, _ := scalar(v.Value)
+		target, ok := c.anchors[name]
+		if !ok || c.expanding[name] || c.expanded >= maxAliasChecks {
+			return // unknown anchors are the decoder's to report
+		}
+		c.expanded++
+		c.expanding[name] = true
+		c.node(target, t, path)
+		delete(c.expanding, name)
+		return
 	case *ast.TagNode:
 		tag := ""
 		if v.Start != nil {
@@ -206,7 +227,16 @@ func (c *checker) mapping(n ast.Node, t reflect.Type, path string) {
 			continue
 		}
 		if kv.Key.IsMergeKey() {
-			continue // "<<: *anchor": the decoder merges it
+			// "<<: *anchor" or "<<: [*a, *b]": each merged value must be
+			// a mapping that fits here.
+			if seq, ok := kv.Value.(*ast.SequenceNode); ok {
+				for _, e := range seq.Values {
+					c.node(e, t, path)
+				}
+			} else {
+				c.node(kv.Value, t, path)
+			}
+			continue
 		}
 		key, ok := scalar(kv.Key)
 		if !ok {
