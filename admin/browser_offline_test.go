@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -83,7 +84,8 @@ func serveOn(t *testing.T, s *Server, addr string) (string, func()) {
 // TestBrowserDisconnected: the page shows a human flash for a failed
 // action; when the daemon goes away it shows the disconnected banner,
 // greys the stale values and disables the actions; when a daemon answers
-// again it goes back to live.
+// again it goes back to live. UPDATE_SCREENSHOTS=1 rewrites
+// docs/img/admin-disconnected.png.
 func TestBrowserDisconnected(t *testing.T) {
 	ctx := newBrowser(t)
 	f := newFixture(3)
@@ -138,6 +140,17 @@ func TestBrowserDisconnected(t *testing.T) {
 	if !strings.Contains(state, `"live":"disconnected"`) || !strings.Contains(state, "Disconnected.") || !strings.Contains(state, "may be out of date") ||
 		strings.Contains(state, `"opacity":"1"`) {
 		t.Errorf("disconnected page state %s: want live=disconnected, the banner, greyed stats", state)
+	}
+
+	if os.Getenv("UPDATE_SCREENSHOTS") == "1" {
+		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+		if err != nil {
+			t.Fatalf("screenshot: %v", err)
+		}
+		path := filepath.Join("..", "docs", "img", "admin-disconnected.png")
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// A daemon answers again on the same address: live again.
