@@ -12,8 +12,12 @@ import (
 // discard is an Outlet that accepts everything.
 type discard struct{}
 
-func (discard) Send([]byte) error { return nil }
-func (discard) Kick()             {}
+func (discard) Send([]byte) error                 { return nil }
+func (discard) SendTerminal([]byte, uint64) error { return nil }
+func (discard) Queued() int                       { return 0 }
+func (discard) NotifyDrained(_ int, fn func())    { fn() }
+func (discard) Kick()                             {}
+func (discard) Cut()                              {}
 
 // benchBackends: the memory store and the real Redis in the same run.
 func benchBackends(b *testing.B) []backend {
@@ -35,7 +39,7 @@ func benchManager(b *testing.B, be backend) (*Manager, string) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { m.Close() })
-	id, _, err := m.Attach(b.Context(), "alice", "", discard{}, welcomeMsg)
+	id, _, err := m.Attach(b.Context(), "alice", "", Resume{}, discard{}, welcomeFn)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -96,7 +100,7 @@ func BenchmarkRequestPathParallel(b *testing.B) {
 			const sessions = 64
 			ids := make([]string, sessions)
 			for i := range ids {
-				id, _, err := m.Attach(b.Context(), "alice", "", discard{}, welcomeMsg)
+				id, _, err := m.Attach(b.Context(), "alice", "", Resume{}, discard{}, welcomeFn)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -125,8 +129,12 @@ func BenchmarkRequestPathParallel(b *testing.B) {
 // countOutlet counts what it is sent.
 type countOutlet struct{ n atomic.Int64 }
 
-func (o *countOutlet) Send([]byte) error { o.n.Add(1); return nil }
-func (o *countOutlet) Kick()             {}
+func (o *countOutlet) Send([]byte) error                 { o.n.Add(1); return nil }
+func (o *countOutlet) SendTerminal([]byte, uint64) error { o.n.Add(1); return nil }
+func (o *countOutlet) Queued() int                       { return 0 }
+func (o *countOutlet) NotifyDrained(_ int, fn func())    { fn() }
+func (o *countOutlet) Kick()                             {}
+func (o *countOutlet) Cut()                              {}
 
 // BenchmarkChunkRelay is one chunk of a request running on replica A whose
 // connection is on replica B: one PUBLISH round trip on A, delivered by
@@ -150,13 +158,13 @@ func BenchmarkChunkRelay(b *testing.B) {
 		return m
 	}
 	a, bb := open("A"), open("B")
-	id, _, err := a.Attach(b.Context(), "alice", "", discard{}, welcomeMsg)
+	id, _, err := a.Attach(b.Context(), "alice", "", Resume{}, discard{}, welcomeFn)
 	if err != nil {
 		b.Fatal(err)
 	}
 	s := a.Begin(id, "r1")
 	out := &countOutlet{}
-	if _, _, err := bb.Attach(b.Context(), "alice", id, out, welcomeMsg); err != nil {
+	if _, _, err := bb.Attach(b.Context(), "alice", id, Resume{}, out, welcomeFn); err != nil {
 		b.Fatal(err)
 	}
 	chunk := chunkMsg("r1", 1)
