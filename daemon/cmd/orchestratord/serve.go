@@ -124,7 +124,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		return fmt.Errorf("listen.admin: %w", err)
 	}
 
-	state := &node{cfg: cfg, eng: eng, gw: gw, router: router, set: set, stop: make(chan struct{})}
+	state := &node{cfg: cfg, eng: eng, gw: gw, router: router, mgr: mgr, set: set, stop: make(chan struct{})}
 	state.current.Store(&cfg)
 	metrics.SetGauges(state.gauges)
 	metrics.SetBreakers(state.breakers)
