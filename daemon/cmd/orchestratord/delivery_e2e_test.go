@@ -148,8 +148,8 @@ func TestSlowConsumersResume(t *testing.T) {
 			var wg sync.WaitGroup
 			type result struct {
 				received, replayed map[string]int
-				recovered           bool
-				resumeCut           int
+				recovered          bool
+				resumeCut          int
 			}
 			results := make([]result, clients)
 			for i := range clients {
