@@ -57,6 +57,10 @@ func (st *conn) Queued() int { return st.c.Queued() }
 // (sessions.Outlet).
 func (st *conn) NotifyDrained(below int, fn func()) { st.c.NotifyDrained(below, fn) }
 
+// Acked returns the newest position the peer's TCP acknowledged
+// (sessions.Outlet).
+func (st *conn) Acked() uint64 { return st.c.Acked() }
+
 // Cut closes the connection with 4008 (sessions.Outlet).
 func (st *conn) Cut() { st.c.Close(netpoll.CloseSlowConsumer, "slow consumer") }
 

@@ -18,6 +18,7 @@ func (discard) Queued() int                       { return 0 }
 func (discard) NotifyDrained(_ int, fn func())    { fn() }
 func (discard) Kick()                             {}
 func (discard) Cut()                              {}
+func (discard) Acked() uint64                     { return 0 }
 
 // benchBackends: the memory store and the real Redis in the same run.
 func benchBackends(b *testing.B) []backend {
@@ -135,6 +136,7 @@ func (o *countOutlet) Queued() int                       { return 0 }
 func (o *countOutlet) NotifyDrained(_ int, fn func())    { fn() }
 func (o *countOutlet) Kick()                             {}
 func (o *countOutlet) Cut()                              {}
+func (o *countOutlet) Acked() uint64                     { return 0 }
 
 // BenchmarkChunkRelay is one chunk of a request running on replica A whose
 // connection is on replica B: one PUBLISH round trip on A, delivered by

@@ -196,6 +196,8 @@ func (o *fakeOutlet) Cut() {
 	o.mu.Unlock()
 }
 
+func (o *fakeOutlet) Acked() uint64 { return o.acked() }
+
 func (o *fakeOutlet) acked() uint64 {
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -42,6 +42,9 @@ type Outlet interface {
 	Kick()
 	// Cut closes the connection with 4008 (slow consumer).
 	Cut()
+	// Acked returns the newest position its peer's TCP acknowledged, with
+	// every terminal sent before it (netpoll's Conn.Acked).
+	Acked() uint64
 }
 
 // Options tunes a Manager beyond config.Sessions; the zero value is the
@@ -283,6 +286,16 @@ func (m *Manager) Attach(ctx context.Context, user, resumeID string, from Resume
 		l.termMu.Lock()
 		l.mu.Lock()
 		from.Delivered = max(from.Delivered, l.dlv)
+		if l.out != nil {
+			// A takeover on this node: what the older connection's peer
+			// acknowledged so far counts as delivered (its close comes
+			// after this claim).
+			acked := l.out.Acked()
+			if l.hole != 0 {
+				acked = min(acked, l.hole-1)
+			}
+			from.Delivered = max(from.Delivered, acked)
+		}
 		l.mu.Unlock()
 		claim, err = m.store.Claim(ctx, id, user, m.node, conn, from)
 		if err == nil {
