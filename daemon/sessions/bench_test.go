@@ -1,8 +1,11 @@
 package sessions
 
 import (
+	"log/slog"
+
 	"context"
 	"fmt"
+	"github.com/orchestratord/orchestratord/daemon/config"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -183,4 +186,36 @@ func BenchmarkChunkRelay(b *testing.B) {
 	s.End(resultMsg("r1"))
 	want := int64(b.N)
 	eventually(b, 10*time.Second, "relayed chunks not all delivered on B", func() bool { return out.n.Load()-base >= want })
+}
+
+// BenchmarkEchoTerminal is what positions add to an inline echo answer
+// with the memory store: "log" numbers, logs and sends it through
+// Manager.Terminal; "send" only sends the same bytes (the path before
+// positions). Same run, same message.
+func BenchmarkEchoTerminal(b *testing.B) {
+	m, err := OpenOptions(b.Context(), config.Sessions{ReplayMax: 100, ReplayBytes: 1 << 20}, "n1", slog.New(slog.DiscardHandler), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	id, _, err := m.Attach(b.Context(), "alice", "", Resume{}, discard{}, welcomeFn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg := []byte(`{"type":"result","id":"42","data":{"text":"hello world"}}`)
+	b.Run("send", func(b *testing.B) {
+		b.ReportAllocs()
+		var o Outlet = discard{}
+		for b.Loop() {
+			_ = o.SendTerminal(msg, 1)
+		}
+	})
+	b.Run("log", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := m.Terminal(b.Context(), id, "42", msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
