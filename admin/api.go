@@ -165,7 +165,7 @@ func (s *Server) apiSessions(w http.ResponseWriter, r *http.Request) {
 }
 
 // DetachedPage is the JSON of GET /api/detached: the count of detached
-// sessions and the first Limit of them, most recently detached first.
+// sessions and the first Limit of them (oldest detached first).
 type DetachedPage struct {
 	Total    int           `json:"total"`
 	Limit    int           `json:"limit"`

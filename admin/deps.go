@@ -75,8 +75,9 @@ type DetachedRow struct {
 // Detached and Counts). Both are called from HTTP handler goroutines,
 // concurrently, and must stay fast: they read process memory only.
 type DetachedLister interface {
-	// Detached appends up to limit detached sessions to dst[:0], most
-	// recently detached first, and returns it.
+	// Detached appends up to limit detached sessions to dst[:0], in the
+	// lister's order (the session manager: oldest detached first), and
+	// returns it.
 	Detached(dst []DetachedRow, limit int) []DetachedRow
 	// Counts returns the attached and detached sessions and the bytes the
 	// sessions hold in memory.

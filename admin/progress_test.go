@@ -30,7 +30,7 @@ func TestDetachedSessions(t *testing.T) {
 	f.detached.bytes = 5 << 20
 
 	page = do(s, "GET", "/", nil, nil).Body.String()
-	for _, want := range []string{`id="stat-detached">60<`, "5.0 MiB held", "60 detached sessions; the 50 most recently detached:",
+	for _, want := range []string{`id="stat-detached">60<`, "5.0 MiB held", "60 detached sessions; the first 50:",
 		`data-detached="s_det00"`, `data-detached="s_det49"`, "<td class=\"num\">49</td>", "47.9 KiB"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page does not contain %q", want)

@@ -258,7 +258,7 @@ func detachedSummary(p DetachedPage) string {
 	case p.Total == 0:
 		return "No detached sessions."
 	case len(p.Sessions) < p.Total:
-		return plural(p.Total, "detached session", "detached sessions") + "; the " + count(len(p.Sessions)) + " most recently detached:"
+		return plural(p.Total, "detached session", "detached sessions") + "; the first " + count(len(p.Sessions)) + ":"
 	}
 	return plural(p.Total, "detached session", "detached sessions") + ":"
 }

@@ -59,3 +59,42 @@ func TestAdminShowsVersionUptimeAndDrain(t *testing.T) {
 	}
 	s.stop()
 }
+
+// TestAdminShowsDetachedSessions: a session whose client went away while
+// its request ran is listed as detached, owed that answer, until it
+// resumes.
+func TestAdminShowsDetachedSessions(t *testing.T) {
+	s := startStack(t, baseYAML)
+	detached := func() admin.DetachedPage {
+		resp, err := http.Get("http://" + s.admin + "/api/detached")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var p admin.DetachedPage
+		if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if p := detached(); p.Total != 0 || len(p.Sessions) != 0 {
+		t.Fatalf("detached at start: %+v", p)
+	}
+	a := s.dial(t, "carol", "")
+	w := a.expect(2 * time.Second)
+	a.send(`{"type":"slow","id":"away","data":"x"}`)
+	waitUntil(t, 2*time.Second, func() bool { return inFlight(t, s) == 1 })
+	a.conn.Close()
+	waitUntil(t, 3*time.Second, func() bool { return inFlight(t, s) == 0 })
+	var p admin.DetachedPage
+	waitUntil(t, 3*time.Second, func() bool { p = detached(); return p.Total == 1 && len(p.Sessions) == 1 && p.Sessions[0].Owed == 1 })
+	if d := p.Sessions[0]; d.ID != w.Session || d.User != "carol" || d.OwedBytes <= 0 || d.Since.IsZero() {
+		t.Errorf("detached row %+v, want session %s of carol owed one answer", d, w.Session)
+	}
+	if n := apiNode(t, s); n.Detached != 1 || n.SessionBytes <= 0 {
+		t.Errorf("/api/node detached %d, session bytes %d; want 1 and > 0", n.Detached, n.SessionBytes)
+	}
+	b := s.dial(t, "carol", "session="+w.Session)
+	b.expect(2 * time.Second)
+	waitUntil(t, 3*time.Second, func() bool { return detached().Total == 0 })
+}

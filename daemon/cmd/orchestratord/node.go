@@ -229,26 +229,19 @@ func (l sessionLister) Kick(_ context.Context, id string) error {
 }
 
 // detachedLister adapts the session manager to admin.DetachedLister.
-//
-// INTEGRATOR (delivery branch): this is a zero implementation until
-// sessions.Manager.Detached and Counts land; then give it the manager
-// (detachedLister{mgr} in serve.go) and replace the two methods with:
-//
-//	func (l detachedLister) Detached(dst []admin.DetachedRow, limit int) []admin.DetachedRow {
-//		infos := l.mgr.Detached(make([]sessions.DetachedInfo, 0, limit), limit)
-//		for _, d := range infos {
-//			dst = append(dst, admin.DetachedRow{ID: d.ID, User: d.User, Since: d.Since, Owed: d.Owed, OwedBytes: d.OwedBytes})
-//		}
-//		return dst
-//	}
-//	func (l detachedLister) Counts() (int, int, int64) { return l.mgr.Counts() }
-type detachedLister struct{}
+type detachedLister struct{ mgr *sessions.Manager }
 
-// Detached implements admin.DetachedLister: none (see above).
-func (detachedLister) Detached(dst []admin.DetachedRow, _ int) []admin.DetachedRow { return dst[:0] }
+// Detached implements admin.DetachedLister.
+func (l detachedLister) Detached(dst []admin.DetachedRow, limit int) []admin.DetachedRow {
+	dst = dst[:0]
+	for _, d := range l.mgr.Detached(make([]sessions.DetachedInfo, 0, min(limit, 1024)), limit) {
+		dst = append(dst, admin.DetachedRow{ID: d.ID, User: d.User, Since: d.Since, Owed: d.Owed, OwedBytes: d.OwedBytes})
+	}
+	return dst
+}
 
-// Counts implements admin.DetachedLister: none (see above).
-func (detachedLister) Counts() (attached, detached int, bytes int64) { return 0, 0, 0 }
+// Counts implements admin.DetachedLister.
+func (l detachedLister) Counts() (attached, detached int, bytes int64) { return l.mgr.Counts() }
 
 // backendLister adapts the backend set in force to admin.BackendLister.
 type backendLister struct{ n *node }

@@ -127,7 +127,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	adm, err := admin.New(cfg.Admin, adminLn.Addr().String(), admin.Deps{
 		Node:      state,
 		Sessions:  sessionLister{gw},
-		Detached:  detachedLister{}, // INTEGRATOR: detachedLister{mgr} once sessions.Manager.Detached lands (node.go)
+		Detached:  detachedLister{mgr},
 		Backends:  backendLister{state},
 		Drainer:   drainer(drainReq),
 		Readiness: readiness{gw},
