@@ -7,11 +7,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/goccy/go-yaml"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/orchestratord/orchestratord/daemon/config"
@@ -302,4 +304,35 @@ func handshakeStatus(t *testing.T, addr, tok string) int {
 		t.Fatalf("status line %q: %v", line, err)
 	}
 	return status
+}
+
+// TestDefaultConfigHasEveryKey: the starter file shows every key of the
+// config (but node, whose default is the host name, and the entries of
+// backends and routes), so a key added later must be added there too.
+func TestDefaultConfigHasEveryKey(t *testing.T) {
+	var tree map[string]any
+	if err := yaml.Unmarshal(config.StarterYAML(), &tree); err != nil {
+		t.Fatal(err)
+	}
+	has := func(path string) bool {
+		var v any = tree
+		for _, k := range strings.Split(path, ".") {
+			m, ok := v.(map[string]any)
+			if !ok {
+				return false
+			}
+			if v, ok = m[k]; !ok {
+				return false
+			}
+		}
+		return true
+	}
+	leaves(reflect.TypeOf(config.Config{}), "", func(path string, _ []int) {
+		if path == "node" {
+			return
+		}
+		if !has(path) {
+			t.Errorf("the starter file (daemon/config/starter.yaml) has no %s", path)
+		}
+	})
 }
