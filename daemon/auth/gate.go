@@ -215,14 +215,21 @@ func (g *Gate) identify(h *Handshake) (Identity, *Refusal, error) {
 		}
 		return Identity{}, g.ref.unauthorized, errNoToken
 	}
-	if g.v == nil {
-		return Identity{}, g.ref.unauthorized, errNoVerifier
-	}
-	id, err := g.v.Verify(tok)
+	id, err := g.VerifyToken(tok)
 	if err != nil {
 		return Identity{}, g.ref.unauthorized, err
 	}
 	return id, nil, nil
+}
+
+// VerifyToken decides on a token found in a handshake, as Check does (the
+// check-token subcommand calls it too, so that it cannot decide otherwise):
+// the identity, or the reason it is refused with 401, for the log.
+func (g *Gate) VerifyToken(tok string) (Identity, error) {
+	if g.v == nil {
+		return Identity{}, errNoVerifier
+	}
+	return g.v.Verify(tok)
 }
 
 // Release gives back the slots of a connection admitted by Check, from

@@ -25,7 +25,7 @@ func (d Duration) String() string { return time.Duration(d).String() }
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("invalid duration %q (want a Go duration such as 5s or 1m30s)", b)
+		return fmt.Errorf("invalid duration %q: want a duration like 5s or 1m30s", b)
 	}
 	*d = Duration(v)
 	return nil
@@ -36,18 +36,25 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 
 // Config is the whole configuration. Each field's comment gives its default;
 // Default holds them all.
+//
+// The `reload` struct tag says what a reload (SIGHUP) does with a changed
+// key: "live" applies it, "restart" keeps the running value and names the
+// key as needing a restart. An untagged field inherits its parent's tag,
+// and the root's is "restart": a new key is never silently ignored by a
+// reload. Tag a field "live" only where the reload really applies it
+// (daemon/cmd/orchestratord node.apply).
 type Config struct {
 	// Node names this replica in welcome messages and logs. Default: hostname.
-	Node     string             `yaml:"node" json:"node"`
-	Listen   Listen             `yaml:"listen" json:"listen"`
+	Node     string             `yaml:"node" json:"node" reload:"restart"`
+	Listen   Listen             `yaml:"listen" json:"listen" reload:"restart"`
 	WS       WS                 `yaml:"ws" json:"ws"`
-	Limits   Limits             `yaml:"limits" json:"limits"`
-	Auth     Auth               `yaml:"auth" json:"auth"`
-	Sessions Sessions           `yaml:"sessions" json:"sessions"`
-	Backends map[string]Backend `yaml:"backends" json:"backends"`
-	Routes   map[string]Route   `yaml:"routes" json:"routes"`
+	Limits   Limits             `yaml:"limits" json:"limits" reload:"live"`
+	Auth     Auth               `yaml:"auth" json:"auth" reload:"restart"`
+	Sessions Sessions           `yaml:"sessions" json:"sessions" reload:"restart"`
+	Backends map[string]Backend `yaml:"backends" json:"backends" reload:"live"`
+	Routes   map[string]Route   `yaml:"routes" json:"routes" reload:"live"`
 	Drain    Drain              `yaml:"drain" json:"drain"`
-	Admin    Admin              `yaml:"admin" json:"admin"`
+	Admin    Admin              `yaml:"admin" json:"admin" reload:"restart"`
 	Log      Log                `yaml:"log" json:"log"`
 }
 
@@ -77,7 +84,7 @@ type WS struct {
 	// connection closes 4008. Default 1048576.
 	OutboundQueueBytes int `yaml:"outbound_queue_bytes" json:"outbound_queue_bytes"`
 	// AllowedOrigins lists the accepted Origin values; empty accepts any.
-	AllowedOrigins []string `yaml:"allowed_origins" json:"allowed_origins"`
+	AllowedOrigins []string `yaml:"allowed_origins" json:"allowed_origins" reload:"live"`
 	// Workers is the size of the poller's worker pool. Default 0: GOMAXPROCS*4.
 	Workers int `yaml:"workers" json:"workers"`
 	// DemoPage serves the demo chat page at / on the client listener.
@@ -184,6 +191,20 @@ type Sessions struct {
 	OutboxMax int `yaml:"outbox_max" json:"outbox_max"`
 	// HistoryMaxTurns bounds the chat history. Default 20.
 	HistoryMaxTurns int `yaml:"history_max_turns" json:"history_max_turns"`
+	// ReplayMax bounds the terminals kept in a session's replay log (v1.1).
+	// Default 100.
+	ReplayMax int `yaml:"replay_max" json:"replay_max"`
+	// ReplayBytes bounds the bytes of a session's replay log (v1.1); the
+	// newest terminal is always kept, even when larger. Default 1 MiB.
+	ReplayBytes int64 `yaml:"replay_bytes" json:"replay_bytes"`
+	// MemoryBudgetBytes bounds what the node holds in process memory for
+	// sessions: replay logs and history of the memory store, terminals
+	// waiting for an unavailable store (v1.1). Past it the oldest detached
+	// sessions' logs are trimmed first. Default 256 MiB.
+	MemoryBudgetBytes int64 `yaml:"memory_budget_bytes" json:"memory_budget_bytes"`
+	// NodeLossAfter is how long a replica may be silent before its
+	// requests in flight end with node_lost (v1.1). Default 10s.
+	NodeLossAfter Duration `yaml:"node_loss_after" json:"node_loss_after"`
 }
 
 // RedisTLS is the TLS material for a rediss:// sessions.redis_url; empty
@@ -271,9 +292,9 @@ type Route struct {
 // Drain configures graceful shutdown.
 type Drain struct {
 	// LBGrace keeps the listener open after readiness fails. Default 5s.
-	LBGrace Duration `yaml:"lb_grace" json:"lb_grace"`
+	LBGrace Duration `yaml:"lb_grace" json:"lb_grace" reload:"live"`
 	// Timeout bounds the wait for requests in flight. Default 30s.
-	Timeout Duration `yaml:"timeout" json:"timeout"`
+	Timeout Duration `yaml:"timeout" json:"timeout" reload:"live"`
 	// ReconnectAfter is the after_ms hint of reconnect messages. Default 1s.
 	ReconnectAfter Duration `yaml:"reconnect_after" json:"reconnect_after"`
 }
@@ -295,7 +316,7 @@ type Admin struct {
 // Log configures logging.
 type Log struct {
 	// Level is debug, info, warn or error. Default "info".
-	Level string `yaml:"level" json:"level"`
+	Level string `yaml:"level" json:"level" reload:"live"`
 }
 
 // Backend kinds.
@@ -336,13 +357,17 @@ func Default() Config {
 			},
 		},
 		Sessions: Sessions{
-			Store:           "memory",
-			RedisURL:        "redis://127.0.0.1:6379/0",
-			Bus:             "redis",
-			NatsURLs:        []string{"nats://127.0.0.1:4222"},
-			TTL:             Duration(24 * time.Hour),
-			OutboxMax:       100,
-			HistoryMaxTurns: 20,
+			Store:             "memory",
+			RedisURL:          "redis://127.0.0.1:6379/0",
+			Bus:               "redis",
+			NatsURLs:          []string{"nats://127.0.0.1:4222"},
+			TTL:               Duration(24 * time.Hour),
+			OutboxMax:         100,
+			HistoryMaxTurns:   20,
+			ReplayMax:         100,
+			ReplayBytes:       1 << 20,
+			MemoryBudgetBytes: 256 << 20,
+			NodeLossAfter:     Duration(10 * time.Second),
 		},
 		Backends: map[string]Backend{},
 		Routes:   map[string]Route{},

@@ -7,10 +7,15 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Validate reports every problem at once, each with its key path.
-func (c *Config) Validate() error {
+func (c *Config) Validate() error { return errors.Join(c.problems()...) }
+
+// problems is Validate's list: one error per problem, each starting with
+// its key path and ": " (Parse adds the line after the path).
+func (c *Config) problems() []error {
 	var errs []error
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 
@@ -141,6 +146,21 @@ func (c *Config) Validate() error {
 	if c.Sessions.HistoryMaxTurns <= 0 {
 		add("sessions.history_max_turns: must be positive")
 	}
+	if c.Sessions.ReplayMax <= 0 {
+		add("sessions.replay_max: must be positive")
+	}
+	if c.Sessions.ReplayBytes < 1024 {
+		add("sessions.replay_bytes: must be at least 1024")
+	}
+	if c.Sessions.MemoryBudgetBytes < 1<<20 {
+		add("sessions.memory_budget_bytes: must be at least 1048576 (1 MiB)")
+	}
+	if c.Sessions.MemoryBudgetBytes > 0 && c.Sessions.ReplayBytes > c.Sessions.MemoryBudgetBytes {
+		add("sessions.replay_bytes: must not exceed sessions.memory_budget_bytes")
+	}
+	if d := c.Sessions.NodeLossAfter.D(); d < time.Second {
+		add("sessions.node_loss_after: must be at least 1s")
+	}
 
 	for _, name := range sortedKeys(c.Backends) {
 		b := c.Backends[name]
@@ -226,7 +246,7 @@ func (c *Config) Validate() error {
 	default:
 		add("log.level: must be debug, info, warn or error, got %q", c.Log.Level)
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // IsLoopback reports whether addr (host:port) binds only loopback.

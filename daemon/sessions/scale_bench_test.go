@@ -46,7 +46,7 @@ func scaleManager(b *testing.B, be backend, node string) *Manager {
 func scaleSessions(b *testing.B, m *Manager, n int) []string {
 	ids := make([]string, n)
 	for i := range ids {
-		id, _, err := m.Attach(b.Context(), "alice", "", discard{}, welcomeMsg)
+		id, _, err := m.Attach(b.Context(), "alice", "", Resume{}, discard{}, welcomeFn)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -73,7 +73,7 @@ func BenchmarkScaleResume(b *testing.B) {
 				for pb.Next() {
 					k := next.Add(1)
 					id := ids[k%int64(len(ids))]
-					if _, resumed, err := ms[(k/int64(len(ids)))%2].Attach(context.Background(), "alice", id, discard{}, welcomeMsg); err != nil || !resumed {
+					if _, resumed, err := ms[(k/int64(len(ids)))%2].Attach(context.Background(), "alice", id, Resume{}, discard{}, welcomeFn); err != nil || !resumed {
 						b.Errorf("resume %s: resumed=%v %v", id, resumed, err)
 						return
 					}
@@ -148,7 +148,7 @@ func BenchmarkScaleChunkRelay(b *testing.B) {
 			id := scaleSessions(b, a, 1)[0]
 			s := a.Begin(id, "r1")
 			out := &countOutlet{}
-			if _, _, err := bb.Attach(b.Context(), "alice", id, out, welcomeMsg); err != nil {
+			if _, _, err := bb.Attach(b.Context(), "alice", id, Resume{}, out, welcomeFn); err != nil {
 				b.Fatal(err)
 			}
 			chunk := chunkMsg("r1", 1)
@@ -209,7 +209,7 @@ func BenchmarkScaleStoreTraffic(b *testing.B) {
 			return err
 		}},
 		{"resume", func(m *Manager, id string) error {
-			_, _, err := m.Attach(context.Background(), "alice", id, discard{}, welcomeMsg)
+			_, _, err := m.Attach(context.Background(), "alice", id, Resume{}, discard{}, welcomeFn)
 			return err
 		}},
 		{"chat_request", func(m *Manager, id string) error {
@@ -268,7 +268,7 @@ func BenchmarkScaleSessionMemory(b *testing.B) {
 			runtime.ReadMemStats(&ms0)
 			_, _, _, mem0, _ := redisStats(b, srv)
 			for b.Loop() {
-				id, _, err := m.Attach(context.Background(), "alice", "", discard{}, welcomeMsg)
+				id, _, err := m.Attach(context.Background(), "alice", "", Resume{}, discard{}, welcomeFn)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -283,7 +283,7 @@ func BenchmarkScaleSessionMemory(b *testing.B) {
 			runtime.GC()
 			runtime.ReadMemStats(&ms1)
 			var usage int64
-			for _, k := range []string{be.prefix + "{" + ids[0] + "}", be.prefix + "{" + ids[0] + "}:h", be.prefix + "{" + ids[0] + "}:n", be.prefix + "{" + ids[0] + "}:o"} {
+			for _, k := range []string{be.prefix + "{" + ids[0] + "}", be.prefix + "{" + ids[0] + "}:h", be.prefix + "{" + ids[0] + "}:n", be.prefix + "{" + ids[0] + "}:l"} {
 				if o, err := srv.Cli("MEMORY", "USAGE", k, "SAMPLES", "0"); err == nil {
 					n, _ := strconv.ParseInt(o, 10, 64)
 					usage += n

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/orchestratord/orchestratord/admin"
-	"github.com/orchestratord/orchestratord/daemon/auth"
 	"github.com/orchestratord/orchestratord/daemon/backends"
 	"github.com/orchestratord/orchestratord/daemon/config"
 	"github.com/orchestratord/orchestratord/daemon/dispatch"
@@ -37,6 +36,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
+	started := time.Now()
 	log, level := telemetry.NewLogger(stdout, cfg.Log.Level)
 	log = log.With("node", cfg.Node)
 	metrics := telemetry.New(version)
@@ -49,7 +49,11 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	// The bus addresses replicas by instance: unique per process even when
 	// several daemons share a host name (SO_REUSEPORT, restarts).
 	instance := fmt.Sprintf("%s-%d-%s", cfg.Node, os.Getpid(), sessions.NewID()[2:10])
-	mgr, err := sessions.Open(bg, cfg.Sessions, instance, log)
+	mgr, err := sessions.OpenOptions(bg, cfg.Sessions, instance, log, sessions.Options{
+		// A resume's replay keeps at most half the outbound bound queued
+		// and streams the rest as the socket drains: never a 4008 for it.
+		PaceBytes: cfg.WS.OutboundQueueBytes / 2,
+	})
 	if err != nil {
 		return fmt.Errorf("open session store: %w", err)
 	}
@@ -65,16 +69,10 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	}
 	router := dispatch.New(table, gateway.DispatchSessions(mgr, metrics), metrics, log)
 
-	// Anonymous demos without any key source run without a verifier; a
-	// token then cannot be checked and is refused (401).
-	var verifier *auth.Verifier
-	if j := cfg.Auth.JWT; !cfg.Auth.Anonymous || j.Secret != "" || j.KeysFile != "" || j.JWKSURL != "" {
-		verifier, err = auth.NewVerifier(bg, cfg.Auth, log)
-		if err != nil {
-			return fmt.Errorf("auth: %w", err)
-		}
+	gate, err := newGate(bg, cfg, log)
+	if err != nil {
+		return err
 	}
-	gate := auth.NewGate(cfg, verifier, log)
 
 	var plain http.Handler
 	if cfg.WS.DemoPage {
@@ -120,7 +118,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		return fmt.Errorf("listen.admin: %w", err)
 	}
 
-	state := &node{cfg: cfg, eng: eng, gw: gw, router: router, set: set, stop: make(chan struct{})}
+	state := &node{cfg: cfg, eng: eng, gw: gw, router: router, mgr: mgr, set: set, stop: make(chan struct{})}
 	state.current.Store(&cfg)
 	metrics.SetGauges(state.gauges)
 	metrics.SetBreakers(state.breakers)
@@ -129,9 +127,12 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	adm, err := admin.New(cfg.Admin, adminLn.Addr().String(), admin.Deps{
 		Node:      state,
 		Sessions:  sessionLister{gw},
+		Detached:  detachedLister{mgr},
 		Backends:  backendLister{state},
 		Drainer:   drainer(drainReq),
 		Readiness: readiness{gw},
+		Version:   version,
+		Started:   started,
 	}, metrics.Registry(), log)
 	if err != nil {
 		clientLn.Close()
@@ -165,7 +166,10 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 			return lifecycle.Timing{LBGrace: c.Drain.LBGrace.D(), Timeout: c.Drain.Timeout.D()}
 		},
 		Steps: lifecycle.Steps{
-			Start: gw.StartDrain,
+			Start: func() {
+				state.startDrain(time.Now())
+				gw.StartDrain()
+			},
 			StopListening: func() {
 				clientLn.Close()
 			},
