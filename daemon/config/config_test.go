@@ -100,8 +100,8 @@ func TestErrors(t *testing.T) {
 		{"redis empty master set", "auth: {anonymous: true}\nsessions: {store: redis, redis_url: \"redis://a:26379?master_set=\"}\n", nil, []string{"parameter master_set: empty"}, nil},
 		{"redis tls without rediss", "auth: {anonymous: true}\nsessions: {store: redis, redis_tls: {ca_file: /x}}\n", nil, []string{"sessions.redis_tls", "rediss://"}, nil},
 		{"redis tls half a key pair", "auth: {anonymous: true}\nsessions: {store: redis, redis_url: \"rediss://a:6380\", redis_tls: {cert_file: /x}}\n", nil, []string{"cert_file and key_file go together"}, nil},
-		{"unknown bus", "auth: {anonymous: true}\nsessions: {store: redis, bus: kafka}\n", nil, []string{`sessions.bus: must be redis or nats, got "kafka"`}, nil},
-		{"nats bus without urls", "auth: {anonymous: true}\nsessions: {store: redis, bus: nats, nats_urls: []}\n", nil, []string{"sessions.nats_urls: must list"}, nil},
+		{"unknown bus", "auth: {anonymous: true}\nsessions: {store: redis, bus: kafka}\n", nil, []string{"sessions.bus: line 2: ", `must be redis or nats, got "kafka"`}, nil},
+		{"nats bus without urls", "auth: {anonymous: true}\nsessions: {store: redis, bus: nats, nats_urls: []}\n", nil, []string{"sessions.nats_urls: line 2: must list"}, nil},
 		{"nats bus bad url", "auth: {anonymous: true}\nsessions: {store: redis, bus: nats, nats_urls: [\"http://x:4222\"]}\n", nil, []string{"sessions.nats_urls[0]", "nats://"}, nil},
 	}
 	for _, tc := range tests {
