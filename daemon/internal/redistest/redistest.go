@@ -199,8 +199,13 @@ func StartSingle(base int, args ...string) (*Single, error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(base, 100, 1)
-	if err == nil {
+	// A port free a moment ago may be taken by an outgoing connection
+	// before redis-server binds it: try another.
+	for range 3 {
+		var ports []int
+		if ports, err = freePorts(base, 100, 1); err != nil {
+			break
+		}
 		var s *Server
 		if s, err = start(dir, ports[0], args...); err == nil {
 			return &Single{Server: s, dir: dir}, nil

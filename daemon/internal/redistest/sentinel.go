@@ -24,7 +24,16 @@ type Sentinel struct {
 // StartSentinel starts the setup on free ports from base (5 ports within
 // base..base+99) and waits until the Sentinels see the replica and each
 // other. Close removes it.
-func StartSentinel(base int) (_ *Sentinel, err error) {
+func StartSentinel(base int) (s *Sentinel, err error) {
+	for range 3 { // as StartCluster: a port may be taken under our feet
+		if s, err = startSentinel(base); err == nil {
+			return s, nil
+		}
+	}
+	return nil, err
+}
+
+func startSentinel(base int) (_ *Sentinel, err error) {
 	if err := Require(); err != nil {
 		return nil, err
 	}
