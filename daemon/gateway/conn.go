@@ -16,6 +16,11 @@ type conn struct {
 	id     auth.Identity
 	resume string
 	reply  dispatch.Reply
+	// handshakeTraceparent is the W3C traceparent header of the handshake
+	// when a trusted proxy (listen.trusted_proxies) sent it, else "". It is
+	// set before OnOpen and never changed: any goroutine may read it.
+	// Requests of the connection continue that trace.
+	handshakeTraceparent string
 
 	mu       sync.Mutex // guards the fields below
 	attached bool

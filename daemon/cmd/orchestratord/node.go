@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -121,7 +122,7 @@ func (n *node) apply(next config.Config, gate *auth.Gate, level *slog.LevelVar, 
 // restartOnly refuses reloads that change what only a restart can change.
 func restartOnly(old, next config.Config) error {
 	var errs []error
-	if old.Listen != next.Listen {
+	if !reflect.DeepEqual(old.Listen, next.Listen) {
 		errs = append(errs, errors.New("listen.*: changing listeners needs a restart"))
 	}
 	if old.Sessions != next.Sessions {
