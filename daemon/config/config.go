@@ -71,7 +71,6 @@ type Listen struct {
 	ProxyProtocol bool `yaml:"proxy_protocol" json:"proxy_protocol"`
 }
 
-
 // WS configures the WebSocket engine.
 type WS struct {
 	// Path is the upgrade path. Default "/ws".
