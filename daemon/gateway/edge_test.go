@@ -9,8 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/orchestratord/orchestratord/daemon/auth"
 	"github.com/orchestratord/orchestratord/daemon/config"
 	"github.com/orchestratord/orchestratord/daemon/sessions"
+	"github.com/orchestratord/orchestratord/netpoll"
 )
 
 // TestClientReadyzSaysOnlyAReason: on the client listener a failing
@@ -93,5 +95,42 @@ func TestClientString(t *testing.T) {
 		if got := clientString(netip.MustParseAddrPort(in)); got != want {
 			t.Errorf("clientString(%s) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestAdmitKeepsTrustedTraceparent: the handshake's traceparent is kept on
+// the connection record only when the peer is a trusted proxy; the gate
+// counts the client address netpoll reports, not the proxy's.
+func TestAdmitKeepsTrustedTraceparent(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	cfg := config.Default()
+	cfg.Auth.Anonymous = true
+	cfg.Limits.PerIPConnections = 1
+	log := slog.New(slog.NewTextHandler(t.Output(), nil))
+	g := &Gateway{gate: auth.NewGate(cfg, nil, log), metrics: noMetrics{}, log: log, ctx: context.Background()}
+	proxy := netip.MustParseAddrPort("10.0.0.1:5000")
+	for i, tc := range []struct {
+		trusted bool
+		client  string
+		want    string
+	}{
+		{true, "203.0.113.5:0", tp},
+		{false, "203.0.113.6:0", ""},
+	} {
+		r := &netpoll.Request{Method: "GET", Path: "/ws", Header: http.Header{"Traceparent": {tp}},
+			Remote: proxy, Client: netip.MustParseAddrPort(tc.client), Trusted: tc.trusted}
+		d := g.Admit(r)
+		if d.Refusal != nil {
+			t.Fatalf("case %d refused: %v", i, d.Refusal)
+		}
+		if got := d.Value.(*conn).handshakeTraceparent; got != tc.want {
+			t.Errorf("case %d: handshakeTraceparent %q, want %q", i, got, tc.want)
+		}
+	}
+	// Both clients came through the same proxy but are counted apart: a
+	// second one from 203.0.113.5 is over its limit of 1.
+	d := g.Admit(&netpoll.Request{Method: "GET", Path: "/ws", Header: http.Header{}, Remote: proxy, Client: netip.MustParseAddrPort("203.0.113.5:0"), Trusted: true})
+	if d.Refusal == nil || d.Refusal.Code != auth.CodeTooManyConnections {
+		t.Fatalf("second client from 203.0.113.5: %+v, want too_many_connections", d.Refusal)
 	}
 }
