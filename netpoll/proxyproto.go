@@ -70,12 +70,13 @@ func parseProxyV1(b []byte) (int, netip.AddrPort, error) {
 	}
 	line := string(b[len(pre) : end-1])
 	n := end + 1
-	fields := splitSpaces(line)
-	if len(fields) > 0 && fields[0] == "UNKNOWN" {
+	if line == "UNKNOWN" || strings.HasPrefix(line, "UNKNOWN ") {
 		return n, netip.AddrPort{}, nil
 	}
-	if len(fields) != 5 {
-		return 0, netip.AddrPort{}, fmt.Errorf("%w: v1 header has %d fields, want 5", errProxyHeader, len(fields))
+	var fields [5]string
+	nf := splitSpaces(line, fields[:])
+	if nf != 5 {
+		return 0, netip.AddrPort{}, fmt.Errorf("%w: v1 header has %d fields, want 5", errProxyHeader, nf)
 	}
 	src, err1 := netip.ParseAddr(fields[1])
 	dst, err2 := netip.ParseAddr(fields[2])
@@ -99,17 +100,23 @@ func parseProxyV1(b []byte) (int, netip.AddrPort, error) {
 	return n, netip.AddrPortFrom(src.Unmap(), sport), nil
 }
 
-// splitSpaces splits s at single spaces; an empty field (two spaces in a
-// row, a leading or trailing space) makes the header invalid, which the
-// caller sees as a wrong field count or a parse error.
-func splitSpaces(s string) []string {
-	var out []string
+// splitSpaces splits s at single spaces into out and returns the number of
+// fields, which is len(out)+1 when there are more than out holds. An empty
+// field (two spaces in a row, a leading or trailing space) makes the header
+// invalid, which the caller sees as a parse error.
+func splitSpaces(s string, out []string) int {
+	n := 0
 	for {
 		i := strings.IndexByte(s, ' ')
-		if i < 0 {
-			return append(out, s)
+		if n == len(out) {
+			return n + 1
 		}
-		out = append(out, s[:i])
+		if i < 0 {
+			out[n] = s
+			return n + 1
+		}
+		out[n] = s[:i]
+		n++
 		s = s[i+1:]
 	}
 }
