@@ -68,6 +68,11 @@ func parseProxyV1(b []byte) (int, netip.AddrPort, error) {
 	if end == 0 || b[end-1] != '\r' {
 		return 0, netip.AddrPort{}, fmt.Errorf("%w: v1 header does not end with CRLF", errProxyHeader)
 	}
+	for _, ch := range b[:end-1] {
+		if ch < ' ' || ch > '~' {
+			return 0, netip.AddrPort{}, fmt.Errorf("%w: v1 header holds byte %#x", errProxyHeader, ch)
+		}
+	}
 	line := string(b[len(pre) : end-1])
 	n := end + 1
 	if line == "UNKNOWN" || strings.HasPrefix(line, "UNKNOWN ") {
