@@ -259,7 +259,7 @@ func (g *Gate) refuse(h *Handshake, r *Refusal, reason error) *Refusal {
 			return r
 		}
 		attrs := []slog.Attr{
-			slog.String("remote", h.Remote.String()),
+			slog.String("remote", remoteString(h.Remote)),
 			slog.Int("status", r.Status),
 			slog.String("code", r.Code),
 			slog.Any("err", reason),
@@ -272,9 +272,18 @@ func (g *Gate) refuse(h *Handshake, r *Refusal, reason error) *Refusal {
 	}
 	if ctx := context.Background(); g.log.Enabled(ctx, slog.LevelDebug) {
 		g.log.LogAttrs(ctx, slog.LevelDebug, "handshake refused",
-			slog.String("remote", h.Remote.String()),
+			slog.String("remote", remoteString(h.Remote)),
 			slog.Int("status", r.Status),
 			slog.String("code", r.Code))
 	}
 	return r
+}
+
+// remoteString formats a client address for the log: without the port when
+// it is unknown (an address from X-Forwarded-For has none).
+func remoteString(a netip.AddrPort) string {
+	if a.Port() == 0 {
+		return a.Addr().String()
+	}
+	return a.String()
 }
