@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -105,16 +104,22 @@ func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
 	h := auth.Handshake{Path: r.Path, RawQuery: r.RawQuery, Header: r.Header, Remote: r.Client}
 	id, ref := g.gate.Check(&h)
 	resume := ""
+	var from sessions.Resume
 	if ref == nil {
 		resume = queryValue(r.RawQuery, "session")
-		ref = g.checkResume(&h, id.User, resume)
+		var ok bool
+		if from, ok = resumeFrom(r.RawQuery); !ok {
+			ref = g.gate.Reject(&h, auth.CodeBadRequest, fmt.Errorf("user %q: last= is not a position", id.User))
+		} else {
+			ref = g.checkResume(&h, id.User, resume)
+		}
 	}
 	if ref != nil {
 		g.metrics.Handshake(ref.Code)
 		return netpoll.Decision{Refusal: ref}
 	}
 	g.metrics.Handshake("accepted")
-	st := &conn{g: g, id: id, resume: resume}
+	st := &conn{g: g, id: id, resume: resume, from: from}
 	if r.Trusted {
 		st.handshakeTraceparent = handshakeTraceparent(r.Header)
 	}
@@ -164,7 +169,7 @@ func (g *Gateway) attach(st *conn) {
 	defer g.attaching.Add(-1)
 	ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
 	defer cancel()
-	id, _, err := g.mgr.Attach(ctx, st.id.User, st.resume, st, st.welcome)
+	id, _, err := g.mgr.Attach(ctx, st.id.User, st.resume, st.from, st, st.welcome)
 	if err != nil {
 		g.metrics.StoreError("attach")
 		g.log.Warn("attach session failed", "remote", clientString(st.c.Client()), "user", st.id.User, "err", err)
@@ -175,7 +180,7 @@ func (g *Gateway) attach(st *conn) {
 	st.mu.Lock()
 	if st.closed {
 		st.mu.Unlock()
-		g.mgr.Detach(id, st)
+		g.mgr.Detach(id, st, st.c.Acked())
 		sess.Release()
 		return
 	}
@@ -238,27 +243,12 @@ func (g *Gateway) OnClose(c *netpoll.Conn, code netpoll.CloseCode, err error) {
 		return
 	}
 	g.conns.CompareAndDelete(id, st)
-	g.mgr.Detach(id, st)
-	// Terminals the connection accepted but never wrote (a slow reader
-	// cut after 4008) go to the outbox: a terminal is on the socket or
-	// kept for the session, never lost. Chunks are not kept, as for any
-	// outbox entry.
-	if unsent := c.Unsent(); len(unsent) > 0 {
-		var terms [][]byte
-		for _, m := range unsent {
-			if isTerminal(m) {
-				terms = append(terms, m)
-			}
-		}
-		g.mgr.Undelivered(id, terms)
-	}
+	// The session's delivered cursor moves to what the peer's TCP
+	// acknowledged: the terminals after it (never written, or still in
+	// the kernel's send queue) go to the next resume without ?last=.
+	// Detach writes it off this goroutine.
+	g.mgr.Detach(id, st, c.Acked())
 	sess.Release()
-}
-
-// isTerminal reports whether msg, as the events encoders write it, is a
-// result or an error.
-func isTerminal(msg []byte) bool {
-	return bytes.HasPrefix(msg, []byte(`{"type":"result"`)) || bytes.HasPrefix(msg, []byte(`{"type":"error"`))
 }
 
 // Close stops the attach goroutines and waits for them.
@@ -293,7 +283,28 @@ func offersSubprotocol(values []string, want string) bool {
 	return false
 }
 
-// welcomeBytes is shared by conns; see conn.welcome.
-func welcomeBytes(id string, resumed bool, node string, hb time.Duration) []byte {
-	return events.AppendWelcome(make([]byte, 0, 128), id, resumed, node, hb.Milliseconds())
+// resumeFrom reads ?last= (contract 1.1 section 4a): absent, a v1 resume
+// (after the delivered cursor); else a decimal integer from 0 to 2^53-1,
+// anything else refused (ok false: 400 bad_request), so that a client bug
+// is seen rather than turned into a replay from the wrong place.
+func resumeFrom(rawQuery string) (sessions.Resume, bool) {
+	if !hasQueryKey(rawQuery, "last") {
+		return sessions.Resume{}, true
+	}
+	pos, ok := events.AckPos([]byte(queryValue(rawQuery, "last")))
+	if !ok {
+		return sessions.Resume{}, false
+	}
+	return sessions.Resume{Last: pos, HasLast: true}, true
+}
+
+func hasQueryKey(rawQuery, key string) bool {
+	for rawQuery != "" {
+		var kv string
+		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
+		if k, _, _ := strings.Cut(kv, "="); k == key {
+			return true
+		}
+	}
+	return false
 }
