@@ -1,8 +1,11 @@
 package netpoll
 
 import (
+	"io"
+	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -33,5 +36,49 @@ func BenchmarkForwardedClient(b *testing.B) {
 		if _, ok := forwardedClient(h, trusted); !ok {
 			b.Fatal("no address")
 		}
+	}
+}
+
+// BenchmarkHandshakeClientAddress compares a handshake from a direct
+// client with one through a trusted proxy that reports the client with
+// X-Forwarded-For, or with a PROXY v1 header: the cost of finding the
+// client's address, measured in the same run.
+func BenchmarkHandshakeClientAddress(b *testing.B) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	xff := strings.Replace(upgradeRequest, "\r\n\r\n", "\r\nX-Forwarded-For: 198.51.100.1, 203.0.113.5\r\n\r\n", 1)
+	for _, bc := range []struct {
+		name string
+		cfg  Config
+		send string
+	}{
+		{"direct", Config{}, upgradeRequest},
+		{"xff", Config{TrustedProxies: trusted}, xff},
+		{"proxy_v1", Config{TrustedProxies: trusted, ProxyProtocol: true}, "PROXY TCP4 203.0.113.5 127.0.0.1 51000 8080\r\n" + upgradeRequest},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			e, err := New(bc.cfg, newEchoHandler(), nil, nil, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer e.Close()
+			ln := listenForBench(b)
+			go e.Serve(ln)
+			buf := make([]byte, 512)
+			b.ReportAllocs()
+			for b.Loop() {
+				nc, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.WriteString(nc, bc.send); err != nil {
+					b.Fatal(err)
+				}
+				n, err := nc.Read(buf)
+				if err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 101 ") {
+					b.Fatalf("%q %v", buf[:n], err)
+				}
+				nc.Close()
+			}
+		})
 	}
 }
