@@ -67,6 +67,15 @@ type Listen struct {
 	// ReusePort sets SO_REUSEPORT on the client listener so several daemon
 	// processes can share one port. Default false.
 	ReusePort bool `yaml:"reuse_port" json:"reuse_port"`
+	// TrustedProxies lists the proxies (CIDRs or single addresses) whose
+	// report of the client's address is believed: the PROXY header with
+	// ProxyProtocol, else X-Forwarded-For / X-Real-IP. Default none: the TCP
+	// peer is the client.
+	TrustedProxies []CIDR `yaml:"trusted_proxies" json:"trusted_proxies"`
+	// ProxyProtocol expects a PROXY protocol v1 or v2 header first on every
+	// connection from a trusted proxy (and closes one without it);
+	// X-Forwarded-For is then ignored. Default false.
+	ProxyProtocol bool `yaml:"proxy_protocol" json:"proxy_protocol"`
 }
 
 // WS configures the WebSocket engine.

@@ -25,6 +25,9 @@ func (c *Config) problems() []error {
 	if _, _, err := net.SplitHostPort(c.Listen.Admin); err != nil {
 		add("listen.admin: %v", err)
 	}
+	if c.Listen.ProxyProtocol && len(c.Listen.TrustedProxies) == 0 {
+		add("listen.proxy_protocol: needs listen.trusted_proxies (a PROXY header is only read from a trusted proxy)")
+	}
 	if !strings.HasPrefix(c.WS.Path, "/") {
 		add("ws.path: must start with /, got %q", c.WS.Path)
 	}

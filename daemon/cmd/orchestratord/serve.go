@@ -94,6 +94,8 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		Heartbeat:          cfg.WS.Heartbeat.D(),
 		OutboundQueueBytes: cfg.WS.OutboundQueueBytes,
 		Workers:            cfg.WS.Workers,
+		TrustedProxies:     cfg.Listen.TrustedPrefixes(),
+		ProxyProtocol:      cfg.Listen.ProxyProtocol,
 	}, gw, gw, gw.PlainHandler(), log)
 	if err != nil {
 		return fmt.Errorf("engine: %w", err)
