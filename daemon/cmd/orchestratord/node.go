@@ -29,6 +29,7 @@ type node struct {
 	eng     *netpoll.Engine
 	gw      *gateway.Gateway
 	router  *dispatch.Router
+	meter   backends.Meter // where every backend set reports its calls
 
 	mu      sync.Mutex // guards set and retired
 	set     *backends.Set
@@ -70,12 +71,17 @@ func (n *node) backends() *backends.Set {
 	return n.set
 }
 
-func (n *node) breakers() []telemetry.Breaker {
-	var out []telemetry.Breaker
-	for _, b := range n.backends().Snapshot() {
+// backendGauges is the scrape-time backend state of the set in force.
+func (n *node) backendGauges() []telemetry.Backend {
+	snap := n.backends().Snapshot()
+	out := make([]telemetry.Backend, 0, len(snap))
+	for _, b := range snap {
+		tb := telemetry.Backend{Name: b.Name, InFlight: b.Inflight, Capacity: b.MaxConcurrent}
 		for _, e := range b.Endpoints {
-			out = append(out, telemetry.Breaker{Backend: b.Name, Endpoint: e.URL, State: e.Breaker})
+			tb.Endpoints = append(tb.Endpoints, telemetry.Endpoint{URL: e.URL, Breaker: e.Breaker,
+				Healthy: e.Health != backends.HealthUnhealthy, InFlight: e.Inflight})
 		}
+		out = append(out, tb)
 	}
 	return out
 }
@@ -95,7 +101,7 @@ func (n *node) apply(next config.Config, gate *auth.Gate, level *slog.LevelVar, 
 	if err := restartOnly(n.cfg, next); err != nil {
 		return err
 	}
-	set, err := backends.New(next.Backends, lookupEnv, log)
+	set, err := backends.New(next.Backends, lookupEnv, log, backends.WithMeter(n.meter))
 	if err != nil {
 		return fmt.Errorf("backends: %w", err)
 	}
@@ -251,7 +257,8 @@ func (l backendLister) Backends() []admin.BackendRow {
 	for _, b := range snap {
 		row := admin.BackendRow{Name: b.Name, Kind: b.Kind, InFlight: b.Inflight, MaxConcurrent: b.MaxConcurrent}
 		for _, e := range b.Endpoints {
-			row.Endpoints = append(row.Endpoints, admin.EndpointRow{URL: e.URL, Breaker: e.Breaker, Successes: e.Successes,
+			row.Endpoints = append(row.Endpoints, admin.EndpointRow{URL: e.URL, Breaker: e.Breaker,
+				Health: e.Health, HealthDetail: e.HealthDetail, Successes: e.Successes,
 				Failures: e.Failures, Rejections: e.Rejections, InFlight: e.Inflight, P50ms: e.LatencyP50, P99ms: e.LatencyP99})
 		}
 		out = append(out, row)
