@@ -16,6 +16,8 @@ type conn struct {
 	id     auth.Identity
 	resume string
 	reply  dispatch.Reply
+	cid    string // connection id of the log lines
+	trace  string // trusted handshake trace id, or ""
 
 	mu       sync.Mutex // guards the fields below
 	attached bool
@@ -32,6 +34,7 @@ func (st *conn) Send(msg []byte) error {
 	}
 	st.g.msgsOut.Add(1)
 	st.g.metrics.MessageOut()
+	st.g.metrics.BytesOut(len(msg))
 	return nil
 }
 

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +28,8 @@ const Subprotocol = "orchestrator.v1"
 type Metrics interface {
 	MessageIn()
 	MessageOut()
+	BytesIn(n int)
+	BytesOut(n int)
 	Handshake(outcome string)
 	Closed(code int)
 	StoreError(op string)
@@ -35,6 +39,8 @@ type noMetrics struct{}
 
 func (noMetrics) MessageIn()        {}
 func (noMetrics) MessageOut()       {}
+func (noMetrics) BytesIn(int)       {}
+func (noMetrics) BytesOut(int)      {}
 func (noMetrics) Handshake(string)  {}
 func (noMetrics) Closed(int)        {}
 func (noMetrics) StoreError(string) {}
@@ -51,6 +57,14 @@ type Options struct {
 	// Plain serves non-upgrade requests other than /healthz and /readyz
 	// (the demo page); nil answers 404.
 	Plain http.Handler
+	// TrustTraceparent says whether a handshake from this peer may set
+	// the trace id of its requests with a traceparent header (a trusted
+	// proxy or client); nil trusts none, so every request gets a new
+	// trace id.
+	TrustTraceparent func(peer netip.Addr) bool
+	// Ready, when set, is an extra readiness condition (readiness.backends):
+	// its error makes /readyz fail with reason "backends".
+	Ready func() error
 }
 
 // Gateway binds connections to sessions. Build it with New.
@@ -68,6 +82,7 @@ type Gateway struct {
 
 	conns     sync.Map // session id -> *conn (attached connections)
 	attaching atomic.Int64
+	connSeq   atomic.Uint64 // numbers connections for the logs
 	msgsIn    atomic.Uint64 // messages received since start
 	msgsOut   atomic.Uint64 // messages sent since start
 	draining  atomic.Bool
@@ -123,11 +138,25 @@ func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
 		}
 	}
 	g.metrics.Handshake("accepted")
-	d := netpoll.Decision{Value: &conn{g: g, id: id, resume: resume}}
+	st := &conn{g: g, id: id, resume: resume, trace: g.handshakeTraceID(r),
+		cid: "c" + strconv.FormatUint(g.connSeq.Add(1), 36)}
+	d := netpoll.Decision{Value: st}
 	if offersSubprotocol(r.Header.Values("Sec-WebSocket-Protocol"), Subprotocol) {
 		d.Subprotocol = Subprotocol
 	}
 	return d
+}
+
+// handshakeTraceID returns the trace id of the handshake's traceparent
+// header when the peer is trusted to set it (Options.TrustTraceparent),
+// else "" (each request then gets a new trace id). It reads the header
+// itself until the edge code keeps the handshake's traceparent on the
+// connection.
+func (g *Gateway) handshakeTraceID(r *netpoll.Request) string {
+	if g.opts.TrustTraceparent == nil || !g.opts.TrustTraceparent(r.Remote.Addr()) {
+		return ""
+	}
+	return dispatch.TraceIDFromParent(r.Header.Get("traceparent"))
 }
 
 // Refusals the gateway itself decides after the gate admitted a handshake.
@@ -154,6 +183,10 @@ func (g *Gateway) OnOpen(c *netpoll.Conn) {
 	if exp := st.id.Expires; !exp.IsZero() && !g.opts.AllowExpiredConnections {
 		c.CloseAt(exp, netpoll.CloseTokenExpired, "token expired")
 	}
+	if g.log.Enabled(context.Background(), slog.LevelDebug) {
+		g.log.LogAttrs(context.Background(), slog.LevelDebug, "connection open",
+			slog.String("conn", st.cid), slog.String("remote", c.Remote().String()), slog.String("user", st.id.User))
+	}
 	g.attaching.Add(1)
 	g.wg.Add(1)
 	go g.attach(st)
@@ -167,11 +200,12 @@ func (g *Gateway) attach(st *conn) {
 	id, _, err := g.mgr.Attach(ctx, st.id.User, st.resume, st, st.welcome)
 	if err != nil {
 		g.metrics.StoreError("attach")
-		g.log.Warn("attach session failed", "remote", st.c.Remote().String(), "user", st.id.User, "err", err)
+		g.log.Warn("attach session failed", "conn", st.cid, "remote", st.c.Remote().String(), "user", st.id.User, "err", err)
 		st.c.Close(netpoll.CloseInternalError, "session store unavailable")
 		return
 	}
 	sess := g.router.Acquire(id, st.id.User)
+	sess.SetTraceID(st.trace)
 	st.mu.Lock()
 	if st.closed {
 		st.mu.Unlock()
@@ -204,6 +238,7 @@ func (g *Gateway) OnMessage(c *netpoll.Conn, payload []byte) {
 	st := c.Value().(*conn)
 	g.msgsIn.Add(1)
 	g.metrics.MessageIn()
+	g.metrics.BytesIn(len(payload))
 	st.mu.Lock()
 	if !st.attached {
 		if len(st.pending) >= maxPending {
@@ -228,6 +263,17 @@ func (g *Gateway) OnClose(c *netpoll.Conn, code netpoll.CloseCode, err error) {
 	g.metrics.Closed(int(code))
 	if st == nil {
 		return
+	}
+	if g.log.Enabled(context.Background(), slog.LevelDebug) {
+		st.mu.Lock()
+		sid := st.sessID
+		st.mu.Unlock()
+		attrs := []slog.Attr{slog.String("conn", st.cid), slog.String("remote", c.Remote().String()),
+			slog.String("user", st.id.User), slog.String("session", sid), slog.Int("code", int(code))}
+		if err != nil {
+			attrs = append(attrs, slog.Any("err", err))
+		}
+		g.log.LogAttrs(context.Background(), slog.LevelDebug, "connection closed", attrs...)
 	}
 	g.gate.Release(c.Remote().Addr())
 	st.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"path"
 	"strings"
@@ -25,16 +26,48 @@ func (g *Gateway) Alive() error {
 	return nil
 }
 
-// Ready reports whether the node takes new clients: not draining and the
-// session store reachable.
+// Readiness reason codes (contract section 1): all a probe on the client
+// listener may learn.
+const (
+	ReasonDraining = "draining"
+	ReasonStore    = "store"
+	ReasonBackends = "backends"
+)
+
+// NotReady is why the node is not ready: Reason is the contract's code,
+// Err the detail, shown on the admin listener only.
+type NotReady struct {
+	Reason string
+	Err    error
+}
+
+// Error returns the reason and the detail.
+func (e *NotReady) Error() string {
+	if e.Err == nil {
+		return e.Reason
+	}
+	return e.Reason + ": " + e.Err.Error()
+}
+
+// Unwrap returns the detail.
+func (e *NotReady) Unwrap() error { return e.Err }
+
+// Ready reports whether the node takes new clients: not draining, the
+// session store reachable and, when configured (readiness.backends), the
+// named backends healthy. A failure is a *NotReady.
 func (g *Gateway) Ready(ctx context.Context) error {
 	if g.draining.Load() {
-		return errors.New("draining")
+		return &NotReady{Reason: ReasonDraining}
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if err := g.mgr.Ready(ctx); err != nil {
-		return errors.New("session store unreachable: " + err.Error())
+		return &NotReady{Reason: ReasonStore, Err: fmt.Errorf("session store unreachable: %w", err)}
+	}
+	if g.opts.Ready != nil {
+		if err := g.opts.Ready(); err != nil {
+			return &NotReady{Reason: ReasonBackends, Err: err}
+		}
 	}
 	return nil
 }
@@ -48,7 +81,14 @@ func (g *Gateway) PlainHandler() http.Handler {
 		probe(w, g.Alive(), "ok", "unhealthy")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		probe(w, g.Ready(r.Context()), "ready", "not_ready")
+		// The traffic port says only the reason code: no error text,
+		// address or name of an internal service.
+		err := g.Ready(r.Context())
+		var nr *NotReady
+		if errors.As(err, &nr) {
+			err = errors.New(nr.Reason)
+		}
+		probe(w, err, "ready", "not_ready")
 	})
 	if g.opts.Path != "" {
 		mux.HandleFunc(g.opts.Path, func(w http.ResponseWriter, r *http.Request) {

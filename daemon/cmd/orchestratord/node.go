@@ -86,6 +86,27 @@ func (n *node) backendGauges() []telemetry.Backend {
 	return out
 }
 
+// backendsReady checks readiness.backends of the config in force: each
+// named backend needs an endpoint passing its health check with its
+// breaker not open.
+func (n *node) backendsReady() error {
+	if n == nil {
+		return nil // not serving yet
+	}
+	names := n.current.Load().Readiness.Backends
+	if len(names) == 0 {
+		return nil
+	}
+	set := n.backends()
+	var errs []error
+	for _, name := range names {
+		if err := set.Healthy(name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (n *node) status() string {
 	state := "serving"
 	if n.gw.Draining() {
@@ -117,6 +138,7 @@ func (n *node) apply(next config.Config, gate *auth.Gate, level *slog.LevelVar, 
 	n.mu.Unlock()
 	n.retire(old, longestRoute(*n.current.Load()))
 	gate.Update(next.Limits, next.WS.AllowedOrigins)
+	n.router.SetAccessLog(next.Log.Requests)
 	if err := level.UnmarshalText([]byte(next.Log.Level)); err != nil {
 		log.Warn("log level not changed", "err", err)
 	}

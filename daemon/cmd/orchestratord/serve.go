@@ -76,6 +76,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	}
 	gate := auth.NewGate(cfg, verifier, log)
 
+	var state *node // set below, before any listener serves
 	var plain http.Handler
 	if cfg.WS.DemoPage {
 		plain = web.Demo()
@@ -87,7 +88,9 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		ReconnectAfter:          cfg.Drain.ReconnectAfter.D(),
 		Path:                    cfg.WS.Path,
 		Plain:                   plain,
+		Ready:                   func() error { return state.backendsReady() },
 	}, gate, mgr, router, metrics, log)
+	router.SetAccessLog(cfg.Log.Requests)
 	defer gw.Close()
 
 	eng, err := netpoll.New(netpoll.Config{
@@ -120,7 +123,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		return fmt.Errorf("listen.admin: %w", err)
 	}
 
-	state := &node{cfg: cfg, eng: eng, gw: gw, router: router, set: set, meter: metrics, stop: make(chan struct{})}
+	state = &node{cfg: cfg, eng: eng, gw: gw, router: router, set: set, meter: metrics, stop: make(chan struct{})}
 	state.current.Store(&cfg)
 	metrics.SetGauges(state.gauges)
 	metrics.SetBackends(state.backendGauges)
