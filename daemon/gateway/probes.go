@@ -34,39 +34,40 @@ const (
 	ReasonBackends = "backends"
 )
 
-// NotReady is why the node is not ready: Reason is the contract's code,
-// Err the detail, shown on the admin listener only.
-type NotReady struct {
+// NotReadyError says why the node is not ready: Reason, one of the Reason
+// constants, is all a client-listener probe learns; Err is the detail for
+// the admin listener and the log.
+type NotReadyError struct {
 	Reason string
 	Err    error
 }
 
-// Error returns the reason and the detail.
-func (e *NotReady) Error() string {
+// Error returns the detail, e.g. "session store unreachable: dial tcp ...".
+func (e *NotReadyError) Error() string {
 	if e.Err == nil {
 		return e.Reason
 	}
-	return e.Reason + ": " + e.Err.Error()
+	return e.Err.Error()
 }
 
 // Unwrap returns the detail.
-func (e *NotReady) Unwrap() error { return e.Err }
+func (e *NotReadyError) Unwrap() error { return e.Err }
 
 // Ready reports whether the node takes new clients: not draining, the
 // session store reachable and, when configured (readiness.backends), the
-// named backends healthy. A failure is a *NotReady.
+// named backends healthy. A failure is a *NotReadyError.
 func (g *Gateway) Ready(ctx context.Context) error {
 	if g.draining.Load() {
-		return &NotReady{Reason: ReasonDraining}
+		return &NotReadyError{Reason: ReasonDraining}
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if err := g.mgr.Ready(ctx); err != nil {
-		return &NotReady{Reason: ReasonStore, Err: fmt.Errorf("session store unreachable: %w", err)}
+		return &NotReadyError{Reason: ReasonStore, Err: fmt.Errorf("session store unreachable: %w", err)}
 	}
 	if g.opts.Ready != nil {
 		if err := g.opts.Ready(); err != nil {
-			return &NotReady{Reason: ReasonBackends, Err: err}
+			return &NotReadyError{Reason: ReasonBackends, Err: err}
 		}
 	}
 	return nil
@@ -84,7 +85,7 @@ func (g *Gateway) PlainHandler() http.Handler {
 		// The traffic port says only the reason code: no error text,
 		// address or name of an internal service.
 		err := g.Ready(r.Context())
-		var nr *NotReady
+		var nr *NotReadyError
 		if errors.As(err, &nr) {
 			err = errors.New(nr.Reason)
 		}

@@ -14,26 +14,23 @@ import (
 
 const namespace = "orchestratord"
 
-// requestBuckets are the bucket bounds (seconds) of the request and
-// backend call duration histograms: from an in-process echo (sub-ms) to a
-// long LLM stream (two minutes).
+// requestBuckets are the bucket bounds (seconds) of
+// orchestratord_request_duration_seconds: from an in-process echo (sub-ms)
+// to a long LLM stream (two minutes).
 var requestBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
 
-// StoreOps are the session store operations counted by
-// orchestratord_store_errors_total, each exported at 0 from the start so
-// that rate() and alerts see a series before the first failure. A call of
-// StoreError with another op adds its series when it happens.
-var StoreOps = []string{"lookup", "attach", "restore", "get", "patch_context", "append_history"}
-
-// CloseCodes are the close codes of the contract (section 2), each a
-// series of orchestratord_closes_total from the start; any other code a
-// peer sends is counted as "other", so a client cannot create series.
-var CloseCodes = []int{1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1012, 4001, 4008, 4009}
-
-// HandshakeOutcomes are the handshake outcomes exported at 0 from the
-// start: "accepted" and the refusal codes of the contract's table.
-var HandshakeOutcomes = []string{"accepted", "bad_request", "unauthorized", "forbidden", "origin_not_allowed", "not_found",
-	"too_many_connections", "rate_limited", "draining", "at_capacity", "store_unavailable"}
+// Gauges is the node state read at scrape time through the callback given
+// to SetGauges.
+type Gauges struct {
+	// Connections is the number of open client connections.
+	Connections int
+	// Sessions is the number of sessions known to this node.
+	Sessions int
+	// InFlight is the number of requests in flight on this node.
+	InFlight int
+	// Draining is true once drain has started.
+	Draining bool
+}
 
 // Metrics owns the daemon's Prometheus registry and collectors. Its methods
 // are safe for concurrent use.
@@ -227,6 +224,51 @@ func (m *Metrics) Reloaded(err error) {
 	}
 	m.reloads.WithLabelValues("success").Inc()
 	m.lastReload.SetToCurrentTime()
+}
+
+// SetGauges sets the callback read at every scrape for
+// orchestratord_connections, _sessions, _requests_in_flight and _draining.
+// It is called once per scrape, from the scraping goroutine, and must be
+// cheap and safe for concurrent use. Until it is set those gauges are 0.
+func (m *Metrics) SetGauges(fn func() Gauges) {
+	if fn == nil {
+		m.gauges.Store(nil)
+		return
+	}
+	m.gauges.Store(&fn)
+}
+
+// stateCollector exports the gauges read from the SetGauges callback,
+// calling it once per scrape.
+type stateCollector struct{ m *Metrics }
+
+var (
+	descConnections = prometheus.NewDesc(namespace+"_connections", "Open client connections.", nil, nil)
+	descSessions    = prometheus.NewDesc(namespace+"_sessions", "Sessions known to this node.", nil, nil)
+	descInFlight    = prometheus.NewDesc(namespace+"_requests_in_flight", "Requests in flight on this node.", nil, nil)
+	descDraining    = prometheus.NewDesc(namespace+"_draining", "1 once drain has started, else 0.", nil, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descConnections
+	ch <- descSessions
+	ch <- descInFlight
+	ch <- descDraining
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	var g Gauges
+	if fn := c.m.gauges.Load(); fn != nil {
+		g = (*fn)()
+	}
+	draining := 0.0
+	if g.Draining {
+		draining = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descConnections, prometheus.GaugeValue, float64(g.Connections))
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(g.Sessions))
+	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(g.InFlight))
+	ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, draining)
 }
 
 // cowMap is a copy-on-write map: load is lock-free and allocation-free,

@@ -104,7 +104,10 @@ func (n *node) backendsReady() error {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return fmt.Errorf("readiness.backends: %w", errors.Join(errs...))
+	}
+	return nil
 }
 
 func (n *node) status() string {
