@@ -333,7 +333,7 @@ func TestLeastInflight(t *testing.T) {
 // nothing.
 func TestOpenRejectionNoAlloc(t *testing.T) {
 	s, _ := newTestSet(t, poolCfg("round_robin", 8, 1, time.Hour, "http://127.0.0.1:1/a", "http://127.0.0.1:1/b"), nil)
-	p := mustPool(t, s, "b")
+	p := mustPool(t, withoutChecks(s), "b")
 	tripAll(p)
 	req := &Request{ID: "1"}
 	ctx := context.Background()

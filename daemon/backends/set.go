@@ -142,7 +142,7 @@ func (s *Set) newPool(name string, b config.Backend, env func(string) (string, b
 		b.Health.Interval = config.Duration(10 * time.Second)
 	}
 	if b.Health.Timeout <= 0 {
-		b.Health.Timeout = config.Duration(min(2*time.Second, b.Health.Interval.D()))
+		b.Health.Timeout = config.Duration(2 * time.Second)
 	}
 	p := &Pool{
 		name:     name,

@@ -238,7 +238,8 @@ type Health struct {
 	// replaces its path); a 2xx answer is healthy. Default "": a TCP
 	// connect check.
 	Path string `yaml:"path" json:"path,omitempty"`
-	// Timeout of one check. Default 2s (at most Interval).
+	// Timeout of one check. Default 2s. The checks of an endpoint never
+	// overlap: a slow one delays the next.
 	Timeout Duration `yaml:"timeout" json:"timeout"`
 }
 
@@ -368,7 +369,7 @@ func backendDefaults(b Backend) Backend {
 		b.Health.Interval = Duration(10 * time.Second)
 	}
 	if b.Health.Timeout == 0 {
-		b.Health.Timeout = Duration(min(2*time.Second, b.Health.Interval.D()))
+		b.Health.Timeout = Duration(2 * time.Second)
 	}
 	return b
 }
