@@ -54,7 +54,7 @@ func NewTable(cfg config.Config, set *backends.Set) (*Table, error) {
 			timeout:      rc.Timeout.D(),
 			firstChunk:   rc.FirstChunkTimeout.D(),
 			idle:         rc.IdleTimeout.D(),
-			inline:       bc.Kind == config.KindEcho && bc.Delay == 0,
+			inline:       bc.Kind == config.KindEcho && bc.Delay == 0 && bc.Stream == "",
 			needsSession: bc.Kind == config.KindHTTP || bc.Kind == config.KindNATS || bc.Kind == config.KindOpenAI,
 		}
 		if rc.Fallback != "" {
