@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/orchestratord/orchestratord/daemon/backends"
@@ -36,6 +37,17 @@ type route struct {
 type Table struct {
 	routes map[string]*route
 	limits config.Limits
+}
+
+// Routes returns the names of the table's routes, sorted (the demo page's
+// route picker lists them).
+func (t *Table) Routes() []string {
+	names := make([]string, 0, len(t.routes))
+	for name := range t.routes {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // NewTable compiles the routes of cfg against the pools of set.

@@ -78,7 +78,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 
 	var plain http.Handler
 	if cfg.WS.DemoPage {
-		plain = web.Demo()
+		plain = web.Demo(func() []string { return router.Table().Routes() })
 	}
 	gw := gateway.New(gateway.Options{
 		Node:                    cfg.Node,
