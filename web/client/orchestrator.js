@@ -322,6 +322,7 @@ export class Client {
    * what is stored) stays, so a new client with the same storage resumes it.
    */
   close() {
+    /** @type {any} */ (globalThis).document?.removeEventListener?.("visibilitychange", this._onVisible);
     this._stop("client", 1000);
   }
 

@@ -209,3 +209,49 @@ test("Node 20 without a global WebSocket needs one passed in", () => {
   assert.throws(() => client(d.url, { WebSocket: undefined }), /no WebSocket/);
   void WS;
 });
+
+test("1009: a frame over the server's limit stops the client with message_too_big", async () => {
+  const c = client(d.url, { backoffMin: 20 });
+  await opened(c);
+  const big = c.request("echo", "x".repeat(70 * 1024)); // default ws.max_message_bytes: 64 KiB
+  const err = await big.result.catch((e) => e);
+  assert.equal(err.code, "message_too_big");
+  assert.equal(err.closeCode, 1009);
+  assert.equal(c.state.state, "closed");
+  const n = c.states.length;
+  await sleep(300);
+  assert.equal(c.states.length, n, "no reconnect loop after 1009");
+});
+
+test("after the page slept: ping; a dead connection (no pong) is replaced and the session resumed", async () => {
+  const doc = Object.assign(new EventTarget(), { visibilityState: "visible" });
+  globalThis.document = doc;
+  try {
+    let swallowPong = false;
+    const pings = [];
+    class Deaf extends WS {
+      send(f) { if (f.includes('"type":"ping"')) pings.push(f); super.send(f); }
+      set onmessage(fn) { super.onmessage = fn && ((ev) => { if (swallowPong && String(ev.data).includes('"pong"')) return; fn(ev); }); }
+      get onmessage() { return super.onmessage; }
+    }
+    const c = client(d.url, { WebSocket: Deaf, pingTimeout: 300, backoffMin: 20 });
+    await opened(c);
+    const session = c.session;
+    doc.dispatchEvent(new Event("visibilitychange")); // the tab is visible again
+    await eventually("a ping", () => pings.length === 1);
+    await sleep(500);
+    assert.equal(c.state.state, "open", "the pong arrived: the connection stays");
+    swallowPong = true; // now the connection is dead to us
+    doc.dispatchEvent(new Event("visibilitychange"));
+    const lost = await stateWhere(c, (s) => s.state === "resuming", 3000);
+    assert.equal(lost.code, 4000);
+    swallowPong = false;
+    const open = await opened(c);
+    assert.equal(open.resumed, true);
+    assert.equal(c.session, session);
+    assert.equal(await c.request("echo", "awake").result, "awake");
+    c.close();
+  } finally {
+    delete globalThis.document;
+  }
+});
