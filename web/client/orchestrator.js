@@ -503,7 +503,10 @@ export class Client {
   _settle() {
     const running = new Set(this._inflight || []);
     this._inflight = null;
-    this._unreceived((q) => !running.has(q.id));
+    // A request that streamed a chunk was received: if it is not running
+    // and not answered, its terminal is still to come (e.g. node_lost from
+    // the replica that died running it), so it is not sent twice.
+    this._unreceived((q) => !running.has(q.id) && q.nextSeq === 0);
   }
 
   /**
@@ -514,7 +517,11 @@ export class Client {
     for (const q of [...this._reqs.values()]) {
       if (q.done || !q.sent || !pick(q) || this._queue.includes(q)) continue;
       if (this._o.unreceived === "reject") this._finish(q, new OrchestratorError("not_received", "the server never received this request", { id: q.id }));
-      else { q.nextSeq = 0; this._send(q); }
+      else {
+        if (q.nextSeq > 0) this._emit("restart", { id: q.id });
+        q.nextSeq = 0;
+        this._send(q);
+      }
     }
   }
 
