@@ -312,6 +312,13 @@ export class Client {
 
   /** Reconnect now (after a close that stopped the client, or to retry at once). */
   reconnect() {
+    if (this._stopped && this.state.reason === "replaced") {
+      // Taking the session back from the tab that took it over: continue
+      // from what that tab stored.
+      const saved = this._load();
+      this.session = saved.session || this.session;
+      this.pos = Math.max(this.pos, saved.pos || 0);
+    }
     this._stopped = false;
     clearTimeout(this._timer);
     if (!this._ws) this._connect();
@@ -338,7 +345,7 @@ export class Client {
         this._token = await this._o.getToken();
         this._refresh = false;
       } catch (e) {
-        return this._retry(0, "token");
+        return this._retry(Math.random() * Math.min(this._o.backoffMax, this._o.backoffMin * 2 ** this._attempt++), "token");
       }
       if (this._stopped || this._ws) return;
     }
@@ -651,6 +658,9 @@ export class Client {
 
   /** @private */
   _save() {
+    // After a takeover (4009) the storage belongs to the newer connection's
+    // page (another tab sharing localStorage): do not overwrite it.
+    if (this._stopped && this.state.reason === "replaced") return;
     const reqs = [];
     for (const q of this._reqs.values()) if (!q.done) reqs.push({ id: q.id, type: q.type, data: q.data, sent: q.sent });
     try {

@@ -158,6 +158,12 @@ test("4009: another connection took the session over; the older one stops", asyn
   await sleep(1000);
   assert.equal(a.states.length, n, "no reconnect after 4009: " + JSON.stringify(a.states.slice(n)));
   assert.equal((await a.request("echo", 1).result.catch((e) => e)).code, "closed");
+  // The stopped client does not overwrite what the newer one stores.
+  const late = b.request("slow", "a b c d");
+  await eventually("b stored its request", () => JSON.parse(storage.getItem("orchestratord:" + d.url)).reqs.length === 1);
+  a.request("echo", 2);
+  assert.equal(JSON.parse(storage.getItem("orchestratord:" + d.url)).reqs[0].id, late.id);
+  assert.equal(await late.result, "a b c d");
   b.close();
 });
 
