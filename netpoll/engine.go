@@ -549,8 +549,5 @@ func (e *Engine) newQueue() *outQueue { return e.queues.Get().(*outQueue) }
 
 // putQueue gives back an empty outbound queue.
 func (e *Engine) putQueue(q *outQueue) {
-	q.pushed, q.sent = 0, 0
-	clear(q.marks)
-	q.marks = q.marks[:0]
 	e.queues.Put(q)
 }

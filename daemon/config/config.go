@@ -157,6 +157,20 @@ type Sessions struct {
 	OutboxMax int `yaml:"outbox_max" json:"outbox_max"`
 	// HistoryMaxTurns bounds the chat history. Default 20.
 	HistoryMaxTurns int `yaml:"history_max_turns" json:"history_max_turns"`
+	// ReplayMax bounds the terminals kept in a session's replay log (v1.1).
+	// Default 100.
+	ReplayMax int `yaml:"replay_max" json:"replay_max"`
+	// ReplayBytes bounds the bytes of a session's replay log (v1.1); the
+	// newest terminal is always kept, even when larger. Default 1 MiB.
+	ReplayBytes int64 `yaml:"replay_bytes" json:"replay_bytes"`
+	// MemoryBudgetBytes bounds what the node holds in process memory for
+	// sessions: replay logs and history of the memory store, terminals
+	// waiting for an unavailable store (v1.1). Past it the oldest detached
+	// sessions' logs are trimmed first. Default 256 MiB.
+	MemoryBudgetBytes int64 `yaml:"memory_budget_bytes" json:"memory_budget_bytes"`
+	// NodeLossAfter is how long a replica may be silent before its
+	// requests in flight end with node_lost (v1.1). Default 10s.
+	NodeLossAfter Duration `yaml:"node_loss_after" json:"node_loss_after"`
 }
 
 // Header is a static header value, literal or from an environment variable.
@@ -300,11 +314,15 @@ func Default() Config {
 			},
 		},
 		Sessions: Sessions{
-			Store:           "memory",
-			RedisURL:        "redis://127.0.0.1:6379/0",
-			TTL:             Duration(24 * time.Hour),
-			OutboxMax:       100,
-			HistoryMaxTurns: 20,
+			Store:             "memory",
+			RedisURL:          "redis://127.0.0.1:6379/0",
+			TTL:               Duration(24 * time.Hour),
+			OutboxMax:         100,
+			HistoryMaxTurns:   20,
+			ReplayMax:         100,
+			ReplayBytes:       1 << 20,
+			MemoryBudgetBytes: 256 << 20,
+			NodeLossAfter:     Duration(10 * time.Second),
 		},
 		Backends: map[string]Backend{},
 		Routes:   map[string]Route{},

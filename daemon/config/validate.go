@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Validate reports every problem at once, each with its key path.
@@ -119,6 +120,21 @@ func (c *Config) Validate() error {
 	}
 	if c.Sessions.HistoryMaxTurns <= 0 {
 		add("sessions.history_max_turns: must be positive")
+	}
+	if c.Sessions.ReplayMax <= 0 {
+		add("sessions.replay_max: must be positive")
+	}
+	if c.Sessions.ReplayBytes < 1024 {
+		add("sessions.replay_bytes: must be at least 1024")
+	}
+	if c.Sessions.MemoryBudgetBytes < 1<<20 {
+		add("sessions.memory_budget_bytes: must be at least 1048576 (1 MiB)")
+	}
+	if c.Sessions.MemoryBudgetBytes > 0 && c.Sessions.ReplayBytes > c.Sessions.MemoryBudgetBytes {
+		add("sessions.replay_bytes: must not exceed sessions.memory_budget_bytes")
+	}
+	if d := c.Sessions.NodeLossAfter.D(); d < time.Second {
+		add("sessions.node_loss_after: must be at least 1s")
 	}
 
 	for _, name := range sortedKeys(c.Backends) {

@@ -34,6 +34,7 @@ type Router struct {
 	metrics  Metrics
 	log      *slog.Logger
 	sessions sync.Map // session id -> *Session
+	inlineOK bool     // the store numbers terminals without a round trip
 
 	inflight atomic.Int64 // requests in flight on the node
 	draining atomic.Bool
@@ -49,7 +50,7 @@ func New(t *Table, store Sessions, m Metrics, log *slog.Logger) *Router {
 	if m == nil {
 		m = noMetrics{}
 	}
-	r := &Router{store: store, metrics: m, log: log}
+	r := &Router{store: store, metrics: m, log: log, inlineOK: store.InlineTerminals()}
 	r.table.Store(t)
 	return r
 }
@@ -126,6 +127,15 @@ func (r *Router) Handle(s *Session, payload []byte, reply Reply) {
 	case "cancel":
 		r.handleCancel(s, &env, reply)
 		return
+	case events.TypeAck:
+		// No answer (contract 1.1 section 4a), but a bad one is told.
+		pos, ok := events.AckPos(env.Pos)
+		if !ok {
+			r.refuse(reply, env.ID, "", CodeBadRequest, `ack needs "pos": an integer from 0 to 2^53-1`)
+			return
+		}
+		r.store.Ack(s.ID, pos)
+		return
 	}
 	t := r.table.Load()
 	// Metrics are labelled by the route's configured name, never by bytes
@@ -148,7 +158,7 @@ func (r *Router) Handle(s *Session, payload []byte, reply Reply) {
 		r.refuse(reply, env.ID, label, CodeUnknownType, "no route for this type")
 		return
 	}
-	if rt.inline {
+	if rt.inline && r.inlineOK {
 		r.inlineEcho(s, rt, &env, reply, t)
 		return
 	}
@@ -191,21 +201,16 @@ func (r *Router) Handle(s *Session, payload []byte, reply Reply) {
 	go r.run(ctx, cancel, s, rt, req)
 }
 
-// inlineEcho answers an echo route on the worker: no goroutine, no copy.
-// It still counts against the session's in-flight registry for the
-// duplicate check, so ids keep their meaning.
-func (r *Router) inlineEcho(s *Session, rt *route, env *events.Envelope, reply Reply, t *Table) {
+// inlineEcho answers an echo route on the worker: no goroutine. Its
+// result is a terminal like any other: numbered, logged and delivered by
+// the session store, which does it in memory (Router.inlineOK).
+func (r *Router) inlineEcho(s *Session, rt *route, env *events.Envelope, _ Reply, _ *Table) {
 	start := time.Now()
 	bp := getBuf()
 	defer putBuf(bp)
 	msg := events.AppendResult((*bp)[:0], env.ID, env.Data)
 	*bp = msg
-	if err := reply(msg); err != nil {
-		// The connection went away between read and reply: keep the
-		// answer for the session.
-		out := r.store.Begin(s.ID, strings.Clone(env.ID))
-		out.End(msg)
-	}
+	_, _ = r.store.Terminal(context.Background(), s.ID, env.ID, msg)
 	r.metrics.Request(rt.name, "result", time.Since(start))
 }
 

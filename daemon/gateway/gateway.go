@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -106,6 +105,12 @@ func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
 		return netpoll.Decision{Status: ref.Status, Body: ref.Body()}
 	}
 	resume := queryValue(r.RawQuery, "session")
+	from, ok := resumeFrom(r.RawQuery)
+	if !ok {
+		g.gate.Release(r.Remote.Addr())
+		g.log.Info("handshake refused: bad last", "remote", r.Remote.String(), "user", id.User)
+		return g.refuse(auth.CodeBadRequest)
+	}
 	if resume != "" {
 		ctx, cancel := context.WithTimeout(g.ctx, 2*time.Second)
 		owner, err := g.mgr.Lookup(ctx, resume)
@@ -123,7 +128,7 @@ func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
 		}
 	}
 	g.metrics.Handshake("accepted")
-	d := netpoll.Decision{Value: &conn{g: g, id: id, resume: resume}}
+	d := netpoll.Decision{Value: &conn{g: g, id: id, resume: resume, from: from}}
 	if offersSubprotocol(r.Header.Values("Sec-WebSocket-Protocol"), Subprotocol) {
 		d.Subprotocol = Subprotocol
 	}
@@ -132,14 +137,18 @@ func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
 
 // Refusals the gateway itself decides after the gate admitted a handshake.
 var (
-	refuseForbidden = auth.NewRefusal(auth.CodeForbidden)
-	refuseStore     = auth.NewRefusal(auth.CodeStoreUnavailable)
+	refuseForbidden  = auth.NewRefusal(auth.CodeForbidden)
+	refuseStore      = auth.NewRefusal(auth.CodeStoreUnavailable)
+	refuseBadRequest = auth.NewRefusal(auth.CodeBadRequest)
 )
 
 func (g *Gateway) refuse(code string) netpoll.Decision {
 	r := refuseForbidden
-	if code == auth.CodeStoreUnavailable {
+	switch code {
+	case auth.CodeStoreUnavailable:
 		r = refuseStore
+	case auth.CodeBadRequest:
+		r = refuseBadRequest
 	}
 	g.metrics.Handshake(r.Code)
 	return netpoll.Decision{Status: r.Status, Body: r.Body()}
@@ -164,7 +173,7 @@ func (g *Gateway) attach(st *conn) {
 	defer g.attaching.Add(-1)
 	ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
 	defer cancel()
-	id, _, err := g.mgr.Attach(ctx, st.id.User, st.resume, st, st.welcome)
+	id, _, err := g.mgr.Attach(ctx, st.id.User, st.resume, st.from, st, st.welcome)
 	if err != nil {
 		g.metrics.StoreError("attach")
 		g.log.Warn("attach session failed", "remote", st.c.Remote().String(), "user", st.id.User, "err", err)
@@ -175,7 +184,7 @@ func (g *Gateway) attach(st *conn) {
 	st.mu.Lock()
 	if st.closed {
 		st.mu.Unlock()
-		g.mgr.Detach(id, st)
+		g.mgr.Detach(id, st, st.c.Acked())
 		sess.Release()
 		return
 	}
@@ -238,27 +247,12 @@ func (g *Gateway) OnClose(c *netpoll.Conn, code netpoll.CloseCode, err error) {
 		return
 	}
 	g.conns.CompareAndDelete(id, st)
-	g.mgr.Detach(id, st)
-	// Terminals the connection accepted but never wrote (a slow reader
-	// cut after 4008) go to the outbox: a terminal is on the socket or
-	// kept for the session, never lost. Chunks are not kept, as for any
-	// outbox entry.
-	if unsent := c.Unsent(); len(unsent) > 0 {
-		var terms [][]byte
-		for _, m := range unsent {
-			if isTerminal(m) {
-				terms = append(terms, m)
-			}
-		}
-		g.mgr.Undelivered(id, terms)
-	}
+	// The session's delivered cursor moves to what the peer's TCP
+	// acknowledged: the terminals after it (never written, or still in
+	// the kernel's send queue) go to the next resume without ?last=.
+	// Detach writes it off this goroutine.
+	g.mgr.Detach(id, st, c.Acked())
 	sess.Release()
-}
-
-// isTerminal reports whether msg, as the events encoders write it, is a
-// result or an error.
-func isTerminal(msg []byte) bool {
-	return bytes.HasPrefix(msg, []byte(`{"type":"result"`)) || bytes.HasPrefix(msg, []byte(`{"type":"error"`))
 }
 
 // Close stops the attach goroutines and waits for them.
@@ -293,7 +287,28 @@ func offersSubprotocol(values []string, want string) bool {
 	return false
 }
 
-// welcomeBytes is shared by conns; see conn.welcome.
-func welcomeBytes(id string, resumed bool, node string, hb time.Duration) []byte {
-	return events.AppendWelcome(make([]byte, 0, 128), id, resumed, node, hb.Milliseconds())
+// resumeFrom reads ?last= (contract 1.1 section 4a): absent, a v1 resume
+// (after the delivered cursor); else a decimal integer from 0 to 2^53-1,
+// anything else refused (ok false: 400 bad_request), so that a client bug
+// is seen rather than turned into a replay from the wrong place.
+func resumeFrom(rawQuery string) (sessions.Resume, bool) {
+	if !hasQueryKey(rawQuery, "last") {
+		return sessions.Resume{}, true
+	}
+	pos, ok := events.AckPos([]byte(queryValue(rawQuery, "last")))
+	if !ok {
+		return sessions.Resume{}, false
+	}
+	return sessions.Resume{Last: pos, HasLast: true}, true
+}
+
+func hasQueryKey(rawQuery, key string) bool {
+	for rawQuery != "" {
+		var kv string
+		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
+		if k, _, _ := strings.Cut(kv, "="); k == key {
+			return true
+		}
+	}
+	return false
 }

@@ -26,8 +26,7 @@ import (
 const (
 	busAttach = "attach" // S was claimed by conn C on node N with epoch E; reply ack K after replaying
 	busAck    = "ack"    // the replay for the attach with nonce K is published
-	busRelay  = "relay"  // output of request R of S for conn C; F: terminal
-	busPoke   = "poke"   // S's outbox has something for its holder: drain it
+	busRelay  = "relay"  // output of request R of S for conn C; P: the position of a terminal
 )
 
 // busMsg is the header of a bus message; the payload (an encoded server
@@ -40,7 +39,7 @@ type busMsg struct {
 	E uint64 `json:"e,omitempty"`
 	K uint64 `json:"k,omitempty"`
 	R string `json:"r,omitempty"`
-	F bool   `json:"f,omitempty"`
+	P uint64 `json:"p,omitempty"`
 }
 
 func encodeBus(h busMsg, payload []byte) (string, error) {
@@ -177,8 +176,6 @@ func (b *bus) dispatch() {
 				b.onAck(h)
 			case busRelay:
 				b.onRelay(h, payload)
-			case busPoke:
-				b.onPoke(h)
 			}
 		}
 	}
@@ -194,22 +191,16 @@ func (b *bus) publish(ctx context.Context, node string, h busMsg, payload []byte
 	return b.pub.Do(ctx, b.pub.B().Publish().Channel(b.channel(node)).Message(msg).Build()).AsInt64()
 }
 
-// relay publishes one message of request req to the holder's node and
-// reports whether that node received it.
-func (b *bus) relay(to Holder, id, req string, final bool, msg []byte) bool {
-	n, err := b.publish(b.ctx, to.Node, busMsg{T: busRelay, S: id, C: to.Conn, R: req, F: final}, msg)
+// relay publishes one message of request req (a terminal: pos > 0) to the
+// holder's node and reports whether that node received it. A terminal it
+// did not receive is in the session's log for the next resume.
+func (b *bus) relay(to Holder, id, req string, pos uint64, msg []byte) bool {
+	n, err := b.publish(b.ctx, to.Node, busMsg{T: busRelay, S: id, C: to.Conn, R: req, P: pos}, msg)
 	if err != nil {
 		b.m.warn("session relay failed", slog.String("session", id), slog.String("request", req), slog.Any("err", err))
 		return false
 	}
 	return n > 0
-}
-
-// poke tells node to drain the session's outbox to its connection.
-func (b *bus) poke(node, id string) {
-	if _, err := b.publish(b.ctx, node, busMsg{T: busPoke, S: id}, nil); err != nil {
-		b.m.warn("session poke failed", slog.String("session", id), slog.Any("err", err))
-	}
 }
 
 // announce tells nodes that conn claimed the session with epoch, and waits
@@ -287,6 +278,10 @@ func (b *bus) onAttach(h busMsg) {
 					}
 				}
 			}
+			// Published under l.mu, so that no live chunk of these
+			// streams overtakes the replay (this is the bus goroutine; a
+			// connection worker waits on l.mu only for a session with
+			// requests running here while it is taken over elsewhere).
 			if len(cmds) > 0 {
 				ctx, cancel := context.WithTimeout(b.ctx, m.opts.Redis.OpTimeout)
 				for _, r := range b.pub.DoMulti(ctx, cmds...) {
@@ -322,30 +317,18 @@ func (b *bus) onAck(h busMsg) {
 }
 
 // onRelay delivers a relayed message to the connection it was meant for.
-// A terminal that connection cannot take goes to the outbox (this node now
-// owns it: the sender saw it received).
+// A terminal that connection cannot take is in the session's log already.
 func (b *bus) onRelay(h busMsg, payload []byte) {
 	m := b.m
-	l := m.lockLocal(h.S, h.F)
+	l := m.lockLocal(h.S, false)
 	if l == nil {
 		return // a chunk for a connection no longer here: the next attach replays it
 	}
-	if !(l.out != nil && l.conn == h.C && l.out.Send(payload) == nil) && h.F {
-		m.toOutboxLocked(l, payload)
+	if l.out != nil && l.conn == h.C {
+		m.sendLocked(l, payload, h.P)
 	}
 	m.releaseLocked(l)
 	l.mu.Unlock()
-}
-
-func (b *bus) onPoke(h busMsg) {
-	m := b.m
-	if l := m.lockLocal(h.S, false); l != nil {
-		if l.out != nil {
-			m.drainToLocked(l)
-		}
-		m.releaseLocked(l)
-		l.mu.Unlock()
-	}
 }
 
 // close stops the subscription and the dispatcher and waits for them.

@@ -22,8 +22,15 @@ var requestBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25
 type Gauges struct {
 	// Connections is the number of open client connections.
 	Connections int
-	// Sessions is the number of sessions known to this node.
+	// Sessions is the number of sessions attached to a connection on this
+	// node.
 	Sessions int
+	// Detached is the number of detached sessions this node keeps for
+	// resume in its process memory (memory store; 0 with Redis).
+	Detached int
+	// SessionBytes is what the node holds for sessions in process memory
+	// (replay logs, contexts, histories, terminals waiting for the store).
+	SessionBytes int64
 	// InFlight is the number of requests in flight on this node.
 	InFlight int
 	// Draining is true once drain has started.
@@ -195,7 +202,9 @@ type stateCollector struct{ m *Metrics }
 
 var (
 	descConnections = prometheus.NewDesc(namespace+"_connections", "Open client connections.", nil, nil)
-	descSessions    = prometheus.NewDesc(namespace+"_sessions", "Sessions known to this node.", nil, nil)
+	descSessions    = prometheus.NewDesc(namespace+"_sessions", "Sessions attached to a connection on this node.", nil, nil)
+	descDetached    = prometheus.NewDesc(namespace+"_sessions_detached", "Detached sessions kept for resume in this node's memory.", nil, nil)
+	descSessBytes   = prometheus.NewDesc(namespace+"_session_bytes", "Bytes held for sessions in process memory (logs, contexts, histories, waiting terminals).", nil, nil)
 	descInFlight    = prometheus.NewDesc(namespace+"_requests_in_flight", "Requests in flight on this node.", nil, nil)
 	descDraining    = prometheus.NewDesc(namespace+"_draining", "1 once drain has started, else 0.", nil, nil)
 	descBreaker     = prometheus.NewDesc(namespace+"_breaker_state",
@@ -205,6 +214,8 @@ var (
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descConnections
 	ch <- descSessions
+	ch <- descDetached
+	ch <- descSessBytes
 	ch <- descInFlight
 	ch <- descDraining
 }
@@ -220,6 +231,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descConnections, prometheus.GaugeValue, float64(g.Connections))
 	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(g.Sessions))
+	ch <- prometheus.MustNewConstMetric(descDetached, prometheus.GaugeValue, float64(g.Detached))
+	ch <- prometheus.MustNewConstMetric(descSessBytes, prometheus.GaugeValue, float64(g.SessionBytes))
 	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(g.InFlight))
 	ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, draining)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/orchestratord/orchestratord/daemon/config"
 	"github.com/orchestratord/orchestratord/daemon/dispatch"
 	"github.com/orchestratord/orchestratord/daemon/gateway"
+	"github.com/orchestratord/orchestratord/daemon/sessions"
 	"github.com/orchestratord/orchestratord/daemon/telemetry"
 	"github.com/orchestratord/orchestratord/netpoll"
 )
@@ -29,6 +30,7 @@ type node struct {
 	eng     *netpoll.Engine
 	gw      *gateway.Gateway
 	router  *dispatch.Router
+	mgr     *sessions.Manager
 
 	mu      sync.Mutex // guards set and retired
 	set     *backends.Set
@@ -56,11 +58,14 @@ func (n *node) Counters() admin.Counters {
 }
 
 func (n *node) gauges() telemetry.Gauges {
+	_, detached, bytes := n.mgr.Counts()
 	return telemetry.Gauges{
-		Connections: n.eng.Len(),
-		Sessions:    n.gw.Attached(),
-		InFlight:    n.router.InFlight(),
-		Draining:    n.gw.Draining(),
+		Connections:  n.eng.Len(),
+		Sessions:     n.gw.Attached(),
+		Detached:     detached,
+		SessionBytes: bytes,
+		InFlight:     n.router.InFlight(),
+		Draining:     n.gw.Draining(),
 	}
 }
 

@@ -49,7 +49,11 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	// The bus addresses replicas by instance: unique per process even when
 	// several daemons share a host name (SO_REUSEPORT, restarts).
 	instance := fmt.Sprintf("%s-%d-%s", cfg.Node, os.Getpid(), sessions.NewID()[2:10])
-	mgr, err := sessions.Open(bg, cfg.Sessions, instance, log)
+	mgr, err := sessions.OpenOptions(bg, cfg.Sessions, instance, log, sessions.Options{
+		// A resume's replay keeps at most half the outbound bound queued
+		// and streams the rest as the socket drains: never a 4008 for it.
+		PaceBytes: cfg.WS.OutboundQueueBytes / 2,
+	})
 	if err != nil {
 		return fmt.Errorf("open session store: %w", err)
 	}
@@ -120,7 +124,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		return fmt.Errorf("listen.admin: %w", err)
 	}
 
-	state := &node{cfg: cfg, eng: eng, gw: gw, router: router, set: set, stop: make(chan struct{})}
+	state := &node{cfg: cfg, eng: eng, gw: gw, router: router, mgr: mgr, set: set, stop: make(chan struct{})}
 	state.current.Store(&cfg)
 	metrics.SetGauges(state.gauges)
 	metrics.SetBreakers(state.breakers)
