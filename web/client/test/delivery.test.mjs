@@ -1,22 +1,25 @@
 // Contract v1.1 section 4a (delivery positions, last=, replay, inflight,
 // node_lost) through the client library, against the real daemon.
 //
-// SWITCH: these tests run only when the daemon under test implements v1.1
-// delivery: web/client/test/features.json says {"delivery_v11": true} (the
-// integrator flips it when the delivery and nodeloss branches are merged),
-// or ORCH_DELIVERY_V11=1 forces them on (=0 off). Off, each test is reported
-// as skipped with this reason; it is never silently passed.
+// SWITCH: web/client/test/features.json says which parts of v1.1 the daemon
+// implements: "delivery_v11" (positions, last=, replay, inflight: the
+// delivery branch) gates the first two tests, "node_loss" (node_lost: the
+// nodeloss branch) the SIGKILL test. ORCH_DELIVERY_V11 / ORCH_NODE_LOSS = 1
+// (or 0) override the file. A test that is off is reported as skipped with
+// this reason; it is never silently passed.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import WS from "ws";
 import { memoryStorage } from "../orchestrator.js";
 import {
   startDaemon, writeConfig, client, opened, collect, cleanup, eventually, sleep,
-  requireRedis, lookNginx, startNginx, deliveryEnabled,
+  requireRedis, lookNginx, startNginx, featureEnabled,
 } from "./harness.mjs";
 
-const skip = deliveryEnabled() ? false
+const skip = featureEnabled("delivery_v11") ? false
   : "contract v1.1 delivery not enabled: set delivery_v11 to true in web/client/test/features.json (or ORCH_DELIVERY_V11=1)";
+const skipNodeLoss = featureEnabled("node_loss") ? false
+  : "node_lost not enabled: set node_loss to true in web/client/test/features.json (or ORCH_NODE_LOSS=1)";
 after(cleanup);
 
 const words = (n, p) => Array.from({ length: n }, (_, i) => p + i).join(" ");
@@ -98,7 +101,7 @@ routes:
   c.close();
 });
 
-test("SIGKILL of the replica running a stream: the request ends with one node_lost", { skip, timeout: 60000 }, async (t) => {
+test("SIGKILL of the replica running a stream: the request ends with one node_lost", { skip: skipNodeLoss, timeout: 60000 }, async (t) => {
   if (!(await requireRedis(t))) return;
   const nginx = lookNginx(t);
   const cfg = writeConfig(`sessions:

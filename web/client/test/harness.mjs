@@ -234,10 +234,16 @@ export async function cleanup() {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 }
 
-/** Whether the daemon under test implements contract v1.1 delivery. */
-export function deliveryEnabled() {
-  if (process.env.ORCH_DELIVERY_V11 === "1") return true;
-  if (process.env.ORCH_DELIVERY_V11 === "0") return false;
+/**
+ * Whether the daemon under test implements a part of contract v1.1:
+ * feature "delivery_v11" (section 4a: pos, last=, replay, inflight) or
+ * "node_loss" (node_lost after a replica crash). test/features.json says
+ * which; ORCH_DELIVERY_V11 / ORCH_NODE_LOSS = 1 or 0 override it.
+ */
+export function featureEnabled(name) {
+  const env = process.env["ORCH_" + name.toUpperCase()];
+  if (env === "1") return true;
+  if (env === "0") return false;
   const f = JSON.parse(readFileSync(join(root, "web", "client", "test", "features.json"), "utf8"));
-  return f.delivery_v11 === true;
+  return f[name] === true;
 }
