@@ -33,13 +33,18 @@ routes:
   stream: {backend: words, timeout: 30s}
 `), "reload-node");
   const storage = memoryStorage();
-  const urls = [];
-  class Rec extends WS { constructor(u, p) { super(u, p); urls.push(u); } }
+  const urls = [], acks = [];
+  class Rec extends WS {
+    constructor(u, p) { super(u, p); urls.push(u); }
+    send(f) { if (f.includes('"type":"ack"')) acks.push(JSON.parse(f)); super.send(f); }
+  }
   const page1 = client(d.url, { storage, WebSocket: Rec });
   const welcome1 = new Promise((r) => page1.on("welcome", r));
   assert.equal(await page1.request("echo", "before").result, "before");
   assert.equal((await welcome1).recovered, true, "a v1.1 welcome says recovered");
   assert.equal(page1.pos, 1);
+  await eventually("the ack of position 1", () => acks.some((a) => a.pos === 1), 3000);
+  assert.deepEqual(acks[0], { type: "ack", pos: 1 });
   const texts = [words(8, "a"), words(8, "b"), words(8, "c")];
   const seen = [];
   const reqs = texts.map((t) => page1.request("stream", t, { onChunk: () => seen.push(1) }));

@@ -50,6 +50,7 @@ test("drain (1012) mid-stream: the stream completes, every chunk once; the clien
   const during = c.request("echo", "sent during the drain");
   const reconnected = await stateWhere(c, (s) => s.state === "resuming" && s.code === 1012, 15000);
   assert.equal(reconnected.reason, "draining");
+  assert.ok(reconnected.delay >= 200, "waits reconnect.after_ms (drain.reconnect_after: 200ms) at least: " + reconnected.delay);
   const open = await opened(c, 15000);
   assert.equal(open.node, other.name);
   assert.equal(open.resumed, true);
