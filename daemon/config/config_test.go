@@ -16,6 +16,10 @@ func TestDemoConfigLoads(t *testing.T) {
 	if !c.Auth.Anonymous || c.Sessions.Store != "memory" || c.Routes["echo"].Backend != "echo" || c.Listen.Admin != "127.0.0.1:9090" {
 		t.Fatalf("demo config = %+v", c)
 	}
+	// The demo's streaming route, served in process.
+	if b := c.Backends[c.Routes["stream"].Backend]; b.Kind != KindEcho || b.Stream != "words" || b.Delay.D() <= 0 {
+		t.Fatalf("demo stream route's backend = %+v, want echo streaming words with a delay", b)
+	}
 }
 
 // TestContractExample loads the contract's own section 8 example.
@@ -68,6 +72,7 @@ func TestErrors(t *testing.T) {
 		{"route to unknown backend", "auth: {anonymous: true}\nroutes:\n  x: {backend: nope}\n", nil, []string{`routes.x.backend: unknown backend "nope"`}},
 		{"builtin route name", "auth: {anonymous: true}\nbackends:\n  e: {kind: echo}\nroutes:\n  ping: {backend: e}\n", nil, []string{"routes.ping: \"ping\" is a built-in"}},
 		{"bad kind", "auth: {anonymous: true}\nbackends:\n  e: {kind: grpc}\n", nil, []string{"backends.e.kind: must be echo, http, openai or nats"}},
+		{"echo stream mode", "auth: {anonymous: true}\nbackends:\n  e: {kind: echo, stream: lines}\n", nil, []string{`backends.e.stream: must be words or empty, got "lines"`}},
 		{"http needs endpoints", "auth: {anonymous: true}\nbackends:\n  e: {kind: http}\n", nil, []string{"backends.e.endpoints"}},
 		{"hs256 needs a secret", "", nil, []string{"auth.jwt.secret_env", "ORCH_JWT_SECRET"}},
 		{"short secret", "", []string{"ORCH_JWT_SECRET=short"}, []string{"at least 32 bytes"}},
