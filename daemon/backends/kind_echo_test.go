@@ -61,3 +61,28 @@ func TestEchoStreamCanceled(t *testing.T) {
 		t.Fatalf("%d chunks after cancel, want 0", n)
 	}
 }
+
+// FuzzEchoWords: the words of any text concatenate back to the text, and
+// each word holds exactly one run of non-space characters.
+func FuzzEchoWords(f *testing.F) {
+	for _, s := range []string{"hello streaming world", "  lead", "trail  ", "a\tb\nc", "", "ünï cödé 語"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		data, err := json.Marshal(text)
+		if err != nil {
+			t.Skip()
+		}
+		var want string
+		_ = json.Unmarshal(data, &want) // invalid UTF-8 is replaced on the way
+		words := echoWords(data)
+		if got := strings.Join(words, ""); got != want {
+			t.Fatalf("words %q join to %q, want %q", words, got, want)
+		}
+		for i, w := range words {
+			if w == "" || (i > 0 && strings.TrimSpace(w) == "") {
+				t.Fatalf("word %d of %q is %q", i, words, w)
+			}
+		}
+	})
+}
