@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -96,62 +97,57 @@ func (g *Gateway) Messages() (in, out uint64) { return g.msgsIn.Load(), g.msgsOu
 func (g *Gateway) SetAlive(alive func() time.Time) { g.alive = alive }
 
 // Admit decides a handshake before any upgrade: admission and auth through
-// the gate, then the ownership check of a resumed session.
+// the gate, then the ownership check of a resumed session. The client's
+// address is r.Client (the TCP peer, or what a trusted proxy reported).
+// Every refusal is a row of the one refusal table, chosen by the gate.
 func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
-	h := auth.Handshake{Path: r.Path, RawQuery: r.RawQuery, Header: r.Header, Remote: r.Remote}
+	h := auth.Handshake{Path: r.Path, RawQuery: r.RawQuery, Header: r.Header, Remote: r.Client}
 	id, ref := g.gate.Check(&h)
-	if ref != nil {
-		g.metrics.Handshake(ref.Code)
-		return netpoll.Decision{Status: ref.Status, Body: ref.Body()}
-	}
-	resume := queryValue(r.RawQuery, "session")
-	from, ok := resumeFrom(r.RawQuery)
-	if !ok {
-		g.gate.Release(r.Remote.Addr())
-		g.log.Info("handshake refused: bad last", "remote", r.Remote.String(), "user", id.User)
-		return g.refuse(auth.CodeBadRequest)
-	}
-	if resume != "" {
-		ctx, cancel := context.WithTimeout(g.ctx, 2*time.Second)
-		owner, err := g.mgr.Lookup(ctx, resume)
-		cancel()
-		switch {
-		case err == nil && owner != id.User:
-			g.gate.Release(r.Remote.Addr())
-			g.log.Info("handshake refused: session of another user", "remote", r.Remote.String(), "user", id.User, "session", resume)
-			return g.refuse(auth.CodeForbidden)
-		case err != nil && !errors.Is(err, sessions.ErrNotFound):
-			g.gate.Release(r.Remote.Addr())
-			g.metrics.StoreError("lookup")
-			g.log.Warn("handshake refused: session store unavailable", "remote", r.Remote.String(), "err", err)
-			return g.refuse(auth.CodeStoreUnavailable)
+	resume := ""
+	var from sessions.Resume
+	if ref == nil {
+		resume = queryValue(r.RawQuery, "session")
+		var ok bool
+		if from, ok = resumeFrom(r.RawQuery); !ok {
+			ref = g.gate.Reject(&h, auth.CodeBadRequest, fmt.Errorf("user %q: last= is not a position", id.User))
+		} else {
+			ref = g.checkResume(&h, id.User, resume)
 		}
 	}
+	if ref != nil {
+		g.metrics.Handshake(ref.Code)
+		return netpoll.Decision{Refusal: ref}
+	}
 	g.metrics.Handshake("accepted")
-	d := netpoll.Decision{Value: &conn{g: g, id: id, resume: resume, from: from}}
+	st := &conn{g: g, id: id, resume: resume, from: from}
+	if r.Trusted {
+		st.handshakeTraceparent = handshakeTraceparent(r.Header)
+	}
+	d := netpoll.Decision{Value: st}
 	if offersSubprotocol(r.Header.Values("Sec-WebSocket-Protocol"), Subprotocol) {
 		d.Subprotocol = Subprotocol
 	}
 	return d
 }
 
-// Refusals the gateway itself decides after the gate admitted a handshake.
-var (
-	refuseForbidden  = auth.NewRefusal(auth.CodeForbidden)
-	refuseStore      = auth.NewRefusal(auth.CodeStoreUnavailable)
-	refuseBadRequest = auth.NewRefusal(auth.CodeBadRequest)
-)
-
-func (g *Gateway) refuse(code string) netpoll.Decision {
-	r := refuseForbidden
-	switch code {
-	case auth.CodeStoreUnavailable:
-		r = refuseStore
-	case auth.CodeBadRequest:
-		r = refuseBadRequest
+// checkResume refuses, through the gate, a resume of another user's session
+// (403) or one that cannot be checked because the store is down (503). An
+// unknown session is no refusal: the client gets a fresh one.
+func (g *Gateway) checkResume(h *auth.Handshake, user, resume string) *auth.Refusal {
+	if resume == "" {
+		return nil
 	}
-	g.metrics.Handshake(r.Code)
-	return netpoll.Decision{Status: r.Status, Body: r.Body()}
+	ctx, cancel := context.WithTimeout(g.ctx, 2*time.Second)
+	owner, err := g.mgr.Lookup(ctx, resume)
+	cancel()
+	switch {
+	case err == nil && owner != user:
+		return g.gate.Reject(h, auth.CodeForbidden, fmt.Errorf("user %q resuming session %s of another user", user, resume))
+	case err != nil && !errors.Is(err, sessions.ErrNotFound):
+		g.metrics.StoreError("lookup")
+		return g.gate.Reject(h, auth.CodeStoreUnavailable, fmt.Errorf("look up session %s: %w", resume, err))
+	}
+	return nil
 }
 
 // OnOpen attaches the new connection to its session off the poller: the
@@ -176,7 +172,7 @@ func (g *Gateway) attach(st *conn) {
 	id, _, err := g.mgr.Attach(ctx, st.id.User, st.resume, st.from, st, st.welcome)
 	if err != nil {
 		g.metrics.StoreError("attach")
-		g.log.Warn("attach session failed", "remote", st.c.Remote().String(), "user", st.id.User, "err", err)
+		g.log.Warn("attach session failed", "remote", clientString(st.c.Client()), "user", st.id.User, "err", err)
 		st.c.Close(netpoll.CloseInternalError, "session store unavailable")
 		return
 	}
@@ -238,7 +234,7 @@ func (g *Gateway) OnClose(c *netpoll.Conn, code netpoll.CloseCode, err error) {
 	if st == nil {
 		return
 	}
-	g.gate.Release(c.Remote().Addr())
+	g.gate.Release(c.Client().Addr())
 	st.mu.Lock()
 	st.closed = true
 	id, sess := st.sessID, st.sess
