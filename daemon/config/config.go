@@ -254,6 +254,10 @@ type Backend struct {
 	// Delay makes the echo kind wait before answering (tests, demos).
 	// Default 0.
 	Delay Duration `yaml:"delay" json:"delay,omitempty"`
+	// Stream makes the echo kind stream the text back: "words" sends one
+	// chunk per word ({"text":"word "}), waiting Delay before each, then the
+	// result. Default "" (no chunks).
+	Stream string `yaml:"stream" json:"stream,omitempty"`
 	// Health configures the active health check of each endpoint.
 	Health Health `yaml:"health" json:"health"`
 }

@@ -149,6 +149,9 @@ func (c *Config) problems() []error {
 		p := "backends." + name
 		switch b.Kind {
 		case KindEcho:
+			if b.Stream != "" && b.Stream != "words" {
+				add("%s.stream: must be words or empty, got %q", p, b.Stream)
+			}
 		case KindHTTP, KindOpenAI:
 			if len(b.Endpoints) == 0 {
 				add("%s.endpoints: at least one URL is needed for kind %s", p, b.Kind)
