@@ -16,6 +16,10 @@ func TestDemoConfigLoads(t *testing.T) {
 	if !c.Auth.Anonymous || c.Sessions.Store != "memory" || c.Routes["echo"].Backend != "echo" || c.Listen.Admin != "127.0.0.1:9090" {
 		t.Fatalf("demo config = %+v", c)
 	}
+	// The demo's streaming route, served in process.
+	if b := c.Backends[c.Routes["stream"].Backend]; b.Kind != KindEcho || b.Stream != "words" || b.Delay.D() <= 0 {
+		t.Fatalf("demo stream route's backend = %+v, want echo streaming words with a delay", b)
+	}
 }
 
 // TestContractExample loads the contract's own section 8 example.
@@ -88,6 +92,7 @@ func TestErrors(t *testing.T) {
 		{"route to unknown backend", "auth: {anonymous: true}\nroutes:\n  x: {backend: nope}\n", nil, []string{`routes.x.backend: line 3: unknown backend "nope"`}, nil},
 		{"builtin route name", "auth: {anonymous: true}\nbackends:\n  e: {kind: echo}\nroutes:\n  ping: {backend: e}\n", nil, []string{"routes.ping: line 5: \"ping\" is a built-in"}, nil},
 		{"bad kind", "auth: {anonymous: true}\nbackends:\n  e: {kind: grpc}\n", nil, []string{"backends.e.kind: line 3: must be echo, http, openai or nats"}, nil},
+		{"echo stream mode", "auth: {anonymous: true}\nbackends:\n  e: {kind: echo, stream: lines}\n", nil, []string{`backends.e.stream: line 3: must be words or empty, got "lines"`}, nil},
 		{"http needs endpoints", "auth: {anonymous: true}\nbackends:\n  e: {kind: http}\n", nil, []string{"backends.e.endpoints"}, nil},
 		{"bad endpoint names its line", "auth: {anonymous: true}\nbackends:\n  e:\n    kind: http\n    endpoints:\n      - http://ok.example/x\n      - ftp://nope\n", nil, []string{"backends.e.endpoints[1]: line 7: must be an http(s) URL"}, nil},
 		{"hs256 needs a secret", "", nil, []string{"auth.jwt.secret_env", "ORCH_JWT_SECRET"}, nil},

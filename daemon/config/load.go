@@ -250,14 +250,17 @@ func setFromString(v reflect.Value, s string) error {
 		}
 		v.SetFloat(f)
 	case reflect.Slice:
-		if v.Type().Elem().Kind() != reflect.String {
-			return fmt.Errorf("unsupported list type")
-		}
 		var parts []string
 		for _, p := range strings.Split(s, ",") {
 			if p = strings.TrimSpace(p); p != "" {
 				parts = append(parts, p)
 			}
+		}
+		if v.Type().Elem() == cidrType {
+			return setCIDRs(v, parts)
+		}
+		if v.Type().Elem().Kind() != reflect.String {
+			return fmt.Errorf("unsupported list type")
 		}
 		v.Set(reflect.ValueOf(parts))
 	default:

@@ -25,6 +25,9 @@ func (c *Config) problems() []error {
 	if _, _, err := net.SplitHostPort(c.Listen.Admin); err != nil {
 		add("listen.admin: %v", err)
 	}
+	if c.Listen.ProxyProtocol && len(c.Listen.TrustedProxies) == 0 {
+		add("listen.proxy_protocol: needs listen.trusted_proxies (a PROXY header is only read from a trusted proxy)")
+	}
 	if !strings.HasPrefix(c.WS.Path, "/") {
 		add("ws.path: must start with /, got %q", c.WS.Path)
 	}
@@ -167,6 +170,9 @@ func (c *Config) problems() []error {
 		p := "backends." + name
 		switch b.Kind {
 		case KindEcho:
+			if b.Stream != "" && b.Stream != "words" {
+				add("%s.stream: must be words or empty, got %q", p, b.Stream)
+			}
 		case KindHTTP, KindOpenAI:
 			if len(b.Endpoints) == 0 {
 				add("%s.endpoints: at least one URL is needed for kind %s", p, b.Kind)
@@ -204,6 +210,21 @@ func (c *Config) problems() []error {
 		}
 		if b.Breaker.Rate < 0 || b.Breaker.Rate > 1 {
 			add("%s.breaker.rate: must be between 0 and 1", p)
+		}
+		if b.Health.Interval < 0 || b.Health.Timeout < 0 {
+			add("%s.health: interval and timeout must not be negative", p)
+		}
+		if b.Health.Path != "" {
+			if b.Kind != KindHTTP {
+				add("%s.health.path: only the http kind has a health path (openai checks <base>/models, nats its connection)", p)
+			} else if u, err := url.Parse(b.Health.Path); err != nil || u.Scheme != "" || u.Host != "" {
+				add("%s.health.path: must be a path such as /healthz, got %q", p, b.Health.Path)
+			}
+		}
+	}
+	for i, name := range c.Readiness.Backends {
+		if _, ok := c.Backends[name]; !ok {
+			add("readiness.backends[%d]: unknown backend %q", i, name)
 		}
 	}
 	for _, name := range sortedKeys(c.Routes) {
