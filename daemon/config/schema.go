@@ -143,6 +143,9 @@ func (c *checker) node(n ast.Node, t reflect.Type, path string) {
 		}
 		c.mapping(n, t, path)
 		return
+	case t == cidrType:
+		c.cidr(n, path)
+		return
 	}
 	switch t.Kind() {
 	case reflect.Struct:
@@ -176,6 +179,18 @@ func (c *checker) node(n ast.Node, t reflect.Type, path string) {
 		default:
 			c.addf(path, n, "got %s, want a number", describe(n))
 		}
+	}
+}
+
+// cidr checks an address or CIDR string (listen.trusted_proxies).
+func (c *checker) cidr(n ast.Node, path string) {
+	s, ok := scalar(n)
+	if !ok {
+		c.addf(path, n, "got %s, want an address or CIDR such as 10.0.0.0/8", describe(n))
+		return
+	}
+	if _, err := parseCIDR(s); err != nil {
+		c.addf(path, n, "%v", err)
 	}
 }
 
