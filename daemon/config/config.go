@@ -3,13 +3,16 @@
 // validation. Packages receive their sub-struct by value and never read files
 // or the environment themselves.
 //
-// It imports nothing of the daemon.
+// It imports nothing of the daemon but daemon/redact.
 package config
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/orchestratord/orchestratord/daemon/redact"
 )
 
 // Duration is a time.Duration written as a Go duration string ("5s").
@@ -56,6 +59,17 @@ type Config struct {
 	Drain    Drain              `yaml:"drain" json:"drain"`
 	Admin    Admin              `yaml:"admin" json:"admin" reload:"restart"`
 	Log      Log                `yaml:"log" json:"log"`
+	// Readiness adds conditions to /readyz (daemon addition).
+	Readiness Readiness `yaml:"readiness" json:"readiness"`
+}
+
+// Readiness configures what /readyz requires besides serving (not
+// draining) and a reachable session store.
+type Readiness struct {
+	// Backends lists backends that must each have at least one endpoint
+	// passing its health check with its breaker not open. Default [] (the
+	// store only).
+	Backends []string `yaml:"backends" json:"backends"`
 }
 
 // Listen holds the listener addresses.
@@ -165,8 +179,35 @@ type Sessions struct {
 	// Store is "memory" or "redis". Default "memory".
 	Store string `yaml:"store" json:"store"`
 	// RedisURL locates Redis for the redis store and the bus. Default
-	// "redis://127.0.0.1:6379/0".
+	// "redis://127.0.0.1:6379/0". rueidis URL forms: rediss:// for TLS;
+	// repeat addr=host:port for a Cluster's seed addresses (the slots are
+	// discovered); master_set=NAME makes the addresses Sentinels'.
 	RedisURL string `yaml:"redis_url" json:"redis_url"`
+	// RedisUsernameEnv names the variable holding the Redis ACL user
+	// (overrides a user in the URL). Default "".
+	RedisUsernameEnv string `yaml:"redis_username_env" json:"redis_username_env"`
+	// RedisPasswordEnv names the variable holding the Redis password
+	// (overrides one in the URL). Default "".
+	RedisPasswordEnv string `yaml:"redis_password_env" json:"redis_password_env"`
+	// RedisUsername and RedisPassword are resolved from the *_env keys at
+	// load time; never from YAML.
+	RedisUsername string `yaml:"-" json:"-"`
+	RedisPassword string `yaml:"-" json:"-"`
+	// SentinelUsernameEnv / SentinelPasswordEnv name the variables holding
+	// the Sentinels' own ACL user and password (master_set URLs). Default "".
+	SentinelUsernameEnv string `yaml:"sentinel_username_env" json:"sentinel_username_env"`
+	SentinelPasswordEnv string `yaml:"sentinel_password_env" json:"sentinel_password_env"`
+	SentinelUsername    string `yaml:"-" json:"-"`
+	SentinelPassword    string `yaml:"-" json:"-"`
+	// RedisTLS adds a CA and a client certificate to rediss:// URLs.
+	RedisTLS RedisTLS `yaml:"redis_tls" json:"redis_tls"`
+	// Bus carries the relay between replicas (takeover, live resume,
+	// pokes): "redis" (pub/sub on the store's Redis; sharded pub/sub on a
+	// Cluster) or "nats" (core NATS subjects on NatsURLs). Default "redis".
+	Bus string `yaml:"bus" json:"bus"`
+	// NatsURLs are the NATS servers of bus: nats. Default
+	// ["nats://127.0.0.1:4222"].
+	NatsURLs []string `yaml:"nats_urls" json:"nats_urls"`
 	// TTL of session state, refreshed by activity. Default 24h.
 	TTL Duration `yaml:"ttl" json:"ttl"`
 	// OutboxMax bounds the messages kept for a detached session. Default 100.
@@ -187,6 +228,19 @@ type Sessions struct {
 	// NodeLossAfter is how long a replica may be silent before its
 	// requests in flight end with node_lost (v1.1). Default 10s.
 	NodeLossAfter Duration `yaml:"node_loss_after" json:"node_loss_after"`
+}
+
+// RedisTLS is the TLS material for a rediss:// sessions.redis_url; empty
+// fields use the system roots and no client certificate.
+type RedisTLS struct {
+	// CAFile is a PEM bundle of the CAs that sign the servers' certificates.
+	CAFile string `yaml:"ca_file" json:"ca_file"`
+	// CertFile and KeyFile are the client certificate and key (PEM), for
+	// servers with tls-auth-clients yes.
+	CertFile string `yaml:"cert_file" json:"cert_file"`
+	KeyFile  string `yaml:"key_file" json:"key_file"`
+	// ServerName overrides the name checked in the servers' certificates.
+	ServerName string `yaml:"server_name" json:"server_name"`
 }
 
 // Header is a static header value, literal or from an environment variable.
@@ -240,6 +294,27 @@ type Backend struct {
 	// Delay makes the echo kind wait before answering (tests, demos).
 	// Default 0.
 	Delay Duration `yaml:"delay" json:"delay,omitempty"`
+	// Stream makes the echo kind stream the text back: "words" sends one
+	// chunk per word ({"text":"word "}), waiting Delay before each, then the
+	// result. Default "" (no chunks).
+	Stream string `yaml:"stream" json:"stream,omitempty"`
+	// Health configures the active health check of each endpoint.
+	Health Health `yaml:"health" json:"health"`
+}
+
+// Health configures a backend's active endpoint check (contract v1.1): http
+// GETs Path (or, without one, opens a TCP connection), openai GETs
+// <base>/models, nats reads the connection state. echo is not checked.
+type Health struct {
+	// Interval between two checks of an endpoint. Default 10s.
+	Interval Duration `yaml:"interval" json:"interval"`
+	// Path (http) is resolved against the endpoint URL ("/healthz"
+	// replaces its path); a 2xx answer is healthy. Default "": a TCP
+	// connect check.
+	Path string `yaml:"path" json:"path,omitempty"`
+	// Timeout of one check. Default 2s. The checks of an endpoint never
+	// overlap: a slow one delays the next.
+	Timeout Duration `yaml:"timeout" json:"timeout"`
 }
 
 // Route maps a message type to a backend.
@@ -286,6 +361,9 @@ type Admin struct {
 type Log struct {
 	// Level is debug, info, warn or error. Default "info".
 	Level string `yaml:"level" json:"level" reload:"live"`
+	// Requests writes one access line per request at info (route,
+	// backend, outcome, duration, bytes, trace id). Default false.
+	Requests bool `yaml:"requests" json:"requests" reload:"live"`
 }
 
 // Backend kinds.
@@ -328,6 +406,8 @@ func Default() Config {
 		Sessions: Sessions{
 			Store:             "memory",
 			RedisURL:          "redis://127.0.0.1:6379/0",
+			Bus:               "redis",
+			NatsURLs:          []string{"nats://127.0.0.1:4222"},
 			TTL:               Duration(24 * time.Hour),
 			OutboxMax:         100,
 			HistoryMaxTurns:   20,
@@ -365,6 +445,12 @@ func backendDefaults(b Backend) Backend {
 	if b.Breaker.Cooldown == 0 {
 		b.Breaker.Cooldown = Duration(5 * time.Second)
 	}
+	if b.Health.Interval == 0 {
+		b.Health.Interval = Duration(10 * time.Second)
+	}
+	if b.Health.Timeout == 0 {
+		b.Health.Timeout = Duration(2 * time.Second)
+	}
 	return b
 }
 
@@ -376,8 +462,44 @@ func routeDefaults(r Route) Route {
 	return r
 }
 
-// JSON returns the configuration as indented JSON with secrets left out.
+// JSON returns the configuration as indented JSON with secrets left out:
+// resolved secrets are not serialised at all, and every string goes
+// through redact.String (URL passwords and query values masked).
 func (c Config) JSON() []byte {
-	b, _ := json.MarshalIndent(c, "", "  ")
-	return b
+	raw, err := json.Marshal(c)
+	if err != nil {
+		return nil
+	}
+	var tree any
+	if err := json.Unmarshal(raw, &tree); err != nil {
+		return nil
+	}
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(redactTree(tree)); err != nil {
+		return nil
+	}
+	return bytes.TrimRight(out.Bytes(), "\n")
+}
+
+// redactTree applies redact.String to every string of a decoded JSON
+// value (map keys included: header names and backend names are keys).
+func redactTree(v any) any {
+	switch x := v.(type) {
+	case string:
+		return redact.String(x)
+	case []any:
+		for i := range x {
+			x[i] = redactTree(x[i])
+		}
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[redact.String(k)] = redactTree(e)
+		}
+		return out
+	}
+	return v
 }

@@ -137,14 +137,21 @@ func (c *checker) node(n ast.Node, t reflect.Type, path string) {
 	case t == durationType:
 		c.duration(n, path)
 		return
+	case t == cidrType:
+		s, ok := scalar(n)
+		if !ok {
+			c.addf(path, n, "got %s, want an address or CIDR string", describe(n))
+			return
+		}
+		if _, err := parseCIDR(s); err != nil {
+			c.addf(path, n, "%v", err)
+		}
+		return
 	case t == headerType:
 		if _, ok := scalar(n); ok {
 			return
 		}
 		c.mapping(n, t, path)
-		return
-	case t == cidrType:
-		c.cidr(n, path)
 		return
 	}
 	switch t.Kind() {
@@ -179,18 +186,6 @@ func (c *checker) node(n ast.Node, t reflect.Type, path string) {
 		default:
 			c.addf(path, n, "got %s, want a number", describe(n))
 		}
-	}
-}
-
-// cidr checks an address or CIDR string (listen.trusted_proxies).
-func (c *checker) cidr(n ast.Node, path string) {
-	s, ok := scalar(n)
-	if !ok {
-		c.addf(path, n, "got %s, want an address or CIDR such as 10.0.0.0/8", describe(n))
-		return
-	}
-	if _, err := parseCIDR(s); err != nil {
-		c.addf(path, n, "%v", err)
 	}
 }
 
