@@ -86,14 +86,19 @@ type DetachedLister interface {
 
 // EndpointRow is one backend endpoint as the page shows it.
 type EndpointRow struct {
-	URL        string  `json:"url"`
-	Breaker    string  `json:"breaker"` // closed, half-open or open
-	Successes  uint64  `json:"successes"`
-	Failures   uint64  `json:"failures"`
-	Rejections uint64  `json:"rejections"`
-	InFlight   int     `json:"in_flight"`
-	P50ms      float64 `json:"p50_ms"`
-	P99ms      float64 `json:"p99_ms"`
+	URL     string `json:"url"`     // redacted (redact.String)
+	Breaker string `json:"breaker"` // closed, half-open or open
+	// Health is the last active check: healthy, unhealthy or unchecked.
+	Health string `json:"health"`
+	// HealthDetail says why the last check failed (redacted); "" if it
+	// passed.
+	HealthDetail string  `json:"health_detail,omitempty"`
+	Successes    uint64  `json:"successes"`
+	Failures     uint64  `json:"failures"`
+	Rejections   uint64  `json:"rejections"`
+	InFlight     int     `json:"in_flight"`
+	P50ms        float64 `json:"p50_ms"`
+	P99ms        float64 `json:"p99_ms"`
 }
 
 // BackendRow is one backend pool.

@@ -1,8 +1,10 @@
 package admin
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -400,5 +402,41 @@ func TestPprofBehindCredentials(t *testing.T) {
 		if w.Code != tc.want {
 			t.Fatalf("GET /debug/pprof/heap with credentials=%v: %d, want %d", tc.auth, w.Code, tc.want)
 		}
+	}
+}
+
+// TestFailedLoginLogged: wrong credentials are logged at warn (never the
+// password), at most once a second; a request without credentials is not a
+// failure.
+func TestFailedLoginLogged(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	f := newFixture(0)
+	s, err := New(config.Admin{User: "admin", Password: "pw"}, "0.0.0.0:9090", f.deps(), nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(user, pass string) {
+		r := httptest.NewRequest(http.MethodGet, "/api/node", nil)
+		if user != "" {
+			r.SetBasicAuth(user, pass)
+		}
+		s.ServeHTTP(httptest.NewRecorder(), r)
+	}
+	get("", "")
+	if buf.Len() != 0 {
+		t.Fatalf("a request without credentials logged: %s", buf.String())
+	}
+	get("root", "guess1")
+	get("root", "guess2")
+	out := buf.String()
+	if n := strings.Count(out, `"msg":"admin login failed"`); n != 1 {
+		t.Fatalf("failed login lines = %d, want 1 (the second within a second is counted):\n%s", n, out)
+	}
+	if !strings.Contains(out, `"level":"WARN"`) || !strings.Contains(out, `"admin_user":"root"`) || strings.Contains(out, "guess") {
+		t.Errorf("failed login line = %s, want warn with the user and no password", out)
+	}
+	if got := s.loginDropped.Load(); got != 1 {
+		t.Errorf("failures not logged = %d, want 1", got)
 	}
 }

@@ -171,6 +171,24 @@ func breakerClass(state string) string {
 	return "unknown"
 }
 
+// healthClass is the CSS class of an endpoint's health.
+func healthClass(h string) string {
+	switch h {
+	case "healthy", "unhealthy":
+		return h
+	}
+	return "unchecked"
+}
+
+// healthLabel shows an endpoint's health; "" (a row without an endpoint)
+// shows as unchecked.
+func healthLabel(h string) string {
+	if h == "" {
+		return "unchecked"
+	}
+	return h
+}
+
 // endpointsOrNone returns b's endpoints, or one empty row for an
 // in-process backend, so every backend gets a table row.
 func endpointsOrNone(b BackendRow) []EndpointRow {

@@ -3,13 +3,16 @@
 // validation. Packages receive their sub-struct by value and never read files
 // or the environment themselves.
 //
-// It imports nothing of the daemon.
+// It imports nothing of the daemon but daemon/redact.
 package config
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/orchestratord/orchestratord/daemon/redact"
 )
 
 // Duration is a time.Duration written as a Go duration string ("5s").
@@ -56,6 +59,17 @@ type Config struct {
 	Drain    Drain              `yaml:"drain" json:"drain"`
 	Admin    Admin              `yaml:"admin" json:"admin" reload:"restart"`
 	Log      Log                `yaml:"log" json:"log"`
+	// Readiness adds conditions to /readyz (daemon addition).
+	Readiness Readiness `yaml:"readiness" json:"readiness"`
+}
+
+// Readiness configures what /readyz requires besides serving (not
+// draining) and a reachable session store.
+type Readiness struct {
+	// Backends lists backends that must each have at least one endpoint
+	// passing its health check with its breaker not open. Default [] (the
+	// store only).
+	Backends []string `yaml:"backends" json:"backends"`
 }
 
 // Listen holds the listener addresses.
@@ -244,6 +258,23 @@ type Backend struct {
 	// chunk per word ({"text":"word "}), waiting Delay before each, then the
 	// result. Default "" (no chunks).
 	Stream string `yaml:"stream" json:"stream,omitempty"`
+	// Health configures the active health check of each endpoint.
+	Health Health `yaml:"health" json:"health"`
+}
+
+// Health configures a backend's active endpoint check (contract v1.1): http
+// GETs Path (or, without one, opens a TCP connection), openai GETs
+// <base>/models, nats reads the connection state. echo is not checked.
+type Health struct {
+	// Interval between two checks of an endpoint. Default 10s.
+	Interval Duration `yaml:"interval" json:"interval"`
+	// Path (http) is resolved against the endpoint URL ("/healthz"
+	// replaces its path); a 2xx answer is healthy. Default "": a TCP
+	// connect check.
+	Path string `yaml:"path" json:"path,omitempty"`
+	// Timeout of one check. Default 2s. The checks of an endpoint never
+	// overlap: a slow one delays the next.
+	Timeout Duration `yaml:"timeout" json:"timeout"`
 }
 
 // Route maps a message type to a backend.
@@ -290,6 +321,9 @@ type Admin struct {
 type Log struct {
 	// Level is debug, info, warn or error. Default "info".
 	Level string `yaml:"level" json:"level" reload:"live"`
+	// Requests writes one access line per request at info (route,
+	// backend, outcome, duration, bytes, trace id). Default false.
+	Requests bool `yaml:"requests" json:"requests" reload:"live"`
 }
 
 // Backend kinds.
@@ -369,6 +403,12 @@ func backendDefaults(b Backend) Backend {
 	if b.Breaker.Cooldown == 0 {
 		b.Breaker.Cooldown = Duration(5 * time.Second)
 	}
+	if b.Health.Interval == 0 {
+		b.Health.Interval = Duration(10 * time.Second)
+	}
+	if b.Health.Timeout == 0 {
+		b.Health.Timeout = Duration(2 * time.Second)
+	}
 	return b
 }
 
@@ -380,8 +420,44 @@ func routeDefaults(r Route) Route {
 	return r
 }
 
-// JSON returns the configuration as indented JSON with secrets left out.
+// JSON returns the configuration as indented JSON with secrets left out:
+// resolved secrets are not serialised at all, and every string goes
+// through redact.String (URL passwords and query values masked).
 func (c Config) JSON() []byte {
-	b, _ := json.MarshalIndent(c, "", "  ")
-	return b
+	raw, err := json.Marshal(c)
+	if err != nil {
+		return nil
+	}
+	var tree any
+	if err := json.Unmarshal(raw, &tree); err != nil {
+		return nil
+	}
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(redactTree(tree)); err != nil {
+		return nil
+	}
+	return bytes.TrimRight(out.Bytes(), "\n")
+}
+
+// redactTree applies redact.String to every string of a decoded JSON
+// value (map keys included: header names and backend names are keys).
+func redactTree(v any) any {
+	switch x := v.(type) {
+	case string:
+		return redact.String(x)
+	case []any:
+		for i := range x {
+			x[i] = redactTree(x[i])
+		}
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[redact.String(k)] = redactTree(e)
+		}
+		return out
+	}
+	return v
 }

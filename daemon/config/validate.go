@@ -190,6 +190,21 @@ func (c *Config) problems() []error {
 		if b.Breaker.Rate < 0 || b.Breaker.Rate > 1 {
 			add("%s.breaker.rate: must be between 0 and 1", p)
 		}
+		if b.Health.Interval < 0 || b.Health.Timeout < 0 {
+			add("%s.health: interval and timeout must not be negative", p)
+		}
+		if b.Health.Path != "" {
+			if b.Kind != KindHTTP {
+				add("%s.health.path: only the http kind has a health path (openai checks <base>/models, nats its connection)", p)
+			} else if u, err := url.Parse(b.Health.Path); err != nil || u.Scheme != "" || u.Host != "" {
+				add("%s.health.path: must be a path such as /healthz, got %q", p, b.Health.Path)
+			}
+		}
+	}
+	for i, name := range c.Readiness.Backends {
+		if _, ok := c.Backends[name]; !ok {
+			add("readiness.backends[%d]: unknown backend %q", i, name)
+		}
 	}
 	for _, name := range sortedKeys(c.Routes) {
 		r := c.Routes[name]

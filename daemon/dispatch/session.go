@@ -65,6 +65,9 @@ type Session struct {
 	// limiter is replaced whole on reload (a Bucket must not be
 	// reconfigured while in use).
 	limiter atomic.Pointer[auth.Bucket]
+	// trace is the trace id of the attached connection's trusted
+	// handshake traceparent; nil or "": a new one per request.
+	trace atomic.Pointer[string]
 }
 
 // Acquire returns the dispatch state of session id for a connection that

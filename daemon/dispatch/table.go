@@ -27,6 +27,9 @@ type route struct {
 	// inline: an echo backend without delay answers on the caller's
 	// goroutine: no goroutine, no context, no copy.
 	inline bool
+	// inlineDone records an inline answer in the backend's counters and
+	// metrics (Pool.Inline), as a call would.
+	inlineDone func(time.Duration)
 	// needsSession: the backend reads the session (context, history).
 	needsSession bool
 }
@@ -68,6 +71,9 @@ func NewTable(cfg config.Config, set *backends.Set) (*Table, error) {
 			idle:         rc.IdleTimeout.D(),
 			inline:       bc.Kind == config.KindEcho && bc.Delay == 0 && bc.Stream == "",
 			needsSession: bc.Kind == config.KindHTTP || bc.Kind == config.KindNATS || bc.Kind == config.KindOpenAI,
+		}
+		if r.inline {
+			r.inlineDone = pool.Inline
 		}
 		if rc.Fallback != "" {
 			fb, ok := set.Pool(rc.Fallback)

@@ -24,6 +24,7 @@ type conn struct {
 	// set before OnOpen and never changed: any goroutine may read it.
 	// Requests of the connection continue that trace.
 	handshakeTraceparent string
+	cid                  string // connection id of the log lines
 
 	mu       sync.Mutex // guards the fields below
 	attached bool
@@ -40,6 +41,7 @@ func (st *conn) Send(msg []byte) error {
 	}
 	st.g.msgsOut.Add(1)
 	st.g.metrics.MessageOut()
+	st.g.metrics.BytesOut(len(msg))
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,8 @@ const Subprotocol = "orchestrator.v1"
 type Metrics interface {
 	MessageIn()
 	MessageOut()
+	BytesIn(n int)
+	BytesOut(n int)
 	Handshake(outcome string)
 	Closed(code int)
 	StoreError(op string)
@@ -35,6 +38,8 @@ type noMetrics struct{}
 
 func (noMetrics) MessageIn()        {}
 func (noMetrics) MessageOut()       {}
+func (noMetrics) BytesIn(int)       {}
+func (noMetrics) BytesOut(int)      {}
 func (noMetrics) Handshake(string)  {}
 func (noMetrics) Closed(int)        {}
 func (noMetrics) StoreError(string) {}
@@ -51,6 +56,9 @@ type Options struct {
 	// Plain serves non-upgrade requests other than /healthz and /readyz
 	// (the demo page); nil answers 404.
 	Plain http.Handler
+	// Ready, when set, is an extra readiness condition (readiness.backends):
+	// its error makes /readyz fail with reason "backends".
+	Ready func() error
 }
 
 // Gateway binds connections to sessions. Build it with New.
@@ -68,6 +76,7 @@ type Gateway struct {
 
 	conns     sync.Map // session id -> *conn (attached connections)
 	attaching atomic.Int64
+	connSeq   atomic.Uint64 // numbers connections for the logs
 	msgsIn    atomic.Uint64 // messages received since start
 	msgsOut   atomic.Uint64 // messages sent since start
 	draining  atomic.Bool
@@ -119,7 +128,8 @@ func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
 		return netpoll.Decision{Refusal: ref}
 	}
 	g.metrics.Handshake("accepted")
-	st := &conn{g: g, id: id, resume: resume, from: from}
+	st := &conn{g: g, id: id, resume: resume, from: from,
+		cid: "c" + strconv.FormatUint(g.connSeq.Add(1), 36)}
 	if r.Trusted {
 		st.handshakeTraceparent = handshakeTraceparent(r.Header)
 	}
@@ -159,6 +169,10 @@ func (g *Gateway) OnOpen(c *netpoll.Conn) {
 	if exp := st.id.Expires; !exp.IsZero() && !g.opts.AllowExpiredConnections {
 		c.CloseAt(exp, netpoll.CloseTokenExpired, "token expired")
 	}
+	if g.log.Enabled(context.Background(), slog.LevelDebug) {
+		g.log.LogAttrs(context.Background(), slog.LevelDebug, "connection open",
+			slog.String("conn", st.cid), slog.String("remote", clientString(c.Client())), slog.String("user", st.id.User))
+	}
 	g.attaching.Add(1)
 	g.wg.Add(1)
 	go g.attach(st)
@@ -172,11 +186,12 @@ func (g *Gateway) attach(st *conn) {
 	id, _, err := g.mgr.Attach(ctx, st.id.User, st.resume, st.from, st, st.welcome)
 	if err != nil {
 		g.metrics.StoreError("attach")
-		g.log.Warn("attach session failed", "remote", clientString(st.c.Client()), "user", st.id.User, "err", err)
+		g.log.Warn("attach session failed", "conn", st.cid, "remote", clientString(st.c.Client()), "user", st.id.User, "err", err)
 		st.c.Close(netpoll.CloseInternalError, "session store unavailable")
 		return
 	}
 	sess := g.router.Acquire(id, st.id.User)
+	sess.SetTraceID(dispatch.TraceIDFromParent(st.handshakeTraceparent))
 	st.mu.Lock()
 	if st.closed {
 		st.mu.Unlock()
@@ -209,6 +224,7 @@ func (g *Gateway) OnMessage(c *netpoll.Conn, payload []byte) {
 	st := c.Value().(*conn)
 	g.msgsIn.Add(1)
 	g.metrics.MessageIn()
+	g.metrics.BytesIn(len(payload))
 	st.mu.Lock()
 	if !st.attached {
 		if len(st.pending) >= maxPending {
@@ -233,6 +249,17 @@ func (g *Gateway) OnClose(c *netpoll.Conn, code netpoll.CloseCode, err error) {
 	g.metrics.Closed(int(code))
 	if st == nil {
 		return
+	}
+	if g.log.Enabled(context.Background(), slog.LevelDebug) {
+		st.mu.Lock()
+		sid := st.sessID
+		st.mu.Unlock()
+		attrs := []slog.Attr{slog.String("conn", st.cid), slog.String("remote", clientString(c.Client())),
+			slog.String("user", st.id.User), slog.String("session", sid), slog.Int("code", int(code))}
+		if err != nil {
+			attrs = append(attrs, slog.Any("err", err))
+		}
+		g.log.LogAttrs(context.Background(), slog.LevelDebug, "connection closed", attrs...)
 	}
 	g.gate.Release(c.Client().Addr())
 	st.mu.Lock()

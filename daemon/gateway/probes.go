@@ -55,8 +55,9 @@ func (e *NotReadyError) Error() string {
 // Unwrap returns the detail.
 func (e *NotReadyError) Unwrap() error { return e.Err }
 
-// Ready reports whether the node takes new clients: not draining and the
-// session store reachable. A non-nil error is a *NotReadyError.
+// Ready reports whether the node takes new clients: not draining, the
+// session store reachable and, when configured (readiness.backends), the
+// named backends healthy. A failure is a *NotReadyError.
 func (g *Gateway) Ready(ctx context.Context) error {
 	if g.draining.Load() {
 		return &NotReadyError{Reason: ReasonDraining}
@@ -65,6 +66,11 @@ func (g *Gateway) Ready(ctx context.Context) error {
 	defer cancel()
 	if err := g.mgr.Ready(ctx); err != nil {
 		return &NotReadyError{Reason: ReasonStore, Err: fmt.Errorf("session store unreachable: %w", err)}
+	}
+	if g.opts.Ready != nil {
+		if err := g.opts.Ready(); err != nil {
+			return &NotReadyError{Reason: ReasonBackends, Err: err}
+		}
 	}
 	return nil
 }

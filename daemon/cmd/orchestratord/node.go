@@ -30,6 +30,7 @@ type node struct {
 	gw      *gateway.Gateway
 	router  *dispatch.Router
 	mgr     *sessions.Manager
+	meter   backends.Meter // where every backend set reports its calls
 
 	drainAt atomic.Pointer[time.Time] // when the drain started; nil while serving
 
@@ -89,14 +90,43 @@ func (n *node) backends() *backends.Set {
 	return n.set
 }
 
-func (n *node) breakers() []telemetry.Breaker {
-	var out []telemetry.Breaker
-	for _, b := range n.backends().Snapshot() {
+// backendGauges is the scrape-time backend state of the set in force.
+func (n *node) backendGauges() []telemetry.Backend {
+	snap := n.backends().Snapshot()
+	out := make([]telemetry.Backend, 0, len(snap))
+	for _, b := range snap {
+		tb := telemetry.Backend{Name: b.Name, InFlight: b.Inflight, Capacity: b.MaxConcurrent}
 		for _, e := range b.Endpoints {
-			out = append(out, telemetry.Breaker{Backend: b.Name, Endpoint: e.URL, State: e.Breaker})
+			tb.Endpoints = append(tb.Endpoints, telemetry.Endpoint{URL: e.URL, Breaker: e.Breaker,
+				Healthy: e.Health != backends.HealthUnhealthy, InFlight: e.Inflight})
 		}
+		out = append(out, tb)
 	}
 	return out
+}
+
+// backendsReady checks readiness.backends of the config in force: each
+// named backend needs an endpoint passing its health check with its
+// breaker not open.
+func (n *node) backendsReady() error {
+	if n == nil {
+		return nil // not serving yet
+	}
+	names := n.current.Load().Readiness.Backends
+	if len(names) == 0 {
+		return nil
+	}
+	set := n.backends()
+	var errs []error
+	for _, name := range names {
+		if err := set.Healthy(name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("readiness.backends: %w", errors.Join(errs...))
+	}
+	return nil
 }
 
 func (n *node) status() string {
@@ -116,7 +146,7 @@ func (n *node) apply(next config.Config, gate *auth.Gate, level *slog.LevelVar, 
 	cur := *n.current.Load()
 	changes := diffConfig(cur, next)
 	next = keepRestartOnly(cur, next)
-	set, err := backends.New(next.Backends, lookupEnv, log)
+	set, err := backends.New(next.Backends, lookupEnv, log, backends.WithMeter(n.meter))
 	if err != nil {
 		return fmt.Errorf("backends: %w", err)
 	}
@@ -132,6 +162,7 @@ func (n *node) apply(next config.Config, gate *auth.Gate, level *slog.LevelVar, 
 	n.mu.Unlock()
 	n.retire(old, longestRoute(*n.current.Load()))
 	gate.Update(next.Limits, next.WS.AllowedOrigins)
+	n.router.SetAccessLog(next.Log.Requests)
 	if err := level.UnmarshalText([]byte(next.Log.Level)); err != nil {
 		log.Warn("log level not changed", "err", err)
 	}
@@ -252,7 +283,8 @@ func (l backendLister) Backends() []admin.BackendRow {
 	for _, b := range snap {
 		row := admin.BackendRow{Name: b.Name, Kind: b.Kind, InFlight: b.Inflight, MaxConcurrent: b.MaxConcurrent}
 		for _, e := range b.Endpoints {
-			row.Endpoints = append(row.Endpoints, admin.EndpointRow{URL: e.URL, Breaker: e.Breaker, Successes: e.Successes,
+			row.Endpoints = append(row.Endpoints, admin.EndpointRow{URL: e.URL, Breaker: e.Breaker,
+				Health: e.Health, HealthDetail: e.HealthDetail, Successes: e.Successes,
 				Failures: e.Failures, Rejections: e.Rejections, InFlight: e.Inflight, P50ms: e.LatencyP50, P99ms: e.LatencyP99})
 		}
 		out = append(out, row)

@@ -197,6 +197,15 @@ func (e *e2e) testReload(t *testing.T) {
 	if n := p.logs.count("reload refused"); n != 1 {
 		t.Errorf("got %d \"reload refused\" lines, want 1", n)
 	}
+	fams := scrape(t, "http://"+admin+"/metrics")
+	for result, want := range map[string]float64{"success": 1, "failure": 2} {
+		if v, ok := metricValue(fams, "orchestratord_reloads_total", map[string]string{"result": result}); !ok || v != want {
+			t.Errorf("reloads_total{result=%q} = %v (found %v), want %v", result, v, ok, want)
+		}
+	}
+	if v, ok := metricValue(fams, "orchestratord_last_reload_success_timestamp_seconds", nil); !ok || v < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Errorf("last_reload_success_timestamp_seconds = %v (found %v), want the reload's time", v, ok)
+	}
 	p.signal(syscall.SIGTERM)
 	if code := p.exitCode(10 * time.Second); code != 0 {
 		t.Errorf("exit code %d, want 0", code)

@@ -59,7 +59,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	}
 	defer mgr.Close()
 
-	set, err := backends.New(cfg.Backends, os.LookupEnv, log)
+	set, err := backends.New(cfg.Backends, os.LookupEnv, log, backends.WithMeter(metrics))
 	if err != nil {
 		return fmt.Errorf("backends: %w", err)
 	}
@@ -74,6 +74,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		return err
 	}
 
+	var state *node // set below, before any listener serves
 	var plain http.Handler
 	if cfg.WS.DemoPage {
 		plain = web.Demo(func() []string { return router.Table().Routes() })
@@ -85,7 +86,9 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		ReconnectAfter:          cfg.Drain.ReconnectAfter.D(),
 		Path:                    cfg.WS.Path,
 		Plain:                   plain,
+		Ready:                   func() error { return state.backendsReady() },
 	}, gate, mgr, router, metrics, log)
+	router.SetAccessLog(cfg.Log.Requests)
 	defer gw.Close()
 
 	eng, err := netpoll.New(netpoll.Config{
@@ -120,10 +123,10 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		return fmt.Errorf("listen.admin: %w", err)
 	}
 
-	state := &node{cfg: cfg, eng: eng, gw: gw, router: router, mgr: mgr, set: set, stop: make(chan struct{})}
+	state = &node{cfg: cfg, eng: eng, gw: gw, router: router, mgr: mgr, set: set, meter: metrics, stop: make(chan struct{})}
 	state.current.Store(&cfg)
 	metrics.SetGauges(state.gauges)
-	metrics.SetBreakers(state.breakers)
+	metrics.SetBackends(state.backendGauges)
 
 	drainReq := make(chan string, 1)
 	adm, err := admin.New(cfg.Admin, adminLn.Addr().String(), admin.Deps{
@@ -194,13 +197,11 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		},
 		Reload: func() error {
 			next, err := reload()
-			if err != nil {
-				return err
+			if err == nil {
+				err = state.apply(next, gate, level, log)
 			}
-			if err := state.apply(next, gate, level, log); err != nil {
-				return err
-			}
-			return nil
+			metrics.Reloaded(err)
+			return err
 		},
 		Alive:            gw.Alive,
 		Status:           state.status,
