@@ -137,6 +137,16 @@ func (c *checker) node(n ast.Node, t reflect.Type, path string) {
 	case t == durationType:
 		c.duration(n, path)
 		return
+	case t == cidrType:
+		s, ok := scalar(n)
+		if !ok {
+			c.addf(path, n, "got %s, want an address or CIDR string", describe(n))
+			return
+		}
+		if _, err := parseCIDR(s); err != nil {
+			c.addf(path, n, "%v", err)
+		}
+		return
 	case t == headerType:
 		if _, ok := scalar(n); ok {
 			return
