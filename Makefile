@@ -10,7 +10,7 @@ PKGS      := ./...
 
 CLIENT    := web/client
 
-.PHONY: help build run test test-client test-short check-fmt check-generate vet lint generate fuzz bench chaos soak load-build bench-report load-scale bench-vet clean
+.PHONY: help build run test test-client test-scale test-short check-fmt check-generate vet lint generate fuzz bench chaos soak load-build bench-report load-scale bench-vet clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test-client: ## the JS client (web/client): tsc type check, .d.ts freshness, siz
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
 	CGO_ENABLED=0 $(GO) build -o $$tmp/orchestratord ./daemon/cmd/orchestratord && \
 	cd $(CLIENT) && ORCH_BIN=$$tmp/orchestratord node --test --test-concurrency=1 test/*.test.mjs
+
+test-scale: ## only the Redis Cluster / Sentinel / NATS-bus tests (a subset of make test; starts redis-server on ports 34100-34499)
+	$(GO) test -race -count=1 -timeout 15m -run 'Cluster|Sentinel|ACL|TLS|Replicas|StoreFailover|Scale' ./daemon/sessions/ ./daemon/cmd/orchestratord/ ./daemon/config/
 
 test-short: ## the tests without -race (faster while developing)
 	$(GO) test -count=1 -short $(PKGS)
