@@ -206,29 +206,10 @@ func truncUTF8(s string, n int) string {
 	return s[:n]
 }
 
-// onEvent is the epoll callback, run on the epoll goroutine: it only records
-// what happened and hands the connection to the workers.
-func (c *Conn) onEvent(ev epollEvent) {
-	var bits uint32
-	if ev&(epollIn|epollRdHup|epollHup|epollErr) != 0 {
-		bits |= evRead
-	}
-	if ev&(epollRdHup|epollHup|epollErr) != 0 {
-		bits |= evHup
-	}
-	if ev&epollOut != 0 {
-		bits |= evWrite
-	}
-	if ev&epollClosed != 0 {
-		bits |= evAbort
-	}
-	c.e.wake(c, bits)
-}
-
-// process does the connection's pending work. It runs on a worker that owns
-// the connection; it returns true when it handed ownership to an admit
-// goroutine.
-func (c *Conn) process(w *worker) bool {
+// process does the connection's pending work. It runs on the connection's
+// poller, which owns it; it returns true when it handed ownership to an
+// admit goroutine.
+func (c *Conn) process(w *poller) bool {
 	bits := c.pending.Swap(0)
 	c.mu.Lock()
 	st := c.state
@@ -335,14 +316,14 @@ func (c *Conn) onTimer() bool {
 }
 
 // maxReadPerPass bounds the bytes one pass reads from a connection before it
-// goes to the back of the run queue, so that one fast peer cannot hold a
-// worker.
+// goes to the back of its poller's queue, so that one fast peer cannot hold
+// the poller.
 const maxReadPerPass = 256 << 10
 
 // readFrames reads what the socket has and decodes it. With edge-triggered
 // readiness a short read means the socket is drained; after a hang-up it
 // reads on until EOF.
-func (c *Conn) readFrames(w *worker, hup bool) {
+func (c *Conn) readFrames(w *poller, hup bool) {
 	e := c.e
 	if hs := c.hs; hs != nil {
 		c.hs = nil
@@ -414,7 +395,7 @@ func (c *Conn) setErr(err error) {
 }
 
 // discard reads and drops input until EAGAIN or EOF (after an HTTP response).
-func (c *Conn) discard(w *worker) {
+func (c *Conn) discard(w *poller) {
 	for range 64 {
 		n, err := unix.Read(int(c.fd), w.buf)
 		if err == unix.EINTR {

@@ -14,8 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-type epollEvent = enet.EpollEvent
-
 const (
 	epollIn    = enet.EPOLLIN
 	epollOut   = enet.EPOLLOUT
@@ -23,9 +21,6 @@ const (
 	epollHup   = enet.EPOLLHUP
 	epollErr   = enet.EPOLLERR
 	epollET    = enet.EPOLLET
-	// epollClosed is what easygo passes to every callback when the epoll
-	// instance is closed (its unexported _EPOLLCLOSED).
-	epollClosed = 0x20
 )
 
 // connEvents is the one registration of every connection: edge-triggered,
@@ -34,17 +29,35 @@ const (
 // and no Epoll.Mod is ever needed.
 const connEvents = epollIn | epollRdHup | epollOut | epollET
 
-// Handler receives the events of upgraded connections. OnMessage runs on a
-// pool worker and must not block; payload is valid only until it returns.
+// Handler receives the events of upgraded connections. The engine calls it
+// on two kinds of goroutines, and the split is part of the contract:
+//
+//   - OnMessage runs inline on the connection's poller goroutine, which
+//     serves every other connection of that poller too. It must not block:
+//     no store or network round trip, no lock that such a call may hold, no
+//     channel send that can wait. Work that may wait is handed to another
+//     goroutine (the handler's own). payload is valid only until it returns.
+//   - OnOpen runs on the goroutine that admitted the handshake: an admit
+//     pool goroutine when the engine has a Gatekeeper (Admit may wait, so
+//     admission never runs on a poller), the poller itself when it has none.
+//     It must not wait either (with a Gatekeeper it holds one of the
+//     AdmitWorkers); a store round trip belongs on a goroutine of its own.
+//   - OnClose runs on whichever goroutine owns the connection when it ends:
+//     almost always its poller, an admit goroutine when the connection dies
+//     while being admitted. Same rule: it must not block.
+//
+// Each is called by one goroutine at a time per connection, in order:
+// OnOpen, then OnMessage calls, then OnClose exactly once.
 type Handler interface {
 	OnOpen(c *Conn)                             // after 101 is written; may Send
 	OnMessage(c *Conn, payload []byte)          // one complete text message (UTF-8 validated)
 	OnClose(c *Conn, code CloseCode, err error) // exactly once per opened Conn
 }
 
-// Engine serves WebSocket connections with one epoll instance, a fixed pool
-// of workers, a fixed pool of admit goroutines and one timing wheel: the
-// number of goroutines does not depend on the number of connections.
+// Engine serves WebSocket connections with one poller per P (each an epoll
+// instance parked in Go's netpoller), a fixed pool of admit goroutines and
+// one timing wheel: the number of goroutines does not depend on the number
+// of connections.
 type Engine struct {
 	cfg   Config
 	h     Handler
@@ -52,11 +65,11 @@ type Engine struct {
 	plain http.Handler
 	log   *slog.Logger
 
-	ep     *enet.Epoll
-	wheel  *wheel
-	workQ  *runQueue
-	admitQ *runQueue
-	bufs   bufPool
+	pollers []*poller                              // a connection belongs to pollers[fd % len]
+	tab     atomic.Pointer[[]atomic.Pointer[Conn]] // fd -> Conn, read by the pollers without locks
+	wheel   *wheel
+	admitQ  *runQueue
+	bufs    bufPool
 
 	readers sync.Pool // *frameReader
 	queues  sync.Pool // *outQueue
@@ -74,26 +87,20 @@ type Engine struct {
 	open   atomic.Int64
 	nextID atomic.Uint64
 
-	probe      *Conn // a pseudo-connection cycled through the workers
-	efd        int   // eventfd poked by the wheel, read by the epoll goroutine
+	probe      *Conn // a pseudo-connection cycled through the admit pool
 	stopfd     int   // eventfd written once by Close; wakes accept loops
-	alivePoll  atomic.Int64
 	aliveWheel atomic.Int64
 	aliveWork  atomic.Int64
 
 	connWG    sync.WaitGroup // one per accepted connection until finalize
 	acceptWG  sync.WaitGroup
 	poolWG    sync.WaitGroup
+	pollWG    sync.WaitGroup
 	wheelDone chan struct{}
 	closeOnce sync.Once
 }
 
-// worker is a pool goroutine's private state.
-type worker struct {
-	buf []byte // read scratch; bytes that must outlive a pass are copied
-}
-
-// readScratch is each worker's read buffer size.
+// readScratch is each poller's read buffer size.
 const readScratch = 64 << 10
 
 // New builds an engine and starts its goroutines. h receives upgraded
@@ -109,7 +116,7 @@ func New(cfg Config, h Handler, g Gatekeeper, plain http.Handler, log *slog.Logg
 	cfg = cfg.withDefaults()
 	e := &Engine{
 		cfg: cfg, h: h, g: g, plain: plain, log: log,
-		workQ: newRunQueue(), admitQ: newRunQueue(),
+		admitQ:    newRunQueue(),
 		netConns:  make(map[int]net.Conn),
 		wheelDone: make(chan struct{}),
 	}
@@ -120,37 +127,29 @@ func New(cfg Config, h Handler, g Gatekeeper, plain http.Handler, log *slog.Logg
 	e.readers.New = func() any { return &frameReader{bufs: &e.bufs, maxMsg: cfg.MaxMessageBytes} }
 	e.queues.New = func() any { return new(outQueue) }
 	now := time.Now().UnixNano()
-	e.alivePoll.Store(now)
 	e.aliveWheel.Store(now)
 	e.aliveWork.Store(now)
+	e.tab.Store(new([]atomic.Pointer[Conn]))
 
-	ep, err := enet.EpollCreate(&enet.EpollConfig{OnWaitError: func(err error) {
-		log.Error("epoll wait failed", "err", err)
-	}})
-	if err != nil {
-		return nil, fmt.Errorf("netpoll: epoll create: %w", err)
-	}
-	e.ep = ep
-	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		_ = ep.Close()
-		return nil, fmt.Errorf("netpoll: eventfd: %w", err)
-	}
-	e.efd = efd
+	var err error
 	if e.stopfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
-		_ = ep.Close()
-		_ = unix.Close(efd)
 		return nil, fmt.Errorf("netpoll: eventfd: %w", err)
+	}
+	for range cfg.Pollers {
+		p, err := newPoller(e)
+		if err != nil {
+			for _, p := range e.pollers {
+				p.close()
+			}
+			_ = unix.Close(e.stopfd)
+			return nil, err
+		}
+		e.pollers = append(e.pollers, p)
 	}
 	e.probe = &Conn{e: e, fd: -1}
-	if err := ep.Add(efd, epollIn, e.onProbe); err != nil {
-		_ = ep.Close()
-		_ = unix.Close(efd)
-		return nil, fmt.Errorf("netpoll: epoll add eventfd: %w", err)
-	}
-	for range cfg.Workers {
-		e.poolWG.Add(1)
-		go e.workLoop()
+	for _, p := range e.pollers {
+		e.pollWG.Add(1)
+		go p.run()
 	}
 	for range cfg.AdmitWorkers {
 		e.poolWG.Add(1)
@@ -161,26 +160,14 @@ func New(cfg Config, h Handler, g Gatekeeper, plain http.Handler, log *slog.Logg
 	return e, nil
 }
 
-// onProbe runs on the epoll goroutine when the wheel pokes the eventfd: it
-// proves the poller alive and sends the probe through the workers.
-func (e *Engine) onProbe(ev epollEvent) {
-	if ev&epollClosed != 0 {
-		return
-	}
-	var b [8]byte
-	_, _ = unix.Read(e.efd, b[:])
-	e.alivePoll.Store(time.Now().UnixNano())
-	e.wake(e.probe, evCheck)
-}
-
-// wheelLoop advances the timing wheel every tick and pokes the poller about
-// four times a second.
+// wheelLoop advances the timing wheel every tick; about four times a second
+// it pokes every poller and sends the probe through the admit pool, so that
+// Alive proves each of them makes progress.
 func (e *Engine) wheelLoop() {
 	defer e.poolWG.Done()
 	t := time.NewTicker(e.wheel.tick)
 	defer t.Stop()
 	pokeEvery := max(int(250*time.Millisecond/e.wheel.tick), 1)
-	one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
 	for n := 0; ; n++ {
 		select {
 		case <-e.wheelDone:
@@ -189,24 +176,44 @@ func (e *Engine) wheelLoop() {
 			e.wheel.advance(now, e.fire)
 			e.aliveWheel.Store(time.Now().UnixNano())
 			if n%pokeEvery == 0 {
-				_, _ = unix.Write(e.efd, one)
+				for _, p := range e.pollers {
+					p.poke()
+				}
+				if e.probe.sched.CompareAndSwap(schedIdle, schedQueued) {
+					e.admitQ.push(e.probe)
+				}
 			}
 		}
 	}
 }
 
-// fire hands a connection with a due deadline to the workers.
+// fire hands a connection with a due deadline to its poller.
 func (e *Engine) fire(c *Conn) { e.wake(c, evTimer) }
 
-// wake records bits as pending work of c and queues c unless it is queued or
-// running already. It never blocks.
+// pollerOf returns the poller a connection belongs to.
+func (e *Engine) pollerOf(c *Conn) *poller {
+	return e.pollers[int(c.fd)%len(e.pollers)]
+}
+
+// lookup returns the connection of fd, without locks (pollers only).
+func (e *Engine) lookup(fd int) *Conn {
+	t := *e.tab.Load()
+	if fd < 0 || fd >= len(t) {
+		return nil
+	}
+	return t[fd].Load()
+}
+
+// wake records bits as pending work of c and queues c on its poller unless
+// it is queued or owned already (the owner then sees the bits). It never
+// blocks and may be called from any goroutine.
 func (e *Engine) wake(c *Conn, bits uint32) {
 	c.pending.Or(bits)
 	for {
 		switch c.sched.Load() {
 		case schedIdle:
 			if c.sched.CompareAndSwap(schedIdle, schedQueued) {
-				e.workQ.push(c)
+				e.pollerOf(c).push(c)
 				return
 			}
 		case schedRunning:
@@ -219,39 +226,26 @@ func (e *Engine) wake(c *Conn, bits uint32) {
 	}
 }
 
-// release ends a goroutine's ownership of c, queueing c again if work came
-// in meanwhile.
+// release ends an admit goroutine's ownership of c, handing c back to its
+// poller if work came in meanwhile.
 func (e *Engine) release(c *Conn) {
 	if c.pending.Load() == 0 && c.sched.CompareAndSwap(schedRunning, schedIdle) {
 		return
 	}
 	c.sched.Store(schedQueued)
-	e.workQ.push(c)
+	e.pollerOf(c).push(c)
 }
 
-// workLoop is a pool worker.
-func (e *Engine) workLoop() {
-	defer e.poolWG.Done()
-	w := &worker{buf: make([]byte, readScratch)}
-	for c := e.workQ.pop(); c != nil; c = e.workQ.pop() {
-		c.sched.Store(schedRunning)
-		if c == e.probe {
-			c.pending.Store(0)
-			e.aliveWork.Store(time.Now().UnixNano())
-			e.release(c)
-			continue
-		}
-		if !c.process(w) {
-			e.release(c)
-		}
-	}
-}
-
-// admitLoop runs handshakes whose head is complete; it owns each connection
-// until it releases it.
+// admitLoop runs handshakes whose head is complete and plain requests; it
+// owns each connection until it releases it.
 func (e *Engine) admitLoop() {
 	defer e.poolWG.Done()
 	for c := e.admitQ.pop(); c != nil; c = e.admitQ.pop() {
+		if c == e.probe {
+			e.aliveWork.Store(time.Now().UnixNano())
+			c.sched.Store(schedIdle)
+			continue
+		}
 		c.admit()
 		c.settle()
 		e.release(c)
@@ -415,15 +409,22 @@ func (e *Engine) addConn(fd int, sa unix.Sockaddr, nc net.Conn) {
 		nc := make([]*Conn, n)
 		copy(nc, e.conns)
 		e.conns = nc
+		old := *e.tab.Load()
+		t := make([]atomic.Pointer[Conn], n)
+		for i := range old {
+			t[i].Store(old[i].Load())
+		}
+		e.tab.Store(&t)
 	}
 	e.conns[fd] = c
+	(*e.tab.Load())[fd].Store(c)
 	if nc != nil {
 		e.netConns[fd] = nc
 	}
 	e.connWG.Add(1)
 	e.mu.Unlock()
 	e.wheel.set(c, tmState, e.wheel.now.Load()+e.hsTicks)
-	if err := e.ep.Add(fd, connEvents, c.onEvent); err != nil {
+	if err := e.pollerOf(c).add(fd); err != nil {
 		e.log.Warn("epoll add failed", "err", err)
 		e.detach(c, fd)
 		c.mu.Lock()
@@ -436,10 +437,11 @@ func (e *Engine) addConn(fd int, sa unix.Sockaddr, nc net.Conn) {
 // detach undoes addConn and closes the socket. Epoll forgets the fd and the
 // table slot is cleared before the fd number can be reused.
 func (e *Engine) detach(c *Conn, fd int) {
-	_ = e.ep.Del(fd)
+	e.pollerOf(c).del(fd)
 	e.mu.Lock()
 	if fd < len(e.conns) && e.conns[fd] == c {
 		e.conns[fd] = nil
+		(*e.tab.Load())[fd].Store(nil)
 	}
 	nc := e.netConns[fd]
 	delete(e.netConns, fd)
@@ -490,10 +492,13 @@ func (e *Engine) Range(fn func(*Conn) bool) {
 	}
 }
 
-// Alive returns the oldest of the last times the poller, the timing wheel
-// and the workers made progress; a stale value means the engine is stuck.
+// Alive returns the oldest of the last times a poller, the timing wheel and
+// the admit pool made progress; a stale value means the engine is stuck.
 func (e *Engine) Alive() time.Time {
-	t := min(e.alivePoll.Load(), e.aliveWheel.Load(), e.aliveWork.Load())
+	t := min(e.aliveWheel.Load(), e.aliveWork.Load())
+	for _, p := range e.pollers {
+		t = min(t, p.alive.Load())
+	}
 	return time.Unix(0, t)
 }
 
@@ -526,9 +531,14 @@ func (e *Engine) Close() error {
 		}
 		e.connWG.Wait()
 		close(e.wheelDone)
-		_ = e.ep.Close()
-		_ = unix.Close(e.efd)
-		e.workQ.close()
+		for _, p := range e.pollers {
+			p.stop.Store(true)
+			p.poke()
+		}
+		e.pollWG.Wait()
+		for _, p := range e.pollers {
+			p.close()
+		}
 		e.admitQ.close()
 		e.poolWG.Wait()
 	})

@@ -52,7 +52,7 @@ func (h *handshake) release(bufs *bufPool) {
 // 400 and an oversized head with 431 at once; once the head is complete it
 // hands the connection to an admit goroutine and returns true. A half head
 // just waits, holding only its bytes, until HandshakeTimeout.
-func (c *Conn) readHead(w *worker, hup bool) bool {
+func (c *Conn) readHead(w *poller, hup bool) bool {
 	e := c.e
 	max := e.cfg.MaxHeaderBytes
 	for !c.eof {
