@@ -71,6 +71,9 @@ type Conn struct {
 	opened    bool // OnOpen was called: OnClose is owed
 	broken    bool // a write failed
 	shutWr    bool // shutdown(SHUT_WR) done
+	corked    bool // the owner is in a read pass: see writeLocked
+	wrote     bool // a frame was written directly during this pass
+	corkQ     bool // the queue holds frames corked in this pass: flush at its end
 	closeCode CloseCode
 	wq        *outQueue // nil unless bytes are pending
 	unsent    *[][]byte // set when closing with frames queued: see Unsent
@@ -332,6 +335,10 @@ func (c *Conn) readFrames(w *poller, hup bool) {
 		}
 		hs.release(&e.bufs)
 	}
+	c.mu.Lock()
+	c.corked = true
+	c.mu.Unlock()
+	defer c.uncork()
 	for budget := maxReadPerPass; !c.eof; {
 		if budget <= 0 {
 			c.pending.Or(evRead)
@@ -363,6 +370,18 @@ func (c *Conn) readFrames(w *poller, hup bool) {
 		e.putReader(c.rs)
 		c.rs = nil
 	}
+}
+
+// uncork ends a read pass: the frames its handler calls queued after the
+// first are written now, in one writev.
+func (c *Conn) uncork() {
+	c.mu.Lock()
+	c.corked, c.wrote = false, false
+	if c.corkQ {
+		c.corkQ = false
+		c.flushLocked()
+	}
+	c.mu.Unlock()
 }
 
 // decode feeds p to the frame reader unless input is being discarded.
