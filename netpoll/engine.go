@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,13 +83,13 @@ type Engine struct {
 	conns     []*Conn // indexed by fd; guarded by mu
 	netConns  map[int]net.Conn
 	listeners []net.Listener
+	lnFiles   []*os.File // dup'ed listener sockets the accept loops wait on
 	closing   bool
 
 	open   atomic.Int64
 	nextID atomic.Uint64
 
 	probe      *Conn // a pseudo-connection cycled through the admit pool
-	stopfd     int   // eventfd written once by Close; wakes accept loops
 	aliveWheel atomic.Int64
 	aliveWork  atomic.Int64
 
@@ -131,17 +132,12 @@ func New(cfg Config, h Handler, g Gatekeeper, plain http.Handler, log *slog.Logg
 	e.aliveWork.Store(now)
 	e.tab.Store(new([]atomic.Pointer[Conn]))
 
-	var err error
-	if e.stopfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
-		return nil, fmt.Errorf("netpoll: eventfd: %w", err)
-	}
 	for range cfg.Pollers {
 		p, err := newPoller(e)
 		if err != nil {
 			for _, p := range e.pollers {
 				p.close()
 			}
-			_ = unix.Close(e.stopfd)
 			return nil, err
 		}
 		e.pollers = append(e.pollers, p)
@@ -284,28 +280,45 @@ func (e *Engine) isClosing() bool {
 	return e.closing
 }
 
-// acceptRaw accepts with accept4 on the listener's own socket. The
-// runtime poller cannot be asked to wait for a listener without accepting,
-// so this goroutine waits in poll(2) on the listener and the engine's stop
-// eventfd; accept4 itself runs inside RawConn.Control, which keeps the fd
-// from being closed under it.
+// acceptRaw accepts with accept4 on the listener's socket, waiting for it
+// in Go's netpoller: net refuses RawConn.Read on a listener, so the socket is
+// dup'ed into an os.File whose RawConn.Read waits for read readiness (what
+// a listening socket reports when a connection is ready). No thread blocks,
+// and each wakeup accepts until EAGAIN. A read deadline of a second lets the
+// loop notice that ln was closed by its owner (the dup keeps the socket
+// open); Close closes the dup itself.
 func (e *Engine) acceptRaw(rc syscallRawConn) error {
-	var lfd int
-	if err := rc.Control(func(fd uintptr) { lfd = int(fd) }); err != nil {
+	dfd, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) {
+		dfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
 		return fmt.Errorf("netpoll: accept: %w", err)
 	}
+	if derr != nil {
+		return fmt.Errorf("netpoll: dup listener: %w", derr)
+	}
+	if err := unix.SetNonblock(dfd, true); err != nil {
+		_ = unix.Close(dfd)
+		return fmt.Errorf("netpoll: dup listener: %w", err)
+	}
+	f := os.NewFile(uintptr(dfd), "netpoll-listener")
+	defer f.Close()
+	frc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("netpoll: accept: %w", err)
+	}
+	e.mu.Lock()
+	if e.closing {
+		e.mu.Unlock()
+		return nil
+	}
+	e.lnFiles = append(e.lnFiles, f)
+	e.mu.Unlock()
 	backoff := 5 * time.Millisecond
 	for {
-		pfd := [2]unix.PollFd{{Fd: int32(lfd), Events: unix.POLLIN}, {Fd: int32(e.stopfd), Events: unix.POLLIN}}
-		// The timeout only bounds how late an external ln.Close is noticed.
-		if _, err := unix.Poll(pfd[:], 1000); err != nil && err != unix.EINTR {
-			return fmt.Errorf("netpoll: poll listener: %w", err)
-		}
-		if e.isClosing() {
-			return nil
-		}
 		var aerr error
-		err := rc.Control(func(fd uintptr) {
+		_ = f.SetReadDeadline(time.Now().Add(time.Second))
+		err := frc.Read(func(fd uintptr) bool {
 			for {
 				nfd, sa, err := unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 				switch {
@@ -313,23 +326,27 @@ func (e *Engine) acceptRaw(rc syscallRawConn) error {
 					e.addConn(nfd, sa, nil)
 					continue
 				case err == unix.EAGAIN:
+					return false
 				case err == unix.EINTR || err == unix.ECONNABORTED:
 					continue
 				default:
 					aerr = err
+					return true
 				}
-				return
 			}
 		})
 		if e.isClosing() {
 			return nil
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// Still open? Control fails once ln is closed.
+			if cerr := rc.Control(func(uintptr) {}); cerr != nil {
+				return fmt.Errorf("netpoll: accept: %w", cerr)
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("netpoll: accept: %w", err)
-		}
-		if aerr == nil {
-			backoff = 5 * time.Millisecond
-			continue
 		}
 		if !temporaryAccept(aerr) {
 			return fmt.Errorf("netpoll: accept: %w", aerr)
@@ -509,15 +526,16 @@ func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		e.mu.Lock()
 		e.closing = true
-		lns := e.listeners
-		e.listeners = nil
+		lns, files := e.listeners, e.lnFiles
+		e.listeners, e.lnFiles = nil, nil
 		e.mu.Unlock()
-		_, _ = unix.Write(e.stopfd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		for _, f := range files {
+			_ = f.Close()
+		}
 		for _, ln := range lns {
 			_ = ln.Close()
 		}
 		e.acceptWG.Wait()
-		_ = unix.Close(e.stopfd)
 		var all []*Conn
 		e.mu.RLock()
 		for _, c := range e.conns {

@@ -50,7 +50,9 @@ func (h *handshake) release(bufs *bufPool) {
 
 // readHead reads request head bytes on readiness. It answers garbage with
 // 400 and an oversized head with 431 at once; once the head is complete it
-// hands the connection to an admit goroutine and returns true. A half head
+// hands the connection to an admit goroutine and returns true, unless the
+// engine has neither a Gatekeeper nor a plain handler (nothing that may
+// wait): then it admits on the poller. A half head
 // just waits, holding only its bytes, until HandshakeTimeout.
 func (c *Conn) readHead(w *poller, hup bool) bool {
 	e := c.e
@@ -101,6 +103,12 @@ func (c *Conn) readHead(w *poller, hup bool) bool {
 		c.state = stAdmitting
 		c.mu.Unlock()
 		e.wheel.clear(c, tmState)
+		if e.g == nil && e.plain == nil {
+			// Nothing in admission can wait: upgrade (or refuse) here,
+			// on the poller, without a hand-off.
+			c.admit()
+			return false
+		}
 		e.admitQ.push(c)
 		return true
 	}
