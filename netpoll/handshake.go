@@ -1,7 +1,6 @@
 package netpoll
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha1"
 	"encoding/base64"
@@ -162,7 +161,7 @@ func badRequestLine(b []byte) bool {
 func (c *Conn) admit() {
 	e := c.e
 	hs := c.hs
-	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader((*hs.buf)[:hs.headLen])))
+	req, err := parseHead((*hs.buf)[:hs.headLen])
 	if err != nil {
 		c.respond(http.StatusBadRequest, "application/json", []byte(`{"error":"bad_request"}`), nil)
 		return
@@ -198,9 +197,9 @@ func (c *Conn) admit() {
 		c.respond(d.Status, "application/json", d.Body, nil)
 		return
 	}
-	resp := make([]byte, 0, 160)
-	resp = append(resp, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
-	resp = append(resp, acceptKey(key)...)
+	var rb [192]byte
+	resp := append(rb[:0], "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	resp = appendAcceptKey(resp, key)
 	if d.Subprotocol != "" {
 		resp = append(resp, "\r\nSec-WebSocket-Protocol: "...)
 		resp = append(resp, d.Subprotocol...)
@@ -234,17 +233,33 @@ func (c *Conn) admit() {
 }
 
 // acceptKey computes Sec-WebSocket-Accept for key (RFC 6455 section 4.2.2).
-func acceptKey(key string) string {
-	h := sha1.New()
-	h.Write([]byte(key))
-	h.Write([]byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	return base64.StdEncoding.EncodeToString(h.Sum(nil))
+func acceptKey(key string) string { return string(appendAcceptKey(nil, key)) }
+
+// appendAcceptKey appends Sec-WebSocket-Accept for key, without allocating
+// when dst has room.
+func appendAcceptKey(dst []byte, key string) []byte {
+	const guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+	var in [64 + len(guid)]byte
+	var sum [sha1.Size]byte
+	if len(key) <= 64 {
+		n := copy(in[:], key)
+		n += copy(in[n:], guid)
+		sum = sha1.Sum(in[:n])
+	} else {
+		sum = sha1.Sum([]byte(key + guid))
+	}
+	return base64.StdEncoding.AppendEncode(dst, sum[:])
 }
 
 // validKey reports whether key is base64 of 16 bytes.
 func validKey(key string) bool {
-	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(key))
-	return err == nil && len(b) == 16
+	key = strings.TrimSpace(key)
+	if len(key) != 24 {
+		return false
+	}
+	var b [18]byte
+	n, err := base64.StdEncoding.Decode(b[:], []byte(key))
+	return err == nil && n == 16
 }
 
 // headerHasToken reports whether the comma-separated header name contains
