@@ -115,8 +115,8 @@ func main() {
 	}
 }
 
-// movePorts writes a copy of the daemon config listening on port-base+80
-// and +90 instead of 28080 and 28090, and uses it.
+// movePorts writes a copy of the daemon config (in the temp directory)
+// listening on port-base+80 and +90 instead of 28080 and 28090, and uses it.
 func (c *config) movePorts() error {
 	b, err := os.ReadFile(c.daemonConfig)
 	if err != nil {
@@ -124,11 +124,14 @@ func (c *config) movePorts() error {
 	}
 	s := strings.ReplaceAll(string(b), "127.0.0.1:28080", fmt.Sprintf("127.0.0.1:%d", c.portBase+80))
 	s = strings.ReplaceAll(s, "127.0.0.1:28090", fmt.Sprintf("127.0.0.1:%d", c.portBase+90))
-	if err := os.MkdirAll(c.results, 0o755); err != nil {
+	f, err := os.CreateTemp("", "orchestratord-bench-*.yaml")
+	if err != nil {
 		return err
 	}
-	c.daemonConfig = filepath.Join(c.results, "daemon-ports.yaml")
-	return os.WriteFile(c.daemonConfig, []byte(s), 0o644)
+	defer f.Close()
+	c.daemonConfig = f.Name()
+	_, err = f.WriteString(s)
+	return err
 }
 
 func ints(s string) ([]int, error) {
