@@ -38,7 +38,7 @@ const (
 const (
 	schedIdle    uint32 = iota // not queued, not running
 	schedQueued                // in a run queue
-	schedRunning               // a worker or admit goroutine owns it
+	schedRunning               // its poller or an admit goroutine owns it
 	schedDirty                 // running, and woken again meanwhile
 )
 

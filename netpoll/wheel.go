@@ -22,7 +22,7 @@ const (
 //
 // All timer fields of Conn are guarded by mu. fire is called without mu held,
 // on the wheel goroutine, for every connection whose slot came due; it must
-// not block (the engine hands the connection to its workers).
+// not block (the engine hands the connection to its poller).
 type wheel struct {
 	mu    sync.Mutex
 	slots []*Conn
