@@ -40,7 +40,7 @@
 // Buffers exist only while bytes are in flight: the request head while it
 // arrives, the frame reader while a frame or message is partly read, the
 // outbound queue while the socket does not take everything. An idle
-// connection holds its Conn (240 bytes) and two fd-table slots (16 bytes),
+// connection holds its Conn (256 bytes) and two fd-table slots (16 bytes),
 // no buffer, no goroutine, no epoll callback (netpoll/internal/idlebench and
 // bench/run.sh measure it).
 //
@@ -51,6 +51,20 @@
 // and must not block (see Handler for which runs where); OnMessage's payload
 // is valid only until it returns. Send, Close and CloseAt may be called from
 // any goroutine and never block.
+//
+// # Client address
+//
+// Conn.Remote is the TCP peer; Conn.Client (and Request.Client) is the
+// client: the peer, or, when the peer is in Config.TrustedProxies, the
+// address it reported in a PROXY protocol v1/v2 header (ProxyProtocol,
+// proxyproto.go, parsed on readiness before the request head within
+// HandshakeTimeout) or in X-Forwarded-For / X-Real-IP (clientaddr.go).
+//
+// # Refusals
+//
+// Every HTTP refusal the engine writes, its own (400, 404, 413, 426, 431,
+// 500) and the Gatekeeper's (Decision.Refusal), is a row of the one table
+// in netpoll/refusal, a leaf package that daemon/auth uses too.
 //
 // netpoll knows sockets, handshakes, frames, heartbeats, outbound queues and
 // close codes. It must not import anything under daemon/ (a test checks).

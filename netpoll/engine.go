@@ -89,7 +89,8 @@ type Engine struct {
 	open   atomic.Int64
 	nextID atomic.Uint64
 
-	probe      *Conn // a pseudo-connection cycled through the admit pool
+	probe      *Conn        // a pseudo-connection cycled through the admit pool
+	proxyLogAt atomic.Int64 // unix ns of the last "no PROXY header" warning
 	aliveWheel atomic.Int64
 	aliveWork  atomic.Int64
 
@@ -577,8 +578,5 @@ func (e *Engine) newQueue() *outQueue { return e.queues.Get().(*outQueue) }
 
 // putQueue gives back an empty outbound queue.
 func (e *Engine) putQueue(q *outQueue) {
-	q.pushed, q.sent = 0, 0
-	clear(q.marks)
-	q.marks = q.marks[:0]
 	e.queues.Put(q)
 }

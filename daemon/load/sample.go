@@ -269,9 +269,9 @@ type ServerReport struct {
 	// CPUPer100k is server CPU-seconds per 100,000 answered messages: at a
 	// fixed offered rate (open loop) it is the cost a saturated client
 	// cannot hide.
-	CPUPer100k float64 `json:"cpu_s_per_100k_msgs"`
-	PhaseSeconds      float64 `json:"phase_seconds"`  // wall time of the measured phase
-	ConnectCPUSeconds float64 `json:"connect_cpu_s"`  // server CPU spent accepting the connections
+	CPUPer100k        float64 `json:"cpu_s_per_100k_msgs"`
+	PhaseSeconds      float64 `json:"phase_seconds"` // wall time of the measured phase
+	ConnectCPUSeconds float64 `json:"connect_cpu_s"` // server CPU spent accepting the connections
 }
 
 func perConn(a, b int64, n int) float64 {
