@@ -180,7 +180,7 @@ func (c *Conn) beginCloseLocked(code CloseCode, reason string, err error) {
 	_ = c.writeFrameLocked(opClose, p, false)
 	w := c.e.wheel
 	w.clear(c, tmBeat|tmCloseAt)
-	w.set(c, tmState, w.now.Load()+c.e.closeTicks)
+	w.set(c, tmState, w.after(c.e.cfg.CloseWait))
 	c.e.wake(c, evCheck)
 }
 

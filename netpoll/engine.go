@@ -75,9 +75,7 @@ type Engine struct {
 	readers sync.Pool // *frameReader
 	queues  sync.Pool // *outQueue
 
-	beatTicks  uint32
-	closeTicks uint32
-	hsTicks    uint32
+	beatTicks uint32
 
 	mu        sync.RWMutex
 	conns     []*Conn // indexed by fd; guarded by mu
@@ -124,8 +122,6 @@ func New(cfg Config, h Handler, g Gatekeeper, plain http.Handler, log *slog.Logg
 	}
 	e.wheel = newWheel(cfg.tick(), 2*cfg.Heartbeat+cfg.tick())
 	e.beatTicks = max(e.wheel.ticks(cfg.Heartbeat), 1)
-	e.closeTicks = max(e.wheel.ticks(cfg.CloseWait), 1)
-	e.hsTicks = max(e.wheel.ticks(cfg.HandshakeTimeout), 1)
 	e.readers.New = func() any { return &frameReader{bufs: &e.bufs, maxMsg: cfg.MaxMessageBytes} }
 	e.queues.New = func() any { return new(outQueue) }
 	now := time.Now().UnixNano()
@@ -441,7 +437,7 @@ func (e *Engine) addConn(fd int, sa unix.Sockaddr, nc net.Conn) {
 	}
 	e.connWG.Add(1)
 	e.mu.Unlock()
-	e.wheel.set(c, tmState, e.wheel.now.Load()+e.hsTicks)
+	e.wheel.set(c, tmState, e.wheel.after(e.cfg.HandshakeTimeout))
 	if err := e.pollerOf(c).add(fd); err != nil {
 		e.log.Warn("epoll add failed", "err", err)
 		e.detach(c, fd)

@@ -362,5 +362,5 @@ func (c *Conn) respondRaw(resp []byte) {
 		_ = c.writeLocked(resp, nil, false)
 	}
 	c.mu.Unlock()
-	e.wheel.set(c, tmState, e.wheel.now.Load()+e.closeTicks)
+	e.wheel.set(c, tmState, e.wheel.after(e.cfg.CloseWait))
 }

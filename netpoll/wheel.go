@@ -54,6 +54,11 @@ func (w *wheel) ticks(d time.Duration) uint32 {
 	return uint32((d + w.tick - 1) / w.tick)
 }
 
+// after returns the tick at which d from now falls due. It reads the clock
+// rather than w.now, which lags it while the wheel goroutine waits for the
+// CPU: a deadline must not fire early on a loaded machine.
+func (w *wheel) after(d time.Duration) uint32 { return w.at(time.Now().Add(d)) }
+
 // at returns the tick at which t falls due.
 func (w *wheel) at(t time.Time) uint32 {
 	d := t.Sub(w.start)
