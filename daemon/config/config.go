@@ -157,6 +157,11 @@ type Sessions struct {
 	OutboxMax int `yaml:"outbox_max" json:"outbox_max"`
 	// HistoryMaxTurns bounds the chat history. Default 20.
 	HistoryMaxTurns int `yaml:"history_max_turns" json:"history_max_turns"`
+	// NodeLossAfter bounds the time between a replica's crash and the
+	// node_lost terminals of its requests, written by a survivor (redis
+	// store only; see docs/sessions.md "Node loss"). At least 1s.
+	// Default 10s.
+	NodeLossAfter Duration `yaml:"node_loss_after" json:"node_loss_after"`
 }
 
 // Header is a static header value, literal or from an environment variable.
@@ -226,6 +231,11 @@ type Route struct {
 	// Fallback names the backend used when every endpoint's breaker is open.
 	// Default "" (none).
 	Fallback string `yaml:"fallback" json:"fallback"`
+	// RetryOnNodeLoss asks that a request whose replica crashed be run
+	// again on a survivor instead of ending with node_lost (contract v1.1
+	// section 4a). Not supported by this build yet: Validate refuses true.
+	// Default false.
+	RetryOnNodeLoss bool `yaml:"retry_on_node_loss" json:"retry_on_node_loss"`
 }
 
 // Drain configures graceful shutdown.
@@ -301,6 +311,7 @@ func Default() Config {
 			TTL:             Duration(24 * time.Hour),
 			OutboxMax:       100,
 			HistoryMaxTurns: 20,
+			NodeLossAfter:   Duration(10 * time.Second),
 		},
 		Backends: map[string]Backend{},
 		Routes:   map[string]Route{},

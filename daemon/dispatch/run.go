@@ -18,7 +18,7 @@ import (
 func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Session, rt *route, req *backends.Request) {
 	defer r.wg.Done()
 	start := time.Now()
-	out := r.store.Begin(s.ID, req.ID)
+	out := beginRun(r.store, s.ID, req.ID, rt.name) // NODELOSS HOOK: recorded for node-loss recovery
 
 	ctx, stop := context.WithTimeoutCause(ctx, rt.timeout, ErrTimeout)
 	defer stop()

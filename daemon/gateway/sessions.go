@@ -36,6 +36,12 @@ func (s sessionSink) Begin(sessionID, requestID string) dispatch.Output {
 	return s.m.Begin(sessionID, requestID)
 }
 
+// BeginRoute implements dispatch.RouteBeginner: the request is recorded
+// for node-loss recovery (docs/sessions.md, "Node loss").
+func (s sessionSink) BeginRoute(sessionID, requestID, route string) dispatch.Output {
+	return s.m.BeginRoute(sessionID, requestID, route)
+}
+
 // Load reads the session. A session the store lost while a connection
 // holds it (a Redis that restarted empty) is re-created under the same id
 // with an empty context, so the connection keeps working.

@@ -21,6 +21,7 @@ type Stream struct {
 	l     *local // the session's local state, alive while the stream is registered
 	req   string
 	order uint64
+	run   *runRec // node-loss record (nodeloss.go); nil unless begun by BeginRoute on Redis
 
 	// guarded by l.mu
 	chunks [][]byte
@@ -73,6 +74,12 @@ func (s *Stream) Chunk(msg []byte) {
 // terminal alone: it carries the request's final value; see
 // docs/sessions.md). Later calls are ignored.
 func (s *Stream) End(msg []byte) {
+	// NODELOSS HOOK (keep at merge, in front of Manager.Terminal): a run a
+	// surviving replica already ended with node_lost gets no second
+	// terminal; one whose check cannot reach the store is held and retried.
+	if !s.m.settleRun(s, msg) {
+		return
+	}
 	c := slices.Clone(msg)
 	l, m := s.l, s.m
 	l.mu.Lock()
