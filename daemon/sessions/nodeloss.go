@@ -379,10 +379,13 @@ func (n *nodeLoss) sweepNode(ctx context.Context, node, live string) bool {
 	}
 	complete := true
 	if len(orphans) > 0 {
-		taken, failed := n.rs.takeRuns(ctx, orphans)
+		taken, errs := n.rs.takeRuns(ctx, orphans)
 		won := 0
 		for i, r := range orphans {
-			if failed[i] {
+			if errs[i] != nil {
+				if complete && ctx.Err() == nil {
+					n.m.warn("node-loss sweep: take a run over", slog.String("node", node), slog.Any("err", errs[i]))
+				}
 				complete = false
 				continue
 			}

@@ -247,23 +247,34 @@ func (s *RedisStore) scanRuns(ctx context.Context, node string) ([]runRecord, er
 	}
 }
 
-// takeRuns tries to take each orphaned run over (luaRunTake), pipelined.
-// taken[i] reports whether this caller won runs[i]; err is the first
-// failure (those runs are neither taken nor lost: the next sweep retries).
-func (s *RedisStore) takeRuns(ctx context.Context, runs []runRecord) (taken []bool, failed []bool) {
-	ctx, cancel := s.op(ctx)
-	defer cancel()
+// takeBatch bounds the takes pipelined under one operation timeout.
+const takeBatch = 32
+
+// takeRuns tries to take each orphaned run over (luaRunTake), pipelined in
+// batches. taken[i] reports whether this caller won runs[i]; errs[i] is
+// non-nil when its script failed (neither taken nor lost: the next sweep
+// retries).
+func (s *RedisStore) takeRuns(ctx context.Context, runs []runRecord) (taken []bool, errs []error) {
 	ttl := strconv.FormatInt(s.lim.ttl.Milliseconds(), 10)
-	execs := make([]rueidis.LuaExec, len(runs))
-	for i, r := range runs {
-		execs[i] = rueidis.LuaExec{Keys: []string{s.kRun(r.SID), s.kLost(r.SID)}, Args: []string{r.Req, r.Token, ttl}}
+	taken, errs = make([]bool, len(runs)), make([]error, len(runs))
+	for lo := 0; lo < len(runs); lo += takeBatch {
+		hi := min(lo+takeBatch, len(runs))
+		execs := make([]rueidis.LuaExec, 0, hi-lo)
+		for _, r := range runs[lo:hi] {
+			execs = append(execs, rueidis.LuaExec{Keys: []string{s.kRun(r.SID), s.kLost(r.SID)}, Args: []string{r.Req, r.Token, ttl}})
+		}
+		octx, cancel := s.op(ctx)
+		for j, x := range luaRunTake.ExecMulti(octx, s.c, execs...) {
+			i := lo + j
+			n, err := x.AsInt64()
+			taken[i] = err == nil && n == 1
+			if err != nil {
+				errs[i] = fmt.Errorf("take run %s/%s over: %w", runs[i].SID, runs[i].Req, err)
+			}
+		}
+		cancel()
 	}
-	taken, failed = make([]bool, len(runs)), make([]bool, len(runs))
-	for i, x := range luaRunTake.ExecMulti(ctx, s.c, execs...) {
-		n, err := x.AsInt64()
-		taken[i], failed[i] = err == nil && n == 1, err != nil
-	}
-	return taken, failed
+	return taken, errs
 }
 
 // clearRuns removes settled entries from node's inflight hash (only those

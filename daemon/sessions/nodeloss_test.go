@@ -1,0 +1,440 @@
+package sessions
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/orchestratord/orchestratord/daemon/config"
+)
+
+// nodeLossLimits: a long node_loss_after, so that only the tests decide
+// when a node counts as lost (they delete its liveness key, or sweep by
+// hand), and an outbox large enough to hold every terminal.
+var nodeLossLimits = config.Sessions{TTL: config.Duration(time.Hour), OutboxMax: 1000, HistoryMaxTurns: 3,
+	NodeLossAfter: config.Duration(time.Minute)}
+
+// nodeLossBackends are the stores with node-loss recovery: both Redis
+// forms.
+func nodeLossBackends(t *testing.T) []backend { return sharedBackends(t) }
+
+func rawRedis(t *testing.T, b backend) rueidis.Client {
+	t.Helper()
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{b.addr}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// crash stops m as kill -9 would, as far as the store can tell: its
+// liveness key stays until it lapses (or the test deletes it), its records
+// stay, nothing is cleaned up.
+func crash(m *Manager) {
+	m.nl.cancel()
+	m.nl.wg.Wait()
+	m.nl = nil // Close must not remove the liveness key
+	m.Close()
+}
+
+// lapse deletes node's liveness key: its liveness has lapsed.
+func lapse(t *testing.T, c rueidis.Client, b backend, node string) {
+	t.Helper()
+	if err := c.Do(t.Context(), c.B().Del().Key(b.prefix+"{node:"+node+"}:alive").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitRecorded waits until every (session, request) of runs is recorded.
+func waitRecorded(t *testing.T, m *Manager, runs map[string][]string) {
+	t.Helper()
+	eventually(t, 5*time.Second, "runs recorded in the store", func() bool {
+		for sid, reqs := range runs {
+			got, err := m.Running(t.Context(), sid)
+			if err != nil {
+				return false
+			}
+			for _, r := range reqs {
+				if !slices.Contains(got, r) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+// terminals decodes the terminal messages of msgs: request id -> codes
+// ("result" for a result).
+func terminals(t *testing.T, msgs []string) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	for _, m := range msgs {
+		var v struct{ Type, ID, Code string }
+		if err := json.Unmarshal([]byte(m), &v); err != nil {
+			t.Fatalf("bad message %q: %v", m, err)
+		}
+		switch v.Type {
+		case "result":
+			out[v.ID] = append(out[v.ID], "result")
+		case "error":
+			out[v.ID] = append(out[v.ID], v.Code)
+		}
+	}
+	return out
+}
+
+// TestNodeLossRace: replica A dies with requests in flight in many
+// sessions (some attached on survivor B, some on survivor C, some
+// detached); B and C sweep at the same moment. Every orphaned request gets
+// exactly one node_lost terminal, delivered to the session's connection
+// wherever it is, and a request that had finished before gets none.
+func TestNodeLossRace(t *testing.T) {
+	for _, b := range nodeLossBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			a := b.openManager(t, "A", nodeLossLimits)
+			bb := b.openManager(t, "B", nodeLossLimits)
+			cc := b.openManager(t, "C", nodeLossLimits)
+			raw := rawRedis(t, b)
+			const sessionsN, perSession = 30, 3
+			ids := make([]string, sessionsN)
+			runs := map[string][]string{}
+			for i := range ids {
+				o := &fakeOutlet{}
+				ids[i], _ = attach(t, a, "alice", "", o)
+				for j := range perSession {
+					req := fmt.Sprintf("r%d", j)
+					s := a.BeginRoute(ids[i], req, "stream")
+					s.Chunk(chunkMsg(req, 0))
+					runs[ids[i]] = append(runs[ids[i]], req)
+				}
+				// One request that finished before the crash: no node_lost.
+				done := a.BeginRoute(ids[i], "done", "stream")
+				done.End(resultMsg("done"))
+				a.Detach(ids[i], o)
+			}
+			waitRecorded(t, a, runs)
+			crash(a)
+			outs := make([]*fakeOutlet, sessionsN)
+			for i, id := range ids {
+				switch i % 3 {
+				case 0:
+					outs[i] = &fakeOutlet{}
+					attach(t, bb, "alice", id, outs[i])
+				case 1:
+					outs[i] = &fakeOutlet{}
+					attach(t, cc, "alice", id, outs[i])
+				}
+			}
+			lapse(t, raw, b, "A")
+			var wg sync.WaitGroup
+			for _, m := range []*Manager{bb, cc} {
+				wg.Add(1)
+				go func() { defer wg.Done(); m.SweepForTest(t.Context()) }()
+			}
+			wg.Wait()
+			for i, id := range ids {
+				var got []string
+				if outs[i] != nil {
+					o := outs[i]
+					eventually(t, 5*time.Second, fmt.Sprintf("node_lost delivered to the attached connection of session %d (%s)", i, id), func() bool {
+						return countPrefix(o.got(), `{"type":"error"`) >= perSession
+					})
+					got = o.got()
+				} else {
+					o := &fakeOutlet{}
+					attach(t, bb, "alice", id, o)
+					got = o.got()
+				}
+				term := terminals(t, got)
+				for _, req := range runs[id] {
+					if c := term[req]; len(c) != 1 || c[0] != CodeNodeLost {
+						t.Fatalf("session %d request %s: terminals %v, want exactly one node_lost (all: %q)", i, req, c, got)
+					}
+				}
+				if c := term["done"]; len(c) != 0 {
+					t.Fatalf("session %d: request finished before the crash got %v after it, want nothing", i, c)
+				}
+				if left, _ := bb.Running(t.Context(), id); len(left) != 0 {
+					t.Fatalf("session %d: runs %v still recorded", i, left)
+				}
+			}
+			// A is forgotten once settled; nothing of it is left.
+			n, err := raw.Do(t.Context(), raw.B().Sismember().Key(b.prefix+"nodes").Member("A").Build()).AsInt64()
+			if err != nil || n != 0 {
+				t.Fatalf("A still registered (%d, %v)", n, err)
+			}
+			n, _ = raw.Do(t.Context(), raw.B().Hlen().Key(b.prefix+"{node:A}:inflight").Build()).AsInt64()
+			if n != 0 {
+				t.Fatalf("%d runs of A left in its inflight hash", n)
+			}
+			// A second sweep finds nothing more to do.
+			bb.SweepForTest(t.Context())
+			cc.SweepForTest(t.Context())
+			for i, o := range outs {
+				if o == nil {
+					continue
+				}
+				if got := countPrefix(o.got(), `{"type":"error"`); got != perSession {
+					t.Fatalf("session %d got %d errors after a second sweep, want %d", i, got, perSession)
+				}
+			}
+		})
+	}
+}
+
+// TestNodeLossPartitionedNodeComesBack: A is only cut off: its liveness
+// lapses, B ends A's requests with node_lost, then A comes back and its
+// requests end normally. Their late terminals are dropped (one terminal
+// each), while A's requests begun after it came back end normally.
+func TestNodeLossPartitionedNodeComesBack(t *testing.T) {
+	for _, b := range nodeLossBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			a := b.openManager(t, "A", nodeLossLimits)
+			bb := b.openManager(t, "B", nodeLossLimits)
+			raw := rawRedis(t, b)
+			oa := &fakeOutlet{}
+			id, _ := attach(t, a, "alice", "", oa)
+			s1 := a.BeginRoute(id, "p1", "stream")
+			s2 := a.BeginRoute(id, "p2", "stream")
+			waitRecorded(t, a, map[string][]string{id: {"p1", "p2"}})
+
+			lapse(t, raw, b, "A") // the partition: A's key lapses
+			bb.SweepForTest(t.Context())
+			eventually(t, 5*time.Second, "node_lost delivered to the connection on A over the bus", func() bool {
+				return countPrefix(oa.got(), `{"type":"error"`) == 2
+			})
+			// A is back: its liveness key is set again, and its runs end.
+			if _, err := a.nl.rs.refreshAlive(t.Context(), "A", a.nl.token, a.nl.ttl); err != nil {
+				t.Fatal(err)
+			}
+			s1.End(resultMsg("p1"))
+			s2.End(resultMsg("p2"))
+			s3 := a.BeginRoute(id, "p3", "stream")
+			waitRecorded(t, a, map[string][]string{id: {"p3"}})
+			bb.SweepForTest(t.Context()) // A is alive: p3 is not an orphan
+			s3.End(resultMsg("p3"))
+			eventually(t, 5*time.Second, "p3's result delivered", func() bool {
+				return terminals(t, oa.got())["p3"] != nil
+			})
+			term := terminals(t, oa.got())
+			for req, want := range map[string]string{"p1": CodeNodeLost, "p2": CodeNodeLost, "p3": "result"} {
+				if c := term[req]; len(c) != 1 || c[0] != want {
+					t.Fatalf("%s: terminals %v, want exactly one %s (all %q)", req, c, want, oa.got())
+				}
+			}
+			// Nothing waits in the outbox either.
+			a.Detach(id, oa)
+			o := &fakeOutlet{}
+			attach(t, bb, "alice", id, o)
+			if term := terminals(t, o.got()); len(term) != 0 {
+				t.Fatalf("outbox after the resume: %v, want empty", term)
+			}
+			if st := a.Stats(); st.Streams != 0 {
+				t.Fatalf("A still holds %d streams", st.Streams)
+			}
+		})
+	}
+}
+
+// TestNodeLossRestartedNode: a replica crashes and is started again under
+// the same name before its liveness lapses; the new process ends its
+// predecessor's requests with node_lost on its first sweep, and not its own.
+func TestNodeLossRestartedNode(t *testing.T) {
+	for _, b := range nodeLossBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			a := b.openManager(t, "A", nodeLossLimits)
+			o := &fakeOutlet{}
+			id, _ := attach(t, a, "alice", "", o)
+			a.BeginRoute(id, "old", "stream")
+			waitRecorded(t, a, map[string][]string{id: {"old"}})
+			a.Detach(id, o)
+			crash(a)
+			a2 := b.openManager(t, "A", nodeLossLimits)
+			o2 := &fakeOutlet{}
+			attach(t, a2, "alice", id, o2)
+			s := a2.BeginRoute(id, "new", "stream")
+			waitRecorded(t, a2, map[string][]string{id: {"new"}})
+			a2.SweepForTest(t.Context())
+			eventually(t, 5*time.Second, "node_lost of the predecessor's request", func() bool {
+				return terminals(t, o2.got())["old"] != nil
+			})
+			s.End(resultMsg("new"))
+			term := terminals(t, o2.got())
+			if c := term["old"]; len(c) != 1 || c[0] != CodeNodeLost {
+				t.Fatalf("old: %v, want one node_lost", c)
+			}
+			if c := term["new"]; len(c) != 1 || c[0] != "result" {
+				t.Fatalf("new: %v, want one result", c)
+			}
+		})
+	}
+}
+
+// TestNodeLossSweeperOnItsOwn: with node_loss_after 1s and no help from
+// the test, a survivor ends a crashed replica's requests within 1s of the
+// moment its liveness was last refreshed... measured from the crash.
+func TestNodeLossSweeperOnItsOwn(t *testing.T) {
+	for _, b := range nodeLossBackends(t) {
+		if b.advance != nil {
+			continue // miniredis expires keys only when its clock is moved
+		}
+		t.Run(b.name, func(t *testing.T) {
+			lim := nodeLossLimits
+			lim.NodeLossAfter = config.Duration(time.Second)
+			a := b.openManager(t, "A", lim)
+			bb := b.openManager(t, "B", lim)
+			o := &fakeOutlet{}
+			id, _ := attach(t, a, "alice", "", o)
+			a.BeginRoute(id, "x", "stream")
+			waitRecorded(t, a, map[string][]string{id: {"x"}})
+			ob := &fakeOutlet{}
+			attach(t, bb, "alice", id, ob)
+			crashed := time.Now()
+			crash(a)
+			eventually(t, 3*time.Second, "node_lost from the sweeper", func() bool {
+				return terminals(t, ob.got())["x"] != nil
+			})
+			took := time.Since(crashed)
+			t.Logf("node_lost %v after the crash (node_loss_after 1s)", took.Round(time.Millisecond))
+			if took > time.Second+500*time.Millisecond {
+				t.Fatalf("node_lost after %v, want within node_loss_after (1s) plus scheduling slack", took)
+			}
+		})
+	}
+}
+
+// TestNodeLossNormalEndCleansUp: a request that ends normally leaves no
+// record behind, and a clean Close removes the node's liveness and
+// registration.
+func TestNodeLossNormalEndCleansUp(t *testing.T) {
+	for _, b := range nodeLossBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			a := b.openManager(t, "A", nodeLossLimits)
+			raw := rawRedis(t, b)
+			o := &fakeOutlet{}
+			id, _ := attach(t, a, "alice", "", o)
+			var reqs []string
+			for i := range 20 {
+				reqs = append(reqs, fmt.Sprintf("n%d", i))
+			}
+			streams := make([]*Stream, len(reqs))
+			for i, r := range reqs {
+				streams[i] = a.BeginRoute(id, r, "stream")
+			}
+			waitRecorded(t, a, map[string][]string{id: reqs})
+			for i, r := range reqs {
+				streams[i].End(resultMsg(r))
+			}
+			// Ended before the recorder wrote it: never written at all.
+			quick := a.BeginRoute(id, "quick", "stream")
+			quick.End(resultMsg("quick"))
+			term := terminals(t, o.got())
+			for _, r := range append(reqs, "quick") {
+				if c := term[r]; len(c) != 1 || c[0] != "result" {
+					t.Fatalf("%s: %v, want one result", r, c)
+				}
+			}
+			eventually(t, 5*time.Second, "records removed", func() bool {
+				n, _ := raw.Do(t.Context(), raw.B().Hlen().Key(b.prefix+"{node:A}:inflight").Build()).AsInt64()
+				left, _ := a.Running(t.Context(), id)
+				return n == 0 && len(left) == 0
+			})
+			keys := []string{b.prefix + "{node:A}:alive"}
+			if n, _ := raw.Do(t.Context(), raw.B().Exists().Key(keys...).Build()).AsInt64(); n != 1 {
+				t.Fatalf("liveness key missing while A runs")
+			}
+			a.Close()
+			if n, _ := raw.Do(t.Context(), raw.B().Exists().Key(keys...).Build()).AsInt64(); n != 0 {
+				t.Fatalf("liveness key left after a clean close")
+			}
+			if n, _ := raw.Do(t.Context(), raw.B().Sismember().Key(b.prefix+"nodes").Member("A").Build()).AsInt64(); n != 0 {
+				t.Fatalf("A still registered after a clean close")
+			}
+		})
+	}
+}
+
+// TestNodeLossHeldWhileStoreDown: a request's end whose check cannot reach
+// the store is held, not delivered blindly, and lands once the store is
+// back.
+func TestNodeLossHeldWhileStoreDown(t *testing.T) {
+	r := newOwnRedis(t)
+	b := backend{name: "own", redis: true, addr: r.addr(), prefix: randomPrefix()}
+	lim := nodeLossLimits
+	m, err := OpenOptions(t.Context(), b.cfg(lim), "A", testLog(t),
+		Options{Redis: RedisOptions{Prefix: b.prefix, OpTimeout: 200 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	o := &fakeOutlet{}
+	id, _ := attach(t, m, "alice", "", o)
+	s := m.BeginRoute(id, "h", "stream")
+	waitRecorded(t, m, map[string][]string{id: {"h"}})
+	r.stop()
+	s.End(resultMsg("h"))
+	if got := terminals(t, o.got())["h"]; got != nil {
+		t.Fatalf("terminal delivered while its run could not be settled: %v", got)
+	}
+	r.start()
+	eventually(t, 10*time.Second, "held terminal delivered once the store is back", func() bool {
+		return terminals(t, o.got())["h"] != nil
+	})
+	if got := terminals(t, o.got())["h"]; len(got) != 1 || got[0] != "result" {
+		t.Fatalf("h: %v, want one result", got)
+	}
+}
+
+// TestNodeLossMemoryStore: the memory store has no sweeper; BeginRoute and
+// End behave as Begin and End, and Running lists this node's requests.
+func TestNodeLossMemoryStore(t *testing.T) {
+	b := backend{name: "memory"}
+	m := b.openManager(t, "solo", nodeLossLimits)
+	o := &fakeOutlet{}
+	id, _ := attach(t, m, "alice", "", o)
+	s := m.BeginRoute(id, "m1", "echo")
+	if got, err := m.Running(t.Context(), id); err != nil || strings.Join(got, ",") != "m1" {
+		t.Fatalf("Running = %v, %v; want [m1]", got, err)
+	}
+	if m.SweepForTest(context.Background()) {
+		t.Fatal("the memory store swept")
+	}
+	s.End(resultMsg("m1"))
+	if c := terminals(t, o.got())["m1"]; len(c) != 1 {
+		t.Fatalf("m1: %v, want one result", c)
+	}
+}
+
+func TestParseRunRecord(t *testing.T) {
+	for _, tc := range []struct {
+		name, field, value string
+		ok                 bool
+		want               runRecord
+	}{
+		{"plain", "s_x r1", "A/ab 1700000000000 chat", true, runRecord{SID: "s_x", Req: "r1", Token: "A/ab", Route: "chat"}},
+		{"request id with spaces", "s_x a b", "A/ab 1 r", true, runRecord{SID: "s_x", Req: "a b", Token: "A/ab", Route: "r"}},
+		{"no route", "s_x r", "A/ab 1", true, runRecord{SID: "s_x", Req: "r", Token: "A/ab"}},
+		{"no request", "s_x", "A/ab 1 r", false, runRecord{}},
+		{"bad time", "s_x r", "A/ab x r", false, runRecord{}},
+		{"no token", "s_x r", "", false, runRecord{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := parseRunRecord(tc.field, tc.value)
+			if ok != tc.ok {
+				t.Fatalf("ok = %v, want %v", ok, tc.ok)
+			}
+			if ok && (got.SID != tc.want.SID || got.Req != tc.want.Req || got.Token != tc.want.Token || got.Route != tc.want.Route) {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
