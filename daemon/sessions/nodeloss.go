@@ -71,6 +71,7 @@ type nodeLoss struct {
 
 	mu    sync.Mutex
 	queue []*runRec // begun, not yet written; guarded by mu
+	ended []string  // inflight fields of settled runs, to remove; guarded by mu
 	held  []heldEnd // guarded by mu
 	kick  chan struct{}
 
@@ -217,6 +218,33 @@ func (n *nodeLoss) recorder() {
 				r.state.CompareAndSwap(runSending, runSent)
 			}
 		}
+		n.flushEnded()
+	}
+}
+
+// flushEnded removes the inflight entries of settled runs, a batch per
+// round trip; on failure they are kept for the next pass.
+func (n *nodeLoss) flushEnded() {
+	for {
+		n.mu.Lock()
+		k := min(len(n.ended), recordBatch)
+		fields := slices.Clone(n.ended[:k])
+		n.mu.Unlock()
+		if k == 0 {
+			return
+		}
+		if err := n.rs.clearEnded(n.ctx, n.m.node, fields); err != nil {
+			if n.ctx.Err() == nil {
+				n.m.warn("ended runs not cleared yet", slog.Any("err", err))
+			}
+			return
+		}
+		n.mu.Lock()
+		n.ended = n.ended[k:]
+		if len(n.ended) == 0 {
+			n.ended = nil
+		}
+		n.mu.Unlock()
 	}
 }
 
@@ -239,7 +267,7 @@ func (m *Manager) settleRun(s *Stream, msg []byte) bool {
 	case runSending:
 		<-r.sent // its write is bounded by the store's op timeout
 	}
-	owned, err := n.rs.endRun(n.ctx, m.node, n.token, r.sid, r.req)
+	owned, err := n.rs.endRun(n.ctx, n.token, r.sid, r.req)
 	switch {
 	case err != nil:
 		m.warn("request end not settled in the session store; terminal held until it answers",
@@ -249,13 +277,26 @@ func (m *Manager) settleRun(s *Stream, msg []byte) bool {
 		n.mu.Unlock()
 		return false
 	case !owned:
+		n.endedRun(r)
 		m.log.Warn("late terminal dropped: a surviving replica already ended this request with node_lost",
 			slog.String("session", r.sid), slog.String("request", r.req))
 		n.dropStream(s)
 		return false
 	}
+	n.endedRun(r)
 	r.settled.Store(true)
 	return true
+}
+
+// endedRun queues the removal of r's inflight entry for the recorder.
+func (n *nodeLoss) endedRun(r *runRec) {
+	n.mu.Lock()
+	n.ended = append(n.ended, runField(r.sid, r.req))
+	n.mu.Unlock()
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
 }
 
 // retryHeld settles held ends again (recorder goroutine).
@@ -266,13 +307,14 @@ func (n *nodeLoss) retryHeld() {
 	n.mu.Unlock()
 	for i, h := range held {
 		r := h.s.run
-		owned, err := n.rs.endRun(n.ctx, n.m.node, n.token, r.sid, r.req)
+		owned, err := n.rs.endRun(n.ctx, n.token, r.sid, r.req)
 		if err != nil {
 			n.mu.Lock()
 			n.held = append(n.held, held[i:]...)
 			n.mu.Unlock()
 			return
 		}
+		n.endedRun(r)
 		if !owned {
 			n.m.log.Warn("late terminal dropped: a surviving replica already ended this request with node_lost",
 				slog.String("session", r.sid), slog.String("request", r.req))

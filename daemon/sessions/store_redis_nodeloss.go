@@ -64,12 +64,12 @@ func runValue(token string, started time.Time, route string) string {
 	return token + " " + strconv.FormatInt(started.UnixMilli(), 10) + " " + route
 }
 
-// luaRunEndSrc settles the normal end of a run: it reports 1 when the caller
+// luaRunEnd settles the normal end of a run: it reports 1 when the caller
 // may write the request's terminal (the marker still named its token, and
 // is deleted now; or it was never recorded), 0 when a survivor took the run
 // over (its tombstone names the token; the late terminal must be dropped).
 // KEYS: run, lost. ARGV: req, token.
-const luaRunEndSrc = `
+var luaRunEnd = rueidis.NewLuaScript(`
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
   return 1
@@ -78,7 +78,7 @@ if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
   redis.call('HDEL', KEYS[2], ARGV[1])
   return 0
 end
-return 1`
+return 1`)
 
 // luaRunTake takes an orphaned run over: only when the marker still names
 // the dead token is it deleted, a tombstone left, and 1 returned; the one
@@ -178,20 +178,29 @@ func (s *RedisStore) recordRuns(ctx context.Context, node, token string, runs []
 	return ok
 }
 
-// endRun settles the normal end of a run (luaRunEndSrc, sent with EVAL so that it pipelines with the HDEL) and removes its
-// inflight entry, pipelined in one round trip. owned reports whether the
-// caller may write the terminal.
-func (s *RedisStore) endRun(ctx context.Context, node, token, sid, req string) (owned bool, err error) {
+// endRun settles the normal end of a run (luaRunEnd, one round trip).
+// owned reports whether the caller may write the terminal. The node's
+// inflight entry is removed separately (clearEnded, batched).
+func (s *RedisStore) endRun(ctx context.Context, token, sid, req string) (owned bool, err error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	res := s.c.DoMulti(ctx,
-		s.c.B().Eval().Script(luaRunEndSrc).Numkeys(2).Key(s.kRun(sid), s.kLost(sid)).Arg(req, token).Build(),
-		s.c.B().Hdel().Key(s.kInflight(node)).Field(runField(sid, req)).Build())
-	n, err := res[0].AsInt64()
+	n, err := luaRunEnd.Exec(ctx, s.c, []string{s.kRun(sid), s.kLost(sid)}, []string{req, token}).AsInt64()
 	if err != nil {
 		return false, fmt.Errorf("settle end of %s/%s: %w", sid, req, err)
 	}
 	return n == 1, nil
+}
+
+// clearEnded removes the inflight entries of runs that ended on node, in
+// one HDEL. An entry left behind (a crash before this) is harmless: its
+// marker is gone, so a sweep takes nothing and removes it.
+func (s *RedisStore) clearEnded(ctx context.Context, node string, fields []string) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	if err := s.c.Do(ctx, s.c.B().Hdel().Key(s.kInflight(node)).Field(fields...).Build()).Error(); err != nil {
+		return fmt.Errorf("clear ended runs of %s: %w", node, err)
+	}
+	return nil
 }
 
 // nodeList returns the registered nodes and, for each, the token of its
