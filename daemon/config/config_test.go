@@ -73,7 +73,6 @@ func TestErrors(t *testing.T) {
 		{"short secret", "", []string{"ORCH_JWT_SECRET=short"}, []string{"at least 32 bytes"}},
 		{"admin off loopback needs a password", "auth: {anonymous: true}\nlisten: {admin: \"0.0.0.0:9090\"}\n", nil, []string{"admin.password_env", "not a loopback"}},
 		{"node_loss_after too short", "auth: {anonymous: true}\nsessions: {node_loss_after: 500ms}\n", nil, []string{"sessions.node_loss_after: must be at least 1s"}},
-		{"retry_on_node_loss not supported", "auth: {anonymous: true}\nbackends:\n  e: {kind: echo}\nroutes:\n  x: {backend: e, retry_on_node_loss: true}\n", nil, []string{"routes.x.retry_on_node_loss: not supported"}},
 		{"every problem at once", "auth: {anonymous: true}\nws: {path: ws}\nsessions: {store: disk}\n", nil, []string{"ws.path", "sessions.store"}},
 	}
 	for _, tc := range tests {

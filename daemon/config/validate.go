@@ -171,9 +171,6 @@ func (c *Config) Validate() error {
 	for _, name := range sortedKeys(c.Routes) {
 		r := c.Routes[name]
 		p := "routes." + name
-		if r.RetryOnNodeLoss {
-			add("%s.retry_on_node_loss: not supported by this build yet (a lost replica's requests end with node_lost)", p)
-		}
 		switch name {
 		case "ping", "cancel":
 			add("%s: %q is a built-in message type and cannot be a route", p, name)

@@ -188,7 +188,7 @@ func (r *Router) Handle(s *Session, payload []byte, reply Reply) {
 		UserID:    s.User,
 		Data:      append(json.RawMessage(nil), env.Data...),
 	}
-	go r.run(ctx, cancel, s, rt, req)
+	go r.run(ctx, cancel, s, rt, req, false)
 }
 
 // inlineEcho answers an echo route on the worker: no goroutine, no copy.

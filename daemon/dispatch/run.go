@@ -15,10 +15,11 @@ import (
 
 // run executes one accepted request on its own goroutine and writes its
 // chunks and exactly one terminal message through the session's Output.
-func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Session, rt *route, req *backends.Request) {
+// restart: the request runs again after node loss (Rerun).
+func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Session, rt *route, req *backends.Request, restart bool) {
 	defer r.wg.Done()
 	start := time.Now()
-	out := beginRun(r.store, s.ID, req.ID, rt.name) // NODELOSS HOOK: recorded for node-loss recovery
+	out := beginRun(r.store, rt, req, restart) // NODELOSS HOOK: recorded for node-loss recovery
 
 	ctx, stop := context.WithTimeoutCause(ctx, rt.timeout, ErrTimeout)
 	defer stop()

@@ -38,8 +38,8 @@ func (s sessionSink) Begin(sessionID, requestID string) dispatch.Output {
 
 // BeginRoute implements dispatch.RouteBeginner: the request is recorded
 // for node-loss recovery (docs/sessions.md, "Node loss").
-func (s sessionSink) BeginRoute(sessionID, requestID, route string) dispatch.Output {
-	return s.m.BeginRoute(sessionID, requestID, route)
+func (s sessionSink) BeginRoute(sessionID, requestID, route string, retry []byte) dispatch.Output {
+	return s.m.BeginRoute(sessionID, requestID, route, retry)
 }
 
 // Load reads the session. A session the store lost while a connection

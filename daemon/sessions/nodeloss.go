@@ -44,6 +44,7 @@ const (
 // runRec is a request begun on this node through BeginRoute.
 type runRec struct {
 	sid, req, route string
+	data            []byte // the request's data when its route retries on node loss
 	started         time.Time
 	state           atomic.Int32
 	sent            chan struct{} // closed once the recorder's write returned
@@ -74,6 +75,8 @@ type nodeLoss struct {
 	ended []string  // inflight fields of settled runs, to remove; guarded by mu
 	held  []heldEnd // guarded by mu
 	kick  chan struct{}
+
+	rerun atomic.Pointer[Rerun] // set by SetRerun (dispatch), read by the sweeper
 
 	sweepMu sync.Mutex        // one sweep at a time; guards seen and owing
 	seen    map[string]string // node -> live token whose records were read
@@ -159,8 +162,8 @@ func (n *nodeLoss) liveness() {
 }
 
 // record queues a run for the recorder; it never blocks.
-func (n *nodeLoss) record(sid, req, route string) *runRec {
-	r := &runRec{sid: sid, req: req, route: route, started: time.Now(), sent: make(chan struct{})}
+func (n *nodeLoss) record(sid, req, route string, data []byte) *runRec {
+	r := &runRec{sid: sid, req: req, route: route, data: data, started: time.Now(), sent: make(chan struct{})}
 	n.mu.Lock()
 	n.queue = append(n.queue, r)
 	n.mu.Unlock()
@@ -422,7 +425,7 @@ func (n *nodeLoss) sweepNode(ctx context.Context, node, live string) bool {
 	complete := true
 	if len(orphans) > 0 {
 		taken, errs := n.rs.takeRuns(ctx, orphans)
-		won := 0
+		won, rerun := 0, 0
 		for i, r := range orphans {
 			if errs[i] != nil {
 				if complete && ctx.Err() == nil {
@@ -432,14 +435,19 @@ func (n *nodeLoss) sweepNode(ctx context.Context, node, live string) bool {
 				continue
 			}
 			settled = append(settled, r)
-			if taken[i] {
-				n.owing = append(n.owing, r)
-				won++
+			if !taken[i] {
+				continue
 			}
+			won++
+			if n.runAgain(ctx, r) {
+				rerun++
+				continue
+			}
+			n.owing = append(n.owing, r)
 		}
 		if won > 0 {
-			n.m.log.Warn("replica lost: its requests end with node_lost", slog.String("node", node),
-				slog.Int("requests", won))
+			n.m.log.Warn("replica lost: its requests end with node_lost, or run again here where their route says so",
+				slog.String("node", node), slog.Int("requests", won), slog.Int("run_again", rerun))
 		}
 		n.writeOwed(ctx)
 	}
@@ -458,6 +466,40 @@ func (n *nodeLoss) sweepNode(ctx context.Context, node, live string) bool {
 		}
 	}
 	return complete
+}
+
+// Rerun runs again, on this node, a request taken over from a lost replica
+// whose route has retry_on_node_loss (dispatch's Router.Rerun): it begins
+// the request anew with BeginRoute and sends a restart notice first. It
+// reports false when it cannot (route gone or without retry, draining,
+// duplicate id); the request then ends with node_lost.
+type Rerun func(sessionID, user, requestID, route string, data []byte) bool
+
+// SetRerun installs fn for the node-loss sweeper (Redis store; a no-op on
+// the memory store, which has no survivor).
+func (m *Manager) SetRerun(fn Rerun) {
+	if m.nl != nil {
+		m.nl.rerun.Store(&fn)
+	}
+}
+
+// runAgain hands a taken-over run whose route retries to the Rerun hook;
+// false: it ends with node_lost instead.
+func (n *nodeLoss) runAgain(ctx context.Context, r runRecord) bool {
+	fn := n.rerun.Load()
+	if r.Data == nil || fn == nil {
+		return false
+	}
+	user, err := n.m.store.Owner(ctx, r.SID)
+	if err != nil {
+		return false // expired (endOrphan drops it) or the store failed (node_lost, retried)
+	}
+	if !(*fn)(r.SID, user, r.Req, r.Route, r.Data) {
+		return false
+	}
+	n.m.log.Info("request of a lost replica runs again here", slog.String("session", r.SID),
+		slog.String("request", r.Req), slog.String("route", r.Route))
+	return true
 }
 
 // writeOwed writes the node_lost terminal of every run this node took
@@ -561,13 +603,15 @@ func (m *Manager) deliverOutbox(ctx context.Context, id string, h Holder) {
 // BeginRoute is Begin for a request of route that runs on its own
 // goroutine: with the Redis store it is also recorded (asynchronously, in
 // pipelined batches) as in flight on this node, so that a survivor ends it
-// with node_lost if this node dies. Its End then settles the record first
-// (one store round trip). Begin alone records nothing (a terminal written
-// at once, such as the inline echo's, needs no record).
-func (m *Manager) BeginRoute(id, reqID, route string) *Stream {
+// with node_lost if this node dies, or, when retry is not nil (the
+// request's data, for a route with retry_on_node_loss), runs it again
+// (see SetRerun). Its End then settles the record first (one store round
+// trip). Begin alone records nothing (a terminal written at once, such as
+// the inline echo's, needs no record).
+func (m *Manager) BeginRoute(id, reqID, route string, retry []byte) *Stream {
 	s := m.Begin(id, reqID)
 	if m.nl != nil {
-		s.run = m.nl.record(id, reqID, route)
+		s.run = m.nl.record(id, reqID, route, retry)
 	}
 	return s
 }

@@ -113,12 +113,12 @@ func TestNodeLossRace(t *testing.T) {
 				ids[i], _ = attach(t, a, "alice", "", o)
 				for j := range perSession {
 					req := fmt.Sprintf("r%d", j)
-					s := a.BeginRoute(ids[i], req, "stream")
+					s := a.BeginRoute(ids[i], req, "stream", nil)
 					s.Chunk(chunkMsg(req, 0))
 					runs[ids[i]] = append(runs[ids[i]], req)
 				}
 				// One request that finished before the crash: no node_lost.
-				done := a.BeginRoute(ids[i], "done", "stream")
+				done := a.BeginRoute(ids[i], "done", "stream", nil)
 				done.End(resultMsg("done"))
 				a.Detach(ids[i], o)
 			}
@@ -204,8 +204,8 @@ func TestNodeLossPartitionedNodeComesBack(t *testing.T) {
 			raw := rawRedis(t, b)
 			oa := &fakeOutlet{}
 			id, _ := attach(t, a, "alice", "", oa)
-			s1 := a.BeginRoute(id, "p1", "stream")
-			s2 := a.BeginRoute(id, "p2", "stream")
+			s1 := a.BeginRoute(id, "p1", "stream", nil)
+			s2 := a.BeginRoute(id, "p2", "stream", nil)
 			waitRecorded(t, a, map[string][]string{id: {"p1", "p2"}})
 
 			lapse(t, raw, b, "A") // the partition: A's key lapses
@@ -219,7 +219,7 @@ func TestNodeLossPartitionedNodeComesBack(t *testing.T) {
 			}
 			s1.End(resultMsg("p1"))
 			s2.End(resultMsg("p2"))
-			s3 := a.BeginRoute(id, "p3", "stream")
+			s3 := a.BeginRoute(id, "p3", "stream", nil)
 			waitRecorded(t, a, map[string][]string{id: {"p3"}})
 			bb.SweepForTest(t.Context()) // A is alive: p3 is not an orphan
 			s3.End(resultMsg("p3"))
@@ -255,14 +255,14 @@ func TestNodeLossRestartedNode(t *testing.T) {
 			a := b.openManager(t, "A", nodeLossLimits)
 			o := &fakeOutlet{}
 			id, _ := attach(t, a, "alice", "", o)
-			a.BeginRoute(id, "old", "stream")
+			a.BeginRoute(id, "old", "stream", nil)
 			waitRecorded(t, a, map[string][]string{id: {"old"}})
 			a.Detach(id, o)
 			crash(a)
 			a2 := b.openManager(t, "A", nodeLossLimits)
 			o2 := &fakeOutlet{}
 			attach(t, a2, "alice", id, o2)
-			s := a2.BeginRoute(id, "new", "stream")
+			s := a2.BeginRoute(id, "new", "stream", nil)
 			waitRecorded(t, a2, map[string][]string{id: {"new"}})
 			a2.SweepForTest(t.Context())
 			eventually(t, 5*time.Second, "node_lost of the predecessor's request", func() bool {
@@ -295,7 +295,7 @@ func TestNodeLossSweeperOnItsOwn(t *testing.T) {
 			bb := b.openManager(t, "B", lim)
 			o := &fakeOutlet{}
 			id, _ := attach(t, a, "alice", "", o)
-			a.BeginRoute(id, "x", "stream")
+			a.BeginRoute(id, "x", "stream", nil)
 			waitRecorded(t, a, map[string][]string{id: {"x"}})
 			ob := &fakeOutlet{}
 			attach(t, bb, "alice", id, ob)
@@ -329,14 +329,14 @@ func TestNodeLossNormalEndCleansUp(t *testing.T) {
 			}
 			streams := make([]*Stream, len(reqs))
 			for i, r := range reqs {
-				streams[i] = a.BeginRoute(id, r, "stream")
+				streams[i] = a.BeginRoute(id, r, "stream", nil)
 			}
 			waitRecorded(t, a, map[string][]string{id: reqs})
 			for i, r := range reqs {
 				streams[i].End(resultMsg(r))
 			}
 			// Ended before the recorder wrote it: never written at all.
-			quick := a.BeginRoute(id, "quick", "stream")
+			quick := a.BeginRoute(id, "quick", "stream", nil)
 			quick.End(resultMsg("quick"))
 			term := terminals(t, o.got())
 			for _, r := range append(reqs, "quick") {
@@ -379,7 +379,7 @@ func TestNodeLossHeldWhileStoreDown(t *testing.T) {
 	defer m.Close()
 	o := &fakeOutlet{}
 	id, _ := attach(t, m, "alice", "", o)
-	s := m.BeginRoute(id, "h", "stream")
+	s := m.BeginRoute(id, "h", "stream", nil)
 	waitRecorded(t, m, map[string][]string{id: {"h"}})
 	r.stop()
 	s.End(resultMsg("h"))
@@ -402,7 +402,7 @@ func TestNodeLossMemoryStore(t *testing.T) {
 	m := b.openManager(t, "solo", nodeLossLimits)
 	o := &fakeOutlet{}
 	id, _ := attach(t, m, "alice", "", o)
-	s := m.BeginRoute(id, "m1", "echo")
+	s := m.BeginRoute(id, "m1", "echo", nil)
 	if got, err := m.Running(t.Context(), id); err != nil || strings.Join(got, ",") != "m1" {
 		t.Fatalf("Running = %v, %v; want [m1]", got, err)
 	}
@@ -424,6 +424,8 @@ func TestParseRunRecord(t *testing.T) {
 		{"plain", "s_x r1", "A/ab 1700000000000 chat", true, runRecord{SID: "s_x", Req: "r1", Token: "A/ab", Route: "chat"}},
 		{"request id with spaces", "s_x a b", "A/ab 1 r", true, runRecord{SID: "s_x", Req: "a b", Token: "A/ab", Route: "r"}},
 		{"no route", "s_x r", "A/ab 1", true, runRecord{SID: "s_x", Req: "r", Token: "A/ab"}},
+		{"retry data", "s_x r", runValue("A/ab", time.UnixMilli(5), "my route", []byte(`{"a": "b c"}`)), true,
+			runRecord{SID: "s_x", Req: "r", Token: "A/ab", Route: "my route", Data: []byte(`{"a": "b c"}`)}},
 		{"no request", "s_x", "A/ab 1 r", false, runRecord{}},
 		{"bad time", "s_x r", "A/ab x r", false, runRecord{}},
 		{"no token", "s_x r", "", false, runRecord{}},
@@ -433,7 +435,7 @@ func TestParseRunRecord(t *testing.T) {
 			if ok != tc.ok {
 				t.Fatalf("ok = %v, want %v", ok, tc.ok)
 			}
-			if ok && (got.SID != tc.want.SID || got.Req != tc.want.Req || got.Token != tc.want.Token || got.Route != tc.want.Route) {
+			if ok && (got.SID != tc.want.SID || got.Req != tc.want.Req || got.Token != tc.want.Token || got.Route != tc.want.Route || string(got.Data) != string(tc.want.Data)) {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}
 		})
@@ -468,12 +470,78 @@ func BenchmarkNodeLossRecord(b *testing.B) {
 							m.Begin(id, req).End(resultMsg(req))
 							continue
 						}
-						s := m.BeginRoute(id, req, "stream")
+						s := m.BeginRoute(id, req, "stream", nil)
 						<-s.run.sent
 						s.End(resultMsg(req))
 					}
 				})
 			})
 		}
+	}
+}
+
+// TestNodeLossRerun: a request whose route retries on node loss is run
+// again by exactly one of two racing survivors (the Rerun hook), with no
+// node_lost; one the hook refuses ends with node_lost.
+func TestNodeLossRerun(t *testing.T) {
+	for _, b := range nodeLossBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			a := b.openManager(t, "A", nodeLossLimits)
+			bb := b.openManager(t, "B", nodeLossLimits)
+			cc := b.openManager(t, "C", nodeLossLimits)
+			raw := rawRedis(t, b)
+			var mu sync.Mutex
+			calls := map[string][]string{} // request -> "node route data user"
+			for _, m := range []*Manager{bb, cc} {
+				m.SetRerun(func(sid, user, req, route string, data []byte) bool {
+					mu.Lock()
+					calls[req] = append(calls[req], fmt.Sprintf("%s %s %s %s", m.Node(), route, data, user))
+					mu.Unlock()
+					if req == "refused" {
+						return false
+					}
+					s := m.BeginRoute(sid, req, route, data)
+					s.Chunk(fmt.Appendf(nil, `{"type":"restart","id":%q}`, req))
+					s.Chunk(chunkMsg(req, 0))
+					s.End(resultMsg(req))
+					return true
+				})
+			}
+			o := &fakeOutlet{}
+			id, _ := attach(t, a, "alice", "", o)
+			a.BeginRoute(id, "again", "chat", []byte(`{"text":"hi there"}`))
+			a.BeginRoute(id, "refused", "chat", []byte(`null`))
+			a.BeginRoute(id, "plain", "chat", nil)
+			waitRecorded(t, a, map[string][]string{id: {"again", "refused", "plain"}})
+			a.Detach(id, o)
+			crash(a)
+			ob := &fakeOutlet{}
+			attach(t, bb, "alice", id, ob)
+			lapse(t, raw, b, "A")
+			var wg sync.WaitGroup
+			for _, m := range []*Manager{bb, cc} {
+				wg.Add(1)
+				go func() { defer wg.Done(); m.SweepForTest(t.Context()) }()
+			}
+			wg.Wait()
+			eventually(t, 5*time.Second, "three terminals", func() bool { return len(terminals(t, ob.got())) == 3 })
+			term := terminals(t, ob.got())
+			for req, want := range map[string]string{"again": "result", "refused": CodeNodeLost, "plain": CodeNodeLost} {
+				if c := term[req]; len(c) != 1 || c[0] != want {
+					t.Fatalf("%s: %v, want exactly one %s (all %q)", req, c, want, ob.got())
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if c := calls["again"]; len(c) != 1 || !strings.HasSuffix(c[0], ` chat {"text":"hi there"} alice`) {
+				t.Fatalf("rerun calls for again: %q, want one with route, data and user", c)
+			}
+			if c := calls["plain"]; len(c) != 0 {
+				t.Fatalf("a request without retry data was run again: %q", c)
+			}
+			if countPrefix(ob.got(), `{"type":"restart","id":"again"}`) != 1 {
+				t.Fatalf("restart notice not delivered once: %q", ob.got())
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -16,7 +17,7 @@ import (
 //
 //	<p>nodes                     set: names of the nodes that may hold runs
 //	<p>{node:<name>}:alive       string: the live process's token, PX ttl
-//	<p>{node:<name>}:inflight    hash: "<sid> <req>" -> "<token> <started ms> <route>"
+//	<p>{node:<name>}:inflight    hash: "<sid> <req>" -> "<token> <started ms> <route>[ <data>]"
 //	<p>{<sid>}:run               hash: req -> token of the process running it
 //	<p>{<sid>}:lost              hash: req -> token whose run a survivor ended
 //
@@ -39,6 +40,7 @@ type runRecord struct {
 	SID, Req, Route string
 	Token           string
 	Started         time.Time
+	Data            []byte // the request's data when its route retries on node loss, else nil
 	field, value    string // as stored, for the compare-and-delete
 }
 
@@ -51,17 +53,31 @@ func parseRunRecord(field, value string) (runRecord, bool) {
 	if !ok || tok == "" {
 		return runRecord{}, false
 	}
-	ms, route, _ := strings.Cut(rest, " ")
+	ms, rest, _ := strings.Cut(rest, " ")
 	started, err := strconv.ParseInt(ms, 10, 64)
 	if err != nil {
 		return runRecord{}, false
 	}
-	return runRecord{SID: sid, Req: req, Route: route, Token: tok, Started: time.UnixMilli(started),
-		field: field, value: value}, true
+	route, data, hasData := strings.Cut(rest, " ")
+	if route, err = url.PathUnescape(route); err != nil {
+		return runRecord{}, false
+	}
+	rec := runRecord{SID: sid, Req: req, Route: route, Token: tok, Started: time.UnixMilli(started),
+		field: field, value: value}
+	if hasData {
+		rec.Data = []byte(data)
+	}
+	return rec, true
 }
 
-func runValue(token string, started time.Time, route string) string {
-	return token + " " + strconv.FormatInt(started.UnixMilli(), 10) + " " + route
+// runValue encodes an inflight entry; the route is path-escaped (a route
+// name may hold a space), data (nil: none) comes last, verbatim.
+func runValue(token string, started time.Time, route string, data []byte) string {
+	v := token + " " + strconv.FormatInt(started.UnixMilli(), 10) + " " + url.PathEscape(route)
+	if data != nil {
+		v += " " + string(data)
+	}
+	return v
 }
 
 // luaRunEnd settles the normal end of a run: it reports 1 when the caller
@@ -159,7 +175,7 @@ func (s *RedisStore) recordRuns(ctx context.Context, node, token string, runs []
 	defer cancel()
 	hs := s.c.B().Hset().Key(s.kInflight(node)).FieldValue()
 	for _, r := range runs {
-		hs = hs.FieldValue(runField(r.sid, r.req), runValue(token, r.started, r.route))
+		hs = hs.FieldValue(runField(r.sid, r.req), runValue(token, r.started, r.route, r.data))
 	}
 	ttl := s.lim.ttl.Milliseconds()
 	cmds := make(rueidis.Commands, 0, 1+2*len(runs))
