@@ -22,7 +22,9 @@ import (
 // that was in flight on A ends with exactly one terminal, node_lost,
 // within node_loss_after of the kill; the finished requests get nothing
 // more; a second resume finds nothing owed. The node_lost delays (p50,
-// max) are logged.
+// max) are logged. Five more sessions on A stream on a route with
+// retry_on_node_loss: their requests run again on B (restart notice,
+// chunks from seq 0, one result).
 func TestNodeLossE2E(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: builds and runs the binary")
@@ -46,6 +48,7 @@ backends:
   stream: {kind: http, endpoints: [%q]}
 routes:
   stream: {backend: stream, timeout: 90s, idle_timeout: 5s}
+  again: {backend: stream, timeout: 90s, idle_timeout: 5s, retry_on_node_loss: true}
 `, lossAfter, stream.URL+"/stream")))
 	// Node names of their own: the shared Redis keeps node keys by name.
 	var tag [4]byte
@@ -105,6 +108,29 @@ routes:
 				if m.Type == "chunk" {
 					started[m.ID] = true
 				}
+			}
+		}()
+	}
+	// Sessions whose request retries on node loss.
+	const retryN = 5
+	retryIDs := make([]string, retryN)
+	for i := range retryN {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := dialWS(a.client, "", 5*time.Second)
+			if err != nil {
+				errs <- fmt.Errorf("retry session %d: dial A: %w", i, err)
+				return
+			}
+			retryIDs[i] = c.welcome.Session
+			defer c.close()
+			if err := c.request("again", "R", map[string]int{"n": 30}); err != nil {
+				errs <- fmt.Errorf("retry session %d: %w", i, err)
+				return
+			}
+			if m, err := c.read(10 * time.Second); err != nil || m.Type != "chunk" {
+				errs <- fmt.Errorf("retry session %d: first chunk: %+v %v", i, m, err)
 			}
 		}()
 	}
@@ -189,7 +215,20 @@ routes:
 			}
 		}()
 	}
+	retryErrs := make([]error, retryN)
+	for i := range retryN {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			retryErrs[i] = rerunSeen(front, retryIDs[i], names[1])
+		}()
+	}
 	wg.Wait()
+	for i, err := range retryErrs {
+		if err != nil {
+			t.Fatalf("retry session %d (%s): %v", i, retryIDs[i], err)
+		}
+	}
 	var all []time.Duration
 	for i, r := range results {
 		if r.err != nil {
@@ -220,6 +259,60 @@ routes:
 			if m.terminal() {
 				t.Fatalf("second resume of session %d brought %+v again", i, m)
 			}
+		}
+	}
+}
+
+// rerunSeen resumes session sid through front and checks that its request
+// R, lost with its replica, ran again on node: a restart notice, chunks
+// from seq 0 without gaps, one result, nothing after it.
+func rerunSeen(front, sid, node string) error {
+	c, err := dialWS(front, "session="+sid, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("resume through nginx: %w", err)
+	}
+	defer c.close()
+	if !c.welcome.Resumed || c.welcome.Node != node {
+		return fmt.Errorf("welcome %+v, want resumed on %s", c.welcome, node)
+	}
+	restarted, next := false, 0
+	for {
+		m, err := c.read(15 * time.Second)
+		if err != nil {
+			return fmt.Errorf("after restart=%v, %d chunks: %w", restarted, next, err)
+		}
+		switch {
+		case m.ID != "R":
+			return fmt.Errorf("unexpected %+v", m)
+		case m.Type == "restart":
+			if restarted {
+				return fmt.Errorf("second restart notice")
+			}
+			restarted = true
+		case !restarted:
+			// Chunks of the first run may still be replayed before the
+			// notice; nothing else may come before it.
+			if m.Type != "chunk" {
+				return fmt.Errorf("%+v before the restart notice", m)
+			}
+		case m.Type == "chunk":
+			if m.Seq != next {
+				return fmt.Errorf("chunk seq %d after the restart, want %d", m.Seq, next)
+			}
+			next++
+		case m.Type == "result":
+			if next != 30 || string(m.Data) != `"done"` {
+				return fmt.Errorf("result %+v after %d chunks, want \"done\" after 30", m, next)
+			}
+			// Nothing more for R: a second terminal would come now.
+			if m, err := c.read(2 * time.Second); err == nil {
+				return fmt.Errorf("after the result: %+v", m)
+			} else if !isTimeout(err) {
+				return err
+			}
+			return nil
+		default:
+			return fmt.Errorf("terminal %+v, want the rerun's result", m)
 		}
 	}
 }
