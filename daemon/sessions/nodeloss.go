@@ -127,8 +127,9 @@ func (n *nodeLoss) close() {
 	if held > 0 {
 		n.m.log.Error("terminal messages lost at close: session store unavailable to settle them", slog.Int("messages", held))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), n.rs.opTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*n.rs.opTimeout)
 	defer cancel()
+	n.flushEnded(ctx)
 	if err := n.rs.dropAlive(ctx, n.m.node, n.token); err != nil {
 		n.m.log.Warn("node liveness not removed at close; it lapses by itself", slog.Any("err", err))
 	}
@@ -221,13 +222,13 @@ func (n *nodeLoss) recorder() {
 				r.state.CompareAndSwap(runSending, runSent)
 			}
 		}
-		n.flushEnded()
+		n.flushEnded(n.ctx)
 	}
 }
 
 // flushEnded removes the inflight entries of settled runs, a batch per
 // round trip; on failure they are kept for the next pass.
-func (n *nodeLoss) flushEnded() {
+func (n *nodeLoss) flushEnded(ctx context.Context) {
 	for {
 		n.mu.Lock()
 		k := min(len(n.ended), recordBatch)
@@ -236,8 +237,8 @@ func (n *nodeLoss) flushEnded() {
 		if k == 0 {
 			return
 		}
-		if err := n.rs.clearEnded(n.ctx, n.m.node, fields); err != nil {
-			if n.ctx.Err() == nil {
+		if err := n.rs.clearEnded(ctx, n.m.node, fields); err != nil {
+			if ctx.Err() == nil {
 				n.m.warn("ended runs not cleared yet", slog.Any("err", err))
 			}
 			return
