@@ -43,6 +43,7 @@ const (
 
 // runRec is a request begun on this node through BeginRoute.
 type runRec struct {
+	seq             uint64 // unique in the process (the inflight field)
 	sid, req, route string
 	data            []byte // the request's data when its route retries on node loss
 	started         time.Time
@@ -76,6 +77,7 @@ type nodeLoss struct {
 	held  []heldEnd // guarded by mu
 	kick  chan struct{}
 
+	seq   atomic.Uint64         // run numbers
 	rerun atomic.Pointer[Rerun] // set by SetRerun (dispatch), read by the sweeper
 
 	sweepMu sync.Mutex        // one sweep at a time; guards seen and owing
@@ -164,7 +166,7 @@ func (n *nodeLoss) liveness() {
 
 // record queues a run for the recorder; it never blocks.
 func (n *nodeLoss) record(sid, req, route string, data []byte) *runRec {
-	r := &runRec{sid: sid, req: req, route: route, data: data, started: time.Now(), sent: make(chan struct{})}
+	r := &runRec{seq: n.seq.Add(1), sid: sid, req: req, route: route, data: data, started: time.Now(), sent: make(chan struct{})}
 	n.mu.Lock()
 	n.queue = append(n.queue, r)
 	n.mu.Unlock()
@@ -295,7 +297,7 @@ func (m *Manager) settleRun(s *Stream, msg []byte) bool {
 // endedRun queues the removal of r's inflight entry for the recorder.
 func (n *nodeLoss) endedRun(r *runRec) {
 	n.mu.Lock()
-	n.ended = append(n.ended, runField(r.sid, r.req))
+	n.ended = append(n.ended, runField(r.sid, r.seq, r.req))
 	n.mu.Unlock()
 	select {
 	case n.kick <- struct{}{}:

@@ -422,14 +422,15 @@ func TestParseRunRecord(t *testing.T) {
 		ok                 bool
 		want               runRecord
 	}{
-		{"plain", "s_x r1", "A/ab 1700000000000 chat", true, runRecord{SID: "s_x", Req: "r1", Token: "A/ab", Route: "chat"}},
-		{"request id with spaces", "s_x a b", "A/ab 1 r", true, runRecord{SID: "s_x", Req: "a b", Token: "A/ab", Route: "r"}},
-		{"no route", "s_x r", "A/ab 1", true, runRecord{SID: "s_x", Req: "r", Token: "A/ab"}},
-		{"retry data", "s_x r", runValue("A/ab", time.UnixMilli(5), "my route", []byte(`{"a": "b c"}`)), true,
+		{"plain", "s_x 1 r1", "A/ab 1700000000000 chat", true, runRecord{SID: "s_x", Req: "r1", Token: "A/ab", Route: "chat"}},
+		{"request id with spaces", "s_x 2 a b", "A/ab 1 r", true, runRecord{SID: "s_x", Req: "a b", Token: "A/ab", Route: "r"}},
+		{"no route", "s_x 3 r", "A/ab 1", true, runRecord{SID: "s_x", Req: "r", Token: "A/ab"}},
+		{"retry data", runField("s_x", 4, "r"), runValue("A/ab", time.UnixMilli(5), "my route", []byte(`{"a": "b c"}`)), true,
 			runRecord{SID: "s_x", Req: "r", Token: "A/ab", Route: "my route", Data: []byte(`{"a": "b c"}`)}},
-		{"no request", "s_x", "A/ab 1 r", false, runRecord{}},
-		{"bad time", "s_x r", "A/ab x r", false, runRecord{}},
-		{"no token", "s_x r", "", false, runRecord{}},
+		{"no request", "s_x 5", "A/ab 1 r", false, runRecord{}},
+		{"no number", "s_x", "A/ab 1 r", false, runRecord{}},
+		{"bad time", "s_x 6 r", "A/ab x r", false, runRecord{}},
+		{"no token", "s_x 7 r", "", false, runRecord{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, ok := parseRunRecord(tc.field, tc.value)
@@ -542,6 +543,43 @@ func TestNodeLossRerun(t *testing.T) {
 			}
 			if countPrefix(ob.got(), `{"type":"restart","id":"again"}`) != 1 {
 				t.Fatalf("restart notice not delivered once: %q", ob.got())
+			}
+		})
+	}
+}
+
+// TestNodeLossIDReused: a request id that ends and is sent again at once
+// on the same node: the batched removal of the first run's entry must not
+// remove the second's, which is still found (and ended) after a crash.
+func TestNodeLossIDReused(t *testing.T) {
+	for _, b := range nodeLossBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			a := b.openManager(t, "A", nodeLossLimits)
+			bb := b.openManager(t, "B", nodeLossLimits)
+			raw := rawRedis(t, b)
+			o := &fakeOutlet{}
+			id, _ := attach(t, a, "alice", "", o)
+			first := a.BeginRoute(id, "same", "stream", nil)
+			waitRecorded(t, a, map[string][]string{id: {"same"}})
+			first.End(resultMsg("same"))
+			a.BeginRoute(id, "same", "stream", nil)
+			waitRecorded(t, a, map[string][]string{id: {"same"}})
+			eventually(t, 5*time.Second, "ended runs flushed", func() bool {
+				a.nl.mu.Lock()
+				defer a.nl.mu.Unlock()
+				return len(a.nl.ended) == 0 && len(a.nl.queue) == 0
+			})
+			a.Detach(id, o)
+			crash(a)
+			ob := &fakeOutlet{}
+			attach(t, bb, "alice", id, ob)
+			lapse(t, raw, b, "A")
+			bb.SweepForTest(t.Context())
+			eventually(t, 5*time.Second, "node_lost of the second run", func() bool {
+				return terminals(t, ob.got())["same"] != nil
+			})
+			if c := terminals(t, ob.got())["same"]; len(c) != 1 || c[0] != CodeNodeLost {
+				t.Fatalf("second run: %v, want one node_lost", c)
 			}
 		})
 	}

@@ -17,7 +17,7 @@ import (
 //
 //	<p>nodes                     set: names of the nodes that may hold runs
 //	<p>{node:<name>}:alive       string: the live process's token, PX ttl
-//	<p>{node:<name>}:inflight    hash: "<sid> <req>" -> "<token> <started ms> <route>[ <data>]"
+//	<p>{node:<name>}:inflight    hash: "<sid> <seq> <req>" -> "<token> <started ms> <route>[ <data>]"
 //	<p>{<sid>}:run               hash: req -> token of the process running it
 //	<p>{<sid>}:lost              hash: req -> token whose run a survivor ended
 //
@@ -31,9 +31,13 @@ func (s *RedisStore) kInflight(node string) string { return s.prefix + "{node:" 
 func (s *RedisStore) kRun(id string) string        { return s.prefix + "{" + id + "}:run" }
 func (s *RedisStore) kLost(id string) string       { return s.prefix + "{" + id + "}:lost" }
 
-// runField is the inflight hash field of request req of session sid. A
-// session id has no space, so the first space separates the two.
-func runField(sid, req string) string { return sid + " " + req }
+// runField is the inflight hash field of run number seq (unique in the
+// process), request req of session sid: "<sid> <seq> <req>". Neither sid
+// nor seq has a space; req may. The number keeps a late removal of an
+// ended run from deleting the entry of a newer run of the same id.
+func runField(sid string, seq uint64, req string) string {
+	return sid + " " + strconv.FormatUint(seq, 10) + " " + req
+}
 
 // runRecord is one entry of a node's inflight hash.
 type runRecord struct {
@@ -45,8 +49,12 @@ type runRecord struct {
 }
 
 func parseRunRecord(field, value string) (runRecord, bool) {
-	sid, req, ok := strings.Cut(field, " ")
-	if !ok || sid == "" || req == "" {
+	sid, rest, ok := strings.Cut(field, " ")
+	if !ok || sid == "" {
+		return runRecord{}, false
+	}
+	_, req, ok := strings.Cut(rest, " ")
+	if !ok || req == "" {
 		return runRecord{}, false
 	}
 	tok, rest, ok := strings.Cut(value, " ")
@@ -175,7 +183,7 @@ func (s *RedisStore) recordRuns(ctx context.Context, node, token string, runs []
 	defer cancel()
 	hs := s.c.B().Hset().Key(s.kInflight(node)).FieldValue()
 	for _, r := range runs {
-		hs = hs.FieldValue(runField(r.sid, r.req), runValue(token, r.started, r.route, r.data))
+		hs = hs.FieldValue(runField(r.sid, r.seq, r.req), runValue(token, r.started, r.route, r.data))
 	}
 	ttl := s.lim.ttl.Milliseconds()
 	cmds := make(rueidis.Commands, 0, 1+2*len(runs))
