@@ -584,3 +584,26 @@ func TestNodeLossIDReused(t *testing.T) {
 		})
 	}
 }
+
+// FuzzParseRunRecord: whatever a client puts in a request id, a route
+// name or a request's data, an inflight entry reads back as written; and
+// any stored pair either parses or is refused, never panics.
+func FuzzParseRunRecord(f *testing.F) {
+	f.Add("s_abc", uint64(1), "r1", "A-1-x/0a", "chat", []byte(`{"q":"a b"}`), "s_x 1 r", "A/ab 1 r")
+	f.Add("s_abc", uint64(2), "id with spaces", "A/0", "my route/%", []byte(nil), "", "")
+	f.Add("s_", uint64(0), " ", "t", "", []byte(` `), "s_x 1", "t x")
+	f.Fuzz(func(t *testing.T, sid string, seq uint64, req, token, route string, data []byte, field, value string) {
+		_, _ = parseRunRecord(field, value)
+		if sid == "" || strings.ContainsRune(sid, ' ') || req == "" || token == "" || strings.ContainsRune(token, ' ') {
+			return // not shapes the daemon writes: ids are checked, tokens made here
+		}
+		got, ok := parseRunRecord(runField(sid, seq, req), runValue(token, time.UnixMilli(42), route, data))
+		if !ok {
+			t.Fatalf("entry of (%q, %q, %q, %q, %q) does not parse", sid, req, token, route, data)
+		}
+		if got.SID != sid || got.Req != req || got.Token != token || got.Route != route ||
+			(data == nil) != (got.Data == nil) || string(got.Data) != string(data) || got.Started.UnixMilli() != 42 {
+			t.Fatalf("read back %+v, wrote sid %q req %q token %q route %q data %q", got, sid, req, token, route, data)
+		}
+	})
+}
