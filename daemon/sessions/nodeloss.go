@@ -49,6 +49,7 @@ type runRec struct {
 	started         time.Time
 	state           atomic.Int32
 	sent            chan struct{} // closed once the recorder's write returned
+	stored          bool          // the write was confirmed; set before sent is closed
 	settled         atomic.Bool   // End passed the check; its terminal may be written
 }
 
@@ -75,6 +76,9 @@ type nodeLoss struct {
 	queue []*runRec // begun, not yet written; guarded by mu
 	ended []string  // inflight fields of settled runs, to remove; guarded by mu
 	held  []heldEnd // guarded by mu
+	// unsure: runs whose record write failed (it may still have landed)
+	// and that ended: their marker is removed once the store answers.
+	unsure []*runRec // guarded by mu
 	kick  chan struct{}
 
 	seq   atomic.Uint64         // run numbers
@@ -220,6 +224,7 @@ func (n *nodeLoss) recorder() {
 					n.m.warn("request not recorded in the session store: a crash of this node would leave it without node_lost",
 						slog.String("session", r.sid), slog.String("request", r.req))
 				}
+				r.stored = ok[i]
 				close(r.sent)
 				r.state.CompareAndSwap(runSending, runSent)
 			}
@@ -273,6 +278,17 @@ func (m *Manager) settleRun(s *Stream, msg []byte) bool {
 	case runSending:
 		<-r.sent // its write is bounded by the store's op timeout
 	}
+	if !r.stored {
+		// The write failed (the store was unreachable): no survivor can
+		// have seen it, or, if it landed after all, the marker is removed
+		// below before anyone takes it (unless this node is cut off for
+		// longer than node_loss_after: docs/sessions.md, windows).
+		n.mu.Lock()
+		n.unsure = append(n.unsure, r)
+		n.mu.Unlock()
+		r.settled.Store(true)
+		return true
+	}
 	owned, err := n.rs.endRun(n.ctx, n.token, r.sid, r.req)
 	switch {
 	case err != nil:
@@ -305,8 +321,32 @@ func (n *nodeLoss) endedRun(r *runRec) {
 	}
 }
 
+// clearUnsure removes the markers of ended runs whose record write failed
+// (recorder goroutine); kept for the next pass while the store fails.
+func (n *nodeLoss) clearUnsure() {
+	n.mu.Lock()
+	unsure := n.unsure
+	n.unsure = nil
+	n.mu.Unlock()
+	for i, r := range unsure {
+		owned, err := n.rs.endRun(n.ctx, n.token, r.sid, r.req)
+		if err != nil {
+			n.mu.Lock()
+			n.unsure = append(n.unsure, unsure[i:]...)
+			n.mu.Unlock()
+			return
+		}
+		n.endedRun(r)
+		if !owned {
+			n.m.log.Error("duplicate terminal: a survivor ended this request with node_lost while this node, cut off from the store, delivered its own",
+				slog.String("session", r.sid), slog.String("request", r.req))
+		}
+	}
+}
+
 // retryHeld settles held ends again (recorder goroutine).
 func (n *nodeLoss) retryHeld() {
+	n.clearUnsure()
 	n.mu.Lock()
 	held := n.held
 	n.held = nil

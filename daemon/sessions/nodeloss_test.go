@@ -387,6 +387,14 @@ func TestNodeLossHeldWhileStoreDown(t *testing.T) {
 	if got := terminals(t, o.got())["h"]; got != nil {
 		t.Fatalf("terminal delivered while its run could not be settled: %v", got)
 	}
+	// Begun while the store is down: its record cannot be written, so no
+	// survivor can know of it; its terminal is not held.
+	d := m.BeginRoute(id, "d", "stream", nil)
+	<-d.run.sent
+	d.End(resultMsg("d"))
+	if got := terminals(t, o.got())["d"]; len(got) != 1 {
+		t.Fatalf("request begun with the store down: terminals %v, want its result at once", got)
+	}
 	r.start()
 	eventually(t, 10*time.Second, "held terminal delivered once the store is back", func() bool {
 		return terminals(t, o.got())["h"] != nil
