@@ -79,7 +79,7 @@ type nodeLoss struct {
 	// unsure: runs whose record write failed (it may still have landed)
 	// and that ended: their marker is removed once the store answers.
 	unsure []*runRec // guarded by mu
-	kick  chan struct{}
+	kick   chan struct{}
 
 	seq   atomic.Uint64         // run numbers
 	rerun atomic.Pointer[Rerun] // set by SetRerun (dispatch), read by the sweeper
