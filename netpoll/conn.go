@@ -51,6 +51,7 @@ type Conn struct {
 	id     uint64
 	since  int64 // unix nanoseconds
 	remote netip.AddrPort
+	client *netip.AddrPort // reported by a trusted proxy (clientaddr.go); nil: remote
 	value  any
 
 	sched   atomic.Uint32
@@ -73,7 +74,7 @@ type Conn struct {
 	shutWr    bool // shutdown(SHUT_WR) done
 	closeCode CloseCode
 	wq        *outQueue // nil unless bytes are pending
-	unsent    *[][]byte // set when closing with frames queued: see Unsent
+	dv        *delivery // tagged frames and NotifyDrained (delivery.go); nil until used
 	closeErr  error
 
 	// Guarded by e.wheel.mu.
@@ -114,19 +115,6 @@ func (c *Conn) Stats() ConnStats {
 		MsgsIn: c.msgsIn.Load(), MsgsOut: c.msgsOut.Load(),
 		BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
 	}
-}
-
-// Unsent returns the payloads of the text frames that Send accepted but the
-// connection closed before writing completely, oldest first. It is meant
-// for OnClose (the owner of the messages decides what to keep); elsewhere
-// it returns nil.
-func (c *Conn) Unsent() [][]byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.state != stClosed || c.unsent == nil {
-		return nil
-	}
-	return *c.unsent
 }
 
 // Send queues msg as one text frame; msg is copied. It never blocks: the
@@ -253,7 +241,11 @@ func (c *Conn) process(w *worker) bool {
 	if bits&evWrite != 0 {
 		c.mu.Lock()
 		c.flushLocked()
+		drained := c.takeDrainedLocked() // delivery hook: NotifyDrained
 		c.mu.Unlock()
+		if drained != nil {
+			drained()
+		}
 	}
 	if bits&(evRead|evHup) != 0 {
 		c.mu.Lock()
@@ -521,21 +513,32 @@ func (c *Conn) finalize(code CloseCode, err error) {
 		c.mu.Unlock()
 		return
 	}
-	c.state = stClosed
 	opened := c.opened
+	fd := int(c.fd)
+	// Delivery hook: what the peer acknowledged is read from the kernel
+	// before anything else touches the socket (delivery.go).
+	c.closeDeliveryLocked()
+	c.state = stClosed
 	if c.wq != nil {
-		if opened && len(c.wq.marks) > 0 {
-			u := c.wq.unsent()
-			c.unsent = &u
-		}
 		c.wq.release(&e.bufs)
 		e.putQueue(c.wq)
 		c.wq = nil
 	}
-	fd := int(c.fd)
+	drained := c.takeDrainedLocked()
+	shut := !c.shutWr && !c.broken
+	c.shutWr = true
 	c.mu.Unlock()
+	if drained != nil {
+		drained()
+	}
+	// A close with unread input makes the kernel send RST, which can
+	// destroy the close frame still in flight; read what is there first,
+	// then FIN.
 	if !c.eof {
 		drainInput(fd)
+	}
+	if shut {
+		_ = unix.Shutdown(fd, unix.SHUT_WR)
 	}
 	e.detach(c, fd)
 	if c.rs != nil {
@@ -553,13 +556,19 @@ func (c *Conn) finalize(code CloseCode, err error) {
 	e.connWG.Done()
 }
 
-// drainInput discards what is left in the socket's receive buffer, so that
-// closing it sends FIN rather than RST (which could destroy the close frame
-// or response still in flight to the peer).
+// maxDrainInput bounds what drainInput reads: a peer that keeps sending
+// faster than that is reset.
+const maxDrainInput = 1 << 20
+
+// drainInput discards what is left in the socket's receive buffer, until
+// EAGAIN or EOF (at most maxDrainInput bytes), so that closing it sends FIN
+// rather than RST (which could destroy the close frame or response still
+// in flight to the peer).
 func drainInput(fd int) {
-	var b [2048]byte
-	for range 32 {
+	var b [8192]byte
+	for read := 0; read < maxDrainInput; {
 		n, err := unix.Read(fd, b[:])
+		read += max(n, 0)
 		if err == unix.EINTR {
 			continue
 		}

@@ -78,6 +78,7 @@ type Engine struct {
 	efd        int   // eventfd poked by the wheel, read by the epoll goroutine
 	stopfd     int   // eventfd written once by Close; wakes accept loops
 	alivePoll  atomic.Int64
+	proxyLogAt atomic.Int64 // unix ns of the last "no PROXY header" warning
 	aliveWheel atomic.Int64
 	aliveWork  atomic.Int64
 
@@ -549,8 +550,5 @@ func (e *Engine) newQueue() *outQueue { return e.queues.Get().(*outQueue) }
 
 // putQueue gives back an empty outbound queue.
 func (e *Engine) putQueue(q *outQueue) {
-	q.pushed, q.sent = 0, 0
-	clear(q.marks)
-	q.marks = q.marks[:0]
 	e.queues.Put(q)
 }

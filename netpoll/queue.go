@@ -15,21 +15,6 @@ type outQueue struct {
 	off    int
 	size   int // pending bytes
 
-	// Byte positions since the queue was made: pushed counts every byte
-	// pushed, sent every byte written; sent+size == pushed.
-	pushed, sent int64
-	// marks are the text frames not yet completely written, oldest first,
-	// so that a connection cut with frames queued can hand their payloads
-	// back (Conn.Unsent).
-	marks []textMark
-}
-
-// textMark is one queued text frame: its payload spans [start, end) in
-// queue positions. copy holds the payload once part of the frame was
-// written (its first bytes are no longer in the queue).
-type textMark struct {
-	start, end int64
-	copy       []byte
 }
 
 // minChunk is the smallest chunk a queue borrows.
@@ -38,7 +23,6 @@ const minChunk = 4096
 // push copies p to the end of the queue.
 func (q *outQueue) push(bufs *bufPool, p []byte) {
 	q.size += len(p)
-	q.pushed += int64(len(p))
 	for len(p) > 0 {
 		if n := len(q.chunks); n > 0 {
 			tail := q.chunks[n-1]
@@ -70,22 +54,6 @@ func (q *outQueue) iovecs(v [][]byte) [][]byte {
 
 // consume drops n written bytes, giving finished chunks back.
 func (q *outQueue) consume(bufs *bufPool, n int) {
-	next := q.sent + int64(n)
-	// A text frame this write cuts in two keeps a copy of its payload;
-	// frames written completely are forgotten.
-	k := 0
-	for ; k < len(q.marks) && q.marks[k].end <= next; k++ {
-		q.marks[k].copy = nil
-	}
-	if k > 0 {
-		q.marks = append(q.marks[:0], q.marks[k:]...)
-	}
-	if len(q.marks) > 0 {
-		if m := &q.marks[0]; m.copy == nil && m.start < next {
-			m.copy = q.extract(m.start, m.end)
-		}
-	}
-	q.sent = next
 	q.size -= n
 	for n > 0 && len(q.chunks) > 0 {
 		c := q.chunks[0]
@@ -102,46 +70,6 @@ func (q *outQueue) consume(bufs *bufPool, n int) {
 	}
 }
 
-// extract copies the queued bytes at positions [from, to); from must not be
-// before sent.
-func (q *outQueue) extract(from, to int64) []byte {
-	out := make([]byte, 0, to-from)
-	skip := from - q.sent
-	for i, c := range q.chunks {
-		b := *c
-		if i == 0 {
-			b = b[q.off:]
-		}
-		if skip >= int64(len(b)) {
-			skip -= int64(len(b))
-			continue
-		}
-		b = b[skip:]
-		skip = 0
-		if rest := int(to-from) - len(out); len(b) > rest {
-			b = b[:rest]
-		}
-		out = append(out, b...)
-		if int64(len(out)) == to-from {
-			break
-		}
-	}
-	return out
-}
-
-// unsent returns the payloads of the text frames not completely written.
-func (q *outQueue) unsent() [][]byte {
-	out := make([][]byte, 0, len(q.marks))
-	for _, m := range q.marks {
-		if m.copy != nil {
-			out = append(out, m.copy)
-		} else {
-			out = append(out, q.extract(m.start, m.end))
-		}
-	}
-	return out
-}
-
 // release gives every chunk back.
 func (q *outQueue) release(bufs *bufPool) {
 	for i, c := range q.chunks {
@@ -149,7 +77,6 @@ func (q *outQueue) release(bufs *bufPool) {
 		q.chunks[i] = nil
 	}
 	q.chunks, q.off, q.size = q.chunks[:0], 0, 0
-	q.pushed, q.sent, q.marks = 0, 0, q.marks[:0]
 }
 
 // maxIovecs bounds the chunks written by one writev.
@@ -192,23 +119,7 @@ func writev(fd int, bufs [][]byte) (int, error) {
 func (c *Conn) writeFrameLocked(op byte, payload []byte, bounded bool) error {
 	var hb [10]byte
 	h := appendFrameHeader(hb[:0], op, len(payload))
-	var before int64
-	if c.wq != nil {
-		before = c.wq.pushed
-	}
-	err := c.writeLocked(h, payload, bounded)
-	if op == opText && c.wq != nil && c.wq.pushed > before {
-		// Some of this frame waits in the queue: remember where its
-		// payload is. When its head was already written, the payload
-		// start lies before the queue's first position: keep a copy.
-		q := c.wq
-		m := textMark{start: q.pushed - int64(len(payload)), end: q.pushed}
-		if m.start < q.sent {
-			m.copy = append([]byte(nil), payload...)
-		}
-		q.marks = append(q.marks, m)
-	}
-	return err
+	return c.writeLocked(h, payload, bounded)
 }
 
 // writeLocked writes a then b (either may be empty), queueing the rest.
@@ -294,10 +205,6 @@ func (c *Conn) breakLocked(err error) {
 		c.closeErr = err
 	}
 	if c.wq != nil {
-		if c.opened && len(c.wq.marks) > 0 {
-			u := c.wq.unsent()
-			c.unsent = &u
-		}
 		c.wq.release(&c.e.bufs)
 		c.e.putQueue(c.wq)
 		c.wq = nil

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +27,7 @@ type fakeStore struct {
 	ended   map[string]bool
 	patches []string
 	turns   []events.Turn
+	acks    []uint64
 	loadErr error
 }
 
@@ -68,6 +70,20 @@ func (s *fakeStore) AppendHistory(_ context.Context, _ string, t []events.Turn) 
 	s.turns = append(s.turns, t...)
 	return nil
 }
+
+// Terminal records an inline terminal as its request's End.
+func (s *fakeStore) Terminal(_ context.Context, _, reqID string, msg []byte) (uint64, error) {
+	fakeOutput{s, strings.Clone(reqID)}.End(msg)
+	return 1, nil
+}
+
+func (s *fakeStore) Ack(_ string, pos uint64) {
+	s.mu.Lock()
+	s.acks = append(s.acks, pos)
+	s.mu.Unlock()
+}
+
+func (s *fakeStore) InlineTerminals() bool { return true }
 
 func (s *fakeStore) messages(id string) []string {
 	s.mu.Lock()
@@ -422,12 +438,38 @@ func TestStoreFailureIsClearError(t *testing.T) {
 	}
 }
 
+// TestInlineEchoNoGoroutine: with a store that numbers terminals in
+// memory, an inline echo's result goes through Sessions.Terminal before
+// Handle returns.
 func TestInlineEchoNoGoroutine(t *testing.T) {
-	r, _, s := testRouter(t, map[string]*route{"echo": {name: "echo", inline: true}}, config.Limits{})
+	r, st, s := testRouter(t, map[string]*route{"echo": {name: "echo", inline: true}}, config.Limits{})
 	var rp replies
 	r.Handle(s, []byte(`{"type":"echo","id":"e","data":{"x":[1]}}`), rp.reply)
-	if got := rp.last(); got != `{"type":"result","id":"e","data":{"x":[1]}}` {
-		t.Fatalf("inline echo reply %s", got)
+	if got := st.messages("e"); len(got) != 1 || got[0] != `{"type":"result","id":"e","data":{"x":[1]}}` {
+		t.Fatalf("inline echo terminal %q", got)
+	}
+}
+
+// TestAck: a valid ack reaches the store with no answer; a bad one is a
+// bad_request.
+func TestAck(t *testing.T) {
+	r, st, s := testRouter(t, map[string]*route{}, config.Limits{})
+	var rp replies
+	r.Handle(s, []byte(`{"type":"ack","pos":12}`), rp.reply)
+	if got := rp.last(); got != "" {
+		t.Fatalf("ack answered %s", got)
+	}
+	st.mu.Lock()
+	acks := slices.Clone(st.acks)
+	st.mu.Unlock()
+	if !slices.Equal(acks, []uint64{12}) {
+		t.Fatalf("acks = %v, want [12]", acks)
+	}
+	for _, bad := range []string{`{"type":"ack"}`, `{"type":"ack","pos":-1}`, `{"type":"ack","pos":"3"}`, `{"type":"ack","pos":1.5}`, `{"type":"ack","pos":9007199254740992}`} {
+		r.Handle(s, []byte(bad), rp.reply)
+		if got := rp.last(); !strings.Contains(got, `"code":"bad_request"`) {
+			t.Errorf("%s answered %q, want bad_request", bad, got)
+		}
 	}
 }
 

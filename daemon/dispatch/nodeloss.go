@@ -75,6 +75,8 @@ func (r *Router) Rerun(sessionID, user, requestID, route string, data []byte) bo
 		return false
 	}
 	req := &backends.Request{ID: requestID, Type: rt.name, SessionID: sessionID, UserID: user, Data: data}
-	go r.run(ctx, cancel, s, rt, req, true)
+	var trace string
+	req.TraceParent, trace = newTraceParent(s.traceID())
+	go r.run(ctx, cancel, s, rt, req, trace, true)
 	return true
 }

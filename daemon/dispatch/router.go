@@ -34,9 +34,11 @@ type Router struct {
 	metrics  Metrics
 	log      *slog.Logger
 	sessions sync.Map // session id -> *Session
+	inlineOK bool     // the store numbers terminals without a round trip
 
 	inflight atomic.Int64 // requests in flight on the node
 	draining atomic.Bool
+	access   atomic.Bool    // log.requests: one access line per request
 	wg       sync.WaitGroup // one per request running on its own goroutine
 
 	// onIdle, when set, is called (from a request goroutine) when a
@@ -49,7 +51,7 @@ func New(t *Table, store Sessions, m Metrics, log *slog.Logger) *Router {
 	if m == nil {
 		m = noMetrics{}
 	}
-	r := &Router{store: store, metrics: m, log: log}
+	r := &Router{store: store, metrics: m, log: log, inlineOK: store.InlineTerminals()}
 	r.table.Store(t)
 	return r
 }
@@ -67,6 +69,10 @@ func (r *Router) Swap(t *Table) *Table {
 	})
 	return old
 }
+
+// SetAccessLog turns the access log (one info line per request) on or off
+// (config log.requests; reloadable).
+func (r *Router) SetAccessLog(on bool) { r.access.Store(on) }
 
 // InFlight returns the number of requests in flight on the node.
 func (r *Router) InFlight() int { return int(r.inflight.Load()) }
@@ -126,6 +132,15 @@ func (r *Router) Handle(s *Session, payload []byte, reply Reply) {
 	case "cancel":
 		r.handleCancel(s, &env, reply)
 		return
+	case events.TypeAck:
+		// No answer (contract 1.1 section 4a), but a bad one is told.
+		pos, ok := events.AckPos(env.Pos)
+		if !ok {
+			r.refuse(reply, env.ID, "", CodeBadRequest, `ack needs "pos": an integer from 0 to 2^53-1`)
+			return
+		}
+		r.store.Ack(s.ID, pos)
+		return
 	}
 	t := r.table.Load()
 	// Metrics are labelled by the route's configured name, never by bytes
@@ -148,7 +163,7 @@ func (r *Router) Handle(s *Session, payload []byte, reply Reply) {
 		r.refuse(reply, env.ID, label, CodeUnknownType, "no route for this type")
 		return
 	}
-	if rt.inline {
+	if rt.inline && r.inlineOK {
 		r.inlineEcho(s, rt, &env, reply, t)
 		return
 	}
@@ -188,25 +203,39 @@ func (r *Router) Handle(s *Session, payload []byte, reply Reply) {
 		UserID:    s.User,
 		Data:      append(json.RawMessage(nil), env.Data...),
 	}
-	go r.run(ctx, cancel, s, rt, req, false)
+	var trace string
+	req.TraceParent, trace = newTraceParent(s.traceID())
+	go r.run(ctx, cancel, s, rt, req, trace, false)
 }
 
-// inlineEcho answers an echo route on the worker: no goroutine, no copy.
-// It still counts against the session's in-flight registry for the
-// duplicate check, so ids keep their meaning.
-func (r *Router) inlineEcho(s *Session, rt *route, env *events.Envelope, reply Reply, t *Table) {
+// inlineEcho answers an echo route on the worker: no goroutine. Its
+// result is a terminal like any other: numbered, logged and delivered by
+// the session store, which does it in memory (Router.inlineOK).
+func (r *Router) inlineEcho(s *Session, rt *route, env *events.Envelope, _ Reply, _ *Table) {
 	start := time.Now()
 	bp := getBuf()
 	defer putBuf(bp)
 	msg := events.AppendResult((*bp)[:0], env.ID, env.Data)
 	*bp = msg
-	if err := reply(msg); err != nil {
-		// The connection went away between read and reply: keep the
-		// answer for the session.
-		out := r.store.Begin(s.ID, strings.Clone(env.ID))
-		out.End(msg)
+	_, _ = r.store.Terminal(context.Background(), s.ID, env.ID, msg)
+	d := time.Since(start)
+	r.metrics.Request(rt.name, "result", d)
+	if rt.inlineDone != nil {
+		rt.inlineDone(d)
 	}
-	r.metrics.Request(rt.name, "result", time.Since(start))
+	if r.access.Load() {
+		_, trace := newTraceParent(s.traceID())
+		r.accessLine(s, rt, env.ID, "result", d, len(env.Data), len(msg), trace)
+	}
+}
+
+// accessLine writes the access log line of one request (log.requests).
+func (r *Router) accessLine(s *Session, rt *route, id, outcome string, d time.Duration, in, out int, trace string) {
+	r.log.LogAttrs(context.Background(), slog.LevelInfo, "request",
+		slog.String("session", s.ID), slog.String("user", s.User), slog.String("request", id),
+		slog.String("trace", trace), slog.String("route", rt.name), slog.String("backend", rt.backend),
+		slog.String("outcome", outcome), slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+		slog.Int("bytes_in", in), slog.Int("bytes_out", out))
 }
 
 func (r *Router) handleCancel(s *Session, env *events.Envelope, reply Reply) {

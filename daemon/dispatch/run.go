@@ -15,8 +15,9 @@ import (
 
 // run executes one accepted request on its own goroutine and writes its
 // chunks and exactly one terminal message through the session's Output.
-// restart: the request runs again after node loss (Rerun).
-func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Session, rt *route, req *backends.Request, restart bool) {
+// trace is the trace id of req.TraceParent, for the log lines. restart:
+// the request runs again after node loss (Rerun).
+func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Session, rt *route, req *backends.Request, trace string, restart bool) {
 	defer r.wg.Done()
 	start := time.Now()
 	out := beginRun(r.store, rt, req, restart) // NODELOSS HOOK: recorded for node-loss recovery
@@ -35,6 +36,7 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Ses
 		watch = time.AfterFunc(rt.firstChunk, func() { cancel(fmt.Errorf("%w: no first chunk within %s", ErrTimeout, rt.firstChunk)) })
 	}
 	seq := 0
+	outBytes := 0 // chunk bytes sent, for the access log
 	var buf []byte
 	emit := func(part json.RawMessage) {
 		watchMu.Lock()
@@ -52,6 +54,7 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Ses
 		}
 		buf = events.AppendChunk(buf[:0], req.ID, seq, part)
 		seq++
+		outBytes += len(buf)
 		watchMu.Unlock()
 		out.Chunk(buf)
 	}
@@ -83,7 +86,8 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Ses
 		if outcome == CodeBackendError || outcome == CodeTimeout {
 			r.log.LogAttrs(ctx, slog.LevelWarn, "request failed",
 				slog.String("session", s.ID), slog.String("user", s.User), slog.String("request", req.ID),
-				slog.String("backend", rt.backend), slog.String("code", outcome), slog.Any("err", err))
+				slog.String("trace", trace), slog.String("route", rt.name), slog.String("backend", rt.backend),
+				slog.String("code", outcome), slog.Any("err", err))
 		}
 	} else {
 		msg = events.AppendResult(buf[:0], req.ID, res.Data)
@@ -95,7 +99,11 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Ses
 	// Counted out only once its terminal is on the socket or in the
 	// outbox: "nothing in flight" means nothing still to deliver.
 	r.inflight.Add(-1)
-	r.metrics.Request(rt.name, outcome, time.Since(start))
+	d := time.Since(start)
+	r.metrics.Request(rt.name, outcome, d)
+	if r.access.Load() {
+		r.accessLine(s, rt, req.ID, outcome, d, len(req.Data), outBytes+len(msg), trace)
+	}
 	if left == 0 && r.draining.Load() {
 		if fn := r.onIdle.Load(); fn != nil {
 			(*fn)(s.ID)

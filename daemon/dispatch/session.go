@@ -21,6 +21,16 @@ type Output interface {
 // Sessions is the session store as dispatch sees it.
 type Sessions interface {
 	Begin(sessionID, requestID string) Output
+	// Terminal numbers, logs and delivers the terminal of a request that
+	// ran without a stream (an inline answer).
+	Terminal(ctx context.Context, sessionID, requestID string, msg []byte) (uint64, error)
+	// Ack trims the session's replay log up to pos (the client's ack); it
+	// never blocks.
+	Ack(sessionID string, pos uint64)
+	// InlineTerminals reports whether Terminal may run on a connection
+	// worker (no store round trip); if not, inline routes run on a
+	// goroutine like the others.
+	InlineTerminals() bool
 	// Load returns the session's context and history; user is the
 	// session's owner, for a store that must re-create a lost session.
 	Load(ctx context.Context, sessionID, user string) (context json.RawMessage, history []events.Turn, err error)
@@ -55,6 +65,9 @@ type Session struct {
 	// limiter is replaced whole on reload (a Bucket must not be
 	// reconfigured while in use).
 	limiter atomic.Pointer[auth.Bucket]
+	// trace is the trace id of the attached connection's trusted
+	// handshake traceparent; nil or "": a new one per request.
+	trace atomic.Pointer[string]
 }
 
 // Acquire returns the dispatch state of session id for a connection that

@@ -13,7 +13,14 @@ type Envelope struct {
 	Type string          `json:"type"`
 	ID   string          `json:"id"`
 	Data json.RawMessage `json:"data"`
+	// Pos is the position of an ack (contract 1.1, section 4a), raw: the
+	// ack handler checks it (AckPos).
+	Pos json.RawMessage `json:"pos"`
 }
+
+// TypeAck is the client's acknowledgement of terminals up to a position:
+// the one message without an id.
+const TypeAck = "ack"
 
 // DecodeError is a frame that is not a valid envelope. ID is the request id
 // when it could be read and is valid, else "".
@@ -40,6 +47,9 @@ func Decode(b []byte, e *Envelope) error {
 	}
 	if skipSpace(rest, 0) != len(rest) {
 		return &DecodeError{Reason: "trailing data after the JSON object"}
+	}
+	if e.Type == TypeAck && e.ID == "" {
+		return nil
 	}
 	if !ValidID(e.ID) {
 		return &DecodeError{Reason: "id must be 1 to 64 printable ASCII characters"}
@@ -89,4 +99,25 @@ func skipSpace(b []byte, i int) int {
 		i++
 	}
 	return i
+}
+
+// AckPos returns the position of an ack: a JSON integer from 0 to 2^53-1
+// (exactly representable in every client's numbers); ok false otherwise.
+func AckPos(raw []byte) (pos uint64, ok bool) {
+	if len(raw) == 0 || len(raw) > 16 {
+		return 0, false
+	}
+	if raw[0] == '0' && len(raw) > 1 {
+		return 0, false
+	}
+	for _, c := range raw {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		pos = pos*10 + uint64(c-'0')
+	}
+	if pos > 1<<53-1 {
+		return 0, false
+	}
+	return pos, true
 }

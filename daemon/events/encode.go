@@ -146,3 +146,48 @@ func AppendString(dst []byte, s string) []byte {
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
 }
+
+// Welcome is what the welcome message says (contract 1.1, section 4a).
+type Welcome struct {
+	Session     string
+	Resumed     bool
+	Recovered   bool   // false: Missed terminals had left the replay log
+	Missed      uint64 // written when !Recovered
+	Node        string
+	HeartbeatMS int64
+	// Replay and Inflight are written on a resume: the terminals the
+	// replay brings, and the ids of the session's requests still running.
+	Replay   int
+	Inflight []string
+}
+
+// AppendWelcomeV11 appends the welcome message with the v1.1 fields.
+func AppendWelcomeV11(dst []byte, w *Welcome) []byte {
+	dst = append(dst, `{"type":"welcome","session":`...)
+	dst = AppendString(dst, w.Session)
+	dst = append(dst, `,"resumed":`...)
+	dst = strconv.AppendBool(dst, w.Resumed)
+	dst = append(dst, `,"recovered":`...)
+	dst = strconv.AppendBool(dst, w.Recovered)
+	if !w.Recovered {
+		dst = append(dst, `,"missed":`...)
+		dst = strconv.AppendUint(dst, w.Missed, 10)
+	}
+	if w.Resumed {
+		dst = append(dst, `,"replay":`...)
+		dst = strconv.AppendInt(dst, int64(w.Replay), 10)
+		dst = append(dst, `,"inflight":[`...)
+		for i, id := range w.Inflight {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = AppendString(dst, id)
+		}
+		dst = append(dst, ']')
+	}
+	dst = append(dst, `,"node":`...)
+	dst = AppendString(dst, w.Node)
+	dst = append(dst, `,"heartbeat_ms":`...)
+	dst = strconv.AppendInt(dst, w.HeartbeatMS, 10)
+	return append(dst, '}')
+}

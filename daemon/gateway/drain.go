@@ -52,7 +52,7 @@ func (g *Gateway) DetachAll() {
 		id := st.sessID
 		st.mu.Unlock()
 		if id != "" && g.conns.CompareAndDelete(k, st) {
-			g.mgr.Detach(id, st)
+			g.mgr.Detach(id, st, st.c.Acked())
 			// The connection closes 1001 with the engine; say so first.
 			var buf [96]byte
 			_ = st.Send(events.AppendReconnect(buf[:0], "draining", g.opts.ReconnectAfter.Milliseconds()))

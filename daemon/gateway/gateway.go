@@ -1,12 +1,13 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,8 @@ const Subprotocol = "orchestrator.v1"
 type Metrics interface {
 	MessageIn()
 	MessageOut()
+	BytesIn(n int)
+	BytesOut(n int)
 	Handshake(outcome string)
 	Closed(code int)
 	StoreError(op string)
@@ -35,6 +38,8 @@ type noMetrics struct{}
 
 func (noMetrics) MessageIn()        {}
 func (noMetrics) MessageOut()       {}
+func (noMetrics) BytesIn(int)       {}
+func (noMetrics) BytesOut(int)      {}
 func (noMetrics) Handshake(string)  {}
 func (noMetrics) Closed(int)        {}
 func (noMetrics) StoreError(string) {}
@@ -51,6 +56,9 @@ type Options struct {
 	// Plain serves non-upgrade requests other than /healthz and /readyz
 	// (the demo page); nil answers 404.
 	Plain http.Handler
+	// Ready, when set, is an extra readiness condition (readiness.backends):
+	// its error makes /readyz fail with reason "backends".
+	Ready func() error
 }
 
 // Gateway binds connections to sessions. Build it with New.
@@ -68,6 +76,7 @@ type Gateway struct {
 
 	conns     sync.Map // session id -> *conn (attached connections)
 	attaching atomic.Int64
+	connSeq   atomic.Uint64 // numbers connections for the logs
 	msgsIn    atomic.Uint64 // messages received since start
 	msgsOut   atomic.Uint64 // messages sent since start
 	draining  atomic.Bool
@@ -97,52 +106,58 @@ func (g *Gateway) Messages() (in, out uint64) { return g.msgsIn.Load(), g.msgsOu
 func (g *Gateway) SetAlive(alive func() time.Time) { g.alive = alive }
 
 // Admit decides a handshake before any upgrade: admission and auth through
-// the gate, then the ownership check of a resumed session.
+// the gate, then the ownership check of a resumed session. The client's
+// address is r.Client (the TCP peer, or what a trusted proxy reported).
+// Every refusal is a row of the one refusal table, chosen by the gate.
 func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
-	h := auth.Handshake{Path: r.Path, RawQuery: r.RawQuery, Header: r.Header, Remote: r.Remote}
+	h := auth.Handshake{Path: r.Path, RawQuery: r.RawQuery, Header: r.Header, Remote: r.Client}
 	id, ref := g.gate.Check(&h)
-	if ref != nil {
-		g.metrics.Handshake(ref.Code)
-		return netpoll.Decision{Status: ref.Status, Body: ref.Body()}
-	}
-	resume := queryValue(r.RawQuery, "session")
-	if resume != "" {
-		ctx, cancel := context.WithTimeout(g.ctx, 2*time.Second)
-		owner, err := g.mgr.Lookup(ctx, resume)
-		cancel()
-		switch {
-		case err == nil && owner != id.User:
-			g.gate.Release(r.Remote.Addr())
-			g.log.Info("handshake refused: session of another user", "remote", r.Remote.String(), "user", id.User, "session", resume)
-			return g.refuse(auth.CodeForbidden)
-		case err != nil && !errors.Is(err, sessions.ErrNotFound):
-			g.gate.Release(r.Remote.Addr())
-			g.metrics.StoreError("lookup")
-			g.log.Warn("handshake refused: session store unavailable", "remote", r.Remote.String(), "err", err)
-			return g.refuse(auth.CodeStoreUnavailable)
+	resume := ""
+	var from sessions.Resume
+	if ref == nil {
+		resume = queryValue(r.RawQuery, "session")
+		var ok bool
+		if from, ok = resumeFrom(r.RawQuery); !ok {
+			ref = g.gate.Reject(&h, auth.CodeBadRequest, fmt.Errorf("user %q: last= is not a position", id.User))
+		} else {
+			ref = g.checkResume(&h, id.User, resume)
 		}
 	}
+	if ref != nil {
+		g.metrics.Handshake(ref.Code)
+		return netpoll.Decision{Refusal: ref}
+	}
 	g.metrics.Handshake("accepted")
-	d := netpoll.Decision{Value: &conn{g: g, id: id, resume: resume}}
+	st := &conn{g: g, id: id, resume: resume, from: from,
+		cid: "c" + strconv.FormatUint(g.connSeq.Add(1), 36)}
+	if r.Trusted {
+		st.handshakeTraceparent = handshakeTraceparent(r.Header)
+	}
+	d := netpoll.Decision{Value: st}
 	if offersSubprotocol(r.Header.Values("Sec-WebSocket-Protocol"), Subprotocol) {
 		d.Subprotocol = Subprotocol
 	}
 	return d
 }
 
-// Refusals the gateway itself decides after the gate admitted a handshake.
-var (
-	refuseForbidden = auth.NewRefusal(auth.CodeForbidden)
-	refuseStore     = auth.NewRefusal(auth.CodeStoreUnavailable)
-)
-
-func (g *Gateway) refuse(code string) netpoll.Decision {
-	r := refuseForbidden
-	if code == auth.CodeStoreUnavailable {
-		r = refuseStore
+// checkResume refuses, through the gate, a resume of another user's session
+// (403) or one that cannot be checked because the store is down (503). An
+// unknown session is no refusal: the client gets a fresh one.
+func (g *Gateway) checkResume(h *auth.Handshake, user, resume string) *auth.Refusal {
+	if resume == "" {
+		return nil
 	}
-	g.metrics.Handshake(r.Code)
-	return netpoll.Decision{Status: r.Status, Body: r.Body()}
+	ctx, cancel := context.WithTimeout(g.ctx, 2*time.Second)
+	owner, err := g.mgr.Lookup(ctx, resume)
+	cancel()
+	switch {
+	case err == nil && owner != user:
+		return g.gate.Reject(h, auth.CodeForbidden, fmt.Errorf("user %q resuming session %s of another user", user, resume))
+	case err != nil && !errors.Is(err, sessions.ErrNotFound):
+		g.metrics.StoreError("lookup")
+		return g.gate.Reject(h, auth.CodeStoreUnavailable, fmt.Errorf("look up session %s: %w", resume, err))
+	}
+	return nil
 }
 
 // OnOpen attaches the new connection to its session off the poller: the
@@ -154,6 +169,10 @@ func (g *Gateway) OnOpen(c *netpoll.Conn) {
 	if exp := st.id.Expires; !exp.IsZero() && !g.opts.AllowExpiredConnections {
 		c.CloseAt(exp, netpoll.CloseTokenExpired, "token expired")
 	}
+	if g.log.Enabled(context.Background(), slog.LevelDebug) {
+		g.log.LogAttrs(context.Background(), slog.LevelDebug, "connection open",
+			slog.String("conn", st.cid), slog.String("remote", clientString(c.Client())), slog.String("user", st.id.User))
+	}
 	g.attaching.Add(1)
 	g.wg.Add(1)
 	go g.attach(st)
@@ -164,18 +183,19 @@ func (g *Gateway) attach(st *conn) {
 	defer g.attaching.Add(-1)
 	ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
 	defer cancel()
-	id, _, err := g.mgr.Attach(ctx, st.id.User, st.resume, st, st.welcome)
+	id, _, err := g.mgr.Attach(ctx, st.id.User, st.resume, st.from, st, st.welcome)
 	if err != nil {
 		g.metrics.StoreError("attach")
-		g.log.Warn("attach session failed", "remote", st.c.Remote().String(), "user", st.id.User, "err", err)
+		g.log.Warn("attach session failed", "conn", st.cid, "remote", clientString(st.c.Client()), "user", st.id.User, "err", err)
 		st.c.Close(netpoll.CloseInternalError, "session store unavailable")
 		return
 	}
 	sess := g.router.Acquire(id, st.id.User)
+	sess.SetTraceID(dispatch.TraceIDFromParent(st.handshakeTraceparent))
 	st.mu.Lock()
 	if st.closed {
 		st.mu.Unlock()
-		g.mgr.Detach(id, st)
+		g.mgr.Detach(id, st, st.c.Acked())
 		sess.Release()
 		return
 	}
@@ -204,6 +224,7 @@ func (g *Gateway) OnMessage(c *netpoll.Conn, payload []byte) {
 	st := c.Value().(*conn)
 	g.msgsIn.Add(1)
 	g.metrics.MessageIn()
+	g.metrics.BytesIn(len(payload))
 	st.mu.Lock()
 	if !st.attached {
 		if len(st.pending) >= maxPending {
@@ -229,7 +250,18 @@ func (g *Gateway) OnClose(c *netpoll.Conn, code netpoll.CloseCode, err error) {
 	if st == nil {
 		return
 	}
-	g.gate.Release(c.Remote().Addr())
+	if g.log.Enabled(context.Background(), slog.LevelDebug) {
+		st.mu.Lock()
+		sid := st.sessID
+		st.mu.Unlock()
+		attrs := []slog.Attr{slog.String("conn", st.cid), slog.String("remote", clientString(c.Client())),
+			slog.String("user", st.id.User), slog.String("session", sid), slog.Int("code", int(code))}
+		if err != nil {
+			attrs = append(attrs, slog.Any("err", err))
+		}
+		g.log.LogAttrs(context.Background(), slog.LevelDebug, "connection closed", attrs...)
+	}
+	g.gate.Release(c.Client().Addr())
 	st.mu.Lock()
 	st.closed = true
 	id, sess := st.sessID, st.sess
@@ -238,27 +270,12 @@ func (g *Gateway) OnClose(c *netpoll.Conn, code netpoll.CloseCode, err error) {
 		return
 	}
 	g.conns.CompareAndDelete(id, st)
-	g.mgr.Detach(id, st)
-	// Terminals the connection accepted but never wrote (a slow reader
-	// cut after 4008) go to the outbox: a terminal is on the socket or
-	// kept for the session, never lost. Chunks are not kept, as for any
-	// outbox entry.
-	if unsent := c.Unsent(); len(unsent) > 0 {
-		var terms [][]byte
-		for _, m := range unsent {
-			if isTerminal(m) {
-				terms = append(terms, m)
-			}
-		}
-		g.mgr.Undelivered(id, terms)
-	}
+	// The session's delivered cursor moves to what the peer's TCP
+	// acknowledged: the terminals after it (never written, or still in
+	// the kernel's send queue) go to the next resume without ?last=.
+	// Detach writes it off this goroutine.
+	g.mgr.Detach(id, st, c.Acked())
 	sess.Release()
-}
-
-// isTerminal reports whether msg, as the events encoders write it, is a
-// result or an error.
-func isTerminal(msg []byte) bool {
-	return bytes.HasPrefix(msg, []byte(`{"type":"result"`)) || bytes.HasPrefix(msg, []byte(`{"type":"error"`))
 }
 
 // Close stops the attach goroutines and waits for them.
@@ -293,7 +310,28 @@ func offersSubprotocol(values []string, want string) bool {
 	return false
 }
 
-// welcomeBytes is shared by conns; see conn.welcome.
-func welcomeBytes(id string, resumed bool, node string, hb time.Duration) []byte {
-	return events.AppendWelcome(make([]byte, 0, 128), id, resumed, node, hb.Milliseconds())
+// resumeFrom reads ?last= (contract 1.1 section 4a): absent, a v1 resume
+// (after the delivered cursor); else a decimal integer from 0 to 2^53-1,
+// anything else refused (ok false: 400 bad_request), so that a client bug
+// is seen rather than turned into a replay from the wrong place.
+func resumeFrom(rawQuery string) (sessions.Resume, bool) {
+	if !hasQueryKey(rawQuery, "last") {
+		return sessions.Resume{}, true
+	}
+	pos, ok := events.AckPos([]byte(queryValue(rawQuery, "last")))
+	if !ok {
+		return sessions.Resume{}, false
+	}
+	return sessions.Resume{Last: pos, HasLast: true}, true
+}
+
+func hasQueryKey(rawQuery, key string) bool {
+	for rawQuery != "" {
+		var kv string
+		kv, rawQuery, _ = strings.Cut(rawQuery, "&")
+		if k, _, _ := strings.Cut(kv, "="); k == key {
+			return true
+		}
+	}
+	return false
 }

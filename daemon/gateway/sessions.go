@@ -42,6 +42,22 @@ func (s sessionSink) BeginRoute(sessionID, requestID, route string, retry []byte
 	return s.m.BeginRoute(sessionID, requestID, route, retry)
 }
 
+// Terminal writes a terminal through the manager (numbered, logged,
+// delivered).
+func (s sessionSink) Terminal(ctx context.Context, sessionID, requestID string, msg []byte) (uint64, error) {
+	return s.m.Terminal(ctx, sessionID, requestID, msg)
+}
+
+// Ack trims the session's replay log up to pos; it never blocks.
+func (s sessionSink) Ack(sessionID string, pos uint64) { s.m.Ack(sessionID, pos) }
+
+// InlineTerminals reports whether a terminal can be written on a
+// connection worker: only when the store numbers it in memory.
+func (s sessionSink) InlineTerminals() bool {
+	_, ok := s.m.Store().(*sessions.MemoryStore)
+	return ok
+}
+
 // Load reads the session. A session the store lost while a connection
 // holds it (a Redis that restarted empty) is re-created under the same id
 // with an empty context, so the connection keeps working.

@@ -1,8 +1,11 @@
 package sessions
 
 import (
+	"log/slog"
+
 	"context"
 	"fmt"
+	"github.com/orchestratord/orchestratord/daemon/config"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -12,8 +15,13 @@ import (
 // discard is an Outlet that accepts everything.
 type discard struct{}
 
-func (discard) Send([]byte) error { return nil }
-func (discard) Kick()             {}
+func (discard) Send([]byte) error                 { return nil }
+func (discard) SendTerminal([]byte, uint64) error { return nil }
+func (discard) Queued() int                       { return 0 }
+func (discard) NotifyDrained(_ int, fn func())    { fn() }
+func (discard) Kick()                             {}
+func (discard) Cut()                              {}
+func (discard) Acked() uint64                     { return 0 }
 
 // benchBackends: the memory store and the real Redis in the same run.
 func benchBackends(b *testing.B) []backend {
@@ -35,7 +43,7 @@ func benchManager(b *testing.B, be backend) (*Manager, string) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { m.Close() })
-	id, _, err := m.Attach(b.Context(), "alice", "", discard{}, welcomeMsg)
+	id, _, err := m.Attach(b.Context(), "alice", "", Resume{}, discard{}, welcomeFn)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -96,7 +104,7 @@ func BenchmarkRequestPathParallel(b *testing.B) {
 			const sessions = 64
 			ids := make([]string, sessions)
 			for i := range ids {
-				id, _, err := m.Attach(b.Context(), "alice", "", discard{}, welcomeMsg)
+				id, _, err := m.Attach(b.Context(), "alice", "", Resume{}, discard{}, welcomeFn)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -125,8 +133,13 @@ func BenchmarkRequestPathParallel(b *testing.B) {
 // countOutlet counts what it is sent.
 type countOutlet struct{ n atomic.Int64 }
 
-func (o *countOutlet) Send([]byte) error { o.n.Add(1); return nil }
-func (o *countOutlet) Kick()             {}
+func (o *countOutlet) Send([]byte) error                 { o.n.Add(1); return nil }
+func (o *countOutlet) SendTerminal([]byte, uint64) error { o.n.Add(1); return nil }
+func (o *countOutlet) Queued() int                       { return 0 }
+func (o *countOutlet) NotifyDrained(_ int, fn func())    { fn() }
+func (o *countOutlet) Kick()                             {}
+func (o *countOutlet) Cut()                              {}
+func (o *countOutlet) Acked() uint64                     { return 0 }
 
 // BenchmarkChunkRelay is one chunk of a request running on replica A whose
 // connection is on replica B: one PUBLISH round trip on A, delivered by
@@ -150,13 +163,13 @@ func BenchmarkChunkRelay(b *testing.B) {
 		return m
 	}
 	a, bb := open("A"), open("B")
-	id, _, err := a.Attach(b.Context(), "alice", "", discard{}, welcomeMsg)
+	id, _, err := a.Attach(b.Context(), "alice", "", Resume{}, discard{}, welcomeFn)
 	if err != nil {
 		b.Fatal(err)
 	}
 	s := a.Begin(id, "r1")
 	out := &countOutlet{}
-	if _, _, err := bb.Attach(b.Context(), "alice", id, out, welcomeMsg); err != nil {
+	if _, _, err := bb.Attach(b.Context(), "alice", id, Resume{}, out, welcomeFn); err != nil {
 		b.Fatal(err)
 	}
 	chunk := chunkMsg("r1", 1)
@@ -173,4 +186,36 @@ func BenchmarkChunkRelay(b *testing.B) {
 	s.End(resultMsg("r1"))
 	want := int64(b.N)
 	eventually(b, 10*time.Second, "relayed chunks not all delivered on B", func() bool { return out.n.Load()-base >= want })
+}
+
+// BenchmarkEchoTerminal is what positions add to an inline echo answer
+// with the memory store: "log" numbers, logs and sends it through
+// Manager.Terminal; "send" only sends the same bytes (the path before
+// positions). Same run, same message.
+func BenchmarkEchoTerminal(b *testing.B) {
+	m, err := OpenOptions(b.Context(), config.Sessions{ReplayMax: 100, ReplayBytes: 1 << 20}, "n1", slog.New(slog.DiscardHandler), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	id, _, err := m.Attach(b.Context(), "alice", "", Resume{}, discard{}, welcomeFn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg := []byte(`{"type":"result","id":"42","data":{"text":"hello world"}}`)
+	b.Run("send", func(b *testing.B) {
+		b.ReportAllocs()
+		var o Outlet = discard{}
+		for b.Loop() {
+			_ = o.SendTerminal(msg, 1)
+		}
+	})
+	b.Run("log", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := m.Terminal(b.Context(), id, "42", msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/orchestratord/orchestratord/daemon/config"
+	"github.com/orchestratord/orchestratord/daemon/events"
 )
 
 // realRedis is the Redis the workspace runs; with CI=true it must be there.
@@ -94,7 +96,9 @@ type backend struct {
 	name    string
 	redis   bool
 	addr    string                      // redis address
-	prefix  string                      // redis key prefix
+	url     string                      // sessions.redis_url when not redis://addr/0 (a Cluster)
+	bus     string                      // sessions.bus: "" (redis) or "nats"
+	prefix  string                      // redis key prefix, NATS subject prefix
 	advance func(d time.Duration) error // moves the store's clock, nil if not possible
 }
 
@@ -115,6 +119,14 @@ func testBackends(t *testing.T) []backend {
 	} else {
 		t.Logf("no Redis at %s, testing memory and miniredis only", realRedis)
 	}
+	if len(bs) == 3 && haveNATS(t) {
+		p := randomPrefix()
+		cleanupPrefix(t, realRedis, p)
+		bs = append(bs, backend{name: "redis/nats-bus", redis: true, addr: realRedis, prefix: p, bus: "nats"})
+	}
+	if c := testCluster(t); c != nil {
+		bs = append(bs, backend{name: "cluster", redis: true, addr: c.Servers[0].Addr, url: c.URL(), prefix: randomPrefix()})
+	}
 	return bs
 }
 
@@ -123,6 +135,14 @@ func (b backend) cfg(lim config.Sessions) config.Sessions {
 	if b.redis {
 		lim.Store = "redis"
 		lim.RedisURL = "redis://" + b.addr + "/0"
+		if b.url != "" {
+			lim.RedisURL = b.url
+		}
+		lim.Bus = "redis"
+		if b.bus != "" {
+			lim.Bus = b.bus
+			lim.NatsURLs = []string{"nats://" + realNATS}
+		}
 	}
 	return lim
 }
@@ -164,12 +184,49 @@ func (b backend) openManager(t *testing.T, node string, lim config.Sessions) *Ma
 	return m
 }
 
-// fakeOutlet records what a connection would have been sent.
+// fakeOutlet records what a connection would have been sent. Its peer
+// acknowledges every terminal at once (acked).
 type fakeOutlet struct {
 	mu     sync.Mutex
 	msgs   []string
 	kicked bool
+	cut    bool
 	gone   bool
+	ack    uint64
+}
+
+func (o *fakeOutlet) SendTerminal(msg []byte, pos uint64) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.gone {
+		return errGone
+	}
+	o.msgs = append(o.msgs, string(msg))
+	o.ack = max(o.ack, pos)
+	return nil
+}
+
+func (o *fakeOutlet) Queued() int                    { return 0 }
+func (o *fakeOutlet) NotifyDrained(_ int, fn func()) { fn() }
+func (o *fakeOutlet) Cut() {
+	o.mu.Lock()
+	o.cut, o.gone = true, true
+	o.mu.Unlock()
+}
+
+func (o *fakeOutlet) Acked() uint64 { return o.acked() }
+
+func (o *fakeOutlet) acked() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.ack
+}
+
+// raw returns the messages as sent, positions included.
+func (o *fakeOutlet) raw() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.msgs)
 }
 
 var errGone = errors.New("connection gone")
@@ -196,11 +253,23 @@ func (o *fakeOutlet) close() {
 	o.mu.Unlock()
 }
 
+// got returns the messages sent, without the positions of terminals (see
+// raw), so that expectations can be written with resultMsg.
 func (o *fakeOutlet) got() []string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return slices.Clone(o.msgs)
+	out := make([]string, len(o.msgs))
+	for i, m := range o.msgs {
+		out[i] = posRe.ReplaceAllString(m, "")
+	}
+	return out
 }
+
+var posRe = regexp.MustCompile(`,"pos":[0-9]+`)
+
+// welcomeFn writes the welcome as welcomeMsg does (the v1.1 fields are
+// checked on their own).
+func welcomeFn(w *events.Welcome) []byte { return welcomeMsg(w.Session, w.Resumed) }
 
 func (o *fakeOutlet) wasKicked() bool {
 	o.mu.Lock()

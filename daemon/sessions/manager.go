@@ -18,14 +18,33 @@ import (
 )
 
 // Outlet is a live connection as the manager sees it. Methods never block.
-// Send is called with the session's lock held (that is what keeps a
-// session's messages in order), so neither method may call back into the
-// Manager on the calling goroutine: a Detach caused by a failed Send or a
-// Kick must come from another goroutine (the connection's close path).
-// Kick is called without the lock.
+// Send, SendTerminal, Queued and NotifyDrained are called with the
+// session's lock held (that is what keeps a session's messages in order),
+// so no method may call back into the Manager on the calling goroutine: a
+// Detach caused by a failed Send or a Kick must come from another
+// goroutine (the connection's close path). Kick and Cut may be called
+// with or without the lock.
 type Outlet interface {
-	Send(msg []byte) error // queue one encoded server message (text frame); error if the connection is gone
-	Kick()                 // close the connection with 4009: the session was taken over by a newer connection
+	// Send queues one encoded server message (text frame); error if the
+	// connection is gone.
+	Send(msg []byte) error
+	// SendTerminal queues a terminal tagged with its position, so that
+	// the connection can tell at close which ones its peer acknowledged
+	// (netpoll's SendTagged and Acked).
+	SendTerminal(msg []byte, pos uint64) error
+	// Queued returns the bytes queued on the connection, not yet written.
+	Queued() int
+	// NotifyDrained calls fn once (maybe at once, on the caller's
+	// goroutine) when Queued falls to below or less; fn must not block.
+	NotifyDrained(below int, fn func())
+	// Kick closes the connection with 4009: the session was taken over
+	// by a newer connection.
+	Kick()
+	// Cut closes the connection with 4008 (slow consumer).
+	Cut()
+	// Acked returns the newest position its peer's TCP acknowledged, with
+	// every terminal sent before it (netpoll's Conn.Acked).
+	Acked() uint64
 }
 
 // Options tunes a Manager beyond config.Sessions; the zero value is the
@@ -39,7 +58,22 @@ type Options struct {
 	// TouchEvery is the least time between two TTL refreshes of one
 	// session. Default: a hundredth of the TTL, between 1s and 1m.
 	TouchEvery time.Duration
+	// PaceBytes is how much of a replay may wait in a connection's queue
+	// at once; the rest follows as the socket drains. Set it to half of
+	// ws.outbound_queue_bytes. Default 512 KiB.
+	PaceBytes int
 }
+
+func (o Options) paceBytes() int {
+	if o.PaceBytes <= 0 {
+		return 512 << 10
+	}
+	return o.PaceBytes
+}
+
+// maxBacklog bounds the live bytes that may wait behind a paced replay;
+// past it the connection is cut with 4008 (its terminals stay in the log).
+func (o Options) maxBacklog() int { return max(8*o.paceBytes(), 4<<20) }
 
 // Manager binds live connections to sessions: it creates and resumes
 // sessions, delivers the output of requests to the session's connection
@@ -58,13 +92,17 @@ type Manager struct {
 	conns  atomic.Uint64 // connection numbers, unique on this node
 	begun  atomic.Uint64 // stream order, for replays
 
-	touchq    chan string // async TTL refreshes (redis store)
+	lim       limits
+	touchq    chan string  // async TTL refreshes (redis store)
+	asyncq    chan asyncOp // async cursor and ack writes (redis store)
 	pendMu    sync.Mutex
-	pending   []pendingPush // terminals waiting for the store; guarded by pendMu
-	pendSeq   uint64        // guarded by pendMu
-	pendKick  chan struct{}
-	lastWarn  atomic.Int64 // unix nanos of the last rate-limited warning
-	muted     atomic.Int64 // warnings dropped since
+	pending   []pendingTerm  // terminals waiting for the store, from pendHead; guarded by pendMu
+	pendHead  int            // guarded by pendMu
+	pendBy    map[string]int // waiting terminals per session; guarded by pendMu
+	pendBytes atomic.Int64
+	retryKick chan struct{} // nil with the memory store
+	lastWarn  atomic.Int64  // unix nanos of the last rate-limited warning
+	muted     atomic.Int64  // warnings dropped since
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -83,13 +121,24 @@ type localShard struct {
 type local struct {
 	mu      sync.Mutex
 	id      string
+	user    string             // the session's user, once attached here (to restore a lost session)
 	out     Outlet             // the live connection on this node, nil if none
 	conn    uint64             // out's connection number
 	remote  Holder             // the holder on another node, as last learnt (Epoch 0: unknown)
 	epoch   uint64             // newest claim epoch seen for the session
 	streams map[string]*Stream // nil while no request runs: idle sessions stay small
+	sent    uint64             // newest position sent to out
+	hole    uint64             // oldest position out never got (0: none); caps its delivered cursor
+	bl      *backlog           // a paced replay under way on out, nil if none
+	dlv     uint64             // a delivered cursor not written to the store yet
+	held    int                // Terminal calls and retries using l
 	dead    bool
 	touched atomic.Int64 // unix nanos of the last TTL refresh sent
+
+	// termMu orders the numbering and delivery of this node's terminals
+	// of the session, and Attach's claim (see delivery.go). Never taken by
+	// a connection worker; taken before mu, never while holding it.
+	termMu sync.Mutex
 }
 
 // Open returns a Manager for node with the store cfg.Store names ("memory"
@@ -111,12 +160,11 @@ func OpenOptions(ctx context.Context, cfg config.Sessions, node string, log *slo
 		opts.TouchEvery = min(max(lim.ttl/100, time.Second), time.Minute)
 	}
 	opts.Redis = opts.Redis.withDefaults()
-	m := &Manager{node: node, log: log, opts: opts, seed: maphash.MakeSeed()}
+	m := &Manager{node: node, log: log, opts: opts, seed: maphash.MakeSeed(), lim: lim, pendBy: make(map[string]int)}
 	for i := range m.shards {
 		m.shards[i].m = make(map[string]*local)
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	m.pendKick = make(chan struct{}, 1)
 	switch cfg.Store {
 	case "", "memory":
 		m.store = NewMemoryStore(cfg, log)
@@ -127,7 +175,7 @@ func OpenOptions(ctx context.Context, cfg config.Sessions, node string, log *slo
 			return nil, fmt.Errorf("open redis session store: %w", err)
 		}
 		m.store = rs
-		b, err := openBus(ctx, m, cfg.RedisURL, rs.c, opts.Redis)
+		b, err := openBus(ctx, m, cfg, rs.c, opts.Redis)
 		if err != nil {
 			m.cancel()
 			rs.Close()
@@ -142,9 +190,12 @@ func OpenOptions(ctx context.Context, cfg config.Sessions, node string, log *slo
 			return nil, fmt.Errorf("open node-loss sweeper: %w", err)
 		}
 		m.touchq = make(chan string, 4096)
-		m.wg.Add(2)
+		m.asyncq = make(chan asyncOp, 16384)
+		m.retryKick = make(chan struct{}, 1)
+		m.wg.Add(3)
 		go m.toucher()
 		go m.retryPending()
+		go m.asyncWriter()
 	default:
 		m.cancel()
 		return nil, fmt.Errorf("sessions.store: unknown store %q (want memory or redis)", cfg.Store)
@@ -189,7 +240,7 @@ func (m *Manager) lockLocal(id string, create bool) *local {
 // releaseLocked forgets l once it has no connection and no request on this
 // node. l.mu must be held; the caller still unlocks it.
 func (m *Manager) releaseLocked(l *local) {
-	if l.out != nil || len(l.streams) > 0 || l.dead {
+	if l.out != nil || len(l.streams) > 0 || l.held > 0 || l.dlv != 0 || l.dead {
 		return
 	}
 	sh := m.shard(l.id)
@@ -213,11 +264,13 @@ func (m *Manager) Lookup(ctx context.Context, id string) (string, error) {
 // Attach binds out to a session of user. resumeID "" or unknown/expired: a
 // fresh session, resumed=false. ErrForbidden when resumeID exists but
 // belongs to another user. Before Attach returns, it has sent through out,
-// in order: welcome(id, resumed); the pending outbox messages in order;
-// then, for every request of this session still in flight on any replica,
-// the messages already produced (in seq order, no gaps); from then on live
-// output. Any older connection of the session, on any replica, is kicked.
-func (m *Manager) Attach(ctx context.Context, user, resumeID string, out Outlet, welcome func(id string, resumed bool) []byte) (id string, resumed bool, err error) {
+// in order: the welcome (welcome fills in the node's part of it); the
+// replay (the log's terminals after from, in position order, paced by the
+// socket); then, for every request of this session still in flight on any
+// replica, the messages already produced (in seq order, no gaps); from
+// then on live output, behind whatever of the replay still waits. Any
+// older connection of the session, on any replica, is kicked.
+func (m *Manager) Attach(ctx context.Context, user, resumeID string, from Resume, out Outlet, welcome func(w *events.Welcome) []byte) (id string, resumed bool, err error) {
 	// A resume goes straight to Claim, which checks the owner (one round
 	// trip); unknown or expired ids fall back to a fresh session.
 	if resumeID != "" && ValidID(resumeID) {
@@ -235,47 +288,65 @@ func (m *Manager) Attach(ctx context.Context, user, resumeID string, out Outlet,
 				return "", false, err
 			}
 			id = s.ID
+			from = Resume{}
 		}
-		l = m.lockLocal(id, true)
-		claim, err = m.store.Claim(ctx, id, user, m.node, conn)
+		l = m.holdLocal(id)
+		l.termMu.Lock()
+		l.mu.Lock()
+		from.Delivered = max(from.Delivered, l.dlv)
+		if l.out != nil {
+			// A takeover on this node: what the older connection's peer
+			// acknowledged so far counts as delivered (its close comes
+			// after this claim).
+			acked := l.out.Acked()
+			if l.hole != 0 {
+				acked = min(acked, l.hole-1)
+			}
+			from.Delivered = max(from.Delivered, acked)
+		}
+		l.mu.Unlock()
+		claim, err = m.store.Claim(ctx, id, user, m.node, conn, from)
 		if err == nil {
 			break
 		}
-		m.releaseLocked(l)
-		l.mu.Unlock()
+		l.termMu.Unlock()
+		m.unhold(l)
 		if !resumed || !errors.Is(err, ErrNotFound) {
 			return "", false, err
 		}
 		resumed = false // unknown or expired: a fresh session
 	}
+	l.mu.Lock()
 	older := l.out // kicked once the lock is released
-	l.out, l.conn, l.remote = out, conn, Holder{}
+	l.out, l.conn, l.remote, l.bl, l.hole = out, conn, Holder{}, nil, 0
+	l.sent, l.user = claim.Pos, user
 	l.epoch = max(l.epoch, claim.Epoch)
 	l.touched.Store(time.Now().UnixNano())
-	sendAll := func(msgs [][]byte) [][]byte {
-		for i, msg := range msgs {
-			if out.Send(msg) != nil {
-				return msgs[i:]
+	w := events.Welcome{Session: id, Resumed: resumed, Recovered: claim.Missed == 0, Missed: claim.Missed, Replay: len(claim.Log)}
+	streams := l.sortedStreams()
+	if resumed {
+		w.Inflight = make([]string, 0, len(streams))
+		for _, s := range streams {
+			if !s.ended {
+				w.Inflight = append(w.Inflight, s.req)
 			}
 		}
-		return nil
 	}
-	var unsent [][]byte
-	if out.Send(welcome(id, resumed)) != nil {
-		unsent = claim.Outbox
-	} else {
-		unsent = sendAll(claim.Outbox)
-	}
-	if len(unsent) > 0 { // the connection died already: keep them for the next one
-		if _, err := m.store.PushOutbox(ctx, id, unsent...); err != nil {
-			m.log.Error("session outbox lost", slog.String("session", id),
-				slog.Int("messages", len(unsent)), slog.Any("err", err))
+	if out.Send(welcome(&w)) == nil {
+		msgs := make([]outMsg, 0, len(claim.Log))
+		for _, e := range claim.Log {
+			msgs = append(msgs, outMsg{e.Msg, e.Pos})
 		}
-	}
-	for _, s := range l.sortedStreams() {
-		sendAll(s.replay())
+		for _, s := range streams {
+			for _, c := range s.replay() {
+				msgs = append(msgs, outMsg{c, 0})
+			}
+		}
+		m.replayLocked(l, msgs)
 	}
 	l.mu.Unlock()
+	l.termMu.Unlock()
+	m.unhold(l)
 	if older != nil {
 		older.Kick()
 	}
@@ -293,38 +364,6 @@ func (l *local) sortedStreams() []*Stream {
 	}
 	slices.SortFunc(ss, func(a, b *Stream) int { return cmp.Compare(a.order, b.order) })
 	return ss
-}
-
-// Detach tells the manager that out's connection closed; out is never used
-// again. No-op if out was already replaced.
-func (m *Manager) Detach(id string, out Outlet) {
-	l := m.lockLocal(id, false)
-	if l == nil {
-		return
-	}
-	if l.out == out {
-		l.out, l.conn = nil, 0
-	}
-	m.releaseLocked(l)
-	l.mu.Unlock()
-}
-
-// Kick closes the session's connection on this node with 4009 (the admin
-// page's "close session"); it reports whether there was one.
-func (m *Manager) Kick(id string) bool {
-	l := m.lockLocal(id, false)
-	if l == nil {
-		return false
-	}
-	out := l.out
-	l.out, l.conn = nil, 0
-	m.releaseLocked(l)
-	l.mu.Unlock()
-	if out == nil {
-		return false
-	}
-	out.Kick()
-	return true
 }
 
 // Get returns a copy of the session (context and history for dispatch).
@@ -394,7 +433,7 @@ func (m *Manager) Ready(ctx context.Context) error {
 		return fmt.Errorf("session store: %w", err)
 	}
 	if m.bus != nil && !m.bus.subscribed.Load() {
-		return errors.New("session bus: not subscribed to redis pub/sub")
+		return errors.New("session bus: not subscribed")
 	}
 	return nil
 }

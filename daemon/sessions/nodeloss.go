@@ -378,12 +378,7 @@ func (n *nodeLoss) dropStream(s *Stream) {
 	l.mu.Lock()
 	if !s.ended {
 		s.ended = true
-		if l.streams[s.req] == s {
-			delete(l.streams, s.req)
-			if len(l.streams) == 0 {
-				l.streams = nil
-			}
-		}
+		s.unregisterLocked()
 	}
 	n.m.releaseLocked(l)
 	l.mu.Unlock()
@@ -564,83 +559,19 @@ func (n *nodeLoss) writeOwed(ctx context.Context) {
 }
 
 // endOrphan writes the node_lost terminal msg of request requestID of
-// session sessionID, taken over from a lost replica, and delivers it to the
-// session's connection wherever it is.
-//
-// NODELOSS HOOK (merge with the delivery branch): this is the one place a
-// node_lost terminal is written. Replace the body with
-//
-//	_, err := m.Terminal(ctx, sessionID, requestID, msg)
-//	return err
-//
-// Today's path: the session outbox, then the holder is poked (this node:
-// its outbox is drained to the connection; another node: over the bus).
-// No per-session lock is held across a store round trip.
+// session sessionID, taken over from a lost replica: Manager.Terminal
+// numbers it, appends it to the session's replay log and delivers it to
+// the session's connection wherever it is. This is the one place a
+// node_lost terminal is written. A session that expired meanwhile needs
+// none.
 func (m *Manager) endOrphan(ctx context.Context, sessionID, requestID string, msg []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, m.opts.Redis.OpTimeout)
-	defer cancel()
-	h, err := m.store.PushOutbox(ctx, sessionID, msg)
+	_, err := m.Terminal(ctx, sessionID, requestID, msg)
 	if errors.Is(err, ErrNotFound) {
 		m.log.Debug("node_lost terminal for an expired session dropped", slog.String("session", sessionID),
 			slog.String("request", requestID))
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	m.deliverOutbox(ctx, sessionID, h)
-	return nil
-}
-
-// deliverOutbox makes the holder h of the session drain its outbox: here,
-// by draining it to the attached connection (the store round trips outside
-// the session's lock), or on another node over the bus.
-func (m *Manager) deliverOutbox(ctx context.Context, id string, h Holder) {
-	switch {
-	case h.Node == "" || h.Conn == 0:
-		return // detached: the next resume takes it
-	case h.Node != m.node:
-		if m.bus != nil {
-			m.bus.poke(h.Node, id)
-		}
-		return
-	}
-	attached := func() bool {
-		l := m.lockLocal(id, false)
-		if l == nil {
-			return false
-		}
-		ok := l.out != nil && l.conn == h.Conn
-		l.mu.Unlock()
-		return ok
-	}
-	if !attached() {
-		return
-	}
-	msgs, err := m.store.DrainOutbox(ctx, id)
-	if err != nil || len(msgs) == 0 {
-		return
-	}
-	l := m.lockLocal(id, true)
-	i := 0
-	for ; i < len(msgs); i++ {
-		if l.out == nil || l.conn != h.Conn || l.out.Send(msgs[i]) != nil {
-			break
-		}
-	}
-	m.releaseLocked(l)
-	l.mu.Unlock()
-	if i < len(msgs) {
-		nh, err := m.store.PushOutbox(ctx, id, msgs[i:]...)
-		if err != nil {
-			m.log.Error("session outbox lost", slog.String("session", id), slog.Int("messages", len(msgs)-i),
-				slog.Any("err", err))
-			return
-		}
-		if nh != h && nh.Node != m.node && m.bus != nil {
-			m.bus.poke(nh.Node, id)
-		}
-	}
+	return err
 }
 
 // BeginRoute is Begin for a request of route that runs on its own

@@ -36,6 +36,16 @@ func rawRedis(t *testing.T, b backend) rueidis.Client {
 	return c
 }
 
+// attachAfter resumes session id on m with ?last=last: only what came
+// after it is replayed (the delivered position a Detach records reaches
+// the store asynchronously; a test must not depend on that timing).
+func attachAfter(t *testing.T, m *Manager, id string, last uint64, out Outlet) {
+	t.Helper()
+	if _, _, err := m.Attach(t.Context(), "alice", id, Resume{Last: last, HasLast: true}, out, welcomeFn); err != nil {
+		t.Fatalf("resume %s on %s after %d: %v", id, m.Node(), last, err)
+	}
+}
+
 // crash stops m as kill -9 would, as far as the store can tell: its
 // liveness key stays until it lapses (or the test deletes it), its records
 // stay, nothing is cleaned up.
@@ -107,6 +117,7 @@ func TestNodeLossRace(t *testing.T) {
 			raw := rawRedis(t, b)
 			const sessionsN, perSession = 30, 3
 			ids := make([]string, sessionsN)
+			lasts := make([]uint64, sessionsN)
 			runs := map[string][]string{}
 			for i := range ids {
 				o := &fakeOutlet{}
@@ -120,7 +131,8 @@ func TestNodeLossRace(t *testing.T) {
 				// One request that finished before the crash: no node_lost.
 				done := a.BeginRoute(ids[i], "done", "stream", nil)
 				done.End(resultMsg("done"))
-				a.Detach(ids[i], o)
+				lasts[i] = o.acked()
+				a.Detach(ids[i], o, o.acked())
 			}
 			waitRecorded(t, a, runs)
 			crash(a)
@@ -129,10 +141,10 @@ func TestNodeLossRace(t *testing.T) {
 				switch i % 3 {
 				case 0:
 					outs[i] = &fakeOutlet{}
-					attach(t, bb, "alice", id, outs[i])
+					attachAfter(t, bb, id, lasts[i], outs[i])
 				case 1:
 					outs[i] = &fakeOutlet{}
-					attach(t, cc, "alice", id, outs[i])
+					attachAfter(t, cc, id, lasts[i], outs[i])
 				}
 			}
 			lapse(t, raw, b, "A")
@@ -152,7 +164,7 @@ func TestNodeLossRace(t *testing.T) {
 					got = o.got()
 				} else {
 					o := &fakeOutlet{}
-					attach(t, bb, "alice", id, o)
+					attachAfter(t, bb, id, lasts[i], o)
 					got = o.got()
 				}
 				term := terminals(t, got)
@@ -232,12 +244,14 @@ func TestNodeLossPartitionedNodeComesBack(t *testing.T) {
 					t.Fatalf("%s: terminals %v, want exactly one %s (all %q)", req, c, want, oa.got())
 				}
 			}
-			// Nothing waits in the outbox either.
-			a.Detach(id, oa)
+			// Nothing more is owed: a resume after the last position seen
+			// replays nothing.
+			last := oa.acked()
+			a.Detach(id, oa, last)
 			o := &fakeOutlet{}
-			attach(t, bb, "alice", id, o)
+			attachAfter(t, bb, id, last, o)
 			if term := terminals(t, o.got()); len(term) != 0 {
-				t.Fatalf("outbox after the resume: %v, want empty", term)
+				t.Fatalf("replayed after the last position seen: %v, want nothing", term)
 			}
 			if st := a.Stats(); st.Streams != 0 {
 				t.Fatalf("A still holds %d streams", st.Streams)
@@ -257,7 +271,7 @@ func TestNodeLossRestartedNode(t *testing.T) {
 			id, _ := attach(t, a, "alice", "", o)
 			a.BeginRoute(id, "old", "stream", nil)
 			waitRecorded(t, a, map[string][]string{id: {"old"}})
-			a.Detach(id, o)
+			a.Detach(id, o, o.acked())
 			crash(a)
 			a2 := b.openManager(t, "A", nodeLossLimits)
 			o2 := &fakeOutlet{}
@@ -388,19 +402,25 @@ func TestNodeLossHeldWhileStoreDown(t *testing.T) {
 		t.Fatalf("terminal delivered while its run could not be settled: %v", got)
 	}
 	// Begun while the store is down: its record cannot be written, so no
-	// survivor can know of it; its terminal is not held.
+	// survivor can know of it; its end is not held by the node-loss check
+	// (Manager.Terminal keeps it until the store numbers it).
 	d := m.BeginRoute(id, "d", "stream", nil)
 	<-d.run.sent
 	d.End(resultMsg("d"))
-	if got := terminals(t, o.got())["d"]; len(got) != 1 {
-		t.Fatalf("request begun with the store down: terminals %v, want its result at once", got)
+	if d.run.stored || !d.run.settled.Load() {
+		t.Fatalf("run begun with the store down: stored %v settled %v, want not stored and settled", d.run.stored, d.run.settled.Load())
 	}
 	r.start()
 	eventually(t, 10*time.Second, "held terminal delivered once the store is back", func() bool {
 		return terminals(t, o.got())["h"] != nil
 	})
-	if got := terminals(t, o.got())["h"]; len(got) != 1 || got[0] != "result" {
-		t.Fatalf("h: %v, want one result", got)
+	eventually(t, 10*time.Second, "d delivered once the store is back", func() bool {
+		return terminals(t, o.got())["d"] != nil
+	})
+	for _, req := range []string{"h", "d"} {
+		if got := terminals(t, o.got())[req]; len(got) != 1 || got[0] != "result" {
+			t.Fatalf("%s: %v, want one result", req, got)
+		}
 	}
 }
 
@@ -523,7 +543,7 @@ func TestNodeLossRerun(t *testing.T) {
 			a.BeginRoute(id, "refused", "chat", []byte(`null`))
 			a.BeginRoute(id, "plain", "chat", nil)
 			waitRecorded(t, a, map[string][]string{id: {"again", "refused", "plain"}})
-			a.Detach(id, o)
+			a.Detach(id, o, o.acked())
 			crash(a)
 			ob := &fakeOutlet{}
 			attach(t, bb, "alice", id, ob)
@@ -577,10 +597,11 @@ func TestNodeLossIDReused(t *testing.T) {
 				defer a.nl.mu.Unlock()
 				return len(a.nl.ended) == 0 && len(a.nl.queue) == 0
 			})
-			a.Detach(id, o)
+			last := o.acked()
+			a.Detach(id, o, last)
 			crash(a)
 			ob := &fakeOutlet{}
-			attach(t, bb, "alice", id, ob)
+			attachAfter(t, bb, id, last, ob)
 			lapse(t, raw, b, "A")
 			bb.SweepForTest(t.Context())
 			eventually(t, 5*time.Second, "node_lost of the second run", func() bool {

@@ -93,7 +93,7 @@ func TestRedisRestart(t *testing.T) {
 		t.Fatalf("Ready with Redis up: %v", err)
 	}
 	o := &fakeOutlet{}
-	id, _, err := m.Attach(ctx, "alice", "", o, welcomeMsg)
+	id, _, err := m.Attach(ctx, "alice", "", Resume{}, o, welcomeFn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,23 +105,29 @@ func TestRedisRestart(t *testing.T) {
 	if _, err := m.Get(ctx, id); err == nil {
 		t.Fatal("Get with Redis down = nil error")
 	}
-	if _, _, err := m.Attach(ctx, "alice", id, &fakeOutlet{}, welcomeMsg); err == nil {
+	if _, _, err := m.Attach(ctx, "alice", id, Resume{}, &fakeOutlet{}, welcomeFn); err == nil {
 		t.Fatal("Attach with Redis down = nil error")
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("two calls with Redis down took %v, want fast failures", d)
 	}
-	s := m.Begin(id, "r1") // a request ending while Redis is down: the live connection still gets it
+	// A request ending while Redis is down: its terminal waits in memory
+	// (it cannot be numbered), then reaches the live connection, with its
+	// position, once Redis is back.
+	s := m.Begin(id, "r1")
 	s.Chunk(chunkMsg("r1", 0))
 	s.End(resultMsg("r1"))
 	m.Touch(id)
-	if got := countPrefix(o.got(), `{"type":"result"`); got != 1 {
-		t.Fatalf("attached connection got %d results with Redis down, want 1", got)
+	if got := countPrefix(o.got(), `{"type":"result"`); got != 0 || m.waitingForStore() != 1 {
+		t.Fatalf("attached connection got %d results with Redis down, %d waiting; want 0 and 1", got, m.waitingForStore())
 	}
 
 	r.start()
 	eventually(t, 15*time.Second, "Ready did not recover after Redis came back", func() bool { return m.Ready(ctx) == nil })
-	id2, _, err := m.Attach(ctx, "bob", "", &fakeOutlet{}, welcomeMsg)
+	eventually(t, 15*time.Second, "waiting terminal not delivered after Redis came back", func() bool {
+		return countPrefix(o.raw(), `{"type":"result","id":"r1","pos":`) == 1
+	})
+	id2, _, err := m.Attach(ctx, "bob", "", Resume{}, &fakeOutlet{}, welcomeFn)
 	if err != nil {
 		t.Fatalf("Attach after recovery: %v", err)
 	}
@@ -135,11 +141,11 @@ func TestRedisRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	oa := &fakeOutlet{}
-	id3, _, err := m.Attach(ctx, "carol", "", oa, welcomeMsg)
+	id3, _, err := m.Attach(ctx, "carol", "", Resume{}, oa, welcomeFn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := b.Attach(ctx, "carol", id3, &fakeOutlet{}, welcomeMsg); err != nil {
+	if _, _, err := b.Attach(ctx, "carol", id3, Resume{}, &fakeOutlet{}, welcomeFn); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "takeover from B did not reach A after the restart", oa.wasKicked)
@@ -188,12 +194,12 @@ func TestOutboxRetry(t *testing.T) {
 	defer m.Close()
 	ctx := t.Context()
 	o := &fakeOutlet{}
-	id, _, err := m.Attach(ctx, "alice", "", o, welcomeMsg)
+	id, _, err := m.Attach(ctx, "alice", "", Resume{}, o, welcomeFn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := m.Begin(id, "r1")
-	m.Detach(id, o)
+	m.Detach(id, o, o.acked())
 	admin, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{r.addr()}, DisableCache: true})
 	if err != nil {
 		t.Fatal(err)
@@ -203,19 +209,14 @@ func TestOutboxRetry(t *testing.T) {
 		t.Fatalf("CLIENT PAUSE: %v", err)
 	}
 	s.End(resultMsg("r1")) // the push times out: kept in memory
-	m.pendMu.Lock()
-	waiting := len(m.pending)
-	m.pendMu.Unlock()
-	if waiting != 1 {
+	if waiting := m.waitingForStore(); waiting != 1 {
 		t.Fatalf("%d terminals waiting while Redis is paused, want 1", waiting)
 	}
 	eventually(t, 10*time.Second, "waiting terminal not pushed after the pause", func() bool {
-		m.pendMu.Lock()
-		defer m.pendMu.Unlock()
-		return len(m.pending) == 0
+		return m.waitingForStore() == 0
 	})
 	o2 := &fakeOutlet{}
-	if _, _, err := m.Attach(ctx, "alice", id, o2, welcomeMsg); err != nil {
+	if _, _, err := m.Attach(ctx, "alice", id, Resume{}, o2, welcomeFn); err != nil {
 		t.Fatal(err)
 	}
 	if got := countPrefix(o2.got(), `{"type":"result"`); got != 1 {

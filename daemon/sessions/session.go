@@ -44,12 +44,67 @@ type Holder struct {
 }
 
 // Claim is what Store.Claim returns: the new epoch, the other nodes that held
-// the session before (they may still run its requests), and the outbox
-// drained atomically with the claim.
+// the session before (they may still run its requests), and the replay:
+// the log entries after the resume point, read atomically with the claim.
 type Claim struct {
-	Epoch  uint64
-	Nodes  []string
-	Outbox [][]byte
+	Epoch uint64
+	Nodes []string
+	// Pos is the session's newest position (0: no terminal yet).
+	Pos uint64
+	// After is the resume point the replay starts after.
+	After uint64
+	// Log is the replay, in position order; lost entries (LogEntry.Msg
+	// empty) are left out and counted in Missed.
+	Log []LogEntry
+	// Missed counts the terminals after After that the log no longer
+	// holds (trimmed by its bounds or the memory budget, or lost).
+	Missed uint64
+}
+
+// Resume says where a claim's replay starts: after Last when the client
+// passed ?last= (HasLast), else after the session's delivered cursor
+// (raised to Delivered first: a cursor this node has not written yet).
+type Resume struct {
+	Last      uint64
+	HasLast   bool
+	Delivered uint64
+}
+
+// LogEntry is one terminal of a session's replay log. Msg empty: a
+// terminal lost before it could be logged.
+type LogEntry struct {
+	Pos uint64
+	Msg []byte
+}
+
+// Appended is what Store.Append returns.
+type Appended struct {
+	Pos    uint64
+	Msg    []byte // the terminal with its position, as logged; never modified
+	Holder Holder
+}
+
+// replayOf turns the log entries after `after` (oldest first, contiguous
+// positions ending at pos) into a claim's replay and missed count.
+func replayOf(entries []LogEntry, after, pos uint64) (replay []LogEntry, missed uint64) {
+	first := pos + 1
+	if len(entries) > 0 {
+		first = entries[0].Pos
+	}
+	if after+1 < first {
+		missed = first - after - 1
+	}
+	for _, e := range entries {
+		if e.Pos <= after {
+			continue
+		}
+		if len(e.Msg) == 0 {
+			missed++
+			continue
+		}
+		replay = append(replay, e)
+	}
+	return replay, missed
 }
 
 // idBytes is the number of random bytes of a session id: 144 bits, more than

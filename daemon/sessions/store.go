@@ -28,17 +28,31 @@ type Store interface {
 	PatchContext(ctx context.Context, id string, patch json.RawMessage) error
 	// AppendHistory appends turns, keeping the newest history_max_turns.
 	AppendHistory(ctx context.Context, id string, turns []events.Turn) error
-	// PushOutbox appends messages to the session's outbox, dropping the
-	// oldest beyond outbox_max (with a log line), and returns the session's
-	// current Holder, so that the caller can tell it to drain.
-	PushOutbox(ctx context.Context, id string, msgs ...[]byte) (Holder, error)
-	// DrainOutbox removes and returns the outbox, oldest first.
-	DrainOutbox(ctx context.Context, id string) ([][]byte, error)
+	// Append numbers a terminal and appends it to the session's replay
+	// log, atomically (one round trip): the position is the session's
+	// previous one plus 1, written into the message after its id (at is
+	// events.PosIndex of msg); the log keeps the newest replay_max entries
+	// within replay_bytes; the TTL is refreshed. It returns the position,
+	// the message as logged, and the session's current Holder.
+	Append(ctx context.Context, id string, msg []byte, at int) (Appended, error)
+	// AppendGap takes n positions for terminals that were lost before they
+	// could be logged (the store was unavailable and the node's memory
+	// for them full): a resume over them reports them missed.
+	AppendGap(ctx context.Context, id string, n int) error
 	// Claim records node/conn as the session's holder, increments its epoch,
-	// and drains its outbox, atomically; it returns the other nodes that
-	// held the session before. ErrForbidden, and no change, if the session
-	// is not user's.
-	Claim(ctx context.Context, id, user, node string, conn uint64) (Claim, error)
+	// and reads the log after the resume point, atomically; it returns the
+	// other nodes that held the session before. ErrForbidden, and no
+	// change, if the session is not user's.
+	Claim(ctx context.Context, id, user, node string, conn uint64, from Resume) (Claim, error)
+	// ReadLog returns the log entries with a position above after.
+	ReadLog(ctx context.Context, id string, after uint64) ([]LogEntry, error)
+	// Delivered raises the session's delivered cursor to pos: the
+	// terminals up to pos reached a client (its TCP acknowledged them).
+	Delivered(ctx context.Context, id string, pos uint64) error
+	// Ack drops the log entries up to pos (the client has them) and raises
+	// the delivered cursor to pos. A pos beyond the session's position is
+	// taken as the position.
+	Ack(ctx context.Context, id string, pos uint64) error
 	// Holder returns the session's current holder (zero Holder if none).
 	Holder(ctx context.Context, id string) (Holder, error)
 	// Touch refreshes the session's TTL.
@@ -52,13 +66,26 @@ type Store interface {
 // limits are the store bounds taken from config.Sessions, with the
 // defaults of config.Default for zero values.
 type limits struct {
-	ttl        time.Duration
-	outboxMax  int
-	historyMax int
+	ttl         time.Duration
+	outboxMax   int
+	historyMax  int
+	replayMax   int
+	replayBytes int64
+	budget      int64
 }
 
 func limitsOf(cfg config.Sessions) limits {
-	l := limits{ttl: cfg.TTL.D(), outboxMax: cfg.OutboxMax, historyMax: cfg.HistoryMaxTurns}
+	l := limits{ttl: cfg.TTL.D(), outboxMax: cfg.OutboxMax, historyMax: cfg.HistoryMaxTurns,
+		replayMax: cfg.ReplayMax, replayBytes: cfg.ReplayBytes, budget: cfg.MemoryBudgetBytes}
+	if l.replayMax <= 0 {
+		l.replayMax = 100
+	}
+	if l.replayBytes <= 0 {
+		l.replayBytes = 1 << 20
+	}
+	if l.budget <= 0 {
+		l.budget = 256 << 20
+	}
 	if l.ttl <= 0 {
 		l.ttl = 24 * time.Hour
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/orchestratord/orchestratord/daemon/config"
@@ -26,6 +27,9 @@ type MemoryStore struct {
 	shards [memShards]memShard
 	now    func() time.Time
 
+	bytes atomic.Int64 // process memory held: logs, contexts, histories
+	trimq chan struct{}
+
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
@@ -38,22 +42,28 @@ type memShard struct {
 
 // memEntry is one session; guarded by its shard's mu.
 type memEntry struct {
-	s       Session
-	outbox  [][]byte
-	holder  Holder
-	nodes   []string
-	expires time.Time
+	s        Session
+	log      []LogEntry // the replay log, oldest first, contiguous positions
+	logBytes int64
+	pos      uint64 // the newest position
+	dlv      uint64 // the delivered cursor
+	holder   Holder
+	nodes    []string
+	expires  time.Time
+	detached time.Time // when its last connection went; zero while attached
+	size     int64     // context and history bytes, counted in MemoryStore.bytes
 }
 
 // NewMemoryStore returns a memory store and starts its sweeper.
 func NewMemoryStore(cfg config.Sessions, log *slog.Logger) *MemoryStore {
 	s := &MemoryStore{
-		lim:  limitsOf(cfg),
-		log:  log,
-		seed: maphash.MakeSeed(),
-		now:  time.Now,
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		lim:   limitsOf(cfg),
+		log:   log,
+		seed:  maphash.MakeSeed(),
+		now:   time.Now,
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+		trimq: make(chan struct{}, 1),
 	}
 	for i := range s.shards {
 		s.shards[i].m = make(map[string]*memEntry)
@@ -77,6 +87,9 @@ func (s *MemoryStore) sweep(every time.Duration) {
 		select {
 		case <-s.stop:
 			return
+		case <-s.trimq:
+			s.trimToBudget()
+			continue
 		case <-t.C:
 		}
 		now := s.now()
@@ -85,7 +98,7 @@ func (s *MemoryStore) sweep(every time.Duration) {
 			sh.mu.Lock()
 			for id, e := range sh.m {
 				if now.After(e.expires) {
-					delete(sh.m, id)
+					s.removeLocked(sh, id, e)
 				}
 			}
 			sh.mu.Unlock()
@@ -104,7 +117,7 @@ func (s *MemoryStore) entryLocked(sh *memShard, id string) (*memEntry, error) {
 		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
 	}
 	if s.now().After(e.expires) {
-		delete(sh.m, id)
+		s.removeLocked(sh, id, e)
 		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
 	}
 	return e, nil
@@ -161,6 +174,7 @@ func (s *MemoryStore) Create(_ context.Context, user string) (*Session, error) {
 	sh := s.shard(e.s.ID)
 	sh.mu.Lock()
 	sh.m[e.s.ID] = e
+	s.resizeLocked(e)
 	sh.mu.Unlock()
 	return e.s.clone(), nil
 }
@@ -175,10 +189,12 @@ func (s *MemoryStore) Restore(_ context.Context, id, user string) error {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if _, ok := sh.m[id]; !ok {
-		sh.m[id] = &memEntry{
+		e := &memEntry{
 			s:       Session{ID: id, User: user, Created: now, Updated: now, Context: json.RawMessage("{}")},
 			expires: now.Add(s.lim.ttl),
 		}
+		sh.m[id] = e
+		s.resizeLocked(e)
 	}
 	return nil
 }
@@ -191,6 +207,7 @@ func (s *MemoryStore) PatchContext(_ context.Context, id string, patch json.RawM
 			return fmt.Errorf("patch context of %s: %w", id, err)
 		}
 		e.s.Context = c
+		s.resizeLocked(e)
 		s.activeLocked(e)
 		return nil
 	})
@@ -204,39 +221,114 @@ func (s *MemoryStore) AppendHistory(_ context.Context, id string, turns []events
 			h = slices.Clone(h[over:])
 		}
 		e.s.History = h
+		s.resizeLocked(e)
 		s.activeLocked(e)
 		return nil
 	})
 }
 
-// PushOutbox implements Store.
-func (s *MemoryStore) PushOutbox(_ context.Context, id string, msgs ...[]byte) (Holder, error) {
-	var h Holder
+// Append implements Store: the position is assigned in memory, and the
+// logged message is the one allocation.
+func (s *MemoryStore) Append(_ context.Context, id string, msg []byte, at int) (Appended, error) {
+	var a Appended
 	err := s.with(id, func(e *memEntry) error {
-		for _, m := range msgs {
-			e.outbox = append(e.outbox, slices.Clone(m))
-		}
-		if over := len(e.outbox) - s.lim.outboxMax; over > 0 {
-			e.outbox = slices.Clone(e.outbox[over:])
-			s.log.Warn("session outbox full, oldest messages dropped",
-				slog.String("session", id), slog.Int("dropped", over))
-		}
+		e.pos++
+		m := events.AppendPos(make([]byte, 0, len(msg)+24), msg, at, e.pos)
+		s.pushLocked(e, LogEntry{Pos: e.pos, Msg: m})
 		e.expires = s.now().Add(s.lim.ttl)
-		h = e.holder
+		a = Appended{Pos: e.pos, Msg: m, Holder: e.holder}
 		return nil
 	})
-	return h, err
+	if err == nil && s.bytes.Load() > s.lim.budget {
+		s.kickTrim()
+	}
+	return a, err
 }
 
-// DrainOutbox implements Store.
-func (s *MemoryStore) DrainOutbox(_ context.Context, id string) ([][]byte, error) {
-	var out [][]byte
-	err := s.with(id, func(e *memEntry) error { out, e.outbox = e.outbox, nil; return nil })
+// AppendGap implements Store.
+func (s *MemoryStore) AppendGap(_ context.Context, id string, n int) error {
+	return s.with(id, func(e *memEntry) error {
+		for range n {
+			e.pos++
+			s.pushLocked(e, LogEntry{Pos: e.pos})
+		}
+		return nil
+	})
+}
+
+// pushLocked appends one entry and trims the log to its bounds.
+func (s *MemoryStore) pushLocked(e *memEntry, le LogEntry) {
+	e.log = append(e.log, le)
+	e.logBytes += int64(len(le.Msg))
+	s.bytes.Add(int64(len(le.Msg)))
+	drop := 0
+	for n, b := len(e.log), e.logBytes; n-drop > s.lim.replayMax || b > s.lim.replayBytes && n-drop > 1; drop++ {
+		b -= int64(len(e.log[drop].Msg))
+	}
+	s.dropLocked(e, drop)
+}
+
+// dropLocked removes the n oldest log entries.
+func (s *MemoryStore) dropLocked(e *memEntry, n int) {
+	if n <= 0 {
+		return
+	}
+	var freed int64
+	for i := range n {
+		freed += int64(len(e.log[i].Msg))
+		e.log[i] = LogEntry{}
+	}
+	e.logBytes -= freed
+	s.bytes.Add(-freed)
+	if n == len(e.log) {
+		e.log = nil
+		return
+	}
+	// Shift down rather than reslice, so that the array does not grow
+	// forever at the front.
+	k := copy(e.log, e.log[n:])
+	clear(e.log[k:])
+	e.log = e.log[:k]
+}
+
+// ReadLog implements Store.
+func (s *MemoryStore) ReadLog(_ context.Context, id string, after uint64) ([]LogEntry, error) {
+	var out []LogEntry
+	err := s.with(id, func(e *memEntry) error {
+		for _, le := range e.log {
+			if le.Pos > after {
+				out = append(out, le)
+			}
+		}
+		return nil
+	})
 	return out, err
 }
 
+// Delivered implements Store.
+func (s *MemoryStore) Delivered(_ context.Context, id string, pos uint64) error {
+	return s.with(id, func(e *memEntry) error {
+		e.dlv = max(e.dlv, min(pos, e.pos))
+		return nil
+	})
+}
+
+// Ack implements Store.
+func (s *MemoryStore) Ack(_ context.Context, id string, pos uint64) error {
+	return s.with(id, func(e *memEntry) error {
+		pos = min(pos, e.pos)
+		e.dlv = max(e.dlv, pos)
+		n := 0
+		for n < len(e.log) && e.log[n].Pos <= pos {
+			n++
+		}
+		s.dropLocked(e, n)
+		return nil
+	})
+}
+
 // Claim implements Store.
-func (s *MemoryStore) Claim(_ context.Context, id, user, node string, conn uint64) (Claim, error) {
+func (s *MemoryStore) Claim(_ context.Context, id, user, node string, conn uint64, from Resume) (Claim, error) {
 	var c Claim
 	err := s.with(id, func(e *memEntry) error {
 		if e.s.User != user {
@@ -252,11 +344,26 @@ func (s *MemoryStore) Claim(_ context.Context, id, user, node string, conn uint6
 			e.nodes = append(e.nodes, node)
 		}
 		c.Epoch = e.holder.Epoch
-		c.Outbox, e.outbox = e.outbox, nil
+		e.dlv = max(e.dlv, min(from.Delivered, e.pos))
+		after := e.dlv
+		if from.HasLast {
+			after = min(from.Last, e.pos)
+			e.dlv = max(e.dlv, after)
+		}
+		c.Pos, c.After = e.pos, after
+		c.Log, c.Missed = replayOf(e.log, after, e.pos)
+		e.detached = time.Time{}
 		s.activeLocked(e)
 		return nil
 	})
 	return c, err
+}
+
+// SetDetached records when the session's last connection went (zero: one
+// is attached): the memory budget trims the oldest detached sessions
+// first.
+func (s *MemoryStore) SetDetached(id string, at time.Time) {
+	_ = s.with(id, func(e *memEntry) error { e.detached = at; return nil })
 }
 
 // Holder implements Store.

@@ -51,41 +51,22 @@ func (o RedisOptions) withDefaults() RedisOptions {
 	return o
 }
 
-// newRedisClient dials cfg.RedisURL with short timeouts. Client-side
-// caching is off: the store reads fresh state only. noRetry makes calls
-// return on a broken connection instead of retrying (the bus's subscription
-// loop reconnects itself, so that it knows when it is not subscribed).
-func newRedisClient(url string, opTimeout time.Duration, noRetry bool) (rueidis.Client, error) {
-	opt, err := rueidis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("parse sessions.redis_url: %w", err)
-	}
-	opt.DisableCache = true
-	opt.Dialer.Timeout = opTimeout
-	opt.ConnWriteTimeout = opTimeout
-	opt.DisableRetry = noRetry
-	c, err := rueidis.NewClient(opt)
-	if err != nil {
-		return nil, fmt.Errorf("connect to redis: %w", err)
-	}
-	return c, nil
-}
-
 // OpenRedisStore dials Redis and returns the store.
 func OpenRedisStore(cfg config.Sessions, opts RedisOptions, log *slog.Logger) (*RedisStore, error) {
 	opts = opts.withDefaults()
-	c, err := newRedisClient(cfg.RedisURL, opts.OpTimeout, false)
+	c, err := newRedisClient(cfg, opts.OpTimeout, false)
 	if err != nil {
 		return nil, err
 	}
 	return &RedisStore{c: c, prefix: opts.Prefix, lim: limitsOf(cfg), opTimeout: opts.OpTimeout, log: log}, nil
 }
 
-// keys of a session: the hash, the history list, the outbox list, the set
-// of nodes that held it.
+// keys of a session: the hash (user, times, context, holder, epoch, pos:
+// the newest position, dlv: the delivered cursor, lb: the log's bytes), the
+// history list, the replay log list, the set of nodes that held it.
 func (s *RedisStore) kSession(id string) string { return s.prefix + "{" + id + "}" }
 func (s *RedisStore) kHistory(id string) string { return s.prefix + "{" + id + "}:h" }
-func (s *RedisStore) kOutbox(id string) string  { return s.prefix + "{" + id + "}:o" }
+func (s *RedisStore) kLog(id string) string     { return s.prefix + "{" + id + "}:l" }
 func (s *RedisStore) kNodes(id string) string   { return s.prefix + "{" + id + "}:n" }
 
 func (s *RedisStore) op(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -270,44 +251,177 @@ func (s *RedisStore) AppendHistory(ctx context.Context, id string, turns []event
 	return nil
 }
 
-// luaPush appends to the outbox, trims it, and returns
-// {dropped, holder node, holder conn, epoch}; {-1} if the session is gone.
-// KEYS: session, outbox. ARGV: max, ttl ms, msgs...
-var luaPush = rueidis.NewLuaScript(`
+// luaAppend2 numbers a terminal (HINCRBY pos), appends it to the log,
+// trims the log by count and bytes (the hash's lb field counts them),
+// refreshes the TTLs, and returns {pos, holder node, holder conn, epoch};
+// {-1} if the session is gone. An empty head and tail append ARGV[6]
+// (a count) lost positions instead.
+// KEYS: session, log. ARGV: head, tail, max, max bytes, ttl ms, gaps.
+var luaAppend2 = rueidis.NewLuaScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
-for i = 3, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
-local len = redis.call('LLEN', KEYS[2])
-local dropped = 0
-if len > tonumber(ARGV[1]) then
-  dropped = len - tonumber(ARGV[1])
-  redis.call('LTRIM', KEYS[2], dropped, -1)
+local pos, n, lb
+local gaps = tonumber(ARGV[6])
+if gaps > 0 then
+  for i = 1, gaps do
+    pos = redis.call('HINCRBY', KEYS[1], 'pos', 1)
+    n = redis.call('RPUSH', KEYS[2], '')
+  end
+  lb = tonumber(redis.call('HGET', KEYS[1], 'lb') or '0')
+else
+  pos = redis.call('HINCRBY', KEYS[1], 'pos', 1)
+  local e = ARGV[1] .. pos .. ARGV[2]
+  n = redis.call('RPUSH', KEYS[2], e)
+  lb = redis.call('HINCRBY', KEYS[1], 'lb', #e)
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local max, maxb = tonumber(ARGV[3]), tonumber(ARGV[4])
+local dropped = 0
+while n > max or (lb > maxb and n > 1) do
+  local old = redis.call('LPOP', KEYS[2])
+  lb = lb - #old
+  n = n - 1
+  dropped = dropped + 1
+end
+if dropped > 0 then redis.call('HSET', KEYS[1], 'lb', lb) end
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
 local h = redis.call('HMGET', KEYS[1], 'hnode', 'hconn', 'epoch')
-return {dropped, h[1] or '', h[2] or '0', h[3] or '0'}`)
+return {pos, h[1] or '', h[2] or '0', h[3] or '0'}`)
 
-// PushOutbox implements Store.
-func (s *RedisStore) PushOutbox(ctx context.Context, id string, msgs ...[]byte) (Holder, error) {
+// Append implements Store: one round trip (a Lua script).
+func (s *RedisStore) Append(ctx context.Context, id string, msg []byte, at int) (Appended, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	args := make([]string, 0, 2+len(msgs))
-	args = append(args, strconv.Itoa(s.lim.outboxMax), s.ttlMS())
-	for _, m := range msgs {
-		args = append(args, string(m))
-	}
-	r, err := luaPush.Exec(ctx, s.c, []string{s.kSession(id), s.kOutbox(id)}, args).ToArray()
+	head, tail := events.SplitPos(msg, at)
+	r, err := luaAppend2.Exec(ctx, s.c, []string{s.kSession(id), s.kLog(id)},
+		[]string{string(head), string(tail), strconv.Itoa(s.lim.replayMax),
+			strconv.FormatInt(s.lim.replayBytes, 10), s.ttlMS(), "0"}).ToArray()
 	if err != nil {
-		return Holder{}, fmt.Errorf("push outbox of %s: %w", id, err)
+		return Appended{}, fmt.Errorf("append to the log of %s: %w", id, err)
 	}
-	dropped, _ := r[0].AsInt64()
-	if dropped < 0 {
-		return Holder{}, notFound(id)
+	p, _ := r[0].AsInt64()
+	if p < 0 {
+		return Appended{}, notFound(id)
 	}
-	if dropped > 0 {
-		s.log.Warn("session outbox full, oldest messages dropped",
-			slog.String("session", id), slog.Int64("dropped", dropped))
+	h, err := holderOf(r[1:])
+	if err != nil {
+		return Appended{}, err
 	}
-	return holderOf(r[1:])
+	pos := uint64(p)
+	return Appended{Pos: pos, Msg: events.AppendPos(make([]byte, 0, len(msg)+24), msg, at, pos), Holder: h}, nil
+}
+
+// AppendGap implements Store.
+func (s *RedisStore) AppendGap(ctx context.Context, id string, n int) error {
+	if n <= 0 {
+		return nil
+	}
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	r, err := luaAppend2.Exec(ctx, s.c, []string{s.kSession(id), s.kLog(id)},
+		[]string{"", "", strconv.Itoa(s.lim.replayMax), strconv.FormatInt(s.lim.replayBytes, 10),
+			s.ttlMS(), strconv.Itoa(n)}).ToArray()
+	if err != nil {
+		return fmt.Errorf("append gap to the log of %s: %w", id, err)
+	}
+	if p, _ := r[0].AsInt64(); p < 0 {
+		return notFound(id)
+	}
+	return nil
+}
+
+// luaReadLog returns {pos, first position of the log, entries after
+// ARGV[1]}; nil if the session is gone. KEYS: session, log.
+var luaReadLog = rueidis.NewLuaScript(`
+local p = redis.call('HGET', KEYS[1], 'pos')
+if not redis.call('HGET', KEYS[1], 'user') then return false end
+local pos = tonumber(p or '0')
+local n = redis.call('LLEN', KEYS[2])
+local first = pos - n + 1
+local from = tonumber(ARGV[1]) - first + 1
+if from < 0 then from = 0 end
+return {pos, first, redis.call('LRANGE', KEYS[2], from, -1)}`)
+
+// ReadLog implements Store.
+func (s *RedisStore) ReadLog(ctx context.Context, id string, after uint64) ([]LogEntry, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	r, err := luaReadLog.Exec(ctx, s.c, []string{s.kSession(id), s.kLog(id)},
+		[]string{strconv.FormatUint(after, 10)}).ToArray()
+	if rueidis.IsRedisNil(err) {
+		return nil, notFound(id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the log of %s: %w", id, err)
+	}
+	entries, _, err := logOf(r, after)
+	return entries, err
+}
+
+// logOf decodes {pos, first, entries} into log entries after `after`.
+func logOf(r []rueidis.RedisMessage, after uint64) ([]LogEntry, uint64, error) {
+	pos, _ := r[0].AsInt64()
+	first, _ := r[1].AsInt64()
+	v, err := r[2].AsStrSlice()
+	if err != nil {
+		return nil, 0, fmt.Errorf("decode log: %w", err)
+	}
+	p := max(uint64(first), after+1)
+	out := make([]LogEntry, 0, len(v))
+	for _, m := range v {
+		out = append(out, LogEntry{Pos: p, Msg: []byte(m)})
+		p++
+	}
+	return out, uint64(pos), nil
+}
+
+// luaCursor raises the delivered cursor to min(ARGV[1], pos), and with
+// ARGV[2] = "1" (an ack) drops the log entries up to it.
+// KEYS: session, log.
+var luaCursor = rueidis.NewLuaScript(`
+local p = redis.call('HGET', KEYS[1], 'pos')
+if not redis.call('HGET', KEYS[1], 'user') then return -1 end
+local pos = tonumber(p or '0')
+local a = math.min(tonumber(ARGV[1]), pos)
+local d = tonumber(redis.call('HGET', KEYS[1], 'dlv') or '0')
+if a > d then redis.call('HSET', KEYS[1], 'dlv', a) end
+if ARGV[2] == '1' then
+  local n = redis.call('LLEN', KEYS[2])
+  local drop = a - (pos - n + 1) + 1
+  if drop > 0 then
+    local lb = 0
+    for _, e in ipairs(redis.call('LRANGE', KEYS[2], 0, drop - 1)) do lb = lb + #e end
+    redis.call('LTRIM', KEYS[2], drop, -1)
+    redis.call('HINCRBY', KEYS[1], 'lb', -lb)
+  end
+end
+return 1`)
+
+func (s *RedisStore) cursor(ctx context.Context, id string, pos uint64, ack bool) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	a := "0"
+	if ack {
+		a = "1"
+	}
+	n, err := luaCursor.Exec(ctx, s.c, []string{s.kSession(id), s.kLog(id)},
+		[]string{strconv.FormatUint(pos, 10), a}).AsInt64()
+	if err != nil {
+		return fmt.Errorf("move the delivered cursor of %s: %w", id, err)
+	}
+	if n < 0 {
+		return notFound(id)
+	}
+	return nil
+}
+
+// Delivered implements Store.
+func (s *RedisStore) Delivered(ctx context.Context, id string, pos uint64) error {
+	return s.cursor(ctx, id, pos, false)
+}
+
+// Ack implements Store.
+func (s *RedisStore) Ack(ctx context.Context, id string, pos uint64) error {
+	return s.cursor(ctx, id, pos, true)
 }
 
 func holderOf(f []rueidis.RedisMessage) (Holder, error) {
@@ -329,23 +443,6 @@ func holderOf(f []rueidis.RedisMessage) (Holder, error) {
 	return h, nil
 }
 
-// luaDrain returns and deletes the outbox. KEYS: outbox.
-var luaDrain = rueidis.NewLuaScript(`
-local v = redis.call('LRANGE', KEYS[1], 0, -1)
-redis.call('DEL', KEYS[1])
-return v`)
-
-// DrainOutbox implements Store.
-func (s *RedisStore) DrainOutbox(ctx context.Context, id string) ([][]byte, error) {
-	ctx, cancel := s.op(ctx)
-	defer cancel()
-	v, err := luaDrain.Exec(ctx, s.c, []string{s.kOutbox(id)}, nil).AsStrSlice()
-	if err != nil {
-		return nil, fmt.Errorf("drain outbox of %s: %w", id, err)
-	}
-	return toBytes(v), nil
-}
-
 func toBytes(v []string) [][]byte {
 	if len(v) == 0 {
 		return nil
@@ -358,10 +455,12 @@ func toBytes(v []string) [][]byte {
 }
 
 // luaClaim makes node/conn the holder, bumps the epoch, records the node,
-// drains the outbox, refreshes every TTL, and returns
-// {epoch, {nodes before}, {outbox}}; nil if the session is gone.
-// {-1} if it is another user's.
-// KEYS: session, outbox, nodes, history. ARGV: node, conn, ttl ms, now ms, user.
+// raises the delivered cursor, refreshes every TTL, and returns
+// {epoch, {nodes before}, pos, first, {log entries after the resume
+// point}, resume point}; nil if the session is gone, {-1} if it is
+// another user's.
+// KEYS: session, log, nodes, history. ARGV: node, conn, ttl ms, now ms,
+// user, has last ("1"/"0"), last, delivered.
 var luaClaim = rueidis.NewLuaScript(`
 local u = redis.call('HGET', KEYS[1], 'user')
 if not u then return false end
@@ -370,20 +469,37 @@ local ep = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HSET', KEYS[1], 'hnode', ARGV[1], 'hconn', ARGV[2], 'updated', ARGV[4])
 local nodes = redis.call('SMEMBERS', KEYS[3])
 redis.call('SADD', KEYS[3], ARGV[1])
-local ob = redis.call('LRANGE', KEYS[2], 0, -1)
-redis.call('DEL', KEYS[2])
+local pos = tonumber(redis.call('HGET', KEYS[1], 'pos') or '0')
+local dlv = math.max(tonumber(redis.call('HGET', KEYS[1], 'dlv') or '0'), math.min(tonumber(ARGV[8]), pos))
+local after = dlv
+if ARGV[6] == '1' then
+  after = math.min(tonumber(ARGV[7]), pos)
+  dlv = math.max(dlv, after)
+end
+redis.call('HSET', KEYS[1], 'dlv', dlv)
+local n = redis.call('LLEN', KEYS[2])
+local first = pos - n + 1
+local from = after - first + 1
+if from < 0 then from = 0 end
+local entries = redis.call('LRANGE', KEYS[2], from, -1)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
 redis.call('PEXPIRE', KEYS[4], ARGV[3])
-return {ep, nodes, ob}`)
+return {ep, nodes, pos, first, entries, after}`)
 
 // Claim implements Store.
-func (s *RedisStore) Claim(ctx context.Context, id, user, node string, conn uint64) (Claim, error) {
+func (s *RedisStore) Claim(ctx context.Context, id, user, node string, conn uint64, from Resume) (Claim, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
+	hasLast := "0"
+	if from.HasLast {
+		hasLast = "1"
+	}
 	r, err := luaClaim.Exec(ctx, s.c,
-		[]string{s.kSession(id), s.kOutbox(id), s.kNodes(id), s.kHistory(id)},
-		[]string{node, strconv.FormatUint(conn, 10), s.ttlMS(), nowMS(), user}).ToArray()
+		[]string{s.kSession(id), s.kLog(id), s.kNodes(id), s.kHistory(id)},
+		[]string{node, strconv.FormatUint(conn, 10), s.ttlMS(), nowMS(), user, hasLast,
+			strconv.FormatUint(from.Last, 10), strconv.FormatUint(from.Delivered, 10)}).ToArray()
 	if rueidis.IsRedisNil(err) {
 		return Claim{}, notFound(id)
 	}
@@ -405,8 +521,14 @@ func (s *RedisStore) Claim(ctx context.Context, id, user, node string, conn uint
 			c.Nodes = append(c.Nodes, n)
 		}
 	}
-	ob, _ := r[2].AsStrSlice()
-	c.Outbox = toBytes(ob)
+	after, _ := r[5].AsInt64()
+	c.After = uint64(after)
+	entries, pos, err := logOf(r[2:5], c.After)
+	if err != nil {
+		return Claim{}, fmt.Errorf("claim session %s: %w", id, err)
+	}
+	c.Pos = pos
+	c.Log, c.Missed = replayOf(entries, c.After, pos)
 	return c, nil
 }
 
@@ -433,7 +555,7 @@ func (s *RedisStore) Touch(ctx context.Context, id string) error {
 	r := s.c.DoMulti(ctx,
 		s.c.B().Pexpire().Key(s.kSession(id)).Milliseconds(ms).Build(),
 		s.c.B().Pexpire().Key(s.kHistory(id)).Milliseconds(ms).Build(),
-		s.c.B().Pexpire().Key(s.kOutbox(id)).Milliseconds(ms).Build(),
+		s.c.B().Pexpire().Key(s.kLog(id)).Milliseconds(ms).Build(),
 		s.c.B().Pexpire().Key(s.kNodes(id)).Milliseconds(ms).Build())
 	for _, x := range r {
 		if err := x.Error(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,7 +14,7 @@ import (
 	"github.com/orchestratord/orchestratord/daemon/events"
 )
 
-var testLimits = config.Sessions{TTL: config.Duration(time.Hour), OutboxMax: 3, HistoryMaxTurns: 3}
+var testLimits = config.Sessions{TTL: config.Duration(time.Hour), OutboxMax: 3, HistoryMaxTurns: 3, ReplayMax: 3, ReplayBytes: 1 << 20}
 
 // TestStoreContract runs the same behaviour against every Store.
 func TestStoreContract(t *testing.T) {
@@ -46,10 +47,14 @@ func TestStoreContract(t *testing.T) {
 				_, errOwner := s.Owner(ctx, id)
 				errPatch := s.PatchContext(ctx, id, json.RawMessage(`{"a":1}`))
 				errHist := s.AppendHistory(ctx, id, []events.Turn{{Role: "user", Content: "x"}})
-				_, errPush := s.PushOutbox(ctx, id, []byte("m"))
-				_, errClaim := s.Claim(ctx, id, "u", "n1", 1)
+				_, errPush := s.Append(ctx, id, []byte(`{"type":"result","id":"1"}`), 0)
+				_, errClaim := s.Claim(ctx, id, "u", "n1", 1, Resume{})
 				errTouch := s.Touch(ctx, id)
-				for i, err := range []error{errGet, errOwner, errPatch, errHist, errPush, errClaim, errTouch} {
+				errGap := s.AppendGap(ctx, id, 1)
+				_, errRead := s.ReadLog(ctx, id, 0)
+				errDlv := s.Delivered(ctx, id, 1)
+				errAck := s.Ack(ctx, id, 1)
+				for i, err := range []error{errGet, errOwner, errPatch, errHist, errPush, errClaim, errTouch, errGap, errRead, errDlv, errAck} {
 					if !errors.Is(err, ErrNotFound) {
 						t.Errorf("operation %d on unknown id: got %v, want ErrNotFound", i, err)
 					}
@@ -103,22 +108,92 @@ func TestStoreContract(t *testing.T) {
 					t.Fatalf("history = %v, want %v", g.History, want)
 				}
 			})
-			t.Run("outbox bounded drain", func(t *testing.T) {
+			t.Run("log numbered and bounded", func(t *testing.T) {
 				sess, _ := s.Create(ctx, "dave")
 				for i := range 5 {
-					if _, err := s.PushOutbox(ctx, sess.ID, fmt.Appendf(nil, "m%d", i)); err != nil {
+					msg := events.AppendResult(nil, fmt.Sprintf("r%d", i+1), []byte("1"))
+					a, err := s.Append(ctx, sess.ID, msg, events.PosIndex(msg))
+					if err != nil {
 						t.Fatal(err)
 					}
+					want := fmt.Sprintf(`{"type":"result","id":"r%d","pos":%d,"data":1}`, i+1, i+1)
+					if a.Pos != uint64(i+1) || string(a.Msg) != want {
+						t.Fatalf("Append %d = %d %s, want %d %s", i, a.Pos, a.Msg, i+1, want)
+					}
 				}
-				got, err := s.DrainOutbox(ctx, sess.ID)
+				got, err := s.ReadLog(ctx, sess.ID, 0)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if want := []string{"m2", "m3", "m4"}; !slices.Equal(strs(got), want) {
-					t.Fatalf("outbox = %q, want %q", strs(got), want)
+				if ps := positions(got); !slices.Equal(ps, []uint64{3, 4, 5}) {
+					t.Fatalf("log positions = %v, want [3 4 5] (replay_max 3)", ps)
 				}
-				if got, _ := s.DrainOutbox(ctx, sess.ID); len(got) != 0 {
-					t.Fatalf("second drain = %q, want empty", strs(got))
+				if got, _ := s.ReadLog(ctx, sess.ID, 4); !slices.Equal(positions(got), []uint64{5}) {
+					t.Fatalf("ReadLog after 4 = %v, want [5]", positions(got))
+				}
+				// Resume after 1: 2 had left the log (missed), 3..5 replayed.
+				c, err := s.Claim(ctx, sess.ID, "dave", "n1", 1, Resume{Last: 1, HasLast: true})
+				if err != nil || c.Pos != 5 || c.Missed != 1 || !slices.Equal(positions(c.Log), []uint64{3, 4, 5}) {
+					t.Fatalf("claim after 1 = %+v, %v; want pos 5, missed 1, replay 3..5", c, err)
+				}
+				// A v1 resume after that claim starts at its last (the cursor moved).
+				c, err = s.Claim(ctx, sess.ID, "dave", "n1", 2, Resume{})
+				if err != nil || c.After != 1 || c.Missed != 1 {
+					t.Fatalf("v1 claim = %+v, %v; want after 1, missed 1", c, err)
+				}
+				if err := s.Delivered(ctx, sess.ID, 4); err != nil {
+					t.Fatal(err)
+				}
+				c, err = s.Claim(ctx, sess.ID, "dave", "n1", 3, Resume{})
+				if err != nil || c.After != 4 || c.Missed != 0 || !slices.Equal(positions(c.Log), []uint64{5}) {
+					t.Fatalf("v1 claim after delivered 4 = %+v, %v; want replay [5]", c, err)
+				}
+				// A last beyond the position replays nothing and misses nothing.
+				c, err = s.Claim(ctx, sess.ID, "dave", "n1", 4, Resume{Last: 99, HasLast: true})
+				if err != nil || c.After != 5 || c.Missed != 0 || len(c.Log) != 0 {
+					t.Fatalf("claim after 99 = %+v, %v; want nothing", c, err)
+				}
+				// Ack trims: a resume from 3 then misses 4 (acked away).
+				if err := s.Ack(ctx, sess.ID, 4); err != nil {
+					t.Fatal(err)
+				}
+				if got, _ := s.ReadLog(ctx, sess.ID, 0); !slices.Equal(positions(got), []uint64{5}) {
+					t.Fatalf("log after ack 4 = %v, want [5]", positions(got))
+				}
+				// Gaps take positions and count as missed.
+				if err := s.AppendGap(ctx, sess.ID, 2); err != nil {
+					t.Fatal(err)
+				}
+				msg := events.AppendError(nil, "e", "timeout", "slow")
+				if a, err := s.Append(ctx, sess.ID, msg, events.PosIndex(msg)); err != nil || a.Pos != 8 {
+					t.Fatalf("append after gaps = %d, %v; want 8", a.Pos, err)
+				}
+				c, err = s.Claim(ctx, sess.ID, "dave", "n1", 5, Resume{Last: 5, HasLast: true})
+				if err != nil || c.Missed != 2 || !slices.Equal(positions(c.Log), []uint64{8}) {
+					t.Fatalf("claim over gaps = %+v, %v; want missed 2, replay [8]", c, err)
+				}
+			})
+			t.Run("log bounded by bytes", func(t *testing.T) {
+				lim := testLimits
+				lim.ReplayMax, lim.ReplayBytes = 100, 2048
+				s2, _ := b.openStore(t, lim)
+				sess, _ := s2.Create(ctx, "dora")
+				big := []byte(`"` + strings.Repeat("x", 900) + `"`)
+				for i := range 4 {
+					msg := events.AppendResult(nil, fmt.Sprint(i), big)
+					if _, err := s2.Append(ctx, sess.ID, msg, events.PosIndex(msg)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if got, _ := s2.ReadLog(ctx, sess.ID, 0); !slices.Equal(positions(got), []uint64{3, 4}) {
+					t.Fatalf("log = %v, want [3 4] within 2048 bytes", positions(got))
+				}
+				huge := events.AppendResult(nil, "h", []byte(`"`+strings.Repeat("y", 5000)+`"`))
+				if _, err := s2.Append(ctx, sess.ID, huge, events.PosIndex(huge)); err != nil {
+					t.Fatal(err)
+				}
+				if got, _ := s2.ReadLog(ctx, sess.ID, 0); !slices.Equal(positions(got), []uint64{5}) {
+					t.Fatalf("log = %v, want the newest alone even past the bytes", positions(got))
 				}
 			})
 			t.Run("claim", func(t *testing.T) {
@@ -126,23 +201,24 @@ func TestStoreContract(t *testing.T) {
 				if h, _ := s.Holder(ctx, sess.ID); h != (Holder{}) {
 					t.Fatalf("fresh holder = %+v, want zero", h)
 				}
-				if _, err := s.Claim(ctx, sess.ID, "mallory", "n1", 7); !errors.Is(err, ErrForbidden) {
+				if _, err := s.Claim(ctx, sess.ID, "mallory", "n1", 7, Resume{}); !errors.Is(err, ErrForbidden) {
 					t.Fatalf("claim by another user: %v, want ErrForbidden", err)
 				}
 				if h, _ := s.Holder(ctx, sess.ID); h != (Holder{}) {
 					t.Fatalf("holder after a forbidden claim = %+v, want zero", h)
 				}
-				c1, err := s.Claim(ctx, sess.ID, "erin", "n1", 7)
+				c1, err := s.Claim(ctx, sess.ID, "erin", "n1", 7, Resume{})
 				if err != nil || c1.Epoch != 1 || len(c1.Nodes) != 0 {
 					t.Fatalf("first claim = %+v, %v; want epoch 1, no nodes", c1, err)
 				}
-				h, _ := s.PushOutbox(ctx, sess.ID, []byte("t1"))
-				if h != (Holder{Node: "n1", Conn: 7, Epoch: 1}) {
-					t.Fatalf("PushOutbox holder = %+v, want n1/7/1", h)
+				msg := []byte(`{"type":"result","id":"t1","data":1}`)
+				a, _ := s.Append(ctx, sess.ID, msg, events.PosIndex(msg))
+				if a.Holder != (Holder{Node: "n1", Conn: 7, Epoch: 1}) {
+					t.Fatalf("Append holder = %+v, want n1/7/1", a.Holder)
 				}
-				c2, err := s.Claim(ctx, sess.ID, "erin", "n2", 9)
-				if err != nil || c2.Epoch != 2 || !slices.Equal(c2.Nodes, []string{"n1"}) || !slices.Equal(strs(c2.Outbox), []string{"t1"}) {
-					t.Fatalf("second claim = %+v, %v; want epoch 2, nodes [n1], outbox [t1]", c2, err)
+				c2, err := s.Claim(ctx, sess.ID, "erin", "n2", 9, Resume{})
+				if err != nil || c2.Epoch != 2 || !slices.Equal(c2.Nodes, []string{"n1"}) || len(c2.Log) != 1 || string(c2.Log[0].Msg) != string(a.Msg) {
+					t.Fatalf("second claim = %+v, %v; want epoch 2, nodes [n1], replay [t1]", c2, err)
 				}
 				if h, _ := s.Holder(ctx, sess.ID); h != (Holder{Node: "n2", Conn: 9, Epoch: 2}) {
 					t.Fatalf("holder = %+v, want n2/9/2", h)
@@ -228,10 +304,10 @@ func TestIDs(t *testing.T) {
 	}
 }
 
-func strs(b [][]byte) []string {
-	out := make([]string, len(b))
-	for i, x := range b {
-		out[i] = string(x)
+func positions(es []LogEntry) []uint64 {
+	out := make([]uint64, 0, len(es))
+	for _, e := range es {
+		out = append(out, e.Pos)
 	}
 	return out
 }

@@ -53,10 +53,10 @@ func (m *Manager) Begin(id, reqID string) *Stream {
 // may be reused by the caller after return (it is copied).
 func (s *Stream) Chunk(msg []byte) {
 	c := slices.Clone(msg)
-	l := s.l
+	l, m := s.l, s.m
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if s.ended {
+		l.mu.Unlock()
 		return
 	}
 	s.chunks = append(s.chunks, c)
@@ -66,72 +66,78 @@ func (s *Stream) Chunk(msg []byte) {
 		s.chunks[0] = nil
 		s.chunks = s.chunks[1:]
 	}
-	s.deliverLocked(c, false)
-}
-
-// End delivers the encoded terminal message: on the session's live
-// connection when one can take it, else into the session's outbox (the
-// terminal alone: it carries the request's final value; see
-// docs/sessions.md). Later calls are ignored.
-func (s *Stream) End(msg []byte) {
-	// NODELOSS HOOK (keep at merge, in front of Manager.Terminal): a run a
-	// surviving replica already ended with node_lost gets no second
-	// terminal; one whose check cannot reach the store is held and retried.
-	if !s.m.settleRun(s, msg) {
-		return
-	}
-	c := slices.Clone(msg)
-	l, m := s.l, s.m
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if s.ended {
-		return
-	}
-	s.ended = true
-	if l.streams[s.req] == s {
-		delete(l.streams, s.req)
-		if len(l.streams) == 0 {
-			l.streams = nil
-		}
-	}
-	if !s.deliverLocked(c, true) {
-		m.toOutboxLocked(l, c)
-	}
-	m.releaseLocked(l)
-}
-
-// replay returns the recorded chunks, oldest first; l.mu held.
-func (s *Stream) replay() [][]byte { return s.chunks }
-
-// deliverLocked sends msg to the session's connection: directly when it is
-// on this node, else relayed to the holder's node. It reports whether the
-// message was handed to a connection (or, for a relay, to the holder's
-// node, which then owns a terminal). l.mu held.
-func (s *Stream) deliverLocked(msg []byte, final bool) bool {
-	l, m := s.l, s.m
 	if l.out != nil {
-		return l.out.Send(msg) == nil
+		m.sendLocked(l, c, 0)
+		l.mu.Unlock()
+		return
 	}
+	lookup := m.bus != nil && l.remote.Epoch == 0 && !s.looked
+	s.looked = s.looked || lookup
+	l.mu.Unlock()
 	if m.bus == nil {
-		return false
+		return
 	}
-	if l.remote.Epoch == 0 && !s.looked {
+	if lookup {
 		// The session was never claimed elsewhere as far as this node
 		// knows: ask the store once per stream (the rare case of a request
-		// begun after its connection moved away).
-		s.looked = true
+		// begun after its connection moved away), off the session's lock.
 		ctx, cancel := context.WithTimeout(m.ctx, m.opts.Redis.OpTimeout)
 		h, err := m.store.Holder(ctx, l.id)
 		cancel()
+		l.mu.Lock()
 		if err == nil && h.Epoch > l.epoch {
 			l.epoch = h.Epoch
 			if h.Node != m.node {
 				l.remote = h
 			}
 		}
+		l.mu.Unlock()
 	}
-	if l.remote.Epoch == 0 || l.remote.Node == m.node {
-		return false
+	l.mu.Lock()
+	to := l.remote
+	here := l.out != nil
+	if here {
+		m.sendLocked(l, c, 0)
 	}
-	return m.bus.relay(l.remote, l.id, s.req, final, msg)
+	l.mu.Unlock()
+	if !here && to.Epoch != 0 && to.Node != m.node {
+		m.bus.relay(to, l.id, s.req, 0, c)
+	}
 }
+
+// End writes the request's terminal message through Manager.Terminal
+// (numbered, logged, delivered) and unregisters the stream. Later calls
+// are ignored.
+func (s *Stream) End(msg []byte) {
+	// NODELOSS HOOK (in front of Manager.terminal): a run a surviving
+	// replica already ended with node_lost gets no second terminal; one
+	// whose check cannot reach the store is held and retried.
+	if !s.m.settleRun(s, msg) {
+		return
+	}
+	l, m := s.l, s.m
+	l.mu.Lock()
+	if s.ended {
+		l.mu.Unlock()
+		return
+	}
+	s.ended = true
+	l.held++ // the stream's hold passes to the terminal
+	l.mu.Unlock()
+	defer m.unhold(l)
+	_, _ = m.terminal(m.ctx, l, s.req, msg, s)
+}
+
+// unregisterLocked removes the stream from its session; l.mu held.
+func (s *Stream) unregisterLocked() {
+	l := s.l
+	if l.streams[s.req] == s {
+		delete(l.streams, s.req)
+		if len(l.streams) == 0 {
+			l.streams = nil
+		}
+	}
+}
+
+// replay returns the recorded chunks, oldest first; l.mu held.
+func (s *Stream) replay() [][]byte { return s.chunks }

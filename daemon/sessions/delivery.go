@@ -1,0 +1,365 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/orchestratord/orchestratord/daemon/events"
+)
+
+// Delivery (contract 1.1, section 4a). Every terminal of a session goes
+// through Terminal, the one place where it is numbered, logged and
+// delivered:
+//
+//   - the store numbers it and appends it to the session's replay log in
+//     one step (memory: a map write; Redis: one Lua round trip);
+//   - it is then sent, tagged with its position, to the session's live
+//     connection on this node, or relayed to the holder's node.
+//
+// A local's termMu orders numbering and delivery of the terminals produced
+// on this node, and Attach takes it around its claim, so a resume's replay
+// and live terminals never cross: a terminal is either in the claim's
+// replay or sent live after it, never both, never neither. termMu is held
+// across a store round trip, but only by Terminal and Attach, which run on
+// request goroutines and the attach goroutine: never by a connection
+// worker or the poller (with the Redis store dispatch sends even an
+// inline echo answer through a goroutine). l.mu, which workers take, is
+// never held across a round trip.
+
+// ErrDeferred reports a terminal that the store could not take now: it is
+// kept in memory (bounded) and logged, numbered and delivered, in order,
+// when the store is back.
+var ErrDeferred = errors.New("terminal kept in memory until the session store is back")
+
+// Terminal numbers a terminal message of request requestID (encoded by
+// the events package, without position), appends it to the session's
+// replay log and delivers it to the session's connection wherever it is.
+// It returns the position. With ErrDeferred the terminal waits in memory
+// for the store; with ErrNotFound the session has expired and the
+// terminal is dropped. msg may be reused after return.
+func (m *Manager) Terminal(ctx context.Context, sessionID, requestID string, msg []byte) (uint64, error) {
+	l := m.holdLocal(sessionID)
+	defer m.unhold(l)
+	return m.terminal(ctx, l, requestID, msg, nil)
+}
+
+// holdLocal returns the session's local state and keeps it registered
+// until unhold.
+func (m *Manager) holdLocal(id string) *local {
+	l := m.lockLocal(id, true)
+	l.held++
+	l.mu.Unlock()
+	return l
+}
+
+func (m *Manager) unhold(l *local) {
+	l.mu.Lock()
+	l.held--
+	m.releaseLocked(l)
+	l.mu.Unlock()
+}
+
+// terminal is Terminal on a held local; s, if set, is the request's
+// stream, unregistered in the same step (so a resume sees either its
+// chunks and then its terminal live, or its terminal in the replay).
+func (m *Manager) terminal(ctx context.Context, l *local, req string, msg []byte, s *Stream) (uint64, error) {
+	at := events.PosIndex(msg)
+	l.termMu.Lock()
+	defer l.termMu.Unlock()
+	if s != nil {
+		l.mu.Lock()
+		s.unregisterLocked()
+		l.mu.Unlock()
+	}
+	if m.deferring(l.id) {
+		return 0, m.deferTerminal(l.id, req, msg, at)
+	}
+	a, err := m.append(ctx, l, msg, at)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrNotFound):
+		m.log.Debug("terminal for an expired session dropped", slog.String("session", l.id), slog.String("request", req))
+		return 0, err
+	case errors.Is(err, ErrClosed) || m.ctx.Err() != nil:
+		m.log.Error("terminal lost: session manager closed", slog.String("session", l.id), slog.String("request", req))
+		return 0, fmt.Errorf("terminal of %s: %w", req, ErrClosed)
+	default:
+		m.warn("session store unavailable, terminal kept in memory", slog.String("session", l.id), slog.Any("err", err))
+		return 0, m.deferTerminal(l.id, req, msg, at)
+	}
+	m.deliver(l, req, a)
+	return a.Pos, nil
+}
+
+// append is Store.Append; when the store lost the session (a Redis that
+// restarted empty) while this node still serves it, the session is
+// re-created, so the terminal is logged rather than dropped.
+func (m *Manager) append(ctx context.Context, l *local, msg []byte, at int) (Appended, error) {
+	a, err := m.store.Append(ctx, l.id, msg, at)
+	if errors.Is(err, ErrNotFound) {
+		l.mu.Lock()
+		user := l.user
+		l.mu.Unlock()
+		if user != "" && m.store.Restore(ctx, l.id, user) == nil {
+			a, err = m.store.Append(ctx, l.id, msg, at)
+		}
+	}
+	return a, err
+}
+
+// deliver sends a logged terminal to the session's connection: here, or
+// relayed to the holder's node. Not delivered, it stays in the log for the
+// next resume.
+func (m *Manager) deliver(l *local, req string, a Appended) {
+	l.mu.Lock()
+	if l.out != nil {
+		m.sendLocked(l, a.Msg, a.Pos)
+		l.mu.Unlock()
+		return
+	}
+	var to Holder
+	if h := a.Holder; m.bus != nil && h.Node != "" && h.Node != m.node && h.Epoch >= l.epoch {
+		l.epoch, l.remote, to = h.Epoch, h, h
+	}
+	l.mu.Unlock()
+	if to.Node != "" {
+		m.bus.relay(to, l.id, req, a.Pos, a.Msg)
+	}
+}
+
+// outMsg is a message waiting behind a paced replay; pos 0: not a terminal.
+type outMsg struct {
+	msg []byte
+	pos uint64
+}
+
+// backlog holds what a connection is owed beyond what its socket queue
+// should take at once: a replay, and what came live meanwhile, in order.
+type backlog struct {
+	msgs  []outMsg
+	head  int
+	live  int // bytes queued behind the replay after it began
+	total int
+}
+
+// sendLocked sends one message to l's connection, behind a paced replay
+// if one is under way. A terminal already sent (its position at or below
+// l.sent: it was in the replay) is not sent again. l.mu held.
+func (m *Manager) sendLocked(l *local, msg []byte, pos uint64) {
+	if pos != 0 {
+		if pos <= l.sent {
+			return
+		}
+		if pos > l.sent+1 && l.hole == 0 {
+			// A terminal this connection never got: the delivered cursor
+			// must not pass it (see Detach).
+			l.hole = l.sent + 1
+		}
+		l.sent = pos
+	}
+	if bl := l.bl; bl != nil {
+		bl.msgs = append(bl.msgs, outMsg{msg, pos})
+		bl.live += len(msg)
+		if bl.live > m.opts.maxBacklog() {
+			m.log.Warn("slow consumer: live messages behind a replay passed their bound",
+				slog.String("session", l.id), slog.Int("bytes", bl.live))
+			l.bl = nil
+			l.out.Cut()
+		}
+		return
+	}
+	if pos != 0 {
+		_ = l.out.SendTerminal(msg, pos)
+	} else {
+		_ = l.out.Send(msg)
+	}
+}
+
+// replayLocked queues msgs on l's connection paced by its socket: at most
+// about Options.PaceBytes wait in the connection's queue, the rest follows
+// as it drains (never a 4008 for what a resume is owed). l.mu held.
+func (m *Manager) replayLocked(l *local, msgs []outMsg) {
+	if len(msgs) == 0 {
+		return
+	}
+	if l.bl == nil {
+		l.bl = &backlog{}
+	}
+	for _, o := range msgs {
+		l.bl.msgs = append(l.bl.msgs, o)
+		l.bl.total += len(o.msg)
+	}
+	m.pumpLocked(l)
+}
+
+// pumpLocked moves the backlog to the connection while its queue is under
+// the pace, then waits for it to drain. l.mu held.
+func (m *Manager) pumpLocked(l *local) {
+	bl, out := l.bl, l.out
+	if bl == nil || out == nil {
+		return
+	}
+	pace := m.opts.paceBytes()
+	for bl.head < len(bl.msgs) && out.Queued() < pace {
+		o := bl.msgs[bl.head]
+		bl.msgs[bl.head] = outMsg{}
+		bl.head++
+		var err error
+		if o.pos != 0 {
+			err = out.SendTerminal(o.msg, o.pos)
+		} else {
+			err = out.Send(o.msg)
+		}
+		if err != nil {
+			l.bl = nil // the connection is gone; the log keeps the terminals
+			return
+		}
+	}
+	if bl.head == len(bl.msgs) {
+		l.bl = nil
+		return
+	}
+	// The callback runs on the connection's goroutine, maybe at once:
+	// never under l.mu, so it only starts a goroutine.
+	out.NotifyDrained(pace/2, func() { go m.pump(l, out) })
+}
+
+func (m *Manager) pump(l *local, out Outlet) {
+	l.mu.Lock()
+	if l.out == out {
+		m.pumpLocked(l)
+	}
+	l.mu.Unlock()
+}
+
+// Detach tells the manager that out's connection closed; out is never used
+// again. acked is the highest position the connection's peer is known to
+// have received (netpoll's Conn.Acked: every tagged frame up to it was
+// written and acknowledged by the peer's TCP): the session's delivered
+// cursor moves there, so that a resume without ?last= replays what came
+// after. No-op if out was already replaced. The store write is made off
+// the caller's goroutine with the Redis store.
+func (m *Manager) Detach(id string, out Outlet, acked uint64) {
+	l := m.lockLocal(id, false)
+	if l == nil {
+		return
+	}
+	write, gone := false, false
+	if l.out == out {
+		gone = true
+		if l.hole != 0 {
+			acked = min(acked, l.hole-1)
+		}
+		l.out, l.conn, l.bl, l.hole = nil, 0, nil, 0
+		if acked > l.dlv {
+			l.dlv, write = acked, true
+		}
+	}
+	m.releaseLocked(l)
+	l.mu.Unlock()
+	if ms, ok := m.store.(*MemoryStore); ok && gone {
+		ms.SetDetached(id, time.Now())
+	}
+	if !write {
+		return
+	}
+	m.async(asyncOp{kind: opDelivered, id: id, pos: acked, l: l})
+}
+
+// Ack is the client's ack (contract 1.1 section 4a): the log drops the
+// terminals up to pos. It never blocks: with Redis the write is queued.
+func (m *Manager) Ack(id string, pos uint64) {
+	m.async(asyncOp{kind: opAck, id: id, pos: pos})
+}
+
+// Async store writes: the delivered cursor and acks. The memory store
+// writes at once; Redis writes go to one goroutine through a bounded
+// queue (a full queue drops an ack, which only trims early, or a cursor,
+// which only makes a v1 resume replay more).
+
+type asyncKind uint8
+
+const (
+	opDelivered asyncKind = iota + 1
+	opAck
+)
+
+type asyncOp struct {
+	kind asyncKind
+	id   string
+	pos  uint64
+	l    *local // opDelivered: whose l.dlv to clear once written
+}
+
+func (m *Manager) async(op asyncOp) {
+	if m.asyncq == nil {
+		m.doAsync(op)
+		return
+	}
+	select {
+	case m.asyncq <- op:
+	default:
+		m.warn("session write queue full: cursor or ack dropped", slog.String("session", op.id))
+	}
+}
+
+func (m *Manager) doAsync(op asyncOp) {
+	ctx, cancel := context.WithTimeout(m.ctx, m.opts.Redis.OpTimeout)
+	defer cancel()
+	var err error
+	switch op.kind {
+	case opDelivered:
+		err = m.store.Delivered(ctx, op.id, op.pos)
+		if l := op.l; l != nil {
+			l.mu.Lock()
+			if err == nil && l.dlv <= op.pos {
+				l.dlv = 0
+				m.releaseLocked(l)
+			}
+			l.mu.Unlock()
+		}
+	case opAck:
+		err = m.store.Ack(ctx, op.id, op.pos)
+	}
+	if err != nil && !errors.Is(err, ErrNotFound) && m.ctx.Err() == nil {
+		m.warn("session cursor write failed", slog.String("session", op.id), slog.Any("err", err))
+	}
+}
+
+func (m *Manager) asyncWriter() {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case op := <-m.asyncq:
+			m.doAsync(op)
+		}
+	}
+}
+
+// Counts returns the sessions attached on this node, the detached ones it
+// keeps for resume (memory store; with Redis they are kept in Redis, not
+// here: 0), and the bytes it holds for sessions in process memory.
+func (m *Manager) Counts() (attached, detached int, bytes int64) {
+	attached = m.Stats().Attached
+	if ms, ok := m.store.(*MemoryStore); ok {
+		_, detached = ms.detached(nil, 0)
+		bytes = ms.Bytes()
+	}
+	bytes += m.pendBytes.Load()
+	return attached, detached, bytes
+}
+
+// Detached appends to dst up to limit detached sessions kept for resume,
+// oldest detached first, with what they are owed (memory store; with
+// Redis they are kept in Redis and none are listed).
+func (m *Manager) Detached(dst []DetachedInfo, limit int) []DetachedInfo {
+	if ms, ok := m.store.(*MemoryStore); ok {
+		dst, _ = ms.detached(dst, limit)
+	}
+	return dst
+}

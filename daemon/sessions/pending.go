@@ -1,0 +1,168 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+)
+
+// Terminals the store could not take (Redis down) wait here, in order,
+// and are logged, numbered and delivered when it is back. A session with
+// terminals waiting queues its next ones behind them, so positions keep
+// the order in which the terminals were produced. The wait is bounded by
+// bytes (a quarter of the memory budget) and count; past either bound the
+// oldest waiting terminal is replaced by a gap, which takes its position
+// when the store is back and makes the next resume over it say
+// recovered:false with missed: a loss is always told, never silent.
+
+// maxPending bounds the terminals (and gaps) waiting for the store.
+const maxPending = 100000
+
+type pendingTerm struct {
+	id, req string
+	msg     []byte // nil: a gap (the terminal was dropped for memory)
+	at      int
+	gaps    int
+}
+
+// deferring reports whether session id has terminals waiting.
+func (m *Manager) deferring(id string) bool {
+	m.pendMu.Lock()
+	defer m.pendMu.Unlock()
+	return m.pendBy[id] > 0
+}
+
+// deferTerminal queues a terminal for the store; it returns ErrDeferred.
+func (m *Manager) deferTerminal(id, req string, msg []byte, at int) error {
+	if m.retryKick == nil { // the memory store cannot be unavailable
+		m.log.Error("terminal lost: session store failed", "session", id, "request", req)
+		return ErrClosed
+	}
+	c := append([]byte(nil), msg...)
+	m.pendMu.Lock()
+	m.pending = append(m.pending, pendingTerm{id: id, req: req, msg: c, at: at})
+	m.pendBy[id]++
+	m.pendBytes.Add(int64(len(c)))
+	budget := m.lim.budget / 4
+	for i := m.pendHead; i < len(m.pending) && (m.pendBytes.Load() > budget || len(m.pending)-m.pendHead > maxPending); i++ {
+		p := &m.pending[i]
+		if p.msg == nil {
+			continue
+		}
+		m.pendBytes.Add(-int64(len(p.msg)))
+		p.msg, p.gaps = nil, 1
+		m.log.Error("terminal dropped while the session store is unavailable: its resume will report it missed",
+			"session", p.id, "request", p.req)
+	}
+	if len(m.pending)-m.pendHead > maxPending {
+		p := m.pending[m.pendHead]
+		m.pendHead++
+		m.pendBy[p.id]--
+		if m.pendBy[p.id] == 0 {
+			delete(m.pendBy, p.id)
+		}
+		m.log.Error("terminal position lost: too many waiting for the session store", "session", p.id, "request", p.req)
+	}
+	m.pendMu.Unlock()
+	select {
+	case m.retryKick <- struct{}{}:
+	default:
+	}
+	return ErrDeferred
+}
+
+// retryPending logs the waiting terminals, oldest first, every 250 ms
+// until the store takes them. Owned by the Manager (Close stops it; what
+// still waits then is logged as lost).
+func (m *Manager) retryPending() {
+	defer m.wg.Done()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			m.pendMu.Lock()
+			if n := len(m.pending) - m.pendHead; n > 0 {
+				m.log.Error("terminal messages lost at close: session store unavailable", slog.Int("messages", n))
+			}
+			m.pending, m.pendHead = nil, 0
+			m.pendMu.Unlock()
+			return
+		case <-m.retryKick:
+			continue // the failure was just seen: wait for the next tick
+		case <-t.C:
+		}
+		for m.retryOne() {
+		}
+	}
+}
+
+// retryOne logs the oldest waiting terminal; false when there is none or
+// the store still fails.
+func (m *Manager) retryOne() bool {
+	m.pendMu.Lock()
+	if m.pendHead == len(m.pending) {
+		m.pending, m.pendHead = m.pending[:0], 0
+		m.pendMu.Unlock()
+		return false
+	}
+	p := m.pending[m.pendHead]
+	m.pendMu.Unlock()
+
+	l := m.holdLocal(p.id)
+	defer m.unhold(l)
+	l.termMu.Lock()
+	ctx, cancel := context.WithTimeout(m.ctx, m.opts.Redis.OpTimeout)
+	var (
+		a   Appended
+		err error
+	)
+	if p.msg == nil {
+		err = m.store.AppendGap(ctx, p.id, p.gaps)
+	} else {
+		a, err = m.append(ctx, l, p.msg, p.at)
+	}
+	cancel()
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		l.termMu.Unlock()
+		return false
+	}
+	if err == nil && p.msg != nil {
+		m.deliver(l, p.req, a)
+		m.log.Info("waiting terminal logged", slog.String("session", p.id), slog.Uint64("pos", a.Pos))
+	}
+	m.pendMu.Lock()
+	// The head is still p: only this goroutine moves it (deferTerminal
+	// moves it only past maxPending, then p is gone and its slot reused
+	// for a later one; logging it twice is avoided by the compare).
+	if m.pendHead < len(m.pending) && m.pending[m.pendHead].id == p.id && m.pending[m.pendHead].req == p.req {
+		m.pendBytes.Add(-int64(len(m.pending[m.pendHead].msg)))
+		m.pending[m.pendHead] = pendingTerm{}
+		m.pendHead++
+		if m.pendBy[p.id]--; m.pendBy[p.id] <= 0 {
+			delete(m.pendBy, p.id)
+		}
+	}
+	m.pendMu.Unlock()
+	l.termMu.Unlock()
+	return true
+}
+
+// waitingForStore returns the number of terminals and gaps waiting.
+func (m *Manager) waitingForStore() int {
+	m.pendMu.Lock()
+	defer m.pendMu.Unlock()
+	return len(m.pending) - m.pendHead
+}
+
+// cursorWritten reports whether session id has no delivered cursor
+// waiting to be written (tests).
+func (m *Manager) cursorWritten(id string) bool {
+	l := m.lockLocal(id, false)
+	if l == nil {
+		return true
+	}
+	defer l.mu.Unlock()
+	return l.dlv == 0
+}

@@ -1,0 +1,199 @@
+package netpoll
+
+import (
+	"errors"
+
+	"golang.org/x/sys/unix"
+)
+
+// Delivery bookkeeping: which tagged frames the peer's TCP acknowledged.
+//
+// A frame sent with SendTagged records where it ends in the connection's
+// output byte stream (Conn.bytesOut counts every byte written, the
+// handshake response included, and the queue holds the rest). When the
+// connection closes, before its fd is closed, the kernel says how much of
+// what was written it still holds (SIOCOUTQ: written but not yet
+// acknowledged by the peer) and how much the peer acknowledged (TCP_INFO's
+// tcpi_bytes_acked, which survives a reset that purges the send queue);
+// the smaller of the two acknowledged offsets decides: a frame counts as
+// acknowledged only when it was written completely and every byte of it
+// acknowledged. A frame still in the kernel's send queue, or in the user
+// space queue, is not.
+//
+// The hooks in conn.go and queue.go are small on purpose (the poller is
+// reworked elsewhere): writeFrameLocked is unchanged; SendTagged records
+// the end offset after it; flushLocked's callers run takeDrainedLocked
+// and call its function after unlocking; finalize calls closeDelivery
+// before the fd is closed.
+
+// tagMark is one tagged frame: where it ends in the output stream.
+type tagMark struct {
+	end int64
+	tag uint64
+}
+
+// delivery is a connection's tag bookkeeping, allocated by its first
+// SendTagged or NotifyDrained (an idle connection has none). Guarded by
+// Conn.mu.
+type delivery struct {
+	marks    []tagMark // tagged frames not known to be acknowledged, oldest first
+	acked    uint64    // every tagged frame up to this tag is acknowledged
+	final    bool      // acked is final (the connection closed)
+	below    int       // NotifyDrained threshold
+	drained  func()    // NotifyDrained callback, nil if none
+	lastPrun int       // len(marks) at the last prune
+}
+
+// pruneEvery is how many tagged frames may pile up before the kernel is
+// asked what the peer acknowledged (one ioctl per pruneEvery frames).
+const pruneEvery = 64
+
+// SendTagged is Send with a tag (tags ascending per connection; 0 means
+// untagged): once the connection closes, Acked tells whether the peer's
+// TCP acknowledged the frame.
+func (c *Conn) SendTagged(msg []byte, tag uint64) error {
+	c.mu.Lock()
+	if c.state != stOpen {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	err := c.writeFrameLocked(opText, msg, true)
+	if err == nil && tag != 0 {
+		d := c.deliveryLocked()
+		end := int64(c.bytesOut.Load())
+		if c.wq != nil {
+			end += int64(c.wq.size)
+		}
+		d.marks = append(d.marks, tagMark{end: end, tag: tag})
+		if len(d.marks) >= d.lastPrun+pruneEvery {
+			c.pruneLocked(d)
+		}
+	}
+	if errors.Is(err, ErrSlowConsumer) {
+		c.beginCloseLocked(CloseSlowConsumer, "slow consumer", ErrSlowConsumer)
+	}
+	c.mu.Unlock()
+	if err == nil {
+		c.msgsOut.Add(1)
+	}
+	return err
+}
+
+func (c *Conn) deliveryLocked() *delivery {
+	if c.dv == nil {
+		c.dv = &delivery{}
+	}
+	return c.dv
+}
+
+// ackedOffset returns how many bytes of the output stream the peer's TCP
+// acknowledged, as far as the kernel can tell; ok false if it cannot.
+func (c *Conn) ackedOffset() (int64, bool) {
+	fd := int(c.fd)
+	outq, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
+	if err != nil {
+		return 0, false
+	}
+	acked := int64(c.bytesOut.Load()) - int64(outq)
+	if ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+		// After a reset the kernel purged its send queue (SIOCOUTQ 0):
+		// what the peer acknowledged is then only tcpi_bytes_acked.
+		acked = min(acked, int64(ti.Bytes_acked))
+	}
+	return acked, true
+}
+
+// pruneLocked drops the marks the peer acknowledged already. c.mu held.
+func (c *Conn) pruneLocked(d *delivery) {
+	if off, ok := c.ackedOffset(); ok {
+		d.ackUpTo(off)
+	}
+	d.lastPrun = len(d.marks)
+}
+
+// ackUpTo records the frames ending at or before off as acknowledged.
+func (d *delivery) ackUpTo(off int64) {
+	k := 0
+	for k < len(d.marks) && d.marks[k].end <= off {
+		d.acked = max(d.acked, d.marks[k].tag)
+		k++
+	}
+	if k > 0 {
+		n := copy(d.marks, d.marks[k:])
+		d.marks = d.marks[:n]
+	}
+}
+
+// closeDelivery settles Acked before the fd is closed. c.mu held.
+func (c *Conn) closeDeliveryLocked() {
+	d := c.dv
+	if d == nil || d.final {
+		return
+	}
+	if len(d.marks) > 0 {
+		if off, ok := c.ackedOffset(); ok {
+			d.ackUpTo(off)
+		}
+		d.marks = nil
+	}
+	d.final = true
+}
+
+// Acked returns, in and after OnClose, the largest tag T such that every
+// tagged frame up to T was written completely and acknowledged by the
+// peer's TCP; 0 if none. Before the close it asks the kernel (one ioctl)
+// and returns what is acknowledged so far (a takeover uses it: 4009).
+func (c *Conn) Acked() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dv == nil {
+		return 0
+	}
+	if !c.dv.final && c.state != stClosed && len(c.dv.marks) > 0 {
+		c.pruneLocked(c.dv)
+	}
+	return c.dv.acked
+}
+
+// Queued returns the bytes queued in user space, not yet written to the
+// socket.
+func (c *Conn) Queued() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.wq == nil {
+		return 0
+	}
+	return c.wq.size
+}
+
+// NotifyDrained calls fn once Queued() <= below: at once, on the calling
+// goroutine, if it already is; else on the connection's goroutine after
+// the flush that brings it there, or when the connection closes. fn must
+// not block. A later call replaces an earlier one not yet called.
+func (c *Conn) NotifyDrained(below int, fn func()) {
+	c.mu.Lock()
+	if c.wq == nil || c.wq.size <= below || c.state == stClosed {
+		c.mu.Unlock()
+		fn()
+		return
+	}
+	d := c.deliveryLocked()
+	d.below, d.drained = below, fn
+	c.mu.Unlock()
+}
+
+// takeDrainedLocked returns the NotifyDrained callback once it is due (the
+// queue is at or under its threshold, or the connection closed), for the
+// caller to call after unlocking c.mu; nil otherwise.
+func (c *Conn) takeDrainedLocked() func() {
+	d := c.dv
+	if d == nil || d.drained == nil {
+		return nil
+	}
+	if c.wq != nil && c.wq.size > d.below && c.state != stClosed && !c.broken {
+		return nil
+	}
+	fn := d.drained
+	d.drained = nil
+	return fn
+}

@@ -1,0 +1,172 @@
+package netpoll
+
+import (
+	"bufio"
+	"encoding/binary"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+)
+
+// ackHandler records Acked in OnClose.
+type ackHandler struct {
+	*echoHandler
+	acked chan uint64
+}
+
+func (h *ackHandler) OnClose(c *Conn, code CloseCode, err error) {
+	h.acked <- c.Acked()
+	h.echoHandler.OnClose(c, code, err)
+}
+
+// dialSmallBuffer connects with a 4 KiB receive buffer (set before the
+// handshake, so the window stays small) and upgrades.
+func dialSmallBuffer(t *testing.T, addr string) *wsClient {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	if _, err := io.WriteString(nc, upgradeRequest); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	return &wsClient{t: t, nc: nc, br: br}
+}
+
+// TestAckedSlowReader: tagged frames are sent to a peer that does not read
+// until the queue bound cuts it (4008). Acked must name exactly frames the
+// peer can still read: every frame up to Acked is readable after the
+// close, and frames the peer never got are above it.
+func TestAckedSlowReader(t *testing.T) {
+	h := &ackHandler{echoHandler: newEchoHandler(), acked: make(chan uint64, 1)}
+	_, addr := startEngine(t, Config{OutboundQueueBytes: 64 << 10, CloseWait: 300 * time.Millisecond}, h, acceptAll{}, nil)
+	c := dialSmallBuffer(t, addr)
+	sc := h.waitOpen(t)
+	payload := make([]byte, 6000)
+	var sent uint64
+	for tag := uint64(1); ; tag++ {
+		binary.BigEndian.PutUint64(payload, tag)
+		if err := sc.SendTagged(payload, tag); err != nil {
+			break
+		}
+		sent = tag
+	}
+	var acked uint64
+	select {
+	case acked = <-h.acked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no OnClose")
+	}
+	if acked == 0 || acked >= sent {
+		t.Fatalf("Acked = %d of %d sent: want some, not all", acked, sent)
+	}
+	// The peer reads now: everything up to Acked must be there, in order.
+	_ = c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var got uint64
+	for {
+		hd, p, err := c.readFrame()
+		if err != nil || hd.OpCode != ws.OpText {
+			break
+		}
+		tag := binary.BigEndian.Uint64(p)
+		if tag != got+1 {
+			t.Fatalf("frame %d after %d", tag, got)
+		}
+		got = tag
+	}
+	if got < acked {
+		t.Fatalf("peer read frames up to %d, but Acked said %d", got, acked)
+	}
+	t.Logf("sent %d, acked %d, read by the peer %d", sent, acked, got)
+}
+
+// TestNotifyDrained: the callback runs at once when the queue is already
+// under the threshold, and after the peer reads when it is not.
+func TestNotifyDrained(t *testing.T) {
+	h := newEchoHandler()
+	_, addr := startEngine(t, Config{OutboundQueueBytes: 4 << 20}, h, acceptAll{}, nil)
+	c := dialSmallBuffer(t, addr)
+	sc := h.waitOpen(t)
+	now := false
+	sc.NotifyDrained(0, func() { now = true })
+	if !now {
+		t.Fatal("NotifyDrained on an empty queue did not call at once")
+	}
+	payload := make([]byte, 16<<10)
+	for sc.Queued() < 256<<10 {
+		if err := sc.Send(payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan int, 1)
+	sc.NotifyDrained(1000, func() { done <- sc.Queued() })
+	select {
+	case <-done:
+		t.Fatal("called while the queue is full")
+	case <-time.After(100 * time.Millisecond):
+	}
+	go func() {
+		for {
+			if _, _, err := c.readFrame(); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case q := <-done:
+		if q > 1000 {
+			t.Fatalf("called with %d queued, want <= 1000", q)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("NotifyDrained never called")
+	}
+}
+
+// TestAckedAfterFullRead: a peer that reads everything acknowledges every
+// tagged frame, and an untagged frame does not count.
+func TestAckedAfterFullRead(t *testing.T) {
+	h := &ackHandler{echoHandler: newEchoHandler(), acked: make(chan uint64, 1)}
+	_, addr := startEngine(t, Config{CloseWait: 300 * time.Millisecond}, h, acceptAll{}, nil)
+	c := dialWS(t, addr)
+	sc := h.waitOpen(t)
+	for tag := uint64(1); tag <= 200; tag++ {
+		if err := sc.SendTagged([]byte("x"), tag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = sc.Send([]byte("untagged"))
+	for range 201 {
+		if _, _, err := c.readFrame(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.write(closeFrame(1000, "")) // its segment acknowledges everything read
+	select {
+	case acked := <-h.acked:
+		if acked != 200 {
+			t.Fatalf("Acked = %d, want 200", acked)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no OnClose")
+	}
+}
