@@ -105,7 +105,16 @@ func startNodeLoss(ctx context.Context, m *Manager, rs *RedisStore, after time.D
 	n := &nodeLoss{m: m, rs: rs, token: m.node + "/" + hex.EncodeToString(inc[:]),
 		after: after, ttl: after / 2, refresh: after / 6, sweep: after / 5,
 		kick: make(chan struct{}, 1), seen: make(map[string]string)}
-	prev, err := rs.refreshAlive(ctx, m.node, n.token, n.ttl)
+	// A few attempts: a fresh connection under load may miss one short
+	// operation timeout.
+	var prev string
+	var err error
+	for try := range 3 {
+		if prev, err = rs.refreshAlive(ctx, m.node, n.token, n.ttl); err == nil || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Duration(try+1) * 50 * time.Millisecond) // backoff between attempts, not synchronisation
+	}
 	if err != nil {
 		return nil, err
 	}
