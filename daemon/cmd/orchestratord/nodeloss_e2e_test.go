@@ -69,6 +69,7 @@ routes:
 	const sessionsN = 50
 	streams := []string{"L1", "L2"}
 	ids := make([]string, sessionsN)
+	lasts := make([]uint64, sessionsN) // position of the finished request's result
 	conns := make([]*wsClient, sessionsN)
 	var wg sync.WaitGroup
 	errs := make(chan error, sessionsN)
@@ -83,10 +84,11 @@ routes:
 			}
 			conns[i], ids[i] = c, c.welcome.Session
 			term, _, err := c.roundTrip("stream", "f", map[string]int{"n": 1}, 10*time.Second)
-			if err != nil || term.Type != "result" {
+			if err != nil || term.Type != "result" || term.Pos == 0 {
 				errs <- fmt.Errorf("session %d: finished request: %+v %v", i, term, err)
 				return
 			}
+			lasts[i] = term.Pos
 			for _, id := range streams {
 				if err := c.request("stream", id, map[string]int{"n": 600}); err != nil {
 					errs <- fmt.Errorf("session %d: %w", i, err)
@@ -150,6 +152,7 @@ routes:
 	// Resume every session through nginx, at once.
 	type outcome struct {
 		delays []time.Duration
+		last   uint64 // highest position seen
 		err    error
 	}
 	results := make([]outcome, sessionsN)
@@ -158,7 +161,10 @@ routes:
 		go func() {
 			defer wg.Done()
 			res := &results[i]
-			c, err := dialWS(front, "session="+ids[i], 5*time.Second)
+			// Resume after the position seen (the finished request's
+			// result); a v1 resume could replay that result too, since the
+			// killed replica could not record what its socket delivered.
+			c, err := dialWS(front, fmt.Sprintf("session=%s&last=%d", ids[i], lasts[i]), 5*time.Second)
 			if err != nil {
 				res.err = fmt.Errorf("resume through nginx: %w", err)
 				return
@@ -206,6 +212,7 @@ routes:
 					return
 				}
 				res.delays = append(res.delays, time.Since(killed))
+				res.last = max(res.last, m.Pos)
 				if len(res.delays) == len(streams) {
 					quiet = time.Now().Add(lossAfter)
 				}
@@ -230,7 +237,9 @@ routes:
 		}
 	}
 	var all []time.Duration
+	lastSeen := make([]uint64, sessionsN)
 	for i, r := range results {
+		lastSeen[i] = r.last
 		if r.err != nil {
 			t.Fatalf("session %d (%s): %v", i, ids[i], r.err)
 		}
@@ -244,9 +253,10 @@ routes:
 		t.Fatalf("node_lost %v after the kill, want within node_loss_after %v", worst, lossAfter)
 	}
 
-	// A second resume finds nothing owed: the terminals were delivered once.
+	// A second resume after the last position seen finds nothing more:
+	// each terminal was logged once.
 	for i, id := range ids {
-		c, err := dialWS(front, "session="+id, 5*time.Second)
+		c, err := dialWS(front, fmt.Sprintf("session=%s&last=%d", id, lastSeen[i]), 5*time.Second)
 		if err != nil {
 			t.Fatalf("second resume of session %d: %v", i, err)
 		}
