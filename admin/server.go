@@ -112,6 +112,7 @@ func New(cfg config.Admin, listenAddr string, deps Deps, gatherer prometheus.Gat
 	priv("GET /static/", staticFiles())
 	priv("GET /api/node", s.apiNode)
 	priv("GET /api/sessions", s.apiSessions)
+	priv("GET /api/detached", s.apiDetached)
 	priv("GET /api/backends", s.apiBackends)
 	priv("GET /api/token", s.apiToken)
 	priv("POST /api/drain", s.post(s.apiDrain))

@@ -147,7 +147,11 @@ func TestAPINodeAndBackends(t *testing.T) {
 	if err := json.Unmarshal(w.Body.Bytes(), &n); err != nil || w.Code != 200 {
 		t.Fatalf("GET /api/node = %d %q: %v", w.Code, w.Body, err)
 	}
-	want := NodeView{Node: "edge-1", State: "serving", Connections: 3, Sessions: 7, InFlight: 2, MsgsInTotal: 10, MsgsOutTotal: 20}
+	if n.UptimeSeconds < 3*3600+12*60 || n.UptimeSeconds > 3*3600+13*60 || n.StartedAt.IsZero() || n.Now.IsZero() {
+		t.Errorf("uptime %ds (started %s, now %s), want about 3h12m", n.UptimeSeconds, n.StartedAt, n.Now)
+	}
+	n.UptimeSeconds, n.StartedAt, n.Now = 0, time.Time{}, time.Time{}
+	want := NodeView{Node: "edge-1", State: "serving", Version: "1.4.2-test", Connections: 3, Sessions: 7, InFlight: 2, MsgsInTotal: 10, MsgsOutTotal: 20}
 	if n != want {
 		t.Errorf("node = %+v, want %+v", n, want)
 	}

@@ -28,7 +28,7 @@ func (d Duration) String() string { return time.Duration(d).String() }
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("invalid duration %q (want a Go duration such as 5s or 1m30s)", b)
+		return fmt.Errorf("invalid duration %q: want a duration like 5s or 1m30s", b)
 	}
 	*d = Duration(v)
 	return nil
@@ -39,18 +39,25 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 
 // Config is the whole configuration. Each field's comment gives its default;
 // Default holds them all.
+//
+// The `reload` struct tag says what a reload (SIGHUP) does with a changed
+// key: "live" applies it, "restart" keeps the running value and names the
+// key as needing a restart. An untagged field inherits its parent's tag,
+// and the root's is "restart": a new key is never silently ignored by a
+// reload. Tag a field "live" only where the reload really applies it
+// (daemon/cmd/orchestratord node.apply).
 type Config struct {
 	// Node names this replica in welcome messages and logs. Default: hostname.
-	Node     string             `yaml:"node" json:"node"`
-	Listen   Listen             `yaml:"listen" json:"listen"`
+	Node     string             `yaml:"node" json:"node" reload:"restart"`
+	Listen   Listen             `yaml:"listen" json:"listen" reload:"restart"`
 	WS       WS                 `yaml:"ws" json:"ws"`
-	Limits   Limits             `yaml:"limits" json:"limits"`
-	Auth     Auth               `yaml:"auth" json:"auth"`
-	Sessions Sessions           `yaml:"sessions" json:"sessions"`
-	Backends map[string]Backend `yaml:"backends" json:"backends"`
-	Routes   map[string]Route   `yaml:"routes" json:"routes"`
+	Limits   Limits             `yaml:"limits" json:"limits" reload:"live"`
+	Auth     Auth               `yaml:"auth" json:"auth" reload:"restart"`
+	Sessions Sessions           `yaml:"sessions" json:"sessions" reload:"restart"`
+	Backends map[string]Backend `yaml:"backends" json:"backends" reload:"live"`
+	Routes   map[string]Route   `yaml:"routes" json:"routes" reload:"live"`
 	Drain    Drain              `yaml:"drain" json:"drain"`
-	Admin    Admin              `yaml:"admin" json:"admin"`
+	Admin    Admin              `yaml:"admin" json:"admin" reload:"restart"`
 	Log      Log                `yaml:"log" json:"log"`
 	// Readiness adds conditions to /readyz (daemon addition).
 	Readiness Readiness `yaml:"readiness" json:"readiness"`
@@ -74,6 +81,15 @@ type Listen struct {
 	// ReusePort sets SO_REUSEPORT on the client listener so several daemon
 	// processes can share one port. Default false.
 	ReusePort bool `yaml:"reuse_port" json:"reuse_port"`
+	// TrustedProxies lists the proxies (CIDRs or single addresses) whose
+	// report of the client's address is believed: the PROXY header with
+	// ProxyProtocol, else X-Forwarded-For / X-Real-IP. Default none: the TCP
+	// peer is the client.
+	TrustedProxies []CIDR `yaml:"trusted_proxies" json:"trusted_proxies"`
+	// ProxyProtocol expects a PROXY protocol v1 or v2 header first on every
+	// connection from a trusted proxy (and closes one without it);
+	// X-Forwarded-For is then ignored. Default false.
+	ProxyProtocol bool `yaml:"proxy_protocol" json:"proxy_protocol"`
 }
 
 // WS configures the WebSocket engine.
@@ -91,7 +107,7 @@ type WS struct {
 	// connection closes 4008. Default 1048576.
 	OutboundQueueBytes int `yaml:"outbound_queue_bytes" json:"outbound_queue_bytes"`
 	// AllowedOrigins lists the accepted Origin values; empty accepts any.
-	AllowedOrigins []string `yaml:"allowed_origins" json:"allowed_origins"`
+	AllowedOrigins []string `yaml:"allowed_origins" json:"allowed_origins" reload:"live"`
 	// Workers is the size of the poller's worker pool. Default 0: GOMAXPROCS*4.
 	Workers int `yaml:"workers" json:"workers"`
 	// DemoPage serves the demo chat page at / on the client listener.
@@ -276,9 +292,9 @@ type Route struct {
 // Drain configures graceful shutdown.
 type Drain struct {
 	// LBGrace keeps the listener open after readiness fails. Default 5s.
-	LBGrace Duration `yaml:"lb_grace" json:"lb_grace"`
+	LBGrace Duration `yaml:"lb_grace" json:"lb_grace" reload:"live"`
 	// Timeout bounds the wait for requests in flight. Default 30s.
-	Timeout Duration `yaml:"timeout" json:"timeout"`
+	Timeout Duration `yaml:"timeout" json:"timeout" reload:"live"`
 	// ReconnectAfter is the after_ms hint of reconnect messages. Default 1s.
 	ReconnectAfter Duration `yaml:"reconnect_after" json:"reconnect_after"`
 }
@@ -300,10 +316,10 @@ type Admin struct {
 // Log configures logging.
 type Log struct {
 	// Level is debug, info, warn or error. Default "info".
-	Level string `yaml:"level" json:"level"`
+	Level string `yaml:"level" json:"level" reload:"live"`
 	// Requests writes one access line per request at info (route,
 	// backend, outcome, duration, bytes, trace id). Default false.
-	Requests bool `yaml:"requests" json:"requests"`
+	Requests bool `yaml:"requests" json:"requests" reload:"live"`
 }
 
 // Backend kinds.

@@ -60,19 +60,40 @@ func TestErrors(t *testing.T) {
 		yaml string
 		env  []string
 		want []string // substrings of the error
+		not  []string // must not appear (Go type names)
 	}{
-		{"unknown key names key and line", "ws:\n  path: /ws\n  bogus: 1\n", nil, []string{`[3:3] unknown field "bogus"`}},
-		{"unknown top-level key", "nope: 1\n", nil, []string{`unknown field "nope"`}},
-		{"bad duration", "ws:\n  heartbeat: soon\n", nil, []string{"invalid duration", "soon"}},
-		{"bad env", "", []string{"ORCH_WS_MAX_MESSAGE_BYTES=big"}, []string{"ORCH_WS_MAX_MESSAGE_BYTES", "invalid integer"}},
-		{"route to unknown backend", "auth: {anonymous: true}\nroutes:\n  x: {backend: nope}\n", nil, []string{`routes.x.backend: unknown backend "nope"`}},
-		{"builtin route name", "auth: {anonymous: true}\nbackends:\n  e: {kind: echo}\nroutes:\n  ping: {backend: e}\n", nil, []string{"routes.ping: \"ping\" is a built-in"}},
-		{"bad kind", "auth: {anonymous: true}\nbackends:\n  e: {kind: grpc}\n", nil, []string{"backends.e.kind: must be echo, http, openai or nats"}},
-		{"http needs endpoints", "auth: {anonymous: true}\nbackends:\n  e: {kind: http}\n", nil, []string{"backends.e.endpoints"}},
-		{"hs256 needs a secret", "", nil, []string{"auth.jwt.secret_env", "ORCH_JWT_SECRET"}},
-		{"short secret", "", []string{"ORCH_JWT_SECRET=short"}, []string{"at least 32 bytes"}},
-		{"admin off loopback needs a password", "auth: {anonymous: true}\nlisten: {admin: \"0.0.0.0:9090\"}\n", nil, []string{"admin.password_env", "not a loopback"}},
-		{"every problem at once", "auth: {anonymous: true}\nws: {path: ws}\nsessions: {store: disk}\n", nil, []string{"ws.path", "sessions.store"}},
+		{"unknown key names key and line", "ws:\n  path: /ws\n  bogus: 1\n", nil, []string{"ws.bogus: line 3: unknown key", "known keys here: allowed_origins"}, nil},
+		{"unknown top-level key", "nope: 1\n", nil, []string{"nope: line 1: unknown key"}, nil},
+		{"unknown nested key in a map entry", "backends:\n  e:\n    kind: echo\n    endpoint: [x]\n", nil, []string{"backends.e.endpoint: line 4: unknown key"}, nil},
+		{"bare number duration", "ws:\n  heartbeat: 25\n", nil, []string{"ws.heartbeat: line 2: 25 has no unit: want a duration like 25s"}, nil},
+		{"word duration", "ws:\n  heartbeat: soon\n", nil, []string{`ws.heartbeat: line 2: "soon" is not a duration`}, nil},
+		{"duration in a route", "routes:\n  a: {backend: e, timeout: 5}\n", nil, []string{"routes.a.timeout: line 2: 5 has no unit: want a duration like 5s"}, nil},
+		{"duration in a breaker", "backends:\n  e:\n    kind: echo\n    breaker: {cooldown: 1.5}\n", nil, []string{"backends.e.breaker.cooldown: line 4: 1.5 has no unit"}, nil},
+		{"section given a scalar", "sessions: 5\n", nil, []string{`sessions: line 1: got "5", want a mapping of keys`}, []string{"Config.", "mapping is expected"}},
+		{"string for an integer", "ws:\n  max_message_bytes: big\n", nil, []string{`ws.max_message_bytes: line 2: got "big", want an integer`}, []string{"Config.WS", "Go struct"}},
+		{"string for a number", "limits:\n  session_rate: fast\n", nil, []string{`limits.session_rate: line 2: got "fast", want a number`}, []string{"float64"}},
+		{"word for a boolean", "auth:\n  anonymous: maybe\n", nil, []string{`auth.anonymous: line 2: got "maybe", want true or false`}, []string{"Config.Auth"}},
+		{"scalar for a list", "ws:\n  allowed_origins: https://a.example\n", nil, []string{"ws.allowed_origins: line 2: got \"https://a.example\", want a list"}, nil},
+		{"list for a string", "ws:\n  path: [a]\n", nil, []string{"ws.path: line 2: got a list, want a string"}, []string{"interface"}},
+		{"mapping for a string", "node: {a: 1}\n", nil, []string{"node: line 1: got a mapping, want a string"}, []string{"map[string]"}},
+		{"list for the backends map", "backends: [1]\n", nil, []string{"backends: line 1: got a list, want a mapping of names"}, nil},
+		{"header of the wrong shape", "backends:\n  a:\n    headers: {X: [1]}\n", nil, []string{"backends.a.headers.X: line 3: got a list"}, nil},
+		{"unknown tag", "backends:\n  llm:\n    kind: http\n    endpoints: !foo\n", nil, []string{"backends.llm.endpoints: line 4: YAML tag !foo is not supported"}, nil},
+		{"alias of the wrong type", "ws: {path: &p /ws}\nsessions: *p\n", nil, []string{`sessions: line 1: got "/ws", want a mapping of keys`}, nil},
+		{"alias of a string as a duration", "ws: {path: &p /ws, heartbeat: *p}\n", nil, []string{`ws.heartbeat: line 1: "/ws" is not a duration`}, nil},
+		{"merge of a list", "backends:\n  a:\n    <<: [1]\n", nil, []string{`backends.a: line 3: got "1", want a mapping of keys`}, nil},
+		{"several type mistakes at once", "ws:\n  heartbeat: 25\n  workers: many\nlimits: {session_burst: x}\n", nil, []string{"ws.heartbeat: line 2", "ws.workers: line 3", "limits.session_burst: line 4"}, nil},
+		{"bad env", "", []string{"ORCH_WS_MAX_MESSAGE_BYTES=big"}, []string{"ORCH_WS_MAX_MESSAGE_BYTES", "invalid integer"}, nil},
+		{"bad env duration", "", []string{"ORCH_WS_HEARTBEAT=25"}, []string{"ORCH_WS_HEARTBEAT (ws.heartbeat)", "want a duration like"}, nil},
+		{"route to unknown backend", "auth: {anonymous: true}\nroutes:\n  x: {backend: nope}\n", nil, []string{`routes.x.backend: line 3: unknown backend "nope"`}, nil},
+		{"builtin route name", "auth: {anonymous: true}\nbackends:\n  e: {kind: echo}\nroutes:\n  ping: {backend: e}\n", nil, []string{"routes.ping: line 5: \"ping\" is a built-in"}, nil},
+		{"bad kind", "auth: {anonymous: true}\nbackends:\n  e: {kind: grpc}\n", nil, []string{"backends.e.kind: line 3: must be echo, http, openai or nats"}, nil},
+		{"http needs endpoints", "auth: {anonymous: true}\nbackends:\n  e: {kind: http}\n", nil, []string{"backends.e.endpoints"}, nil},
+		{"bad endpoint names its line", "auth: {anonymous: true}\nbackends:\n  e:\n    kind: http\n    endpoints:\n      - http://ok.example/x\n      - ftp://nope\n", nil, []string{"backends.e.endpoints[1]: line 7: must be an http(s) URL"}, nil},
+		{"hs256 needs a secret", "", nil, []string{"auth.jwt.secret_env", "ORCH_JWT_SECRET"}, nil},
+		{"short secret", "", []string{"ORCH_JWT_SECRET=short"}, []string{"at least 32 bytes"}, nil},
+		{"admin off loopback needs a password", "auth: {anonymous: true}\nlisten: {admin: \"0.0.0.0:9090\"}\n", nil, []string{"admin.password_env", "not a loopback"}, nil},
+		{"every problem at once", "auth: {anonymous: true}\nws: {path: ws}\nsessions: {store: disk}\n", nil, []string{"ws.path: line 2", "sessions.store: line 3"}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,8 +103,34 @@ func TestErrors(t *testing.T) {
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
-					t.Fatalf("error %q does not mention %q", err, w)
+					t.Errorf("error %q does not mention %q", err, w)
 				}
+			}
+			for _, n := range append(tc.not, "Go struct", "Config.") {
+				if strings.Contains(err.Error(), n) {
+					t.Errorf("error %q mentions %q", err, n)
+				}
+			}
+		})
+	}
+}
+
+// TestValidShapesAccepted: the forms the checker must let through (nulls,
+// quoted numbers as strings, anchors and aliases, merge keys, !!str).
+func TestValidShapesAccepted(t *testing.T) {
+	tests := []struct{ name, yaml string }{
+		{"empty value keeps the default", "auth: {anonymous: true}\nws:\n  heartbeat:\n"},
+		{"number as a string key", "auth: {anonymous: true}\nnode: 7\n"},
+		{"integer for a float", "auth: {anonymous: true}\nlimits: {session_rate: 3}\n"},
+		{"anchors and aliases", "auth: {anonymous: true}\nbackends:\n  a: &b {kind: echo}\n  c: *b\n"},
+		{"merge key", "auth: {anonymous: true}\nbackends:\n  a: &b {kind: echo}\n  c:\n    <<: *b\n    max_concurrent: 3\n"},
+		{"core tag", "auth: {anonymous: true}\nnode: !!str edge-1\n"},
+		{"comments only", "# nothing\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := Parse([]byte(tc.yaml), []string{"ORCH_JWT_SECRET=" + strings.Repeat("k", 32)}); err != nil {
+				t.Fatalf("Parse(%q): %v", tc.yaml, err)
 			}
 		})
 	}
@@ -117,13 +164,22 @@ func FuzzParse(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte("ws: {heartbeat: 1s}\n"))
+	f.Add([]byte("ws:\n  heartbeat: 25\n  workers: many\nsessions: 5\n"))
+	f.Add([]byte("backends:\n  a: &b {kind: echo}\n  c:\n    <<: *b\n"))
 	f.Add([]byte("routes:\n  a: [1, 2]\n"))
 	f.Add([]byte("&a [*a]"))
+	f.Add([]byte("ws: {path: &p /ws, heartbeat: *p}\nsessions: *p\nbackends: {a: &b {kind: echo, breaker: *b}}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse(b, []string{"ORCH_JWT_SECRET=" + strings.Repeat("k", 32)})
 		if err != nil {
 			if err.Error() == "" {
 				t.Fatal("empty error text")
+			}
+			// Errors speak YAML keys, never Go types.
+			for _, goWord := range []string{"Go struct", "Config.", "interface {}", "map[string]", "reflect"} {
+				if strings.Contains(err.Error(), goWord) {
+					t.Fatalf("Parse(%q) error names Go types (%q): %v", b, goWord, err)
+				}
 			}
 			return
 		}
@@ -143,7 +199,7 @@ func FuzzParse(f *testing.F) {
 // a tag where a list is expected; Parse must return an error instead.
 func TestDecoderPanicIsAnError(t *testing.T) {
 	_, err := Parse([]byte("backends:\n  llm:\n    kind: http\n    endpoints: !foo\n"), nil)
-	if err == nil || !strings.Contains(err.Error(), "could not be decoded") {
+	if err == nil || !strings.Contains(err.Error(), "backends.llm.endpoints: line 4") {
 		t.Fatalf("Parse = %v, want a decode error", err)
 	}
 }

@@ -59,10 +59,10 @@ log: {requests: true}
 
 func TestHealthAndReadinessErrors(t *testing.T) {
 	tests := []struct{ name, yml, want string }{
-		{"unknown readiness backend", "readiness: {backends: [nope]}", `readiness.backends[0]: unknown backend "nope"`},
-		{"path on openai", `backends: {llm: {kind: openai, endpoints: ["http://h/v1"], model: m, health: {path: /x}}}`, "backends.llm.health.path: only the http kind"},
-		{"path is a URL", `backends: {sql: {kind: http, endpoints: ["http://h/q"], health: {path: "http://other/x"}}}`, "backends.sql.health.path: must be a path"},
-		{"negative interval", `backends: {sql: {kind: http, endpoints: ["http://h/q"], health: {interval: -1s}}}`, "backends.sql.health: interval and timeout must not be negative"},
+		{"unknown readiness backend", "readiness: {backends: [nope]}", `readiness.backends[0]: line 2: unknown backend "nope"`},
+		{"path on openai", `backends: {llm: {kind: openai, endpoints: ["http://h/v1"], model: m, health: {path: /x}}}`, "backends.llm.health.path: line 2: only the http kind"},
+		{"path is a URL", `backends: {sql: {kind: http, endpoints: ["http://h/q"], health: {path: "http://other/x"}}}`, "backends.sql.health.path: line 2: must be a path"},
+		{"negative interval", `backends: {sql: {kind: http, endpoints: ["http://h/q"], health: {interval: -1s}}}`, "backends.sql.health: line 2: interval and timeout must not be negative"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,7 +11,11 @@ import (
 )
 
 // Validate reports every problem at once, each with its key path.
-func (c *Config) Validate() error {
+func (c *Config) Validate() error { return errors.Join(c.problems()...) }
+
+// problems is Validate's list: one error per problem, each starting with
+// its key path and ": " (Parse adds the line after the path).
+func (c *Config) problems() []error {
 	var errs []error
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 
@@ -20,6 +24,9 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen.Admin); err != nil {
 		add("listen.admin: %v", err)
+	}
+	if c.Listen.ProxyProtocol && len(c.Listen.TrustedProxies) == 0 {
+		add("listen.proxy_protocol: needs listen.trusted_proxies (a PROXY header is only read from a trusted proxy)")
 	}
 	if !strings.HasPrefix(c.WS.Path, "/") {
 		add("ws.path: must start with /, got %q", c.WS.Path)
@@ -236,7 +243,7 @@ func (c *Config) Validate() error {
 	default:
 		add("log.level: must be debug, info, warn or error, got %q", c.Log.Level)
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // IsLoopback reports whether addr (host:port) binds only loopback.

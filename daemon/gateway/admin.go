@@ -9,7 +9,9 @@ import (
 	"github.com/orchestratord/orchestratord/netpoll"
 )
 
-// SessionRow is one attached session as the admin page shows it.
+// SessionRow is one attached session as the admin page shows it. Remote is
+// the client's address (netpoll.Conn.Client: what a trusted proxy reported,
+// else the TCP peer), without port when the proxy gave none.
 type SessionRow struct {
 	ID, User, Remote  string
 	ConnectedSince    time.Time
@@ -31,7 +33,7 @@ func (g *Gateway) Sessions(query string, offset, limit int) ([]SessionRow, int) 
 	var refs []ref
 	g.conns.Range(func(_, v any) bool {
 		st := v.(*conn)
-		if query != "" && !strings.Contains(st.sessionID(), query) && !strings.Contains(st.id.User, query) && !strings.Contains(st.c.Remote().String(), query) {
+		if query != "" && !strings.Contains(st.sessionID(), query) && !strings.Contains(st.id.User, query) && !strings.Contains(clientString(st.c.Client()), query) {
 			return true
 		}
 		refs = append(refs, ref{st, st.c.Since()})
@@ -47,7 +49,7 @@ func (g *Gateway) Sessions(query string, offset, limit int) ([]SessionRow, int) 
 	for _, r := range refs[offset:end] {
 		st := r.st
 		s := st.c.Stats()
-		row := SessionRow{ID: st.sessionID(), User: st.id.User, Remote: st.c.Remote().String(), ConnectedSince: r.since,
+		row := SessionRow{ID: st.sessionID(), User: st.id.User, Remote: clientString(st.c.Client()), ConnectedSince: r.since,
 			MsgsIn: s.MsgsIn, MsgsOut: s.MsgsOut, BytesIn: s.BytesIn, BytesOut: s.BytesOut}
 		st.mu.Lock()
 		if st.sess != nil {

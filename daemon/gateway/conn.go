@@ -19,8 +19,12 @@ type conn struct {
 	resume string
 	from   sessions.Resume // where a resume's replay starts (?last=)
 	reply  dispatch.Reply
-	cid    string // connection id of the log lines
-	trace  string // trusted handshake trace id, or ""
+	// handshakeTraceparent is the W3C traceparent header of the handshake
+	// when a trusted proxy (listen.trusted_proxies) sent it, else "". It is
+	// set before OnOpen and never changed: any goroutine may read it.
+	// Requests of the connection continue that trace.
+	handshakeTraceparent string
+	cid                  string // connection id of the log lines
 
 	mu       sync.Mutex // guards the fields below
 	attached bool

@@ -3,9 +3,9 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -56,11 +56,6 @@ type Options struct {
 	// Plain serves non-upgrade requests other than /healthz and /readyz
 	// (the demo page); nil answers 404.
 	Plain http.Handler
-	// TrustTraceparent says whether a handshake from this peer may set
-	// the trace id of its requests with a traceparent header (a trusted
-	// proxy or client); nil trusts none, so every request gets a new
-	// trace id.
-	TrustTraceparent func(peer netip.Addr) bool
 	// Ready, when set, is an extra readiness condition (readiness.backends):
 	// its error makes /readyz fail with reason "backends".
 	Ready func() error
@@ -111,40 +106,33 @@ func (g *Gateway) Messages() (in, out uint64) { return g.msgsIn.Load(), g.msgsOu
 func (g *Gateway) SetAlive(alive func() time.Time) { g.alive = alive }
 
 // Admit decides a handshake before any upgrade: admission and auth through
-// the gate, then the ownership check of a resumed session.
+// the gate, then the ownership check of a resumed session. The client's
+// address is r.Client (the TCP peer, or what a trusted proxy reported).
+// Every refusal is a row of the one refusal table, chosen by the gate.
 func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
-	h := auth.Handshake{Path: r.Path, RawQuery: r.RawQuery, Header: r.Header, Remote: r.Remote}
+	h := auth.Handshake{Path: r.Path, RawQuery: r.RawQuery, Header: r.Header, Remote: r.Client}
 	id, ref := g.gate.Check(&h)
-	if ref != nil {
-		g.metrics.Handshake(ref.Code)
-		return netpoll.Decision{Status: ref.Status, Body: ref.Body()}
-	}
-	resume := queryValue(r.RawQuery, "session")
-	from, ok := resumeFrom(r.RawQuery)
-	if !ok {
-		g.gate.Release(r.Remote.Addr())
-		g.log.Info("handshake refused: bad last", "remote", r.Remote.String(), "user", id.User)
-		return g.refuse(auth.CodeBadRequest)
-	}
-	if resume != "" {
-		ctx, cancel := context.WithTimeout(g.ctx, 2*time.Second)
-		owner, err := g.mgr.Lookup(ctx, resume)
-		cancel()
-		switch {
-		case err == nil && owner != id.User:
-			g.gate.Release(r.Remote.Addr())
-			g.log.Info("handshake refused: session of another user", "remote", r.Remote.String(), "user", id.User, "session", resume)
-			return g.refuse(auth.CodeForbidden)
-		case err != nil && !errors.Is(err, sessions.ErrNotFound):
-			g.gate.Release(r.Remote.Addr())
-			g.metrics.StoreError("lookup")
-			g.log.Warn("handshake refused: session store unavailable", "remote", r.Remote.String(), "err", err)
-			return g.refuse(auth.CodeStoreUnavailable)
+	resume := ""
+	var from sessions.Resume
+	if ref == nil {
+		resume = queryValue(r.RawQuery, "session")
+		var ok bool
+		if from, ok = resumeFrom(r.RawQuery); !ok {
+			ref = g.gate.Reject(&h, auth.CodeBadRequest, fmt.Errorf("user %q: last= is not a position", id.User))
+		} else {
+			ref = g.checkResume(&h, id.User, resume)
 		}
 	}
+	if ref != nil {
+		g.metrics.Handshake(ref.Code)
+		return netpoll.Decision{Refusal: ref}
+	}
 	g.metrics.Handshake("accepted")
-	st := &conn{g: g, id: id, resume: resume, from: from, trace: g.handshakeTraceID(r),
+	st := &conn{g: g, id: id, resume: resume, from: from,
 		cid: "c" + strconv.FormatUint(g.connSeq.Add(1), 36)}
+	if r.Trusted {
+		st.handshakeTraceparent = handshakeTraceparent(r.Header)
+	}
 	d := netpoll.Decision{Value: st}
 	if offersSubprotocol(r.Header.Values("Sec-WebSocket-Protocol"), Subprotocol) {
 		d.Subprotocol = Subprotocol
@@ -152,35 +140,24 @@ func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
 	return d
 }
 
-// handshakeTraceID returns the trace id of the handshake's traceparent
-// header when the peer is trusted to set it (Options.TrustTraceparent),
-// else "" (each request then gets a new trace id). It reads the header
-// itself until the edge code keeps the handshake's traceparent on the
-// connection.
-func (g *Gateway) handshakeTraceID(r *netpoll.Request) string {
-	if g.opts.TrustTraceparent == nil || !g.opts.TrustTraceparent(r.Remote.Addr()) {
-		return ""
+// checkResume refuses, through the gate, a resume of another user's session
+// (403) or one that cannot be checked because the store is down (503). An
+// unknown session is no refusal: the client gets a fresh one.
+func (g *Gateway) checkResume(h *auth.Handshake, user, resume string) *auth.Refusal {
+	if resume == "" {
+		return nil
 	}
-	return dispatch.TraceIDFromParent(r.Header.Get("traceparent"))
-}
-
-// Refusals the gateway itself decides after the gate admitted a handshake.
-var (
-	refuseForbidden  = auth.NewRefusal(auth.CodeForbidden)
-	refuseStore      = auth.NewRefusal(auth.CodeStoreUnavailable)
-	refuseBadRequest = auth.NewRefusal(auth.CodeBadRequest)
-)
-
-func (g *Gateway) refuse(code string) netpoll.Decision {
-	r := refuseForbidden
-	switch code {
-	case auth.CodeStoreUnavailable:
-		r = refuseStore
-	case auth.CodeBadRequest:
-		r = refuseBadRequest
+	ctx, cancel := context.WithTimeout(g.ctx, 2*time.Second)
+	owner, err := g.mgr.Lookup(ctx, resume)
+	cancel()
+	switch {
+	case err == nil && owner != user:
+		return g.gate.Reject(h, auth.CodeForbidden, fmt.Errorf("user %q resuming session %s of another user", user, resume))
+	case err != nil && !errors.Is(err, sessions.ErrNotFound):
+		g.metrics.StoreError("lookup")
+		return g.gate.Reject(h, auth.CodeStoreUnavailable, fmt.Errorf("look up session %s: %w", resume, err))
 	}
-	g.metrics.Handshake(r.Code)
-	return netpoll.Decision{Status: r.Status, Body: r.Body()}
+	return nil
 }
 
 // OnOpen attaches the new connection to its session off the poller: the
@@ -194,7 +171,7 @@ func (g *Gateway) OnOpen(c *netpoll.Conn) {
 	}
 	if g.log.Enabled(context.Background(), slog.LevelDebug) {
 		g.log.LogAttrs(context.Background(), slog.LevelDebug, "connection open",
-			slog.String("conn", st.cid), slog.String("remote", c.Remote().String()), slog.String("user", st.id.User))
+			slog.String("conn", st.cid), slog.String("remote", clientString(c.Client())), slog.String("user", st.id.User))
 	}
 	g.attaching.Add(1)
 	g.wg.Add(1)
@@ -209,12 +186,12 @@ func (g *Gateway) attach(st *conn) {
 	id, _, err := g.mgr.Attach(ctx, st.id.User, st.resume, st.from, st, st.welcome)
 	if err != nil {
 		g.metrics.StoreError("attach")
-		g.log.Warn("attach session failed", "conn", st.cid, "remote", st.c.Remote().String(), "user", st.id.User, "err", err)
+		g.log.Warn("attach session failed", "conn", st.cid, "remote", clientString(st.c.Client()), "user", st.id.User, "err", err)
 		st.c.Close(netpoll.CloseInternalError, "session store unavailable")
 		return
 	}
 	sess := g.router.Acquire(id, st.id.User)
-	sess.SetTraceID(st.trace)
+	sess.SetTraceID(dispatch.TraceIDFromParent(st.handshakeTraceparent))
 	st.mu.Lock()
 	if st.closed {
 		st.mu.Unlock()
@@ -277,14 +254,14 @@ func (g *Gateway) OnClose(c *netpoll.Conn, code netpoll.CloseCode, err error) {
 		st.mu.Lock()
 		sid := st.sessID
 		st.mu.Unlock()
-		attrs := []slog.Attr{slog.String("conn", st.cid), slog.String("remote", c.Remote().String()),
+		attrs := []slog.Attr{slog.String("conn", st.cid), slog.String("remote", clientString(c.Client())),
 			slog.String("user", st.id.User), slog.String("session", sid), slog.Int("code", int(code))}
 		if err != nil {
 			attrs = append(attrs, slog.Any("err", err))
 		}
 		g.log.LogAttrs(context.Background(), slog.LevelDebug, "connection closed", attrs...)
 	}
-	g.gate.Release(c.Remote().Addr())
+	g.gate.Release(c.Client().Addr())
 	st.mu.Lock()
 	st.closed = true
 	id, sess := st.sessID, st.sess

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +32,8 @@ type node struct {
 	mgr     *sessions.Manager
 	meter   backends.Meter // where every backend set reports its calls
 
+	drainAt atomic.Pointer[time.Time] // when the drain started; nil while serving
+
 	mu      sync.Mutex // guards set and retired
 	set     *backends.Set
 	retired []*backends.Set // replaced by a reload, calls maybe still running
@@ -45,6 +46,19 @@ func (n *node) Name() string { return n.cfg.Node }
 
 // Draining implements admin.Node.
 func (n *node) Draining() bool { return n.gw.Draining() }
+
+// DrainDeadline implements admin.Node: the drain's start and the moment
+// what is left is cancelled (start + drain.timeout in force).
+func (n *node) DrainDeadline() (started, deadline time.Time) {
+	at := n.drainAt.Load()
+	if at == nil {
+		return time.Time{}, time.Time{}
+	}
+	return *at, at.Add(n.current.Load().Drain.Timeout.D())
+}
+
+// startDrain records the drain's start (lifecycle's Steps.Start).
+func (n *node) startDrain(now time.Time) { n.drainAt.CompareAndSwap(nil, &now) }
 
 // Counters implements admin.Node.
 func (n *node) Counters() admin.Counters {
@@ -123,13 +137,15 @@ func (n *node) status() string {
 	return fmt.Sprintf("%s: %d connections, %d requests in flight", state, n.eng.Len(), n.router.InFlight())
 }
 
-// apply carries out a reload: the new config is validated (by the loader)
-// and checked for changes that need a restart; new pools and routes are
-// built whole, then swapped in. On any error the old config stays.
+// apply carries out a reload: the new config is validated (by the
+// loader) and compared with the running one key by key (diffConfig);
+// changed restart-only keys keep their running values and are named in
+// the log; new pools and routes are built whole, then swapped in. On any
+// error the old config stays.
 func (n *node) apply(next config.Config, gate *auth.Gate, level *slog.LevelVar, log *slog.Logger) error {
-	if err := restartOnly(n.cfg, next); err != nil {
-		return err
-	}
+	cur := *n.current.Load()
+	changes := diffConfig(cur, next)
+	next = keepRestartOnly(cur, next)
 	set, err := backends.New(next.Backends, lookupEnv, log, backends.WithMeter(n.meter))
 	if err != nil {
 		return fmt.Errorf("backends: %w", err)
@@ -151,43 +167,8 @@ func (n *node) apply(next config.Config, gate *auth.Gate, level *slog.LevelVar, 
 		log.Warn("log level not changed", "err", err)
 	}
 	n.current.Store(&next)
+	logReload(log, changes)
 	return nil
-}
-
-// restartOnly refuses reloads that change what only a restart can change.
-func restartOnly(old, next config.Config) error {
-	var errs []error
-	if old.Listen != next.Listen {
-		errs = append(errs, errors.New("listen.*: changing listeners needs a restart"))
-	}
-	if old.Sessions != next.Sessions {
-		errs = append(errs, errors.New("sessions.*: changing the session store needs a restart"))
-	}
-	if old.WS.Path != next.WS.Path || old.WS.MaxMessageBytes != next.WS.MaxMessageBytes || old.WS.Heartbeat != next.WS.Heartbeat ||
-		old.WS.OutboundQueueBytes != next.WS.OutboundQueueBytes || old.WS.HandshakeTimeout != next.WS.HandshakeTimeout || old.WS.Workers != next.WS.Workers {
-		errs = append(errs, errors.New("ws.* (other than allowed_origins): changing the engine needs a restart"))
-	}
-	oj, nj := old.Auth.JWT, next.Auth.JWT
-	if oj.SecretEnv != nj.SecretEnv || oj.Secret != nj.Secret || oj.KeysFile != nj.KeysFile || oj.JWKSURL != nj.JWKSURL ||
-		oj.JWKSRefresh != nj.JWKSRefresh || oj.Issuer != nj.Issuer || oj.Audience != nj.Audience || oj.Leeway != nj.Leeway ||
-		oj.QueryParam != nj.QueryParam || oj.Cookie != nj.Cookie || old.Auth.Anonymous != next.Auth.Anonymous ||
-		old.Auth.AllowExpiredConnections != next.Auth.AllowExpiredConnections ||
-		strings.Join(oj.Algorithms, ",") != strings.Join(nj.Algorithms, ",") {
-		errs = append(errs, errors.New("auth.*: changing authentication needs a restart"))
-	}
-	if old.Admin != next.Admin {
-		errs = append(errs, errors.New("admin.*: changing admin credentials needs a restart"))
-	}
-	if old.WS.DemoPage != next.WS.DemoPage {
-		errs = append(errs, errors.New("ws.demo_page: needs a restart"))
-	}
-	if old.Node != next.Node {
-		errs = append(errs, errors.New("node: renaming the node needs a restart"))
-	}
-	if old.Drain.ReconnectAfter != next.Drain.ReconnectAfter {
-		errs = append(errs, errors.New("drain.reconnect_after: needs a restart (drain.lb_grace and drain.timeout reload)"))
-	}
-	return errors.Join(errs...)
 }
 
 // retire closes old, replaced by a reload, once none of its calls is in
@@ -277,6 +258,21 @@ func (l sessionLister) Kick(_ context.Context, id string) error {
 	}
 	return nil
 }
+
+// detachedLister adapts the session manager to admin.DetachedLister.
+type detachedLister struct{ mgr *sessions.Manager }
+
+// Detached implements admin.DetachedLister.
+func (l detachedLister) Detached(dst []admin.DetachedRow, limit int) []admin.DetachedRow {
+	dst = dst[:0]
+	for _, d := range l.mgr.Detached(make([]sessions.DetachedInfo, 0, min(limit, 1024)), limit) {
+		dst = append(dst, admin.DetachedRow{ID: d.ID, User: d.User, Since: d.Since, Owed: d.Owed, OwedBytes: d.OwedBytes})
+	}
+	return dst
+}
+
+// Counts implements admin.DetachedLister.
+func (l detachedLister) Counts() (attached, detached int, bytes int64) { return l.mgr.Counts() }
 
 // backendLister adapts the backend set in force to admin.BackendLister.
 type backendLister struct{ n *node }

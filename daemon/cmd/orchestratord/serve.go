@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/orchestratord/orchestratord/admin"
-	"github.com/orchestratord/orchestratord/daemon/auth"
 	"github.com/orchestratord/orchestratord/daemon/backends"
 	"github.com/orchestratord/orchestratord/daemon/config"
 	"github.com/orchestratord/orchestratord/daemon/dispatch"
@@ -37,6 +36,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
+	started := time.Now()
 	log, level := telemetry.NewLogger(stdout, cfg.Log.Level)
 	log = log.With("node", cfg.Node)
 	metrics := telemetry.New(version)
@@ -69,16 +69,10 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	}
 	router := dispatch.New(table, gateway.DispatchSessions(mgr, metrics), metrics, log)
 
-	// Anonymous demos without any key source run without a verifier; a
-	// token then cannot be checked and is refused (401).
-	var verifier *auth.Verifier
-	if j := cfg.Auth.JWT; !cfg.Auth.Anonymous || j.Secret != "" || j.KeysFile != "" || j.JWKSURL != "" {
-		verifier, err = auth.NewVerifier(bg, cfg.Auth, log)
-		if err != nil {
-			return fmt.Errorf("auth: %w", err)
-		}
+	gate, err := newGate(bg, cfg, log)
+	if err != nil {
+		return err
 	}
-	gate := auth.NewGate(cfg, verifier, log)
 
 	var state *node // set below, before any listener serves
 	var plain http.Handler
@@ -103,6 +97,8 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		Heartbeat:          cfg.WS.Heartbeat.D(),
 		OutboundQueueBytes: cfg.WS.OutboundQueueBytes,
 		Workers:            cfg.WS.Workers,
+		TrustedProxies:     cfg.Listen.TrustedPrefixes(),
+		ProxyProtocol:      cfg.Listen.ProxyProtocol,
 	}, gw, gw, gw.PlainHandler(), log)
 	if err != nil {
 		return fmt.Errorf("engine: %w", err)
@@ -136,9 +132,12 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	adm, err := admin.New(cfg.Admin, adminLn.Addr().String(), admin.Deps{
 		Node:      state,
 		Sessions:  sessionLister{gw},
+		Detached:  detachedLister{mgr},
 		Backends:  backendLister{state},
 		Drainer:   drainer(drainReq),
 		Readiness: readiness{gw},
+		Version:   version,
+		Started:   started,
 	}, metrics.Registry(), log)
 	if err != nil {
 		clientLn.Close()
@@ -172,7 +171,10 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 			return lifecycle.Timing{LBGrace: c.Drain.LBGrace.D(), Timeout: c.Drain.Timeout.D()}
 		},
 		Steps: lifecycle.Steps{
-			Start: gw.StartDrain,
+			Start: func() {
+				state.startDrain(time.Now())
+				gw.StartDrain()
+			},
 			StopListening: func() {
 				clientLn.Close()
 			},
