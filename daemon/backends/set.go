@@ -173,7 +173,7 @@ func (s *Set) newPool(name string, b config.Backend, env func(string) (string, b
 	}
 	switch b.Kind {
 	case config.KindEcho:
-		add("echo:", echoBackend{delay: b.Delay.D()}, nil)
+		add("echo:", echoBackend{delay: b.Delay.D(), stream: b.Stream}, nil)
 	case config.KindHTTP, config.KindOpenAI:
 		if len(b.Endpoints) == 0 {
 			return nil, fmt.Errorf("kind %s needs at least one endpoint", b.Kind)

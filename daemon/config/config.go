@@ -179,8 +179,35 @@ type Sessions struct {
 	// Store is "memory" or "redis". Default "memory".
 	Store string `yaml:"store" json:"store"`
 	// RedisURL locates Redis for the redis store and the bus. Default
-	// "redis://127.0.0.1:6379/0".
+	// "redis://127.0.0.1:6379/0". rueidis URL forms: rediss:// for TLS;
+	// repeat addr=host:port for a Cluster's seed addresses (the slots are
+	// discovered); master_set=NAME makes the addresses Sentinels'.
 	RedisURL string `yaml:"redis_url" json:"redis_url"`
+	// RedisUsernameEnv names the variable holding the Redis ACL user
+	// (overrides a user in the URL). Default "".
+	RedisUsernameEnv string `yaml:"redis_username_env" json:"redis_username_env"`
+	// RedisPasswordEnv names the variable holding the Redis password
+	// (overrides one in the URL). Default "".
+	RedisPasswordEnv string `yaml:"redis_password_env" json:"redis_password_env"`
+	// RedisUsername and RedisPassword are resolved from the *_env keys at
+	// load time; never from YAML.
+	RedisUsername string `yaml:"-" json:"-"`
+	RedisPassword string `yaml:"-" json:"-"`
+	// SentinelUsernameEnv / SentinelPasswordEnv name the variables holding
+	// the Sentinels' own ACL user and password (master_set URLs). Default "".
+	SentinelUsernameEnv string `yaml:"sentinel_username_env" json:"sentinel_username_env"`
+	SentinelPasswordEnv string `yaml:"sentinel_password_env" json:"sentinel_password_env"`
+	SentinelUsername    string `yaml:"-" json:"-"`
+	SentinelPassword    string `yaml:"-" json:"-"`
+	// RedisTLS adds a CA and a client certificate to rediss:// URLs.
+	RedisTLS RedisTLS `yaml:"redis_tls" json:"redis_tls"`
+	// Bus carries the relay between replicas (takeover, live resume,
+	// pokes): "redis" (pub/sub on the store's Redis; sharded pub/sub on a
+	// Cluster) or "nats" (core NATS subjects on NatsURLs). Default "redis".
+	Bus string `yaml:"bus" json:"bus"`
+	// NatsURLs are the NATS servers of bus: nats. Default
+	// ["nats://127.0.0.1:4222"].
+	NatsURLs []string `yaml:"nats_urls" json:"nats_urls"`
 	// TTL of session state, refreshed by activity. Default 24h.
 	TTL Duration `yaml:"ttl" json:"ttl"`
 	// OutboxMax bounds the messages kept for a detached session. Default 100.
@@ -201,6 +228,19 @@ type Sessions struct {
 	// NodeLossAfter is how long a replica may be silent before its
 	// requests in flight end with node_lost (v1.1). Default 10s.
 	NodeLossAfter Duration `yaml:"node_loss_after" json:"node_loss_after"`
+}
+
+// RedisTLS is the TLS material for a rediss:// sessions.redis_url; empty
+// fields use the system roots and no client certificate.
+type RedisTLS struct {
+	// CAFile is a PEM bundle of the CAs that sign the servers' certificates.
+	CAFile string `yaml:"ca_file" json:"ca_file"`
+	// CertFile and KeyFile are the client certificate and key (PEM), for
+	// servers with tls-auth-clients yes.
+	CertFile string `yaml:"cert_file" json:"cert_file"`
+	KeyFile  string `yaml:"key_file" json:"key_file"`
+	// ServerName overrides the name checked in the servers' certificates.
+	ServerName string `yaml:"server_name" json:"server_name"`
 }
 
 // Header is a static header value, literal or from an environment variable.
@@ -254,6 +294,10 @@ type Backend struct {
 	// Delay makes the echo kind wait before answering (tests, demos).
 	// Default 0.
 	Delay Duration `yaml:"delay" json:"delay,omitempty"`
+	// Stream makes the echo kind stream the text back: "words" sends one
+	// chunk per word ({"text":"word "}), waiting Delay before each, then the
+	// result. Default "" (no chunks).
+	Stream string `yaml:"stream" json:"stream,omitempty"`
 	// Health configures the active health check of each endpoint.
 	Health Health `yaml:"health" json:"health"`
 }
@@ -362,6 +406,8 @@ func Default() Config {
 		Sessions: Sessions{
 			Store:             "memory",
 			RedisURL:          "redis://127.0.0.1:6379/0",
+			Bus:               "redis",
+			NatsURLs:          []string{"nats://127.0.0.1:4222"},
 			TTL:               Duration(24 * time.Hour),
 			OutboxMax:         100,
 			HistoryMaxTurns:   20,

@@ -16,6 +16,10 @@ func TestDemoConfigLoads(t *testing.T) {
 	if !c.Auth.Anonymous || c.Sessions.Store != "memory" || c.Routes["echo"].Backend != "echo" || c.Listen.Admin != "127.0.0.1:9090" {
 		t.Fatalf("demo config = %+v", c)
 	}
+	// The demo's streaming route, served in process.
+	if b := c.Backends[c.Routes["stream"].Backend]; b.Kind != KindEcho || b.Stream != "words" || b.Delay.D() <= 0 {
+		t.Fatalf("demo stream route's backend = %+v, want echo streaming words with a delay", b)
+	}
 }
 
 // TestContractExample loads the contract's own section 8 example.
@@ -88,12 +92,22 @@ func TestErrors(t *testing.T) {
 		{"route to unknown backend", "auth: {anonymous: true}\nroutes:\n  x: {backend: nope}\n", nil, []string{`routes.x.backend: line 3: unknown backend "nope"`}, nil},
 		{"builtin route name", "auth: {anonymous: true}\nbackends:\n  e: {kind: echo}\nroutes:\n  ping: {backend: e}\n", nil, []string{"routes.ping: line 5: \"ping\" is a built-in"}, nil},
 		{"bad kind", "auth: {anonymous: true}\nbackends:\n  e: {kind: grpc}\n", nil, []string{"backends.e.kind: line 3: must be echo, http, openai or nats"}, nil},
+		{"echo stream mode", "auth: {anonymous: true}\nbackends:\n  e: {kind: echo, stream: lines}\n", nil, []string{`backends.e.stream: line 3: must be words or empty, got "lines"`}, nil},
 		{"http needs endpoints", "auth: {anonymous: true}\nbackends:\n  e: {kind: http}\n", nil, []string{"backends.e.endpoints"}, nil},
 		{"bad endpoint names its line", "auth: {anonymous: true}\nbackends:\n  e:\n    kind: http\n    endpoints:\n      - http://ok.example/x\n      - ftp://nope\n", nil, []string{"backends.e.endpoints[1]: line 7: must be an http(s) URL"}, nil},
 		{"hs256 needs a secret", "", nil, []string{"auth.jwt.secret_env", "ORCH_JWT_SECRET"}, nil},
 		{"short secret", "", []string{"ORCH_JWT_SECRET=short"}, []string{"at least 32 bytes"}, nil},
 		{"admin off loopback needs a password", "auth: {anonymous: true}\nlisten: {admin: \"0.0.0.0:9090\"}\n", nil, []string{"admin.password_env", "not a loopback"}, nil},
 		{"every problem at once", "auth: {anonymous: true}\nws: {path: ws}\nsessions: {store: disk}\n", nil, []string{"ws.path: line 2", "sessions.store: line 3"}, nil},
+		{"redis url scheme", "auth: {anonymous: true}\nsessions: {store: redis, redis_url: \"http://x:6379\"}\n", nil, []string{"sessions.redis_url", "redis:// or rediss://"}, nil},
+		{"redis url typo", "auth: {anonymous: true}\nsessions: {store: redis, redis_url: \"redis://a:7001?adr=b:7002\"}\n", nil, []string{"sessions.redis_url", `unknown parameter "adr"`}, nil},
+		{"redis cluster seed without port", "auth: {anonymous: true}\nsessions: {store: redis, redis_url: \"redis://a:7001?addr=b\"}\n", nil, []string{"sessions.redis_url", `address "b"`}, nil},
+		{"redis empty master set", "auth: {anonymous: true}\nsessions: {store: redis, redis_url: \"redis://a:26379?master_set=\"}\n", nil, []string{"parameter master_set: empty"}, nil},
+		{"redis tls without rediss", "auth: {anonymous: true}\nsessions: {store: redis, redis_tls: {ca_file: /x}}\n", nil, []string{"sessions.redis_tls", "rediss://"}, nil},
+		{"redis tls half a key pair", "auth: {anonymous: true}\nsessions: {store: redis, redis_url: \"rediss://a:6380\", redis_tls: {cert_file: /x}}\n", nil, []string{"cert_file and key_file go together"}, nil},
+		{"unknown bus", "auth: {anonymous: true}\nsessions: {store: redis, bus: kafka}\n", nil, []string{"sessions.bus: line 2: ", `must be redis or nats, got "kafka"`}, nil},
+		{"nats bus without urls", "auth: {anonymous: true}\nsessions: {store: redis, bus: nats, nats_urls: []}\n", nil, []string{"sessions.nats_urls: line 2: must list"}, nil},
+		{"nats bus bad url", "auth: {anonymous: true}\nsessions: {store: redis, bus: nats, nats_urls: [\"http://x:4222\"]}\n", nil, []string{"sessions.nats_urls[0]", "nats://"}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -134,6 +148,53 @@ func TestValidShapesAccepted(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestScaleSessionKeys(t *testing.T) {
+	c, err := Parse([]byte(`auth: {anonymous: true}
+sessions:
+  store: redis
+  redis_url: "rediss://10.0.0.1:7001?addr=10.0.0.2:7001&addr=10.0.0.3:7001"
+  redis_username_env: REDIS_USER
+  redis_password_env: REDIS_PASS
+  sentinel_password_env: SENTINEL_PASS
+  redis_tls: {ca_file: /etc/redis/ca.pem, cert_file: /etc/redis/c.pem, key_file: /etc/redis/c.key}
+  bus: nats
+  nats_urls: ["nats://10.0.0.9:4222", "tls://10.0.0.10:4222"]
+`), []string{"REDIS_USER=orch", "REDIS_PASS=pw", "SENTINEL_PASS=spw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Sessions
+	if s.RedisUsername != "orch" || s.RedisPassword != "pw" || s.SentinelPassword != "spw" || s.Bus != "nats" || len(s.NatsURLs) != 2 || s.RedisTLS.KeyFile != "/etc/redis/c.key" {
+		t.Fatalf("sessions = %+v", s)
+	}
+	if out := string(c.JSON()); strings.Contains(out, `"pw"`) || strings.Contains(out, "spw") {
+		t.Fatalf("JSON() leaks a Redis password:\n%s", out)
+	}
+	d, err := Parse([]byte("auth: {anonymous: true}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Sessions.Bus != "redis" || len(d.Sessions.NatsURLs) != 1 || d.Sessions.NatsURLs[0] != "nats://127.0.0.1:4222" {
+		t.Fatalf("defaults: bus %q, nats_urls %v", d.Sessions.Bus, d.Sessions.NatsURLs)
+	}
+	for _, u := range []string{"redis://127.0.0.1:6379/0", "redis://127.0.0.1:7001?addr=127.0.0.1:7002&addr=127.0.0.1:7003",
+		"redis://127.0.0.1:26379?addr=127.0.0.1:26380&master_set=mymaster", "rediss://u:p@[::1]:6380/2?skip_verify=true&dial_timeout=2s"} {
+		if err := CheckRedisURL(u); err != nil {
+			t.Errorf("CheckRedisURL(%q): %v", u, err)
+		}
+	}
+}
+
+func FuzzCheckRedisURL(f *testing.F) {
+	for _, s := range []string{"redis://127.0.0.1:6379/0", "redis://a:7001?addr=b:7002&addr=c:7003", "redis://a?master_set=m&addr=b:26379",
+		"rediss://u:p@h:1/2?skip_verify", "redis://:0", "redis://h:6379?db=x", "redis://[::1]:1?protocol=2"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		_ = CheckRedisURL(s) // must not panic
+	})
 }
 
 func TestHeaderForms(t *testing.T) {

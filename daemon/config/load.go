@@ -119,6 +119,18 @@ func (c *Config) fill(env map[string]string) {
 	if c.Auth.JWT.SecretEnv != "" {
 		c.Auth.JWT.Secret = env[c.Auth.JWT.SecretEnv]
 	}
+	if c.Sessions.RedisUsernameEnv != "" {
+		c.Sessions.RedisUsername = env[c.Sessions.RedisUsernameEnv]
+	}
+	if c.Sessions.RedisPasswordEnv != "" {
+		c.Sessions.RedisPassword = env[c.Sessions.RedisPasswordEnv]
+	}
+	if c.Sessions.SentinelUsernameEnv != "" {
+		c.Sessions.SentinelUsername = env[c.Sessions.SentinelUsernameEnv]
+	}
+	if c.Sessions.SentinelPasswordEnv != "" {
+		c.Sessions.SentinelPassword = env[c.Sessions.SentinelPasswordEnv]
+	}
 	if c.Admin.PasswordEnv != "" {
 		c.Admin.Password = env[c.Admin.PasswordEnv]
 	}

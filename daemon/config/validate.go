@@ -113,8 +113,29 @@ func (c *Config) problems() []error {
 	switch c.Sessions.Store {
 	case "memory":
 	case "redis":
-		if _, err := url.Parse(c.Sessions.RedisURL); err != nil || !strings.HasPrefix(c.Sessions.RedisURL, "redis") {
-			add("sessions.redis_url: must be a redis:// or rediss:// URL, got %q", c.Sessions.RedisURL)
+		if err := CheckRedisURL(c.Sessions.RedisURL); err != nil {
+			add("sessions.redis_url: %v", err)
+		}
+		t := c.Sessions.RedisTLS
+		if (t != RedisTLS{}) && !strings.HasPrefix(c.Sessions.RedisURL, "rediss://") {
+			add("sessions.redis_tls: set, but sessions.redis_url is not a rediss:// URL")
+		}
+		if (t.CertFile == "") != (t.KeyFile == "") {
+			add("sessions.redis_tls: cert_file and key_file go together")
+		}
+		switch c.Sessions.Bus {
+		case "redis":
+		case "nats":
+			if len(c.Sessions.NatsURLs) == 0 {
+				add("sessions.nats_urls: must list at least one server with sessions.bus: nats")
+			}
+			for i, u := range c.Sessions.NatsURLs {
+				if err := checkNatsURL(u); err != nil {
+					add("sessions.nats_urls[%d]: %v", i, err)
+				}
+			}
+		default:
+			add("sessions.bus: must be redis or nats, got %q", c.Sessions.Bus)
 		}
 	default:
 		add("sessions.store: must be memory or redis, got %q", c.Sessions.Store)
@@ -149,6 +170,9 @@ func (c *Config) problems() []error {
 		p := "backends." + name
 		switch b.Kind {
 		case KindEcho:
+			if b.Stream != "" && b.Stream != "words" {
+				add("%s.stream: must be words or empty, got %q", p, b.Stream)
+			}
 		case KindHTTP, KindOpenAI:
 			if len(b.Endpoints) == 0 {
 				add("%s.endpoints: at least one URL is needed for kind %s", p, b.Kind)

@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/orchestratord/orchestratord/daemon/backends"
@@ -41,6 +42,17 @@ type Table struct {
 	limits config.Limits
 }
 
+// Routes returns the names of the table's routes, sorted (the demo page's
+// route picker lists them).
+func (t *Table) Routes() []string {
+	names := make([]string, 0, len(t.routes))
+	for name := range t.routes {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
 // NewTable compiles the routes of cfg against the pools of set.
 func NewTable(cfg config.Config, set *backends.Set) (*Table, error) {
 	t := &Table{routes: make(map[string]*route, len(cfg.Routes)), limits: cfg.Limits}
@@ -57,7 +69,7 @@ func NewTable(cfg config.Config, set *backends.Set) (*Table, error) {
 			timeout:      rc.Timeout.D(),
 			firstChunk:   rc.FirstChunkTimeout.D(),
 			idle:         rc.IdleTimeout.D(),
-			inline:       bc.Kind == config.KindEcho && bc.Delay == 0,
+			inline:       bc.Kind == config.KindEcho && bc.Delay == 0 && bc.Stream == "",
 			needsSession: bc.Kind == config.KindHTTP || bc.Kind == config.KindNATS || bc.Kind == config.KindOpenAI,
 		}
 		if r.inline {

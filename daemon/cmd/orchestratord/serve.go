@@ -77,7 +77,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	var state *node // set below, before any listener serves
 	var plain http.Handler
 	if cfg.WS.DemoPage {
-		plain = web.Demo()
+		plain = web.Demo(func() []string { return router.Table().Routes() })
 	}
 	gw := gateway.New(gateway.Options{
 		Node:                    cfg.Node,
