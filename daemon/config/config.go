@@ -60,7 +60,7 @@ type Config struct {
 	Admin    Admin              `yaml:"admin" json:"admin" reload:"restart"`
 	Log      Log                `yaml:"log" json:"log"`
 	// Readiness adds conditions to /readyz (daemon addition).
-	Readiness Readiness `yaml:"readiness" json:"readiness"`
+	Readiness Readiness `yaml:"readiness" json:"readiness" reload:"live"`
 }
 
 // Readiness configures what /readyz requires besides serving (not

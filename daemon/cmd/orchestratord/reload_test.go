@@ -165,6 +165,7 @@ func TestEveryKeyDiffedWithAPolicy(t *testing.T) {
 		"drain.timeout":      true, // CurrentTiming
 		"log.level":          true, // the level var
 		"log.requests":       true, // router.SetAccessLog
+		"readiness.":         true, // backendsReady reads the config in force
 	}
 	isLive := func(path string) bool {
 		for p := range live {
