@@ -15,10 +15,10 @@ import (
 
 // run executes one accepted request on its own goroutine and writes its
 // chunks and exactly one terminal message through the session's Output.
-func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Session, rt *route, req *backends.Request) {
+func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s Session, rt *route, req *backends.Request) {
 	defer r.wg.Done()
 	start := time.Now()
-	out := r.store.Begin(s.ID, req.ID)
+	out := r.store.Begin(req.SessionID, req.ID)
 
 	ctx, stop := context.WithTimeoutCause(ctx, rt.timeout, ErrTimeout)
 	defer stop()
@@ -65,7 +65,7 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Ses
 	watchMu.Unlock()
 
 	if err == nil {
-		err = r.save(ctx, s.ID, res)
+		err = r.save(ctx, req.SessionID, res)
 	}
 	if err != nil && ctx.Err() != nil {
 		// The context's cause says why: timeout, cancel or drain.
@@ -81,7 +81,7 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Ses
 		msg = events.AppendError(buf[:0], req.ID, outcome, message(outcome, err))
 		if outcome == CodeBackendError || outcome == CodeTimeout {
 			r.log.LogAttrs(ctx, slog.LevelWarn, "request failed",
-				slog.String("session", s.ID), slog.String("user", s.User), slog.String("request", req.ID),
+				slog.String("session", req.SessionID), slog.String("user", req.UserID), slog.String("request", req.ID),
 				slog.String("backend", rt.backend), slog.String("code", outcome), slog.Any("err", err))
 		}
 	} else {
@@ -89,7 +89,7 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Ses
 	}
 	// Unregister before the terminal is written, so a client that reuses
 	// the id right after receiving it is not refused as a duplicate.
-	left := s.unregister(req.ID)
+	left := s.Unregister(req.ID)
 	out.End(msg)
 	// Counted out only once its terminal is on the socket or in the
 	// outbox: "nothing in flight" means nothing still to deliver.
@@ -97,7 +97,7 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Ses
 	r.metrics.Request(rt.name, outcome, time.Since(start))
 	if left == 0 && r.draining.Load() {
 		if fn := r.onIdle.Load(); fn != nil {
-			(*fn)(s.ID)
+			(*fn)(req.SessionID)
 		}
 	}
 }

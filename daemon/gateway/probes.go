@@ -28,7 +28,7 @@ func (g *Gateway) Alive() error {
 // Ready reports whether the node takes new clients: not draining and the
 // session store reachable.
 func (g *Gateway) Ready(ctx context.Context) error {
-	if g.draining.Load() {
+	if g.Draining() {
 		return errors.New("draining")
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)

@@ -42,6 +42,11 @@ func (s sessionSink) Terminal(ctx context.Context, sessionID, requestID string, 
 	return s.m.Terminal(ctx, sessionID, requestID, msg)
 }
 
+// Each calls fn for every session record the node holds.
+func (s sessionSink) Each(fn func(dispatch.Session)) {
+	s.m.Each(func(r *sessions.Record) { fn(r) })
+}
+
 // Ack trims the session's replay log up to pos; it never blocks.
 func (s sessionSink) Ack(sessionID string, pos uint64) { s.m.Ack(sessionID, pos) }
 

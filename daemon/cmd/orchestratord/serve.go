@@ -91,7 +91,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		ReconnectAfter:          cfg.Drain.ReconnectAfter.D(),
 		Path:                    cfg.WS.Path,
 		Plain:                   plain,
-	}, gate, mgr, router, metrics, log)
+	}, gate, gateway.ManagerSessions(mgr), router, metrics, log)
 	defer gw.Close()
 
 	eng, err := netpoll.New(netpoll.Config{
