@@ -21,14 +21,14 @@ import (
 
 // fakeStore records what each request wrote, in order.
 type fakeStore struct {
-	mu      sync.Mutex
-	out     map[string][]string // request id -> messages
-	ends    chan string         // request ids as their terminal arrives
-	ended   map[string]bool
-	patches []string
-	turns   []events.Turn
-	acks    []uint64
-	loadErr error
+	mu       sync.Mutex
+	out      map[string][]string // request id -> messages
+	ends     chan string         // request ids as their terminal arrives
+	ended    map[string]bool
+	patches  []string
+	turns    []events.Turn
+	acks     []uint64
+	loadErr  error
 	sessions []*testSession
 }
 

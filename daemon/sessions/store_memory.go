@@ -54,7 +54,7 @@ type memEntry struct {
 	nodes    []string
 	expires  int64 // unix nanos
 	detached int64 // unix nanos its last connection went; zero while attached
-	size     int64     // context and history bytes, counted in MemoryStore.bytes
+	size     int64 // context and history bytes, counted in MemoryStore.bytes
 }
 
 // NewMemoryStore returns a memory store and starts its sweeper.
