@@ -8,7 +8,9 @@ FUZZTIME  ?= 10s
 BENCHTIME ?= 1s
 PKGS      := ./...
 
-.PHONY: help build run test test-short check-fmt check-generate vet lint generate fuzz bench chaos soak load-build bench-report load-scale bench-vet clean
+CLIENT    := web/client
+
+.PHONY: help build run test test-client test-scale test-short check-fmt check-generate vet lint generate fuzz bench chaos soak load-build bench-report load-scale bench-vet clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -19,8 +21,18 @@ build: ## build bin/orchestratord
 run: build ## serve the embedded demo config (memory store, echo route, :8080, admin on 127.0.0.1:9090)
 	./$(BIN) serve --config demo
 
-test: check-fmt vet check-generate ## gofmt check, go vet, templ freshness, then every test with -race
+test: check-fmt vet check-generate test-client ## gofmt check, go vet, templ freshness, the JS client's checks and tests, then every Go test with -race
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+test-client: ## the JS client (web/client): tsc type check, .d.ts freshness, size budget, node --test against the real daemon
+	@test -d $(CLIENT)/node_modules || (cd $(CLIENT) && npm ci --no-audit --no-fund --silent)
+	cd $(CLIENT) && node scripts/check.mjs
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	CGO_ENABLED=0 $(GO) build -o $$tmp/orchestratord ./daemon/cmd/orchestratord && \
+	cd $(CLIENT) && ORCH_BIN=$$tmp/orchestratord node --test --test-concurrency=1 test/*.test.mjs
+
+test-scale: ## only the Redis Cluster / Sentinel / NATS-bus tests (a subset of make test; starts redis-server on ports 34100-34499)
+	$(GO) test -race -count=1 -timeout 15m -run 'Cluster|Sentinel|ACL|TLS|Replicas|StoreFailover|Scale' ./daemon/sessions/ ./daemon/cmd/orchestratord/ ./daemon/config/
 
 test-short: ## the tests without -race (faster while developing)
 	$(GO) test -count=1 -short $(PKGS)

@@ -10,8 +10,11 @@ import (
 	"time"
 )
 
+// errorBody is the JSON of a failed request: a stable code for scripts
+// and a sentence for people (the page's flash shows it).
 type errorBody struct {
-	Error string `json:"error"`
+	Error   string `json:"error"`
+	Message string `json:"message,omitempty"`
 }
 
 type statusBody struct {
@@ -52,29 +55,59 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 
 // NodeView is the JSON of GET /api/node and the page's header.
 type NodeView struct {
-	Node         string  `json:"node"`
-	State        string  `json:"state"` // serving or draining
-	Draining     bool    `json:"draining"`
-	Connections  int     `json:"connections"`
-	Sessions     int     `json:"sessions"`
-	InFlight     int     `json:"in_flight"`
-	MsgsInTotal  uint64  `json:"msgs_in_total"`
-	MsgsOutTotal uint64  `json:"msgs_out_total"`
-	MsgsInRate   float64 `json:"msgs_in_per_sec"`
-	MsgsOutRate  float64 `json:"msgs_out_per_sec"`
+	Node          string     `json:"node"`
+	State         string     `json:"state"` // serving or draining
+	Draining      bool       `json:"draining"`
+	Version       string     `json:"version"`
+	StartedAt     time.Time  `json:"started_at"`
+	UptimeSeconds int64      `json:"uptime_seconds"`
+	Connections   int        `json:"connections"`
+	Sessions      int        `json:"sessions"`
+	Detached      int        `json:"detached_sessions"`
+	SessionBytes  int64      `json:"session_bytes"` // held in memory by the sessions, attached or not
+	InFlight      int        `json:"in_flight"`
+	MsgsInTotal   uint64     `json:"msgs_in_total"`
+	MsgsOutTotal  uint64     `json:"msgs_out_total"`
+	MsgsInRate    float64    `json:"msgs_in_per_sec"`
+	MsgsOutRate   float64    `json:"msgs_out_per_sec"`
+	Drain         *DrainView `json:"drain,omitempty"` // while draining
+	Now           time.Time  `json:"now"`
+}
+
+// DrainView is a drain's progress: what is left, and when what is left
+// will be cancelled.
+type DrainView struct {
+	StartedAt       time.Time `json:"started_at"`
+	Deadline        time.Time `json:"deadline"`
+	SecondsLeft     float64   `json:"seconds_left"` // until the deadline, 0 once passed
+	ConnectionsLeft int       `json:"connections_left"`
+	RequestsLeft    int       `json:"requests_left"`
 }
 
 func (s *Server) nodeView() NodeView {
+	now := time.Now()
 	c := s.deps.Node.Counters()
 	draining := s.deps.Node.Draining()
-	in, out := s.rates.sample(time.Now(), c.MsgsIn, c.MsgsOut)
+	_, detached, bytes := s.deps.Detached.Counts()
+	in, out := s.rates.sample(now, c.MsgsIn, c.MsgsOut)
 	v := NodeView{
 		Node: s.deps.Node.Name(), State: "serving", Draining: draining,
-		Connections: c.Connections, Sessions: c.Sessions, InFlight: c.InFlight,
+		Version: s.deps.Version, StartedAt: s.deps.Started.UTC(),
+		Connections: c.Connections, Sessions: c.Sessions, Detached: detached, SessionBytes: bytes, InFlight: c.InFlight,
 		MsgsInTotal: c.MsgsIn, MsgsOutTotal: c.MsgsOut, MsgsInRate: in, MsgsOutRate: out,
+		Now: now.UTC(),
+	}
+	if !s.deps.Started.IsZero() {
+		v.UptimeSeconds = int64(now.Sub(s.deps.Started) / time.Second)
 	}
 	if draining {
 		v.State = "draining"
+		d := &DrainView{ConnectionsLeft: c.Connections, RequestsLeft: c.InFlight}
+		if started, deadline := s.deps.Node.DrainDeadline(); !deadline.IsZero() {
+			d.StartedAt, d.Deadline = started.UTC(), deadline.UTC()
+			d.SecondsLeft = max(0, deadline.Sub(now).Seconds())
+		}
+		v.Drain = d
 	}
 	return v
 }
@@ -131,6 +164,32 @@ func (s *Server) apiSessions(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.sessionsPage(q, offset, limit))
 }
 
+// DetachedPage is the JSON of GET /api/detached: the count of detached
+// sessions and the first Limit of them (oldest detached first).
+type DetachedPage struct {
+	Total    int           `json:"total"`
+	Limit    int           `json:"limit"`
+	Sessions []DetachedRow `json:"sessions"`
+}
+
+func (s *Server) detachedPage(limit int) DetachedPage {
+	_, total, _ := s.deps.Detached.Counts()
+	rows := s.deps.Detached.Detached(make([]DetachedRow, 0, min(limit, max(total, 1))), limit)
+	if len(rows) > limit {
+		rows = rows[:limit]
+	}
+	return DetachedPage{Total: max(total, len(rows)), Limit: limit, Sessions: rows}
+}
+
+func (s *Server) apiDetached(w http.ResponseWriter, r *http.Request) {
+	_, _, limit, err := sessionsQuery(r)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, s.detachedPage(limit))
+}
+
 func (s *Server) backends() []BackendRow {
 	b := s.deps.Backends.Backends()
 	if b == nil {
@@ -173,7 +232,7 @@ func (s *Server) apiKick(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	s.log.Info("session close requested from admin", append(who(r), "session", id)...)
 	if err := s.deps.Sessions.Kick(r.Context(), id); err != nil {
-		s.actionError(w, "close session", err)
+		s.actionError(w, "close session", err, "Session "+id+" is not connected to this node any more: it has already closed or moved.")
 		return
 	}
 	writeJSON(w, http.StatusOK, statusBody{Status: "closed"})
@@ -183,19 +242,23 @@ func (s *Server) apiReset(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	s.log.Info("breaker reset requested from admin", append(who(r), "backend", name)...)
 	if err := s.deps.Backends.Reset(name); err != nil {
-		s.actionError(w, "reset backend", err)
+		s.actionError(w, "reset backend", err, "There is no backend named "+name+" any more (a reload may have removed it).")
 		return
 	}
 	writeJSON(w, http.StatusOK, statusBody{Status: "reset"})
 }
 
-func (s *Server) actionError(w http.ResponseWriter, what string, err error) {
+// actionError answers a failed action: 404 with notFound (a sentence for
+// the page) when the target does not exist, else 500 with the cause in
+// the log only.
+func (s *Server) actionError(w http.ResponseWriter, what string, err error, notFound string) {
 	if errors.Is(err, ErrNotFound) {
-		writeJSON(w, http.StatusNotFound, errorBody{Error: "not_found"})
+		writeJSON(w, http.StatusNotFound, errorBody{Error: "not_found", Message: notFound})
 		return
 	}
 	s.log.Warn("admin action failed", "action", what, "err", err)
-	writeJSON(w, http.StatusInternalServerError, errorBody{Error: "internal"})
+	writeJSON(w, http.StatusInternalServerError, errorBody{Error: "internal",
+		Message: "Could not " + what + ": the daemon hit an internal error (see its log)."})
 }
 
 // rateMeter derives messages per second from running totals. The rate is

@@ -58,6 +58,12 @@ func TestBrowser(t *testing.T) {
 	f.node.set(func(c *Counters) {
 		*c = Counters{Connections: 137, Sessions: 137, InFlight: 12, MsgsIn: 1_203_004, MsgsOut: 3_880_112}
 	})
+	f.detached.set(
+		DetachedRow{ID: "s_7f3a90c21d4e8b11", User: "ivan", Since: now.Add(-42 * time.Second), Owed: 3, OwedBytes: 2214},
+		DetachedRow{ID: "s_2c81d0e9aa03f5b7", User: "judy", Since: now.Add(-4 * time.Minute), Owed: 0, OwedBytes: 0},
+		DetachedRow{ID: "s_9e04b7c3f1a2d658", User: "mallory", Since: now.Add(-17 * time.Minute), Owed: 12, OwedBytes: 48311},
+	)
+	f.detached.bytes = 3 << 20
 	deps := f.deps()
 	deps.Node = tickingNode{f.node, now}
 	s, err := New(config.Admin{User: "admin", MetricsPublic: true}, "127.0.0.1:0", deps, nil, testLogger(t))

@@ -87,7 +87,8 @@ func (s *Server) post(h http.HandlerFunc) http.HandlerFunc {
 		r.Body = http.MaxBytesReader(w, r.Body, 4096)
 		if !s.csrf.check(r) {
 			s.log.Warn("admin POST refused: bad or missing CSRF token or cross-origin", "path", r.URL.Path, "remote", r.RemoteAddr)
-			writeJSON(w, http.StatusForbidden, errorBody{Error: "csrf"})
+			writeJSON(w, http.StatusForbidden, errorBody{Error: "csrf",
+				Message: "This page's security token has expired (the daemon restarted?): reload the page and try again."})
 			return
 		}
 		h(w, r)

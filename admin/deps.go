@@ -27,6 +27,10 @@ type Node interface {
 	Name() string
 	Draining() bool
 	Counters() Counters
+	// DrainDeadline returns when the drain started and when whatever is
+	// left will be cancelled (start + drain.timeout); zero times while the
+	// node is not draining.
+	DrainDeadline() (started, deadline time.Time)
 }
 
 // SessionRow is one line of the sessions table.
@@ -56,16 +60,45 @@ type SessionLister interface {
 	Kick(ctx context.Context, id string) error
 }
 
+// DetachedRow is one detached session: kept for resume, no connection
+// attached, and what it is owed (terminals waiting in its replay log or
+// outbox, delivered when it resumes).
+type DetachedRow struct {
+	ID        string    `json:"id"`
+	User      string    `json:"user"`
+	Since     time.Time `json:"detached_since"`
+	Owed      int       `json:"owed"`       // messages waiting for the client
+	OwedBytes int64     `json:"owed_bytes"` // their bytes
+}
+
+// DetachedLister lists the node's detached sessions (the session manager's
+// Detached and Counts). Both are called from HTTP handler goroutines,
+// concurrently, and must stay fast: they read process memory only.
+type DetachedLister interface {
+	// Detached appends up to limit detached sessions to dst[:0], in the
+	// lister's order (the session manager: oldest detached first), and
+	// returns it.
+	Detached(dst []DetachedRow, limit int) []DetachedRow
+	// Counts returns the attached and detached sessions and the bytes the
+	// sessions hold in memory.
+	Counts() (attached, detached int, bytes int64)
+}
+
 // EndpointRow is one backend endpoint as the page shows it.
 type EndpointRow struct {
-	URL        string  `json:"url"`
-	Breaker    string  `json:"breaker"` // closed, half-open or open
-	Successes  uint64  `json:"successes"`
-	Failures   uint64  `json:"failures"`
-	Rejections uint64  `json:"rejections"`
-	InFlight   int     `json:"in_flight"`
-	P50ms      float64 `json:"p50_ms"`
-	P99ms      float64 `json:"p99_ms"`
+	URL     string `json:"url"`     // redacted (redact.String)
+	Breaker string `json:"breaker"` // closed, half-open or open
+	// Health is the last active check: healthy, unhealthy or unchecked.
+	Health string `json:"health"`
+	// HealthDetail says why the last check failed (redacted); "" if it
+	// passed.
+	HealthDetail string  `json:"health_detail,omitempty"`
+	Successes    uint64  `json:"successes"`
+	Failures     uint64  `json:"failures"`
+	Rejections   uint64  `json:"rejections"`
+	InFlight     int     `json:"in_flight"`
+	P50ms        float64 `json:"p50_ms"`
+	P99ms        float64 `json:"p99_ms"`
 }
 
 // BackendRow is one backend pool.
@@ -102,14 +135,19 @@ type Readiness interface {
 	Ready() error
 }
 
-// Deps are the parts of the daemon the admin server reads. All are
-// required.
+// Deps are the parts of the daemon the admin server reads. The interfaces
+// are required.
 type Deps struct {
 	Node      Node
 	Sessions  SessionLister
+	Detached  DetachedLister
 	Backends  BackendLister
 	Drainer   Drainer
 	Readiness Readiness
+	// Version is the daemon's version, shown on the page and in /api/node.
+	Version string
+	// Started is when the process started; the page shows the uptime.
+	Started time.Time
 }
 
 func (d Deps) check() error {
@@ -119,6 +157,9 @@ func (d Deps) check() error {
 	}
 	if d.Sessions == nil {
 		errs = append(errs, errors.New("Deps.Sessions is nil"))
+	}
+	if d.Detached == nil {
+		errs = append(errs, errors.New("Deps.Detached is nil"))
 	}
 	if d.Backends == nil {
 		errs = append(errs, errors.New("Deps.Backends is nil"))

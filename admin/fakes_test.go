@@ -26,6 +26,14 @@ type fakeNode struct {
 	name     string
 	draining bool
 	c        Counters
+	drainAt  time.Time // set by fakeDrainer
+	deadline time.Time
+}
+
+func (n *fakeNode) DrainDeadline() (time.Time, time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.drainAt, n.deadline
 }
 
 func (n *fakeNode) Name() string { return n.name }
@@ -48,9 +56,10 @@ func (n *fakeNode) set(f func(*Counters)) {
 // fakeSessions keeps rows newest first and filters them linearly, as a
 // real lister over a sorted index would.
 type fakeSessions struct {
-	mu     sync.Mutex
-	rows   []SessionRow // newest first
-	kicked chan string
+	mu      sync.Mutex
+	rows    []SessionRow // newest first
+	kicked  chan string
+	kickErr error // when set, Kick fails with it
 }
 
 func newFakeSessions(rows ...SessionRow) *fakeSessions {
@@ -89,6 +98,9 @@ func (f *fakeSessions) Sessions(q string, offset, limit int) ([]SessionRow, int)
 func (f *fakeSessions) Kick(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.kickErr != nil {
+		return f.kickErr
+	}
 	i := slices.IndexFunc(f.rows, func(r SessionRow) bool { return r.ID == id })
 	if i < 0 {
 		return fmt.Errorf("kick %s: %w", id, ErrNotFound)
@@ -134,8 +146,39 @@ type fakeDrainer struct {
 func (d *fakeDrainer) Drain(reason string) {
 	d.node.mu.Lock()
 	d.node.draining = true
+	d.node.drainAt = time.Now()
+	d.node.deadline = d.node.drainAt.Add(30 * time.Second)
 	d.node.mu.Unlock()
 	d.reasons <- reason
+}
+
+// fakeDetached lists detached sessions, newest first.
+type fakeDetached struct {
+	mu    sync.Mutex
+	rows  []DetachedRow
+	bytes int64
+}
+
+func (f *fakeDetached) Detached(dst []DetachedRow, limit int) []DetachedRow {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	dst = dst[:0]
+	for i := 0; i < len(f.rows) && i < limit; i++ {
+		dst = append(dst, f.rows[i])
+	}
+	return dst
+}
+
+func (f *fakeDetached) Counts() (int, int, int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return 0, len(f.rows), f.bytes
+}
+
+func (f *fakeDetached) set(rows ...DetachedRow) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rows = rows
 }
 
 type fakeReady struct {
@@ -149,13 +192,15 @@ func (f *fakeReady) Ready() error { f.mu.Lock(); defer f.mu.Unlock(); return f.r
 type fixture struct {
 	node     *fakeNode
 	sessions *fakeSessions
+	detached *fakeDetached
 	backends *fakeBackends
 	drainer  *fakeDrainer
 	ready    *fakeReady
 }
 
 func (f *fixture) deps() Deps {
-	return Deps{Node: f.node, Sessions: f.sessions, Backends: f.backends, Drainer: f.drainer, Readiness: f.ready}
+	return Deps{Node: f.node, Sessions: f.sessions, Detached: f.detached, Backends: f.backends, Drainer: f.drainer, Readiness: f.ready,
+		Version: "1.4.2-test", Started: time.Now().Add(-(3*time.Hour + 12*time.Minute))}
 }
 
 var t0 = time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
@@ -181,7 +226,8 @@ func newFixture(nSessions int) *fixture {
 				{URL: "http://127.0.0.1:11434/v1", Breaker: "half-open", Successes: 310, Failures: 5, InFlight: 9, P50ms: 1800, P99ms: 14500},
 			}},
 		}},
-		ready: &fakeReady{},
+		ready:    &fakeReady{},
+		detached: &fakeDetached{},
 	}
 	rows := make([]SessionRow, nSessions)
 	for i := range rows {

@@ -8,7 +8,8 @@ import (
 
 // events streams updates as server-sent events: one "update" event at once
 // and then every interval, for the page's current search (?q=&offset=).
-// An update identical to the previous one is not sent again. The stream
+// An update identical to the previous one is not sent again: a "ping"
+// event goes instead, so that the page notices a daemon gone silent. The stream
 // ends when the client goes away or Shutdown is called.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	q, offset, _, err := sessionsQuery(r)
@@ -48,7 +49,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			buf.Write(data) // JSON: no newlines
 			buf.WriteString("\n\n")
 		} else {
-			buf.WriteString(": keepalive\n\n")
+			// A ping (not a comment, which scripts cannot see) tells the
+			// page the daemon is still there when nothing changed.
+			buf.WriteString("event: ping\ndata: {}\n\n")
 		}
 		_ = rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		if _, err := w.Write(buf.Bytes()); err != nil {

@@ -47,6 +47,10 @@ type Server struct {
 	rates    rateMeter
 	interval time.Duration // /events push period; tests shorten it
 	streams  atomic.Int32
+	// Failed logins are logged at most once a second; the lines between
+	// are counted and reported with the next one.
+	loginWarnAt  atomic.Int64 // unix ns of the last line
+	loginDropped atomic.Int64
 
 	stop chan struct{} // closed by Shutdown: ends /events streams
 
@@ -108,6 +112,7 @@ func New(cfg config.Admin, listenAddr string, deps Deps, gatherer prometheus.Gat
 	priv("GET /static/", staticFiles())
 	priv("GET /api/node", s.apiNode)
 	priv("GET /api/sessions", s.apiSessions)
+	priv("GET /api/detached", s.apiDetached)
 	priv("GET /api/backends", s.apiBackends)
 	priv("GET /api/token", s.apiToken)
 	priv("POST /api/drain", s.post(s.apiDrain))
@@ -178,12 +183,32 @@ func (s *Server) private(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		web.SecurityHeaders(w.Header())
 		if s.auth && !s.authorized(r) {
+			if u, _, ok := r.BasicAuth(); ok {
+				// Credentials were sent and are wrong (a first request
+				// without any is the browser asking, not a failure).
+				s.loginFailed(r, u)
+			}
 			w.Header().Set("WWW-Authenticate", `Basic realm="orchestratord admin", charset="UTF-8"`)
 			writeJSON(w, http.StatusUnauthorized, errorBody{Error: "unauthorized"})
 			return
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// loginFailed logs a failed admin login at warn, at most once a second
+// (a password guesser must not flood the log), with the number of
+// failures not logged since the previous line. The password is never
+// logged.
+func (s *Server) loginFailed(r *http.Request, user string) {
+	now := time.Now().UnixNano()
+	last := s.loginWarnAt.Load()
+	if now-last < int64(time.Second) || !s.loginWarnAt.CompareAndSwap(last, now) {
+		s.loginDropped.Add(1)
+		return
+	}
+	s.log.Warn("admin login failed", "remote", r.RemoteAddr, "admin_user", user, "path", r.URL.Path,
+		"failures_not_logged", s.loginDropped.Swap(0))
 }
 
 // authorized compares the basic-auth credentials in constant time (hashes

@@ -1,8 +1,10 @@
 package admin
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -145,7 +147,11 @@ func TestAPINodeAndBackends(t *testing.T) {
 	if err := json.Unmarshal(w.Body.Bytes(), &n); err != nil || w.Code != 200 {
 		t.Fatalf("GET /api/node = %d %q: %v", w.Code, w.Body, err)
 	}
-	want := NodeView{Node: "edge-1", State: "serving", Connections: 3, Sessions: 7, InFlight: 2, MsgsInTotal: 10, MsgsOutTotal: 20}
+	if n.UptimeSeconds < 3*3600+12*60 || n.UptimeSeconds > 3*3600+13*60 || n.StartedAt.IsZero() || n.Now.IsZero() {
+		t.Errorf("uptime %ds (started %s, now %s), want about 3h12m", n.UptimeSeconds, n.StartedAt, n.Now)
+	}
+	n.UptimeSeconds, n.StartedAt, n.Now = 0, time.Time{}, time.Time{}
+	want := NodeView{Node: "edge-1", State: "serving", Version: "1.4.2-test", Connections: 3, Sessions: 7, InFlight: 2, MsgsInTotal: 10, MsgsOutTotal: 20}
 	if n != want {
 		t.Errorf("node = %+v, want %+v", n, want)
 	}
@@ -396,5 +402,41 @@ func TestPprofBehindCredentials(t *testing.T) {
 		if w.Code != tc.want {
 			t.Fatalf("GET /debug/pprof/heap with credentials=%v: %d, want %d", tc.auth, w.Code, tc.want)
 		}
+	}
+}
+
+// TestFailedLoginLogged: wrong credentials are logged at warn (never the
+// password), at most once a second; a request without credentials is not a
+// failure.
+func TestFailedLoginLogged(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	f := newFixture(0)
+	s, err := New(config.Admin{User: "admin", Password: "pw"}, "0.0.0.0:9090", f.deps(), nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(user, pass string) {
+		r := httptest.NewRequest(http.MethodGet, "/api/node", nil)
+		if user != "" {
+			r.SetBasicAuth(user, pass)
+		}
+		s.ServeHTTP(httptest.NewRecorder(), r)
+	}
+	get("", "")
+	if buf.Len() != 0 {
+		t.Fatalf("a request without credentials logged: %s", buf.String())
+	}
+	get("root", "guess1")
+	get("root", "guess2")
+	out := buf.String()
+	if n := strings.Count(out, `"msg":"admin login failed"`); n != 1 {
+		t.Fatalf("failed login lines = %d, want 1 (the second within a second is counted):\n%s", n, out)
+	}
+	if !strings.Contains(out, `"level":"WARN"`) || !strings.Contains(out, `"admin_user":"root"`) || strings.Contains(out, "guess") {
+		t.Errorf("failed login line = %s, want warn with the user and no password", out)
+	}
+	if got := s.loginDropped.Load(); got != 1 {
+		t.Errorf("failures not logged = %d, want 1", got)
 	}
 }

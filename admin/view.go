@@ -16,6 +16,7 @@ import (
 type pageView struct {
 	Node     NodeView
 	Sessions SessionsPage
+	Detached DetachedPage
 	Backends []BackendRow
 	CSRF     string
 	Now      time.Time
@@ -30,6 +31,7 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 	v := pageView{
 		Node:     s.nodeView(),
 		Sessions: s.sessionsPage(q, offset, PageSize),
+		Detached: s.detachedPage(PageSize),
 		Backends: s.backends(),
 		CSRF:     s.csrf.token(w, r),
 		Now:      time.Now(),
@@ -50,8 +52,10 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 type update struct {
 	State    string `json:"state"`
 	Node     string `json:"node"`
+	Drain    string `json:"drain"`
 	Backends string `json:"backends"`
 	Sessions string `json:"sessions"`
+	Detached string `json:"detached"`
 }
 
 // renderUpdate renders one update as the JSON of an SSE data line.
@@ -63,8 +67,10 @@ func (s *Server) renderUpdate(r *http.Request, q string, offset int, buf *bytes.
 		c   templ.Component
 	}{
 		{&u.Node, nodeStats(n)},
+		{&u.Drain, drainProgress(n)},
 		{&u.Backends, backendsTable(s.backends())},
-		{&u.Sessions, sessionsTable(s.sessionsPage(q, offset, PageSize), time.Now())},
+		{&u.Sessions, sessionsTable(s.sessionsPage(q, offset, PageSize), n.Now)},
+		{&u.Detached, detachedTable(s.detachedPage(PageSize), n.Now)},
 	}
 	for _, p := range parts {
 		buf.Reset()
@@ -165,6 +171,24 @@ func breakerClass(state string) string {
 	return "unknown"
 }
 
+// healthClass is the CSS class of an endpoint's health.
+func healthClass(h string) string {
+	switch h {
+	case "healthy", "unhealthy":
+		return h
+	}
+	return "unchecked"
+}
+
+// healthLabel shows an endpoint's health; "" (a row without an endpoint)
+// shows as unchecked.
+func healthLabel(h string) string {
+	if h == "" {
+		return "unchecked"
+	}
+	return h
+}
+
 // endpointsOrNone returns b's endpoints, or one empty row for an
 // in-process backend, so every backend gets a table row.
 func endpointsOrNone(b BackendRow) []EndpointRow {
@@ -207,4 +231,60 @@ func pageURL(q string, offset int) templ.SafeURL {
 		return "/"
 	}
 	return templ.SafeURL("/?" + v.Encode())
+}
+
+func bytesI(n int64) string { return bytesU(uint64(max(n, 0))) }
+
+// uptime shows a duration in seconds as "42s", "12m", "3h 12m" or
+// "5d 3h": minutes at most, so the page repaints it rarely.
+func uptime(sec int64) string {
+	switch {
+	case sec < 60:
+		return strconv.FormatInt(max(sec, 0), 10) + "s"
+	case sec < 3600:
+		return strconv.FormatInt(sec/60, 10) + "m"
+	case sec < 86400:
+		return fmt.Sprintf("%dh %dm", sec/3600, sec%3600/60)
+	}
+	return fmt.Sprintf("%dd %dh", sec/86400, sec%86400/3600)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return count(n) + " " + one
+	}
+	return count(n) + " " + many
+}
+
+// drainLeft says what the drain still waits for.
+func drainLeft(d *DrainView) string {
+	return plural(d.ConnectionsLeft, "connection", "connections") + " and " +
+		plural(d.RequestsLeft, "request", "requests") + " in flight left."
+}
+
+// drainDeadline says when what is left will be cancelled.
+func drainDeadline(d *DrainView) string {
+	at := d.Deadline.UTC().Format("15:04:05") + " UTC"
+	if d.SecondsLeft <= 0 {
+		return "Deadline " + at + " passed: cancelling what is left."
+	}
+	return fmt.Sprintf("What is left is cancelled at %s (in %ds).", at, int(d.SecondsLeft+0.999))
+}
+
+func detachedSummary(p DetachedPage) string {
+	switch {
+	case p.Total == 0:
+		return "No detached sessions."
+	case len(p.Sessions) < p.Total:
+		return plural(p.Total, "detached session", "detached sessions") + "; the first " + count(len(p.Sessions)) + ":"
+	}
+	return plural(p.Total, "detached session", "detached sessions") + ":"
+}
+
+// lastOffset is the offset of the sessions table's last page.
+func lastOffset(p SessionsPage) int {
+	if p.Total == 0 || p.Limit <= 0 {
+		return 0
+	}
+	return (p.Total - 1) / p.Limit * p.Limit
 }

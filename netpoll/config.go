@@ -2,6 +2,7 @@ package netpoll
 
 import (
 	"errors"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"time"
@@ -78,6 +79,13 @@ type Config struct {
 	// CloseWait bounds how long a closing connection waits for its queued
 	// bytes to drain and for the peer's close frame; default 2s.
 	CloseWait time.Duration
+	// TrustedProxies are the peers whose report of the client's address is
+	// believed (clientaddr.go, proxyproto.go); default none.
+	TrustedProxies []netip.Prefix
+	// ProxyProtocol makes a connection from a trusted proxy start with a
+	// PROXY protocol v1 or v2 header, read within HandshakeTimeout;
+	// X-Forwarded-For is then ignored. Default false.
+	ProxyProtocol bool
 }
 
 // withDefaults returns c with every zero field set to its default.

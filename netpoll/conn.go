@@ -51,6 +51,7 @@ type Conn struct {
 	id     uint64
 	since  int64 // unix nanoseconds
 	remote netip.AddrPort
+	client *netip.AddrPort // reported by a trusted proxy (clientaddr.go); nil: remote
 	value  any
 
 	sched   atomic.Uint32

@@ -25,7 +25,7 @@
 // Buffers exist only while bytes are in flight: the request head while it
 // arrives, the frame reader while a frame or message is partly read, the
 // outbound queue while the socket does not take everything. An idle
-// connection holds its Conn (240 bytes), its epoll callback and map entry and
+// connection holds its Conn (256 bytes), its epoll callback and map entry and
 // a table slot: about 320 bytes of Go heap and 360-490 bytes of RSS
 // (netpoll/internal/idlebench measures it).
 //
@@ -36,6 +36,20 @@
 // methods run there and must not block; OnMessage's payload is valid only
 // until it returns. Send, Close and CloseAt may be called from any goroutine
 // and never block.
+//
+// # Client address
+//
+// Conn.Remote is the TCP peer; Conn.Client (and Request.Client) is the
+// client: the peer, or, when the peer is in Config.TrustedProxies, the
+// address it reported in a PROXY protocol v1/v2 header (ProxyProtocol,
+// proxyproto.go, parsed on readiness before the request head within
+// HandshakeTimeout) or in X-Forwarded-For / X-Real-IP (clientaddr.go).
+//
+// # Refusals
+//
+// Every HTTP refusal the engine writes, its own (400, 404, 413, 426, 431,
+// 500) and the Gatekeeper's (Decision.Refusal), is a row of the one table
+// in netpoll/refusal, a leaf package that daemon/auth uses too.
 //
 // netpoll knows sockets, handshakes, frames, heartbeats, outbound queues and
 // close codes. It must not import anything under daemon/ (a test checks).

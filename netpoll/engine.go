@@ -78,6 +78,7 @@ type Engine struct {
 	efd        int   // eventfd poked by the wheel, read by the epoll goroutine
 	stopfd     int   // eventfd written once by Close; wakes accept loops
 	alivePoll  atomic.Int64
+	proxyLogAt atomic.Int64 // unix ns of the last "no PROXY header" warning
 	aliveWheel atomic.Int64
 	aliveWork  atomic.Int64
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/orchestratord/orchestratord/netpoll/refusal"
 )
 
 // readCloseCode reads frames until a close frame and returns its code,
@@ -194,7 +195,7 @@ type refuser struct{ seen chan *Request }
 
 func (r refuser) Admit(req *Request) Decision {
 	r.seen <- &Request{Method: req.Method, Path: req.Path, RawQuery: req.RawQuery, Remote: req.Remote, Header: req.Header.Clone()}
-	return Decision{Status: 401, Body: []byte(`{"error":"unauthorized"}`)}
+	return Decision{Refusal: refusal.Of(refusal.Unauthorized)}
 }
 
 func TestGatekeeperRefusal(t *testing.T) {
@@ -211,7 +212,7 @@ func TestGatekeeperRefusal(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read: %v", err)
 	}
-	want := "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 24\r\nConnection: close\r\n\r\n{\"error\":\"unauthorized\"}"
+	want := "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 25\r\nConnection: close\r\n\r\n{\"error\":\"unauthorized\"}\n"
 	if string(raw) != want {
 		t.Fatalf("response = %q, want %q", raw, want)
 	}
@@ -224,11 +225,12 @@ func TestGatekeeperRefusal(t *testing.T) {
 	}
 }
 
-// statusGate refuses with a fixed status.
+// statusGate refuses with a fixed status, built as a literal outside the
+// table (a Gatekeeper bug).
 type statusGate int
 
 func (g statusGate) Admit(*Request) Decision {
-	return Decision{Status: int(g), Body: []byte(`{"error":"x"}`)}
+	return Decision{Refusal: &refusal.Refusal{Status: int(g), Code: "x"}}
 }
 
 // TestRefusalNeverUpgrades: whatever status the Gatekeeper gives, a refusal
@@ -238,7 +240,7 @@ func TestRefusalNeverUpgrades(t *testing.T) {
 		status int
 		want   string
 	}{
-		{101, "HTTP/1.1 500 "}, {200, "HTTP/1.1 500 "}, {403, "HTTP/1.1 403 "}, {429, "HTTP/1.1 429 "}, {503, "HTTP/1.1 503 "},
+		{101, "HTTP/1.1 500 "}, {200, "HTTP/1.1 500 "}, {302, "HTTP/1.1 500 "}, {403, "HTTP/1.1 403 "}, {429, "HTTP/1.1 429 "}, {503, "HTTP/1.1 503 "},
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {

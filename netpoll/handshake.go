@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/orchestratord/orchestratord/netpoll/refusal"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,13 +19,22 @@ import (
 type Request struct {
 	Method, Path, RawQuery string
 	Header                 http.Header
-	Remote                 netip.AddrPort
+	// Remote is the TCP peer's address.
+	Remote netip.AddrPort
+	// Client is the client's address: what a trusted proxy reported (PROXY
+	// header, X-Forwarded-For, X-Real-IP), else Remote. Conn.Client returns
+	// the same afterwards.
+	Client netip.AddrPort
+	// Trusted is true when Remote is in Config.TrustedProxies: the
+	// forwarded headers of the request (traceparent...) may be believed.
+	Trusted bool
 }
 
 // Decision is the Gatekeeper's answer to a handshake.
 type Decision struct {
-	Status      int    // 0: accept (101). Otherwise refuse with this HTTP status
-	Body        []byte // refusal body: one-line JSON such as {"error":"unauthorized"}
+	// Refusal, when set, refuses the handshake with that row of the one
+	// refusal table (netpoll/refusal); nil accepts it (101).
+	Refusal     *refusal.Refusal
 	Subprotocol string // echoed in Sec-WebSocket-Protocol when non-empty
 	Value       any    // attached to the Conn before OnOpen (c.Value())
 }
@@ -40,6 +50,7 @@ type Gatekeeper interface {
 type handshake struct {
 	buf     *[]byte // the bytes read so far (pooled)
 	headLen int     // length of the complete head, 0 while incomplete
+	proxy   bool    // a PROXY protocol header is still expected first
 	rest    []byte  // bytes after the head, fed to the frame reader after 101
 }
 
@@ -48,10 +59,14 @@ func (h *handshake) release(bufs *bufPool) {
 	h.buf, h.rest = nil, nil
 }
 
-// readHead reads request head bytes on readiness. It answers garbage with
-// 400 and an oversized head with 431 at once; once the head is complete it
-// hands the connection to an admit goroutine and returns true. A half head
-// just waits, holding only its bytes, until HandshakeTimeout.
+// readHead reads request head bytes on readiness. From a trusted proxy
+// with Config.ProxyProtocol, a PROXY header comes first: it is parsed and
+// cut off, and a connection without a valid one is closed (refuseProxy). It
+// answers garbage with 400 and an oversized head with 431 at once; once the
+// head is complete it hands the connection to an admit goroutine and
+// returns true. A half header or head just waits, holding only its bytes,
+// until HandshakeTimeout, which bounds the PROXY header and the head
+// together.
 func (c *Conn) readHead(w *worker, hup bool) bool {
 	e := c.e
 	max := e.cfg.MaxHeaderBytes
@@ -69,21 +84,47 @@ func (c *Conn) readHead(w *worker, hup bool) bool {
 		}
 		c.bytesIn.Add(uint64(n))
 		if c.hs == nil {
-			c.hs = &handshake{buf: e.bufs.get(n)}
+			c.hs = &handshake{buf: e.bufs.get(n), proxy: e.expectsProxy(c.remote)}
 		}
 		hs := c.hs
 		prev := len(*hs.buf)
 		hs.buf = e.bufs.grow(hs.buf, n)
 		*hs.buf = append(*hs.buf, w.buf[:n]...)
 		b := *hs.buf
+		if hs.proxy {
+			pn, src, err := parseProxyHeader(b, max)
+			switch {
+			case err != nil:
+				c.refuseProxy(err)
+				return false
+			case pn == 0:
+				if n < len(w.buf) && !hup {
+					return false
+				}
+				continue
+			}
+			hs.proxy = false
+			if src.IsValid() {
+				c.client = &src
+			}
+			b = b[:copy(b, b[pn:])]
+			*hs.buf = b
+			prev = 0
+			if len(b) == 0 {
+				if n < len(w.buf) && !hup {
+					return false
+				}
+				continue
+			}
+		}
 		if badRequestLine(b) {
-			c.respond(http.StatusBadRequest, "application/json", []byte(`{"error":"bad_request"}`), nil)
+			c.refuse(refusal.Of(refusal.BadRequest))
 			return false
 		}
 		end := headEnd(b, prev)
 		if end < 0 {
 			if len(b) > max {
-				c.respond(http.StatusRequestHeaderFieldsTooLarge, "application/json", []byte(`{"error":"headers_too_large"}`), nil)
+				c.refuse(refusal.Of(refusal.HeadersTooLarge))
 				return false
 			}
 			if n < len(w.buf) && !hup {
@@ -92,7 +133,7 @@ func (c *Conn) readHead(w *worker, hup bool) bool {
 			continue
 		}
 		if end > max {
-			c.respond(http.StatusRequestHeaderFieldsTooLarge, "application/json", []byte(`{"error":"headers_too_large"}`), nil)
+			c.refuse(refusal.Of(refusal.HeadersTooLarge))
 			return false
 		}
 		hs.headLen = end
@@ -156,9 +197,10 @@ func (c *Conn) admit() {
 	hs := c.hs
 	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader((*hs.buf)[:hs.headLen])))
 	if err != nil {
-		c.respond(http.StatusBadRequest, "application/json", []byte(`{"error":"bad_request"}`), nil)
+		c.refuse(refusal.Of(refusal.BadRequest))
 		return
 	}
+	c.resolveClient(req.Header)
 	if !headerHasToken(req.Header, "Upgrade", "websocket") {
 		c.servePlain(req)
 		return
@@ -167,27 +209,27 @@ func (c *Conn) admit() {
 	switch {
 	case req.Method != http.MethodGet || !req.ProtoAtLeast(1, 1) ||
 		!headerHasToken(req.Header, "Connection", "upgrade") || !validKey(key):
-		c.respond(http.StatusBadRequest, "application/json", []byte(`{"error":"bad_request"}`), nil)
+		c.refuse(refusal.Of(refusal.BadRequest))
 		return
 	case req.Header.Get("Sec-WebSocket-Version") != "13":
-		c.respond(http.StatusUpgradeRequired, "application/json", []byte(`{"error":"bad_request"}`),
-			[]string{"Sec-WebSocket-Version: 13"})
+		c.refuse(refusal.Of(refusal.UnsupportedVersion))
 		return
 	}
 	d := Decision{}
 	if e.g != nil {
 		d = e.g.Admit(&Request{
 			Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery,
-			Header: req.Header, Remote: c.remote,
+			Header: req.Header, Remote: c.remote, Client: c.Client(),
+			Trusted: e.trusted(c.remote.Addr()),
 		})
 	}
-	if d.Status != 0 {
-		if d.Status < 300 || d.Status > 599 {
+	if r := d.Refusal; r != nil {
+		if r.Status < 400 || r.Status > 599 {
 			// Never let a refusal look like an upgrade or a success.
-			e.log.Error("gatekeeper refused with a non-error status", "status", d.Status)
-			d.Status, d.Body = http.StatusInternalServerError, []byte(`{"error":"internal"}`)
+			e.log.Error("gatekeeper refused with a non-error status", "status", r.Status, "code", r.Code)
+			r = refusal.Of(refusal.Internal)
 		}
-		c.respond(d.Status, "application/json", d.Body, nil)
+		c.refuse(r)
 		return
 	}
 	resp := make([]byte, 0, 160)
@@ -250,6 +292,16 @@ func headerHasToken(h http.Header, name, token string) bool {
 		}
 	}
 	return false
+}
+
+// refuse answers the handshake with a row of the refusal table and closes
+// the connection once it is sent.
+func (c *Conn) refuse(r *refusal.Refusal) {
+	var extra []string
+	if r.Header != "" {
+		extra = []string{r.Header}
+	}
+	c.respond(r.Status, "application/json", r.Body(), extra)
 }
 
 // respond queues a complete HTTP response and closes the connection once it

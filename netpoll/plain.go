@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+
+	"github.com/orchestratord/orchestratord/netpoll/refusal"
 )
 
 // maxPlainBody bounds the response a plain handler may produce.
@@ -44,25 +46,25 @@ func (r *plainResponse) Write(p []byte) (int, error) {
 func (c *Conn) servePlain(req *http.Request) {
 	e := c.e
 	if e.plain == nil {
-		c.respond(http.StatusNotFound, "application/json", []byte(`{"error":"not_found"}`), nil)
+		c.refuse(refusal.Of(refusal.NotFound))
 		return
 	}
 	rest := c.hs.rest
 	switch {
 	case len(req.TransferEncoding) > 0 || req.ContentLength > int64(len(rest)):
-		c.respond(http.StatusRequestEntityTooLarge, "application/json", []byte(`{"error":"body_not_supported"}`), nil)
+		c.refuse(refusal.Of(refusal.BodyNotSupported))
 		return
 	case req.ContentLength > 0:
 		req.Body = io.NopCloser(bytes.NewReader(rest[:req.ContentLength]))
 	default:
 		req.Body = http.NoBody
 	}
-	if c.remote.IsValid() {
-		req.RemoteAddr = c.remote.String()
+	if a := c.Client(); a.IsValid() {
+		req.RemoteAddr = a.String()
 	}
 	rw := &plainResponse{header: make(http.Header)}
 	if !c.runPlain(rw, req) {
-		c.respond(http.StatusInternalServerError, "application/json", []byte(`{"error":"internal"}`), nil)
+		c.refuse(refusal.Of(refusal.Internal))
 		return
 	}
 	if rw.status == 0 {

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,14 +20,19 @@ import (
 )
 
 func TestDemoHandler(t *testing.T) {
-	h := Demo()
+	h := Demo(func() []string { return []string{"echo", "stream"} })
 	for _, tc := range []struct {
 		method, path string
 		code         int
 		contains     string
 	}{
 		{"GET", "/", 200, `id="msg"`},
-		{"GET", "/chat.js", 200, "sessionStorage"},
+		{"GET", "/chat.js", 200, "./client/orchestrator.js"},
+		{"GET", "/client/orchestrator.js", 200, "export function connect"},
+		{"GET", "/client/orchestrator.d.ts", 200, "export function connect"},
+		{"GET", "/routes.json", 200, `{"routes":["echo","stream"]}`},
+		{"GET", "/client/", 404, ""},
+		{"GET", "/client/package.json", 404, ""},
 		{"GET", "/chat.css", 200, "#log"},
 		{"HEAD", "/", 200, ""},
 		{"GET", "/admin/admin.js", 404, ""},
@@ -151,7 +157,7 @@ func TestDemoPageBrowser(t *testing.T) {
 	gw := &fakeGateway{t: t}
 	mux := http.NewServeMux()
 	mux.Handle("/ws", gw)
-	mux.Handle("/", Demo())
+	mux.Handle("/", Demo(func() []string { return []string{"chat", "echo"} }))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -186,12 +192,22 @@ func TestDemoPageBrowser(t *testing.T) {
 		}
 		return v
 	}
-	body := func(id string) string {
-		return eval(`(function(){var l=document.querySelectorAll('#log li[data-id="` + id + `"]'); return l.length + ":" + l[0].className + ":" + l[0].querySelector(".body").textContent})()`)
+	// The library numbers requests itself: the k-th request's entry is the
+	// k-th <li data-id> of the log.
+	sel := func(k int) string {
+		return `#log li[data-id="` + eval(`[...document.querySelectorAll("#log li[data-id]")].map(li => li.dataset.id)[`+strconv.Itoa(k-1)+`] || "none"`) + `"]`
+	}
+	body := func(k int) string {
+		return eval(`(function(){var l=document.querySelectorAll('` + sel(k) + `'); return l.length + ":" + l[0].className + ":" + l[0].querySelector(".body").textContent})()`)
+	}
+	waitDone := func(k int) {
+		t.Helper()
+		run("answer "+strconv.Itoa(k), chromedp.Poll[chromedp.Void](`(function(){var l=[...document.querySelectorAll("#log li[data-id]")]; return l.length >= `+strconv.Itoa(k)+` && !l[`+strconv.Itoa(k-1)+`].classList.contains("pending")})()`))
 	}
 	sendMsg := func(route, text string) {
 		t.Helper()
 		run("send "+text, chromedp.WaitVisible(chromedp.CSS(`#status[data-state="open"]`)),
+			chromedp.Poll[chromedp.Void](`document.querySelectorAll("#route option").length > 0`),
 			chromedp.SetValue(chromedp.CSS("#route"), route), chromedp.SendKeys(chromedp.CSS("#msg"), text),
 			chromedp.Click(chromedp.CSS("#send")))
 	}
@@ -200,38 +216,41 @@ func TestDemoPageBrowser(t *testing.T) {
 	if got := eval(`document.getElementById("session").textContent`); got != "s_test1" {
 		t.Errorf("#session = %q, want s_test1", got)
 	}
+	if got := eval(`[...document.querySelectorAll("#route option")].map(o => o.value).join(",")`); got != "chat,echo" {
+		t.Errorf("route picker offers %q, want the served routes chat,echo", got)
+	}
 
 	sendMsg("echo", "hello")
-	run("echo result", chromedp.WaitVisible(chromedp.CSS(`#log li.bot[data-id="1"]:not(.pending)`)))
-	if got := body("1"); got != "1:bot:hello" {
+	waitDone(1)
+	if got := body(1); got != "1:bot:hello" {
 		t.Errorf("echo entry = %q, want one bot entry with hello", got)
 	}
 
 	sendMsg("chat", "stream me")
-	run("chat result", chromedp.WaitVisible(chromedp.CSS(`#log li.bot[data-id="2"]:not(.pending)`)))
-	if got := body("2"); got != "1:bot:STREAM ME" {
+	waitDone(2)
+	if got := body(2); got != "1:bot:STREAM ME" {
 		t.Errorf("chat entry = %q, want the final result text", got)
 	}
 
 	sendMsg("chat", "fail")
-	run("error", chromedp.WaitVisible(chromedp.CSS(`#log li.error[data-id="3"]`)))
-	if got := body("3"); got != "1:error:backend_error: backend failed" {
+	waitDone(3)
+	if got := body(3); got != "1:error:backend_error: backend failed" {
 		t.Errorf("error entry = %q", got)
 	}
 
 	sendMsg("chat", "drop")
 	// After the resume the replayed chunks 0 and 1 are skipped by seq.
 	deadline := time.Now().Add(10 * time.Second)
-	for got := ""; got != "1:bot pending:one two three"; got = body("4") {
+	for got := ""; got != "1:bot pending:one two three"; got = body(4) {
 		if time.Now().After(deadline) {
 			t.Fatalf("resumed stream entry = %q, want the streamed text once", got)
 		}
 		run("wait", chromedp.WaitVisible(chromedp.CSS(`#status[data-state="open"]`)))
 	}
 	sendMsg("echo", "after")
-	run("resumed result", chromedp.WaitVisible(chromedp.CSS(`#log li.bot[data-id="4"]:not(.pending)`)),
-		chromedp.WaitVisible(chromedp.CSS(`#log li.bot[data-id="5"]:not(.pending)`)))
-	if got := body("4"); got != "1:bot:one two three!" {
+	waitDone(4)
+	waitDone(5)
+	if got := body(4); got != "1:bot:one two three!" {
 		t.Errorf("resumed entry = %q, want the final result", got)
 	}
 	gw.mu.Lock()

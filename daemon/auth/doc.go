@@ -5,13 +5,15 @@
 // through MicahParks/keyfunc), ExtractToken (Authorization: Bearer, query
 // parameter, cookie), the Gate that runs the admission checks of a handshake
 // in order of cost (draining and global cap, path, per-IP connections and
-// handshake rate, Origin, token), the Refusal type with the one mapping of
-// handshake refusal codes to HTTP statuses, and small admission helpers for
-// the message path (Bucket, Slots).
+// handshake rate, Origin, token), and small admission helpers for the
+// message path (Bucket, Slots).
 //
 // The Gate never writes to the client: it returns a Refusal that the gateway
-// turns into a plain HTTP response.
+// hands to netpoll, which writes the plain HTTP response.
 //
-// auth imports daemon/config and nothing else of the daemon; in particular it
-// must not import netpoll, gateway, sessions or dispatch.
+// Refusals are rows of the one refusal table, netpoll/refusal (a leaf
+// package netpoll also writes from); auth only decides which row applies.
+//
+// auth imports daemon/config and netpoll/refusal and nothing else of ours;
+// in particular it must not import netpoll, gateway, sessions or dispatch.
 package auth

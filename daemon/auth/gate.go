@@ -27,7 +27,9 @@ type Handshake struct {
 	Path, RawQuery string
 	// Header holds the request headers with canonical keys.
 	Header http.Header
-	// Remote is the client's address as the listener saw it.
+	// Remote is the client's address: the TCP peer's, or the one a trusted
+	// proxy reported (netpoll.Request.Client). Per-IP limits and logs use
+	// it.
 	Remote netip.AddrPort
 }
 
@@ -215,14 +217,21 @@ func (g *Gate) identify(h *Handshake) (Identity, *Refusal, error) {
 		}
 		return Identity{}, g.ref.unauthorized, errNoToken
 	}
-	if g.v == nil {
-		return Identity{}, g.ref.unauthorized, errNoVerifier
-	}
-	id, err := g.v.Verify(tok)
+	id, err := g.VerifyToken(tok)
 	if err != nil {
 		return Identity{}, g.ref.unauthorized, err
 	}
 	return id, nil, nil
+}
+
+// VerifyToken decides on a token found in a handshake, as Check does (the
+// check-token subcommand calls it too, so that it cannot decide otherwise):
+// the identity, or the reason it is refused with 401, for the log.
+func (g *Gate) VerifyToken(tok string) (Identity, error) {
+	if g.v == nil {
+		return Identity{}, errNoVerifier
+	}
+	return g.v.Verify(tok)
 }
 
 // Release gives back the slots of a connection admitted by Check, from
@@ -234,16 +243,30 @@ func (g *Gate) Release(addr netip.Addr) {
 	g.ips.release(addr, g.now())
 }
 
-// refuse logs a refusal and returns r. 401s are logged at Info with the
-// reason and the remote address (rate-limited); the rest at Debug.
+// Reject refuses a handshake that Check admitted, for a reason found after
+// it (the gateway: resuming another user's session, session store down). It
+// gives back the slots Check took, logs the refusal as Check logs its own,
+// and returns the table's row for code.
+func (g *Gate) Reject(h *Handshake, code string, reason error) *Refusal {
+	g.Release(h.Remote.Addr())
+	return g.refuse(h, RefusalOf(code), reason)
+}
+
+// refuse logs a refusal and returns r. 401s and 403 forbidden are logged at
+// Info, 503 store_unavailable at Warn, with the reason and the remote
+// address (rate-limited); the rest at Debug.
 func (g *Gate) refuse(h *Handshake, r *Refusal, reason error) *Refusal {
-	if r.Status == http.StatusUnauthorized {
+	level := slog.LevelInfo
+	if r.Code == CodeStoreUnavailable {
+		level = slog.LevelWarn
+	}
+	if r.Status == http.StatusUnauthorized || r.Code == CodeForbidden || r.Code == CodeStoreUnavailable {
 		if !g.logBucket.Allow(g.now()) {
 			g.logSuppressed.Add(1)
 			return r
 		}
 		attrs := []slog.Attr{
-			slog.String("remote", h.Remote.String()),
+			slog.String("remote", remoteString(h.Remote)),
 			slog.Int("status", r.Status),
 			slog.String("code", r.Code),
 			slog.Any("err", reason),
@@ -251,14 +274,23 @@ func (g *Gate) refuse(h *Handshake, r *Refusal, reason error) *Refusal {
 		if n := g.logSuppressed.Swap(0); n > 0 {
 			attrs = append(attrs, slog.Int64("suppressed", n))
 		}
-		g.log.LogAttrs(context.Background(), slog.LevelInfo, "handshake refused", attrs...)
+		g.log.LogAttrs(context.Background(), level, "handshake refused", attrs...)
 		return r
 	}
 	if ctx := context.Background(); g.log.Enabled(ctx, slog.LevelDebug) {
 		g.log.LogAttrs(ctx, slog.LevelDebug, "handshake refused",
-			slog.String("remote", h.Remote.String()),
+			slog.String("remote", remoteString(h.Remote)),
 			slog.Int("status", r.Status),
 			slog.String("code", r.Code))
 	}
 	return r
+}
+
+// remoteString formats a client address for the log: without the port when
+// it is unknown (an address from X-Forwarded-For has none).
+func remoteString(a netip.AddrPort) string {
+	if a.Port() == 0 {
+		return a.Addr().String()
+	}
+	return a.String()
 }

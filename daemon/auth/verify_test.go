@@ -258,11 +258,15 @@ func TestKeyFits(t *testing.T) {
 func TestRefusalStatuses(t *testing.T) {
 	for code, want := range map[string]int{
 		CodeBadRequest: 400, CodeUnauthorized: 401, CodeForbidden: 403, CodeOriginNotAllowed: 403,
-		CodeNotFound: 404, CodeTooManyConnections: 429, CodeRateLimited: 429, CodeDraining: 503, CodeAtCapacity: 503, CodeStoreUnavailable: 503, "made_up": 400,
+		CodeNotFound: 404, CodeTooManyConnections: 429, CodeRateLimited: 429, CodeDraining: 503, CodeAtCapacity: 503, CodeStoreUnavailable: 503,
+		CodeUnsupportedVersion: 426, CodeHeadersTooLarge: 431, "made_up": 400,
 	} {
-		r := NewRefusal(code)
-		if r.Status != want {
+		r := RefusalOf(code)
+		if r.Status != want || Status(code) != want {
 			t.Errorf("%s: got status %d, want %d", code, r.Status, want)
+		}
+		if code == "made_up" {
+			code = CodeBadRequest
 		}
 		if got, want := string(r.Body()), `{"error":"`+code+`"}`+"\n"; got != want {
 			t.Errorf("%s: got body %q, want %q", code, got, want)
@@ -271,7 +275,7 @@ func TestRefusalStatuses(t *testing.T) {
 			t.Errorf("%s: Error() = %q", code, r.Error())
 		}
 	}
-	r := NewRefusal(CodeUnauthorized)
+	r := RefusalOf(CodeUnauthorized)
 	if n := testing.AllocsPerRun(100, func() { _ = r.Body() }); n != 0 {
 		t.Fatalf("Body allocates %v times, want 0", n)
 	}

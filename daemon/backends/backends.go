@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"strconv"
 
 	"github.com/orchestratord/orchestratord/daemon/events"
@@ -72,6 +74,15 @@ var (
 	// (max_concurrent calls in flight) is full. It is not a breaker
 	// failure.
 	ErrOverloaded = errors.New("backend overloaded: too many calls in flight")
+	// ErrUnhealthy is returned at once, without calling anything, when no
+	// endpoint of a backend passes its health check (and none is merely
+	// refused by its breaker). It wraps ErrOpen: dispatch calls the route's
+	// fallback and answers backend_unavailable as for open breakers.
+	ErrUnhealthy error = &sentinel{msg: "backend unavailable: no endpoint passes its health check", parent: ErrOpen}
+	// ErrConnect marks a call that failed to connect to the endpoint (a
+	// refused or timed-out TCP connect, a NATS client not connected). It
+	// is the cause inside a 502 *Error.
+	ErrConnect = errors.New("connect to backend failed")
 	// ErrUnknownBackend is returned by Set.Reset for a name it lacks.
 	ErrUnknownBackend = errors.New("unknown backend")
 )
@@ -91,8 +102,12 @@ type Error struct {
 	Err error
 }
 
-// Error returns the status, the message and the cause.
+// Error returns the status, the message and the cause; a connect failure
+// says so instead of showing a status no backend sent.
 func (e *Error) Error() string {
+	if errors.Is(e.Err, ErrConnect) {
+		return e.Err.Error()
+	}
 	s := "backend status " + strconv.Itoa(e.Status) + ": " + e.Message
 	if e.Err != nil {
 		s += ": " + e.Err.Error()
@@ -109,6 +124,18 @@ func (e *Error) Rejected() bool { return e.Status >= 400 && e.Status < 500 }
 // badGateway returns a 502 *Error with a client-safe message and a cause.
 func badGateway(msg string, cause error) *Error {
 	return &Error{Status: 502, Message: msg, Err: cause}
+}
+
+// connectFailed returns the 502 *Error of a call that could not connect.
+func connectFailed(cause error) *Error {
+	return &Error{Status: 502, Message: "backend connection failed", Err: fmt.Errorf("%w: %w", ErrConnect, cause)}
+}
+
+// isDialError reports whether err is a failure to open the connection (as
+// opposed to one that broke after it was open).
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // ctxErr is what a kind returns once ctx is done: the cause dispatch gave.

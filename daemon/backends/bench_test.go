@@ -9,14 +9,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/facebookgo/clock"
 	"github.com/orchestratord/orchestratord/daemon/config"
+	"github.com/orchestratord/orchestratord/daemon/telemetry"
 )
 
 // BenchmarkOpenRejection: a call refused because every endpoint's breaker
 // is open (the path dispatch takes to the fallback).
 func BenchmarkOpenRejection(b *testing.B) {
 	s := newRealSet(b, poolCfg("round_robin", 8, 1, time.Hour, "http://127.0.0.1:1/a", "http://127.0.0.1:1/b", "http://127.0.0.1:1/c"))
-	p := mustPool(b, s, "b")
+	p := mustPool(b, withoutChecks(s), "b")
 	tripAll(p)
 	req := &Request{ID: "1"}
 	ctx := context.Background()
@@ -31,7 +33,7 @@ func BenchmarkOpenRejection(b *testing.B) {
 // BenchmarkOpenRejectionParallel: the same under contention.
 func BenchmarkOpenRejectionParallel(b *testing.B) {
 	s := newRealSet(b, poolCfg("least_inflight", 8, 1, time.Hour, "http://127.0.0.1:1/a", "http://127.0.0.1:1/b"))
-	p := mustPool(b, s, "b")
+	p := mustPool(b, withoutChecks(s), "b")
 	tripAll(p)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -57,6 +59,24 @@ func newRealSet(b *testing.B, cfg map[string]config.Backend) *Set {
 
 func BenchmarkEcho(b *testing.B) {
 	s, _ := newTestSet(b, map[string]config.Backend{"e": {Kind: config.KindEcho}}, nil)
+	p := mustPool(b, s, "e")
+	req := &Request{ID: "1", Data: []byte(`{"hello":"world"}`)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.Call(context.Background(), req, noEmit); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEchoMetered: BenchmarkEcho with the daemon's metrics recording
+// the call (histogram and outcome counter), to compare with BenchmarkEcho.
+func BenchmarkEchoMetered(b *testing.B) {
+	s, err := newSet(map[string]config.Backend{"e": {Kind: config.KindEcho}}, nil, testLogger(b), clock.New(), WithMeter(telemetry.New("bench")))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(s.Close)
 	p := mustPool(b, s, "e")
 	req := &Request{ID: "1", Data: []byte(`{"hello":"world"}`)}
 	b.ReportAllocs()

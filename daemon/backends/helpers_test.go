@@ -163,3 +163,17 @@ func tripAll(p *Pool) {
 		e.cb.Trip()
 	}
 }
+
+// withoutChecks stops s's health checkers and forgets their results, for
+// tests of the breaker path whose endpoints point nowhere (their checks
+// would take them out of rotation first).
+func withoutChecks(s *Set) *Set {
+	s.stop()
+	s.wg.Wait()
+	for _, p := range s.pools {
+		for _, e := range p.eps {
+			e.health.state.Store(healthUnknown)
+		}
+	}
+	return s
+}

@@ -109,6 +109,9 @@ func doStream(ctx context.Context, c *http.Client, hr *http.Request, emit Emit, 
 		if ctx.Err() != nil {
 			return Result{}, ctxErr(ctx)
 		}
+		if isDialError(err) {
+			return Result{}, connectFailed(err)
+		}
 		return Result{}, badGateway("backend connection failed", err)
 	}
 	// Close without draining: after a final object the backend may keep the

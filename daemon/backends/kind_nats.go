@@ -66,7 +66,7 @@ func (b *natsBackend) Call(ctx context.Context, req *Request, emit Emit) (Result
 		return Result{}, ctxErr(ctx)
 	}
 	if !b.nc.IsConnected() {
-		return Result{}, badGateway("backend connection failed", fmt.Errorf("nats: %s", b.nc.Status()))
+		return Result{}, connectFailed(fmt.Errorf("nats: %s", b.nc.Status()))
 	}
 	subject := strings.ReplaceAll(b.subject, "{type}", req.Type)
 	body, err := encodeBody(make([]byte, 0, 256+len(req.Data)+len(req.Context)), req)

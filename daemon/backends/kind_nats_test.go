@@ -220,17 +220,25 @@ func TestNATSQueueGroup(t *testing.T) {
 }
 
 // TestNATSServerDown: a backend whose NATS server is unreachable is built
-// without error and its calls fail fast with backend_error.
+// without error, is unhealthy from the start, and its calls fail fast with
+// backend_unavailable without trying; a call that gets past the health
+// gate (the check not answered yet) is a connect failure, backend_error.
 func TestNATSServerDown(t *testing.T) {
 	s, _ := newTestSet(t, map[string]config.Backend{"rag": {
 		Kind: config.KindNATS, URLs: []string{"nats://127.0.0.1:1"}, Subject: "x",
 	}}, nil)
 	start := time.Now()
-	_, err := mustPool(t, s, "rag").Call(context.Background(), &Request{ID: "1", Type: "x"}, noEmit)
-	if codeOf(err) != "backend_error" {
-		t.Fatalf("err = %v, want backend_error", err)
+	p := mustPool(t, s, "rag")
+	_, err := p.Call(context.Background(), &Request{ID: "1", Type: "x"}, noEmit)
+	if codeOf(err) != "backend_unavailable" || !errors.Is(err, ErrUnhealthy) {
+		t.Fatalf("err = %v, want backend_unavailable (unhealthy)", err)
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("call took %v, want a fast failure", d)
+	}
+	p.eps[0].health.state.Store(healthUnknown)
+	_, err = p.Call(context.Background(), &Request{ID: "2", Type: "x"}, noEmit)
+	if codeOf(err) != "backend_error" || !errors.Is(err, ErrConnect) {
+		t.Fatalf("err = %v, want backend_error, a connect failure", err)
 	}
 }

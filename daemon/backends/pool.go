@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -30,19 +29,27 @@ type Pool struct {
 	eps      []*endpoint
 	clock    clock.Clock
 	cooldown time.Duration
+	health   healthOpts
 	log      *slog.Logger
 
 	inflight   atomic.Int64
 	rr         atomic.Uint64
-	openErrs   atomic.Uint64 // calls answered ErrOpen
+	openErrs   atomic.Uint64 // calls answered ErrOpen or ErrUnhealthy
 	overloaded atomic.Uint64 // calls answered ErrOverloaded
+	refused    func(reason string)
 }
 
-// endpoint is one URL of a pool with its breaker and counters.
+// endpoint is one URL of a pool with its breaker, health and counters.
 type endpoint struct {
-	url     string // for display: credentials redacted
+	url     string // for display and labels: redact.String of the URL
 	backend Backend
 	cb      *circuit.Breaker
+	health  health
+	check   checkFunc // nil: not checked (echo)
+	// observe records a finished call in the metrics; quantiles reads the
+	// recent p50/p99 (ms) back from the same histogram.
+	observe   func(outcome string, d time.Duration)
+	quantiles func() (p50, p99 float64)
 
 	probing    atomic.Bool  // a half-open probe is in flight
 	inflight   atomic.Int64 // calls in flight on this endpoint
@@ -50,7 +57,6 @@ type endpoint struct {
 	failures   atomic.Uint64
 	rejections atomic.Uint64 // calls refused by this endpoint's open breaker
 	lastFail   atomic.Int64  // pool clock, unix ns, of the last failure
-	lat        latencyRing
 }
 
 // Name returns the backend's name.
@@ -64,9 +70,14 @@ func (p *Pool) Kind() string { return p.kind }
 // (ErrOverloaded at once when full), then the endpoint's kind runs it on the
 // calling goroutine. The outcome is recorded in the endpoint's breaker.
 func (p *Pool) Call(ctx context.Context, req *Request, emit Emit) (Result, error) {
-	e, probe := p.pick()
+	e, probe, unhealthy := p.pick()
 	if e == nil {
 		p.openErrs.Add(1)
+		if unhealthy {
+			p.refused(refusedUnhealthy)
+			return Result{}, ErrUnhealthy
+		}
+		p.refused(refusedOpen)
 		return Result{}, ErrOpen
 	}
 	if p.inflight.Add(1) > p.max {
@@ -75,6 +86,7 @@ func (p *Pool) Call(ctx context.Context, req *Request, emit Emit) (Result, error
 			e.probing.Store(false)
 		}
 		p.overloaded.Add(1)
+		p.refused(refusedOverloaded)
 		return Result{}, ErrOverloaded
 	}
 	e.inflight.Add(1)
@@ -101,16 +113,21 @@ func (p *Pool) Call(ctx context.Context, req *Request, emit Emit) (Result, error
 	return res, nil
 }
 
-// pick returns an endpoint whose breaker admits a call, and whether that
-// call is the endpoint's half-open probe; nil when every breaker refuses.
-func (p *Pool) pick() (*endpoint, bool) {
+// pick returns an endpoint that is not known unhealthy and whose breaker
+// admits a call, and whether that call is the endpoint's half-open probe.
+// It returns nil when there is none; unhealthy then says that every
+// endpoint was left out for failing its health check.
+func (p *Pool) pick() (e *endpoint, probe, unhealthy bool) {
 	n := uint64(len(p.eps))
 	if n == 1 {
 		e := p.eps[0]
-		if probe, ok := e.admit(p); ok {
-			return e, probe
+		if e.health.down() {
+			return nil, false, true
 		}
-		return nil, false
+		if probe, ok := e.admit(p); ok {
+			return e, probe, false
+		}
+		return nil, false, false
 	}
 	start := p.rr.Add(1) - 1
 	if p.least {
@@ -120,7 +137,7 @@ func (p *Pool) pick() (*endpoint, bool) {
 		var bestIn int64
 		for i := range n {
 			e := p.eps[(start+i)%n]
-			if !e.available(p) {
+			if e.health.down() || !e.available(p) {
 				continue
 			}
 			if in := e.inflight.Load(); best == nil || in < bestIn {
@@ -129,17 +146,22 @@ func (p *Pool) pick() (*endpoint, bool) {
 		}
 		if best != nil {
 			if probe, ok := best.admit(p); ok {
-				return best, probe
+				return best, probe, false
 			}
 		}
 	}
+	down := uint64(0)
 	for i := range n {
 		e := p.eps[(start+i)%n]
+		if e.health.down() {
+			down++
+			continue
+		}
 		if probe, ok := e.admit(p); ok {
-			return e, probe
+			return e, probe, false
 		}
 	}
-	return nil, false
+	return nil, false, down == n
 }
 
 // available reports, without side effects, whether admit would likely
@@ -206,12 +228,55 @@ func classify(ctx context.Context, err error) outcome {
 	return outcomeFailure
 }
 
-// record feeds a call's outcome to the endpoint's breaker and counters.
+// Metric outcomes of a call (telemetry's CallOutcomes).
+const (
+	callOK           = "ok"
+	callRejected     = "rejected"
+	callError        = "error"
+	callConnectError = "connect_error"
+	callNoResponders = "no_responders"
+	callTimeout      = "timeout"
+	callCanceled     = "canceled"
+)
+
+// Reasons a pool refuses a call without calling an endpoint (telemetry's
+// RefusalReasons).
+const (
+	refusedOpen       = "breaker_open"
+	refusedUnhealthy  = "unhealthy"
+	refusedOverloaded = "overloaded"
+)
+
+// callOutcome names what a call's error says, for the metrics.
+func callOutcome(ctx context.Context, err error) string {
+	if err == nil {
+		return callOK
+	}
+	if ctx.Err() != nil {
+		if ctx.Err() == context.DeadlineExceeded || errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+			return callTimeout
+		}
+		return callCanceled
+	}
+	var be *Error
+	switch {
+	case errors.Is(err, ErrConnect):
+		return callConnectError
+	case errors.Is(err, ErrNoResponders):
+		return callNoResponders
+	case errors.As(err, &be) && be.Rejected():
+		return callRejected
+	}
+	return callError
+}
+
+// record feeds a call's outcome to the endpoint's breaker, counters and
+// metrics.
 func (p *Pool) record(ctx context.Context, e *endpoint, err error, elapsed time.Duration, probe bool) {
+	e.observe(callOutcome(ctx, err), elapsed)
 	switch classify(ctx, err) {
 	case outcomeSuccess:
 		e.successes.Add(1)
-		e.lat.add(elapsed)
 		if probe {
 			// The library closes a half-open breaker on Success only when
 			// its own state check happens to say half-open at that moment;
@@ -223,7 +288,6 @@ func (p *Pool) record(ctx context.Context, e *endpoint, err error, elapsed time.
 		}
 	case outcomeFailure:
 		e.failures.Add(1)
-		e.lat.add(elapsed)
 		was := e.cb.Tripped()
 		e.lastFail.Store(p.clock.Now().UnixNano())
 		e.cb.Fail()
@@ -267,38 +331,13 @@ type constantBackOff time.Duration
 func (b constantBackOff) NextBackOff() time.Duration { return time.Duration(b) }
 func (b constantBackOff) Reset()                     {}
 
-// latencyRing keeps the last latencySamples call latencies of an endpoint.
-// Writers take a slot with one atomic add; readers copy the ring.
-type latencyRing struct {
-	n atomic.Uint64
-	v [latencySamples]atomic.Int64
-}
-
-// latencySamples is the window of the p50/p99 figures: recent enough to
-// show a degradation within seconds under load, small enough to sort on
-// every admin refresh.
-const latencySamples = 512
-
-func (r *latencyRing) add(d time.Duration) {
-	i := r.n.Add(1) - 1
-	r.v[i%latencySamples].Store(int64(d))
-}
-
-// quantiles returns p50 and p99 in milliseconds; zeros with no samples.
-func (r *latencyRing) quantiles() (p50, p99 float64) {
-	n := min(r.n.Load(), latencySamples)
-	if n == 0 {
-		return 0, 0
-	}
-	s := make([]int64, n)
-	for i := range s {
-		s[i] = r.v[i].Load()
-	}
-	slices.Sort(s)
-	q := func(f float64) float64 {
-		return float64(s[int(f*float64(n-1)+0.5)]) / 1e6
-	}
-	return q(0.50), q(0.99)
+// Inline records a successful call answered in the caller's goroutine
+// without Call (dispatch answers delay-less echo routes inline): the
+// endpoint's counters and metrics count it like any other call.
+func (p *Pool) Inline(d time.Duration) {
+	e := p.eps[0]
+	e.successes.Add(1)
+	e.observe(callOK, d)
 }
 
 // A Pool is a Backend: dispatch calls a Pool (or its fallback's) the same

@@ -147,9 +147,11 @@ func TestBackendFaults(t *testing.T) {
 			t.Errorf("burst request %d: %s, want backend_error", i, m.outcome())
 		}
 	}
-	series := fmt.Sprintf(`orchestratord_breaker_state{backend="flaky",endpoint=%q}`, flaky.url())
-	if v := d.metric(series); v != 2 {
-		t.Errorf("%s = %v after 5 failures, want 2 (open)", series, v)
+	series := func(state string) string {
+		return fmt.Sprintf(`orchestratord_breaker_state{backend="flaky",endpoint=%q,state=%q}`, flaky.url(), state)
+	}
+	if v := d.metric(series("open")); v != 1 {
+		t.Errorf("%s = %v after 5 failures, want 1 (open)", series("open"), v)
 	}
 	callsOpen := flaky.calls.Load()
 	if m := ask("flaky"); m.outcome() != "result" || strings.Contains(string(m.Data), "backend") {
@@ -166,7 +168,7 @@ func TestBackendFaults(t *testing.T) {
 		m := ask("strict")
 		return m.outcome() == "result" && strings.Contains(string(m.Data), "backend")
 	})
-	eventually(t, 2*time.Second, "breaker_state 0", func() bool { return d.metric(series) == 0 })
+	eventually(t, 2*time.Second, "breaker_state closed", func() bool { return d.metric(series("closed")) == 1 && d.metric(series("open")) == 0 })
 
 	// Phase 3: N streams in flight, then the backend dies.
 	var firstChunks sync.WaitGroup

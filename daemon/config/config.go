@@ -3,13 +3,16 @@
 // validation. Packages receive their sub-struct by value and never read files
 // or the environment themselves.
 //
-// It imports nothing of the daemon.
+// It imports nothing of the daemon but daemon/redact.
 package config
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/orchestratord/orchestratord/daemon/redact"
 )
 
 // Duration is a time.Duration written as a Go duration string ("5s").
@@ -25,7 +28,7 @@ func (d Duration) String() string { return time.Duration(d).String() }
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("invalid duration %q (want a Go duration such as 5s or 1m30s)", b)
+		return fmt.Errorf("invalid duration %q: want a duration like 5s or 1m30s", b)
 	}
 	*d = Duration(v)
 	return nil
@@ -36,19 +39,37 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 
 // Config is the whole configuration. Each field's comment gives its default;
 // Default holds them all.
+//
+// The `reload` struct tag says what a reload (SIGHUP) does with a changed
+// key: "live" applies it, "restart" keeps the running value and names the
+// key as needing a restart. An untagged field inherits its parent's tag,
+// and the root's is "restart": a new key is never silently ignored by a
+// reload. Tag a field "live" only where the reload really applies it
+// (daemon/cmd/orchestratord node.apply).
 type Config struct {
 	// Node names this replica in welcome messages and logs. Default: hostname.
-	Node     string             `yaml:"node" json:"node"`
-	Listen   Listen             `yaml:"listen" json:"listen"`
+	Node     string             `yaml:"node" json:"node" reload:"restart"`
+	Listen   Listen             `yaml:"listen" json:"listen" reload:"restart"`
 	WS       WS                 `yaml:"ws" json:"ws"`
-	Limits   Limits             `yaml:"limits" json:"limits"`
-	Auth     Auth               `yaml:"auth" json:"auth"`
-	Sessions Sessions           `yaml:"sessions" json:"sessions"`
-	Backends map[string]Backend `yaml:"backends" json:"backends"`
-	Routes   map[string]Route   `yaml:"routes" json:"routes"`
+	Limits   Limits             `yaml:"limits" json:"limits" reload:"live"`
+	Auth     Auth               `yaml:"auth" json:"auth" reload:"restart"`
+	Sessions Sessions           `yaml:"sessions" json:"sessions" reload:"restart"`
+	Backends map[string]Backend `yaml:"backends" json:"backends" reload:"live"`
+	Routes   map[string]Route   `yaml:"routes" json:"routes" reload:"live"`
 	Drain    Drain              `yaml:"drain" json:"drain"`
-	Admin    Admin              `yaml:"admin" json:"admin"`
+	Admin    Admin              `yaml:"admin" json:"admin" reload:"restart"`
 	Log      Log                `yaml:"log" json:"log"`
+	// Readiness adds conditions to /readyz (daemon addition).
+	Readiness Readiness `yaml:"readiness" json:"readiness"`
+}
+
+// Readiness configures what /readyz requires besides serving (not
+// draining) and a reachable session store.
+type Readiness struct {
+	// Backends lists backends that must each have at least one endpoint
+	// passing its health check with its breaker not open. Default [] (the
+	// store only).
+	Backends []string `yaml:"backends" json:"backends"`
 }
 
 // Listen holds the listener addresses.
@@ -60,6 +81,15 @@ type Listen struct {
 	// ReusePort sets SO_REUSEPORT on the client listener so several daemon
 	// processes can share one port. Default false.
 	ReusePort bool `yaml:"reuse_port" json:"reuse_port"`
+	// TrustedProxies lists the proxies (CIDRs or single addresses) whose
+	// report of the client's address is believed: the PROXY header with
+	// ProxyProtocol, else X-Forwarded-For / X-Real-IP. Default none: the TCP
+	// peer is the client.
+	TrustedProxies []CIDR `yaml:"trusted_proxies" json:"trusted_proxies"`
+	// ProxyProtocol expects a PROXY protocol v1 or v2 header first on every
+	// connection from a trusted proxy (and closes one without it);
+	// X-Forwarded-For is then ignored. Default false.
+	ProxyProtocol bool `yaml:"proxy_protocol" json:"proxy_protocol"`
 }
 
 // WS configures the WebSocket engine.
@@ -77,7 +107,7 @@ type WS struct {
 	// connection closes 4008. Default 1048576.
 	OutboundQueueBytes int `yaml:"outbound_queue_bytes" json:"outbound_queue_bytes"`
 	// AllowedOrigins lists the accepted Origin values; empty accepts any.
-	AllowedOrigins []string `yaml:"allowed_origins" json:"allowed_origins"`
+	AllowedOrigins []string `yaml:"allowed_origins" json:"allowed_origins" reload:"live"`
 	// Workers is the size of the poller's worker pool. Default 0: GOMAXPROCS*4.
 	Workers int `yaml:"workers" json:"workers"`
 	// DemoPage serves the demo chat page at / on the client listener.
@@ -149,8 +179,35 @@ type Sessions struct {
 	// Store is "memory" or "redis". Default "memory".
 	Store string `yaml:"store" json:"store"`
 	// RedisURL locates Redis for the redis store and the bus. Default
-	// "redis://127.0.0.1:6379/0".
+	// "redis://127.0.0.1:6379/0". rueidis URL forms: rediss:// for TLS;
+	// repeat addr=host:port for a Cluster's seed addresses (the slots are
+	// discovered); master_set=NAME makes the addresses Sentinels'.
 	RedisURL string `yaml:"redis_url" json:"redis_url"`
+	// RedisUsernameEnv names the variable holding the Redis ACL user
+	// (overrides a user in the URL). Default "".
+	RedisUsernameEnv string `yaml:"redis_username_env" json:"redis_username_env"`
+	// RedisPasswordEnv names the variable holding the Redis password
+	// (overrides one in the URL). Default "".
+	RedisPasswordEnv string `yaml:"redis_password_env" json:"redis_password_env"`
+	// RedisUsername and RedisPassword are resolved from the *_env keys at
+	// load time; never from YAML.
+	RedisUsername string `yaml:"-" json:"-"`
+	RedisPassword string `yaml:"-" json:"-"`
+	// SentinelUsernameEnv / SentinelPasswordEnv name the variables holding
+	// the Sentinels' own ACL user and password (master_set URLs). Default "".
+	SentinelUsernameEnv string `yaml:"sentinel_username_env" json:"sentinel_username_env"`
+	SentinelPasswordEnv string `yaml:"sentinel_password_env" json:"sentinel_password_env"`
+	SentinelUsername    string `yaml:"-" json:"-"`
+	SentinelPassword    string `yaml:"-" json:"-"`
+	// RedisTLS adds a CA and a client certificate to rediss:// URLs.
+	RedisTLS RedisTLS `yaml:"redis_tls" json:"redis_tls"`
+	// Bus carries the relay between replicas (takeover, live resume,
+	// pokes): "redis" (pub/sub on the store's Redis; sharded pub/sub on a
+	// Cluster) or "nats" (core NATS subjects on NatsURLs). Default "redis".
+	Bus string `yaml:"bus" json:"bus"`
+	// NatsURLs are the NATS servers of bus: nats. Default
+	// ["nats://127.0.0.1:4222"].
+	NatsURLs []string `yaml:"nats_urls" json:"nats_urls"`
 	// TTL of session state, refreshed by activity. Default 24h.
 	TTL Duration `yaml:"ttl" json:"ttl"`
 	// OutboxMax bounds the messages kept for a detached session. Default 100.
@@ -171,6 +228,19 @@ type Sessions struct {
 	// NodeLossAfter is how long a replica may be silent before its
 	// requests in flight end with node_lost (v1.1). Default 10s.
 	NodeLossAfter Duration `yaml:"node_loss_after" json:"node_loss_after"`
+}
+
+// RedisTLS is the TLS material for a rediss:// sessions.redis_url; empty
+// fields use the system roots and no client certificate.
+type RedisTLS struct {
+	// CAFile is a PEM bundle of the CAs that sign the servers' certificates.
+	CAFile string `yaml:"ca_file" json:"ca_file"`
+	// CertFile and KeyFile are the client certificate and key (PEM), for
+	// servers with tls-auth-clients yes.
+	CertFile string `yaml:"cert_file" json:"cert_file"`
+	KeyFile  string `yaml:"key_file" json:"key_file"`
+	// ServerName overrides the name checked in the servers' certificates.
+	ServerName string `yaml:"server_name" json:"server_name"`
 }
 
 // Header is a static header value, literal or from an environment variable.
@@ -224,6 +294,27 @@ type Backend struct {
 	// Delay makes the echo kind wait before answering (tests, demos).
 	// Default 0.
 	Delay Duration `yaml:"delay" json:"delay,omitempty"`
+	// Stream makes the echo kind stream the text back: "words" sends one
+	// chunk per word ({"text":"word "}), waiting Delay before each, then the
+	// result. Default "" (no chunks).
+	Stream string `yaml:"stream" json:"stream,omitempty"`
+	// Health configures the active health check of each endpoint.
+	Health Health `yaml:"health" json:"health"`
+}
+
+// Health configures a backend's active endpoint check (contract v1.1): http
+// GETs Path (or, without one, opens a TCP connection), openai GETs
+// <base>/models, nats reads the connection state. echo is not checked.
+type Health struct {
+	// Interval between two checks of an endpoint. Default 10s.
+	Interval Duration `yaml:"interval" json:"interval"`
+	// Path (http) is resolved against the endpoint URL ("/healthz"
+	// replaces its path); a 2xx answer is healthy. Default "": a TCP
+	// connect check.
+	Path string `yaml:"path" json:"path,omitempty"`
+	// Timeout of one check. Default 2s. The checks of an endpoint never
+	// overlap: a slow one delays the next.
+	Timeout Duration `yaml:"timeout" json:"timeout"`
 }
 
 // Route maps a message type to a backend.
@@ -245,9 +336,9 @@ type Route struct {
 // Drain configures graceful shutdown.
 type Drain struct {
 	// LBGrace keeps the listener open after readiness fails. Default 5s.
-	LBGrace Duration `yaml:"lb_grace" json:"lb_grace"`
+	LBGrace Duration `yaml:"lb_grace" json:"lb_grace" reload:"live"`
 	// Timeout bounds the wait for requests in flight. Default 30s.
-	Timeout Duration `yaml:"timeout" json:"timeout"`
+	Timeout Duration `yaml:"timeout" json:"timeout" reload:"live"`
 	// ReconnectAfter is the after_ms hint of reconnect messages. Default 1s.
 	ReconnectAfter Duration `yaml:"reconnect_after" json:"reconnect_after"`
 }
@@ -269,7 +360,10 @@ type Admin struct {
 // Log configures logging.
 type Log struct {
 	// Level is debug, info, warn or error. Default "info".
-	Level string `yaml:"level" json:"level"`
+	Level string `yaml:"level" json:"level" reload:"live"`
+	// Requests writes one access line per request at info (route,
+	// backend, outcome, duration, bytes, trace id). Default false.
+	Requests bool `yaml:"requests" json:"requests" reload:"live"`
 }
 
 // Backend kinds.
@@ -312,6 +406,8 @@ func Default() Config {
 		Sessions: Sessions{
 			Store:             "memory",
 			RedisURL:          "redis://127.0.0.1:6379/0",
+			Bus:               "redis",
+			NatsURLs:          []string{"nats://127.0.0.1:4222"},
 			TTL:               Duration(24 * time.Hour),
 			OutboxMax:         100,
 			HistoryMaxTurns:   20,
@@ -349,6 +445,12 @@ func backendDefaults(b Backend) Backend {
 	if b.Breaker.Cooldown == 0 {
 		b.Breaker.Cooldown = Duration(5 * time.Second)
 	}
+	if b.Health.Interval == 0 {
+		b.Health.Interval = Duration(10 * time.Second)
+	}
+	if b.Health.Timeout == 0 {
+		b.Health.Timeout = Duration(2 * time.Second)
+	}
 	return b
 }
 
@@ -360,8 +462,44 @@ func routeDefaults(r Route) Route {
 	return r
 }
 
-// JSON returns the configuration as indented JSON with secrets left out.
+// JSON returns the configuration as indented JSON with secrets left out:
+// resolved secrets are not serialised at all, and every string goes
+// through redact.String (URL passwords and query values masked).
 func (c Config) JSON() []byte {
-	b, _ := json.MarshalIndent(c, "", "  ")
-	return b
+	raw, err := json.Marshal(c)
+	if err != nil {
+		return nil
+	}
+	var tree any
+	if err := json.Unmarshal(raw, &tree); err != nil {
+		return nil
+	}
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(redactTree(tree)); err != nil {
+		return nil
+	}
+	return bytes.TrimRight(out.Bytes(), "\n")
+}
+
+// redactTree applies redact.String to every string of a decoded JSON
+// value (map keys included: header names and backend names are keys).
+func redactTree(v any) any {
+	switch x := v.(type) {
+	case string:
+		return redact.String(x)
+	case []any:
+		for i := range x {
+			x[i] = redactTree(x[i])
+		}
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[redact.String(k)] = redactTree(e)
+		}
+		return out
+	}
+	return v
 }

@@ -22,6 +22,14 @@ var demoYAML []byte
 // route, anonymous auth) that `make run` serves.
 func DemoYAML() []byte { return bytes.Clone(demoYAML) }
 
+//go:embed starter.yaml
+var starterYAML []byte
+
+// StarterYAML returns the commented starter configuration that the
+// default-config subcommand prints: every key with its default, an echo
+// route, HS256 authentication.
+func StarterYAML() []byte { return bytes.Clone(starterYAML) }
+
 // EnvPrefix starts every environment override: ORCH_WS_MAX_MESSAGE_BYTES
 // overrides ws.max_message_bytes, ORCH_ROUTES_CHAT_TIMEOUT overrides
 // routes.chat.timeout. Lists are comma-separated.
@@ -49,9 +57,16 @@ func Load(path string, env []string) (Config, error) {
 // validates.
 func Parse(data []byte, env []string) (Config, error) {
 	c := Default()
+	lines := make(map[string]int)
 	if len(bytes.TrimSpace(data)) > 0 {
-		if err := decodeYAML(data, &c); err != nil {
-			return Config{}, err
+		empty, err := checkYAML(data, lines)
+		if err != nil {
+			return Config{}, fmt.Errorf("config: %w", err)
+		}
+		if !empty {
+			if err := decodeYAML(data, &c); err != nil {
+				return Config{}, err
+			}
 		}
 	}
 	envMap := make(map[string]string, len(env))
@@ -64,8 +79,8 @@ func Parse(data []byte, env []string) (Config, error) {
 		return Config{}, err
 	}
 	c.fill(envMap)
-	if err := c.Validate(); err != nil {
-		return Config{}, err
+	if errs := c.problems(); len(errs) > 0 {
+		return Config{}, errors.Join(withLines(errs, lines)...)
 	}
 	return c, nil
 }
@@ -103,6 +118,18 @@ func (c *Config) fill(env map[string]string) {
 	}
 	if c.Auth.JWT.SecretEnv != "" {
 		c.Auth.JWT.Secret = env[c.Auth.JWT.SecretEnv]
+	}
+	if c.Sessions.RedisUsernameEnv != "" {
+		c.Sessions.RedisUsername = env[c.Sessions.RedisUsernameEnv]
+	}
+	if c.Sessions.RedisPasswordEnv != "" {
+		c.Sessions.RedisPassword = env[c.Sessions.RedisPasswordEnv]
+	}
+	if c.Sessions.SentinelUsernameEnv != "" {
+		c.Sessions.SentinelUsername = env[c.Sessions.SentinelUsernameEnv]
+	}
+	if c.Sessions.SentinelPasswordEnv != "" {
+		c.Sessions.SentinelPassword = env[c.Sessions.SentinelPasswordEnv]
 	}
 	if c.Admin.PasswordEnv != "" {
 		c.Admin.Password = env[c.Admin.PasswordEnv]
@@ -196,7 +223,7 @@ func setFromString(v reflect.Value, s string) error {
 	if v.Type() == durationType {
 		d, err := time.ParseDuration(s)
 		if err != nil {
-			return fmt.Errorf("invalid duration %q", s)
+			return fmt.Errorf("invalid duration %q: want a duration like 5s or 1m30s", s)
 		}
 		v.SetInt(int64(d))
 		return nil
@@ -223,14 +250,17 @@ func setFromString(v reflect.Value, s string) error {
 		}
 		v.SetFloat(f)
 	case reflect.Slice:
-		if v.Type().Elem().Kind() != reflect.String {
-			return fmt.Errorf("unsupported list type")
-		}
 		var parts []string
 		for _, p := range strings.Split(s, ",") {
 			if p = strings.TrimSpace(p); p != "" {
 				parts = append(parts, p)
 			}
+		}
+		if v.Type().Elem() == cidrType {
+			return setCIDRs(v, parts)
+		}
+		if v.Type().Elem().Kind() != reflect.String {
+			return fmt.Errorf("unsupported list type")
 		}
 		v.Set(reflect.ValueOf(parts))
 	default:

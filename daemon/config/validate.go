@@ -11,7 +11,11 @@ import (
 )
 
 // Validate reports every problem at once, each with its key path.
-func (c *Config) Validate() error {
+func (c *Config) Validate() error { return errors.Join(c.problems()...) }
+
+// problems is Validate's list: one error per problem, each starting with
+// its key path and ": " (Parse adds the line after the path).
+func (c *Config) problems() []error {
 	var errs []error
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 
@@ -20,6 +24,9 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen.Admin); err != nil {
 		add("listen.admin: %v", err)
+	}
+	if c.Listen.ProxyProtocol && len(c.Listen.TrustedProxies) == 0 {
+		add("listen.proxy_protocol: needs listen.trusted_proxies (a PROXY header is only read from a trusted proxy)")
 	}
 	if !strings.HasPrefix(c.WS.Path, "/") {
 		add("ws.path: must start with /, got %q", c.WS.Path)
@@ -106,8 +113,29 @@ func (c *Config) Validate() error {
 	switch c.Sessions.Store {
 	case "memory":
 	case "redis":
-		if _, err := url.Parse(c.Sessions.RedisURL); err != nil || !strings.HasPrefix(c.Sessions.RedisURL, "redis") {
-			add("sessions.redis_url: must be a redis:// or rediss:// URL, got %q", c.Sessions.RedisURL)
+		if err := CheckRedisURL(c.Sessions.RedisURL); err != nil {
+			add("sessions.redis_url: %v", err)
+		}
+		t := c.Sessions.RedisTLS
+		if (t != RedisTLS{}) && !strings.HasPrefix(c.Sessions.RedisURL, "rediss://") {
+			add("sessions.redis_tls: set, but sessions.redis_url is not a rediss:// URL")
+		}
+		if (t.CertFile == "") != (t.KeyFile == "") {
+			add("sessions.redis_tls: cert_file and key_file go together")
+		}
+		switch c.Sessions.Bus {
+		case "redis":
+		case "nats":
+			if len(c.Sessions.NatsURLs) == 0 {
+				add("sessions.nats_urls: must list at least one server with sessions.bus: nats")
+			}
+			for i, u := range c.Sessions.NatsURLs {
+				if err := checkNatsURL(u); err != nil {
+					add("sessions.nats_urls[%d]: %v", i, err)
+				}
+			}
+		default:
+			add("sessions.bus: must be redis or nats, got %q", c.Sessions.Bus)
 		}
 	default:
 		add("sessions.store: must be memory or redis, got %q", c.Sessions.Store)
@@ -142,6 +170,9 @@ func (c *Config) Validate() error {
 		p := "backends." + name
 		switch b.Kind {
 		case KindEcho:
+			if b.Stream != "" && b.Stream != "words" {
+				add("%s.stream: must be words or empty, got %q", p, b.Stream)
+			}
 		case KindHTTP, KindOpenAI:
 			if len(b.Endpoints) == 0 {
 				add("%s.endpoints: at least one URL is needed for kind %s", p, b.Kind)
@@ -179,6 +210,21 @@ func (c *Config) Validate() error {
 		}
 		if b.Breaker.Rate < 0 || b.Breaker.Rate > 1 {
 			add("%s.breaker.rate: must be between 0 and 1", p)
+		}
+		if b.Health.Interval < 0 || b.Health.Timeout < 0 {
+			add("%s.health: interval and timeout must not be negative", p)
+		}
+		if b.Health.Path != "" {
+			if b.Kind != KindHTTP {
+				add("%s.health.path: only the http kind has a health path (openai checks <base>/models, nats its connection)", p)
+			} else if u, err := url.Parse(b.Health.Path); err != nil || u.Scheme != "" || u.Host != "" {
+				add("%s.health.path: must be a path such as /healthz, got %q", p, b.Health.Path)
+			}
+		}
+	}
+	for i, name := range c.Readiness.Backends {
+		if _, ok := c.Backends[name]; !ok {
+			add("readiness.backends[%d]: unknown backend %q", i, name)
 		}
 	}
 	for _, name := range sortedKeys(c.Routes) {
@@ -221,7 +267,7 @@ func (c *Config) Validate() error {
 	default:
 		add("log.level: must be debug, info, warn or error, got %q", c.Log.Level)
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // IsLoopback reports whether addr (host:port) binds only loopback.

@@ -39,6 +39,7 @@ type Router struct {
 
 	inflight atomic.Int64 // requests in flight on the node
 	draining atomic.Bool
+	access   atomic.Bool    // log.requests: one access line per request
 	wg       sync.WaitGroup // one per request running on its own goroutine
 
 	// onIdle, when set, is called (from a request goroutine) when a
@@ -67,6 +68,10 @@ func (r *Router) Swap(t *Table) *Table {
 	r.rate.Store(auth.NewBucket(t.limits.SessionRate, t.limits.SessionBurst))
 	return old
 }
+
+// SetAccessLog turns the access log (one info line per request) on or off
+// (config log.requests; reloadable).
+func (r *Router) SetAccessLog(on bool) { r.access.Store(on) }
 
 // InFlight returns the number of requests in flight on the node.
 func (r *Router) InFlight() int { return int(r.inflight.Load()) }
@@ -197,7 +202,9 @@ func (r *Router) Handle(s Session, payload []byte, reply Reply) {
 		UserID:    s.User(),
 		Data:      append(json.RawMessage(nil), env.Data...),
 	}
-	go r.run(ctx, cancel, s, rt, req)
+	var trace string
+	req.TraceParent, trace = newTraceParent(s.TraceID())
+	go r.run(ctx, cancel, s, rt, req, trace)
 }
 
 // inlineEcho answers an echo route on the worker: no goroutine. Its
@@ -210,7 +217,24 @@ func (r *Router) inlineEcho(s Session, rt *route, env *events.Envelope, _ Reply,
 	msg := events.AppendResult((*bp)[:0], env.ID, env.Data)
 	*bp = msg
 	_, _ = r.store.Terminal(context.Background(), s.ID(), env.ID, msg)
-	r.metrics.Request(rt.name, "result", time.Since(start))
+	d := time.Since(start)
+	r.metrics.Request(rt.name, "result", d)
+	if rt.inlineDone != nil {
+		rt.inlineDone(d)
+	}
+	if r.access.Load() {
+		_, trace := newTraceParent(s.TraceID())
+		r.accessLine(s, rt, env.ID, "result", d, len(env.Data), len(msg), trace)
+	}
+}
+
+// accessLine writes the access log line of one request (log.requests).
+func (r *Router) accessLine(s Session, rt *route, id, outcome string, d time.Duration, in, out int, trace string) {
+	r.log.LogAttrs(context.Background(), slog.LevelInfo, "request",
+		slog.String("session", s.ID()), slog.String("user", s.User()), slog.String("request", id),
+		slog.String("trace", trace), slog.String("route", rt.name), slog.String("backend", rt.backend),
+		slog.String("outcome", outcome), slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+		slog.Int("bytes_in", in), slog.Int("bytes_out", out))
 }
 
 func (r *Router) handleCancel(s Session, env *events.Envelope, reply Reply) {

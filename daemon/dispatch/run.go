@@ -15,7 +15,8 @@ import (
 
 // run executes one accepted request on its own goroutine and writes its
 // chunks and exactly one terminal message through the session's Output.
-func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s Session, rt *route, req *backends.Request) {
+// trace is the trace id of req.TraceParent, for the log lines.
+func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s Session, rt *route, req *backends.Request, trace string) {
 	defer r.wg.Done()
 	start := time.Now()
 	out := r.store.Begin(req.SessionID, req.ID)
@@ -34,6 +35,7 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s Sess
 		watch = time.AfterFunc(rt.firstChunk, func() { cancel(fmt.Errorf("%w: no first chunk within %s", ErrTimeout, rt.firstChunk)) })
 	}
 	seq := 0
+	outBytes := 0 // chunk bytes sent, for the access log
 	var buf []byte
 	emit := func(part json.RawMessage) {
 		watchMu.Lock()
@@ -51,6 +53,7 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s Sess
 		}
 		buf = events.AppendChunk(buf[:0], req.ID, seq, part)
 		seq++
+		outBytes += len(buf)
 		watchMu.Unlock()
 		out.Chunk(buf)
 	}
@@ -82,7 +85,8 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s Sess
 		if outcome == CodeBackendError || outcome == CodeTimeout {
 			r.log.LogAttrs(ctx, slog.LevelWarn, "request failed",
 				slog.String("session", req.SessionID), slog.String("user", req.UserID), slog.String("request", req.ID),
-				slog.String("backend", rt.backend), slog.String("code", outcome), slog.Any("err", err))
+				slog.String("trace", trace), slog.String("route", rt.name), slog.String("backend", rt.backend),
+				slog.String("code", outcome), slog.Any("err", err))
 		}
 	} else {
 		msg = events.AppendResult(buf[:0], req.ID, res.Data)
@@ -94,7 +98,11 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s Sess
 	// Counted out only once its terminal is on the socket or in the
 	// outbox: "nothing in flight" means nothing still to deliver.
 	r.inflight.Add(-1)
-	r.metrics.Request(rt.name, outcome, time.Since(start))
+	d := time.Since(start)
+	r.metrics.Request(rt.name, outcome, d)
+	if r.access.Load() {
+		r.accessLine(s, rt, req.ID, outcome, d, len(req.Data), outBytes+len(msg), trace)
+	}
 	if left == 0 && r.draining.Load() {
 		if fn := r.onIdle.Load(); fn != nil {
 			(*fn)(req.SessionID)

@@ -64,4 +64,7 @@ type Session interface {
 	CancelAll(cause error)
 	// InFlight returns the number of requests in flight.
 	InFlight() int
+	// TraceID is the trace id of the attached connection's trusted
+	// handshake traceparent, or "": a new one per request (trace.go).
+	TraceID() string
 }

@@ -14,6 +14,16 @@ type testSession struct {
 	tat      atomic.Int64
 	mu       sync.Mutex
 	calls    map[string]context.CancelCauseFunc
+	trace    atomic.Pointer[string]
+}
+
+func (s *testSession) setTraceID(id string) { s.trace.Store(&id) }
+
+func (s *testSession) TraceID() string {
+	if p := s.trace.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 func (s *testSession) ID() string               { return s.id }

@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/orchestratord/orchestratord/daemon/backends"
@@ -26,6 +27,9 @@ type route struct {
 	// inline: an echo backend without delay answers on the caller's
 	// goroutine: no goroutine, no context, no copy.
 	inline bool
+	// inlineDone records an inline answer in the backend's counters and
+	// metrics (Pool.Inline), as a call would.
+	inlineDone func(time.Duration)
 	// needsSession: the backend reads the session (context, history).
 	needsSession bool
 }
@@ -36,6 +40,17 @@ type route struct {
 type Table struct {
 	routes map[string]*route
 	limits config.Limits
+}
+
+// Routes returns the names of the table's routes, sorted (the demo page's
+// route picker lists them).
+func (t *Table) Routes() []string {
+	names := make([]string, 0, len(t.routes))
+	for name := range t.routes {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // NewTable compiles the routes of cfg against the pools of set.
@@ -54,8 +69,11 @@ func NewTable(cfg config.Config, set *backends.Set) (*Table, error) {
 			timeout:      rc.Timeout.D(),
 			firstChunk:   rc.FirstChunkTimeout.D(),
 			idle:         rc.IdleTimeout.D(),
-			inline:       bc.Kind == config.KindEcho && bc.Delay == 0,
+			inline:       bc.Kind == config.KindEcho && bc.Delay == 0 && bc.Stream == "",
 			needsSession: bc.Kind == config.KindHTTP || bc.Kind == config.KindNATS || bc.Kind == config.KindOpenAI,
+		}
+		if r.inline {
+			r.inlineDone = pool.Inline
 		}
 		if rc.Fallback != "" {
 			fb, ok := set.Pool(rc.Fallback)

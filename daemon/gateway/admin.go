@@ -10,7 +10,9 @@ import (
 	"github.com/orchestratord/orchestratord/netpoll"
 )
 
-// SessionRow is one attached session as the admin page shows it.
+// SessionRow is one attached session as the admin page shows it. Remote is
+// the client's address (netpoll.Conn.Client: what a trusted proxy reported,
+// else the TCP peer), without port when the proxy gave none.
 type SessionRow struct {
 	ID, User, Remote  string
 	ConnectedSince    time.Time
@@ -40,7 +42,7 @@ func (g *Gateway) Sessions(query string, offset, limit int) ([]SessionRow, int) 
 		if rec == nil {
 			return
 		}
-		if query != "" && !strings.Contains(rec.ID(), query) && !strings.Contains(rec.User(), query) && !strings.Contains(st.c.Remote().String(), query) {
+		if query != "" && !strings.Contains(rec.ID(), query) && !strings.Contains(rec.User(), query) && !strings.Contains(clientString(st.c.Client()), query) {
 			return
 		}
 		refs = append(refs, ref{st, rec, st.c.Since()})
@@ -55,7 +57,7 @@ func (g *Gateway) Sessions(query string, offset, limit int) ([]SessionRow, int) 
 	for _, r := range refs[offset:end] {
 		st := r.st
 		s := st.c.Stats()
-		row := SessionRow{ID: r.rec.ID(), User: r.rec.User(), Remote: st.c.Remote().String(), ConnectedSince: r.since,
+		row := SessionRow{ID: r.rec.ID(), User: r.rec.User(), Remote: clientString(st.c.Client()), ConnectedSince: r.since,
 			InFlight: r.rec.InFlight(), MsgsIn: s.MsgsIn, MsgsOut: s.MsgsOut, BytesIn: s.BytesIn, BytesOut: s.BytesOut}
 		rows = append(rows, row)
 	}

@@ -42,6 +42,10 @@ type preAttach struct {
 	resume  string
 	from    sessions.Resume // where a resume's replay starts (?last=)
 	pending [][]byte        // frames received before the session was attached
+	// traceparent is the W3C traceparent header of the handshake when a
+	// trusted proxy (listen.trusted_proxies) sent it, else "": requests
+	// of the session continue that trace (Record.SetTraceID at attach).
+	traceparent string
 }
 
 // session returns the connection's record, nil before attach.
@@ -58,6 +62,7 @@ func (st *conn) Send(msg []byte) error {
 	}
 	st.g.msgsOut.Add(1)
 	st.g.metrics.MessageOut()
+	st.g.metrics.BytesOut(len(msg))
 	return nil
 }
 

@@ -23,6 +23,9 @@ type Session interface {
 	dispatch.Session
 	// Touch records activity (TTL refresh, rate limited); never blocks.
 	Touch()
+	// SetTraceID sets the trace id of the session's requests ("": a new
+	// one per request).
+	SetTraceID(id string)
 }
 
 // Sessions is the session manager as the gateway uses it.
@@ -60,6 +63,10 @@ type Dispatcher interface {
 // Gate decides handshakes (*auth.Gate).
 type Gate interface {
 	Check(h *auth.Handshake) (auth.Identity, *auth.Refusal)
+	// Reject refuses an admitted handshake with code (the gateway's own
+	// checks: bad last, another user's session, store down) and releases
+	// its admission.
+	Reject(h *auth.Handshake, code string, err error) *auth.Refusal
 	Release(addr netip.Addr)
 	SetDraining(on bool)
 }
@@ -74,7 +81,8 @@ type wsConn interface {
 	Acked() uint64
 	Close(code netpoll.CloseCode, reason string)
 	CloseAt(t time.Time, code netpoll.CloseCode, reason string)
-	Remote() netip.AddrPort
+	ID() uint64
+	Client() netip.AddrPort
 	Since() time.Time
 	Stats() netpoll.ConnStats
 }

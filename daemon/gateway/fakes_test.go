@@ -46,7 +46,8 @@ func (c *fakeWS) SendTagged(msg []byte, tag uint64) error {
 func (c *fakeWS) Queued() int                                  { return 0 }
 func (c *fakeWS) NotifyDrained(int, func())                    {}
 func (c *fakeWS) CloseAt(time.Time, netpoll.CloseCode, string) {}
-func (c *fakeWS) Remote() netip.AddrPort                       { return c.remote }
+func (c *fakeWS) Client() netip.AddrPort                       { return c.remote }
+func (c *fakeWS) ID() uint64                                   { return 7 }
 func (c *fakeWS) Since() time.Time                             { return time.Time{} }
 func (c *fakeWS) Stats() netpoll.ConnStats                     { return netpoll.ConnStats{} }
 
@@ -96,6 +97,8 @@ func (s *fakeSession) Cancel(string, error) bool { return false }
 func (s *fakeSession) CancelAll(error)           {}
 func (s *fakeSession) InFlight() int             { return int(s.inflight.Load()) }
 func (s *fakeSession) Touch()                    { s.touches.Add(1) }
+func (s *fakeSession) TraceID() string           { return "" }
+func (s *fakeSession) SetTraceID(string)         {}
 
 type detach struct {
 	id    string
@@ -213,7 +216,11 @@ type fakeGate struct {
 func (g *fakeGate) Check(*auth.Handshake) (auth.Identity, *auth.Refusal) {
 	return auth.Identity{User: "u"}, nil
 }
-func (g *fakeGate) Release(netip.Addr)  { g.released.Add(1) }
+func (g *fakeGate) Release(netip.Addr) { g.released.Add(1) }
+func (g *fakeGate) Reject(h *auth.Handshake, code string, _ error) *auth.Refusal {
+	g.Release(h.Remote.Addr())
+	return auth.RefusalOf(code)
+}
 func (g *fakeGate) SetDraining(on bool) { g.draining.Store(on) }
 
 type harness struct {

@@ -3,15 +3,18 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/orchestratord/orchestratord/daemon/auth"
+	"github.com/orchestratord/orchestratord/daemon/dispatch"
 	"github.com/orchestratord/orchestratord/daemon/events"
 	"github.com/orchestratord/orchestratord/daemon/sessions"
 	"github.com/orchestratord/orchestratord/netpoll"
@@ -24,6 +27,8 @@ const Subprotocol = "orchestrator.v1"
 type Metrics interface {
 	MessageIn()
 	MessageOut()
+	BytesIn(n int)
+	BytesOut(n int)
 	Handshake(outcome string)
 	Closed(code int)
 	StoreError(op string)
@@ -33,6 +38,8 @@ type noMetrics struct{}
 
 func (noMetrics) MessageIn()        {}
 func (noMetrics) MessageOut()       {}
+func (noMetrics) BytesIn(int)       {}
+func (noMetrics) BytesOut(int)      {}
 func (noMetrics) Handshake(string)  {}
 func (noMetrics) Closed(int)        {}
 func (noMetrics) StoreError(string) {}
@@ -49,6 +56,9 @@ type Options struct {
 	// Plain serves non-upgrade requests other than /healthz and /readyz
 	// (the demo page); nil answers 404.
 	Plain http.Handler
+	// Ready, when set, is an extra readiness condition (readiness.backends):
+	// its error makes /readyz fail with reason "backends".
+	Ready func() error
 }
 
 // Gateway binds connections to sessions. Build it with New.
@@ -94,39 +104,32 @@ func (g *Gateway) Messages() (in, out uint64) { return g.msgsIn.Load(), g.msgsOu
 func (g *Gateway) SetAlive(alive func() time.Time) { g.alive = alive }
 
 // Admit decides a handshake before any upgrade: admission and auth through
-// the gate, then the ownership check of a resumed session.
+// the gate, then the ownership check of a resumed session. The client's
+// address is r.Client (the TCP peer, or what a trusted proxy reported).
+// Every refusal is a row of the one refusal table, chosen by the gate.
 func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
-	h := auth.Handshake{Path: r.Path, RawQuery: r.RawQuery, Header: r.Header, Remote: r.Remote}
+	h := auth.Handshake{Path: r.Path, RawQuery: r.RawQuery, Header: r.Header, Remote: r.Client}
 	id, ref := g.gate.Check(&h)
+	resume := ""
+	var from sessions.Resume
+	if ref == nil {
+		resume = queryValue(r.RawQuery, "session")
+		var ok bool
+		if from, ok = resumeFrom(r.RawQuery); !ok {
+			ref = g.gate.Reject(&h, auth.CodeBadRequest, fmt.Errorf("user %q: last= is not a position", id.User))
+		} else {
+			ref = g.checkResume(&h, id.User, resume)
+		}
+	}
 	if ref != nil {
 		g.metrics.Handshake(ref.Code)
-		return netpoll.Decision{Status: ref.Status, Body: ref.Body()}
-	}
-	resume := queryValue(r.RawQuery, "session")
-	from, ok := resumeFrom(r.RawQuery)
-	if !ok {
-		g.gate.Release(r.Remote.Addr())
-		g.log.Info("handshake refused: bad last", "remote", r.Remote.String(), "user", id.User)
-		return g.refuse(auth.CodeBadRequest)
-	}
-	if resume != "" {
-		ctx, cancel := context.WithTimeout(g.ctx, 2*time.Second)
-		owner, err := g.mgr.Lookup(ctx, resume)
-		cancel()
-		switch {
-		case err == nil && owner != id.User:
-			g.gate.Release(r.Remote.Addr())
-			g.log.Info("handshake refused: session of another user", "remote", r.Remote.String(), "user", id.User, "session", resume)
-			return g.refuse(auth.CodeForbidden)
-		case err != nil && !errors.Is(err, sessions.ErrNotFound):
-			g.gate.Release(r.Remote.Addr())
-			g.metrics.StoreError("lookup")
-			g.log.Warn("handshake refused: session store unavailable", "remote", r.Remote.String(), "err", err)
-			return g.refuse(auth.CodeStoreUnavailable)
-		}
+		return netpoll.Decision{Refusal: ref}
 	}
 	g.metrics.Handshake("accepted")
 	st := &conn{g: g, pre: &preAttach{user: id.User, expires: id.Expires, resume: resume, from: from}}
+	if r.Trusted {
+		st.pre.traceparent = handshakeTraceparent(r.Header)
+	}
 	st.reply = st.Send
 	d := netpoll.Decision{Value: st}
 	if offersSubprotocol(r.Header.Values("Sec-WebSocket-Protocol"), Subprotocol) {
@@ -135,23 +138,24 @@ func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
 	return d
 }
 
-// Refusals the gateway itself decides after the gate admitted a handshake.
-var (
-	refuseForbidden  = auth.NewRefusal(auth.CodeForbidden)
-	refuseStore      = auth.NewRefusal(auth.CodeStoreUnavailable)
-	refuseBadRequest = auth.NewRefusal(auth.CodeBadRequest)
-)
-
-func (g *Gateway) refuse(code string) netpoll.Decision {
-	r := refuseForbidden
-	switch code {
-	case auth.CodeStoreUnavailable:
-		r = refuseStore
-	case auth.CodeBadRequest:
-		r = refuseBadRequest
+// checkResume refuses, through the gate, a resume of another user's session
+// (403) or one that cannot be checked because the store is down (503). An
+// unknown session is no refusal: the client gets a fresh one.
+func (g *Gateway) checkResume(h *auth.Handshake, user, resume string) *auth.Refusal {
+	if resume == "" {
+		return nil
 	}
-	g.metrics.Handshake(r.Code)
-	return netpoll.Decision{Status: r.Status, Body: r.Body()}
+	ctx, cancel := context.WithTimeout(g.ctx, 2*time.Second)
+	owner, err := g.mgr.Lookup(ctx, resume)
+	cancel()
+	switch {
+	case err == nil && owner != user:
+		return g.gate.Reject(h, auth.CodeForbidden, fmt.Errorf("user %q resuming session %s of another user", user, resume))
+	case err != nil && !errors.Is(err, sessions.ErrNotFound):
+		g.metrics.StoreError("lookup")
+		return g.gate.Reject(h, auth.CodeStoreUnavailable, fmt.Errorf("look up session %s: %w", resume, err))
+	}
+	return nil
 }
 
 // OnOpen attaches the new connection to its session off the poller: the
@@ -166,11 +170,18 @@ func connOf(c *netpoll.Conn) *conn {
 	return st
 }
 
+// cid is the connection's id in log lines.
+func (st *conn) cid() string { return "c" + strconv.FormatUint(st.c.ID(), 36) }
+
 func (g *Gateway) open(st *conn, c wsConn) {
 	st.c = c
 	// st.pre is not shared yet: attach starts below.
 	if exp := st.pre.expires; !exp.IsZero() && !g.opts.AllowExpiredConnections {
 		c.CloseAt(exp, netpoll.CloseTokenExpired, "token expired")
+	}
+	if g.log.Enabled(context.Background(), slog.LevelDebug) {
+		g.log.LogAttrs(context.Background(), slog.LevelDebug, "connection open",
+			slog.String("conn", st.cid()), slog.String("remote", clientString(c.Client())), slog.String("user", st.pre.user))
 	}
 	g.attaching.Add(1)
 	g.wg.Add(1)
@@ -188,10 +199,11 @@ func (g *Gateway) attach(st *conn) {
 	rec, err := g.mgr.Bind(ctx, pre.user, pre.resume, pre.from, st, st.welcome)
 	if err != nil {
 		g.metrics.StoreError("attach")
-		g.log.Warn("attach session failed", "remote", st.c.Remote().String(), "user", pre.user, "err", err)
+		g.log.Warn("attach session failed", "conn", st.cid(), "remote", clientString(st.c.Client()), "user", pre.user, "err", err)
 		st.c.Close(netpoll.CloseInternalError, "session store unavailable")
 		return
 	}
+	rec.SetTraceID(dispatch.TraceIDFromParent(pre.traceparent))
 	st.mu.Lock()
 	if st.state == connClosed {
 		st.mu.Unlock()
@@ -225,6 +237,7 @@ func (g *Gateway) OnMessage(c *netpoll.Conn, payload []byte) {
 func (g *Gateway) message(st *conn, payload []byte) {
 	g.msgsIn.Add(1)
 	g.metrics.MessageIn()
+	g.metrics.BytesIn(len(payload))
 	st.mu.Lock()
 	if st.state == connAttaching {
 		if len(st.pre.pending) >= maxPending {
@@ -247,13 +260,30 @@ func (g *Gateway) message(st *conn, payload []byte) {
 
 // OnClose detaches the connection; its requests keep running and their
 // output goes to the session.
-func (g *Gateway) OnClose(c *netpoll.Conn, code netpoll.CloseCode, _ error) {
+func (g *Gateway) OnClose(c *netpoll.Conn, code netpoll.CloseCode, err error) {
 	g.metrics.Closed(int(code))
 	st := connOf(c)
 	if st == nil {
 		return
 	}
-	g.gate.Release(c.Remote().Addr())
+	if g.log.Enabled(context.Background(), slog.LevelDebug) {
+		st.mu.Lock()
+		rec, user, sid := st.rec, "", ""
+		if st.pre != nil {
+			user = st.pre.user
+		}
+		st.mu.Unlock()
+		if rec != nil {
+			user, sid = rec.User(), rec.ID()
+		}
+		attrs := []slog.Attr{slog.String("conn", st.cid()), slog.String("remote", clientString(c.Client())),
+			slog.String("user", user), slog.String("session", sid), slog.Int("code", int(code))}
+		if err != nil {
+			attrs = append(attrs, slog.Any("err", err))
+		}
+		g.log.LogAttrs(context.Background(), slog.LevelDebug, "connection closed", attrs...)
+	}
+	g.gate.Release(c.Client().Addr())
 	g.closed(st)
 }
 

@@ -12,15 +12,49 @@ import (
 
 	"github.com/redis/rueidis"
 	"github.com/segmentio/encoding/json"
+
+	"github.com/orchestratord/orchestratord/daemon/config"
 )
 
-// The bus connects the Managers of the replicas sharing a Redis store over
-// Redis pub/sub: each node subscribes to its own channel, prefix+"node:"+name,
-// and the others PUBLISH to it. PUBLISH answers with the number of receivers,
-// so a relay nobody received falls back to the outbox. Messages from one node
-// to another are published in order, each waiting for its reply, and Redis
-// delivers a channel's messages in order; the receiving node handles them in
-// order on one goroutine. docs/sessions.md gives the ordering argument.
+// The bus connects the Managers of the replicas sharing a store. Its logic
+// (this file) sits on a small transport (busTransport): Redis pub/sub
+// (bus_redis.go; sharded pub/sub on a Cluster) or NATS core subjects
+// (bus_nats.go), chosen by sessions.bus. Each node subscribes to its own
+// channel and the others send to it. A send reports whether the node's
+// subscriber received the message (PUBLISH's receiver count; a NATS
+// request answered on arrival), so a relay nobody received falls back to
+// the outbox. Messages from one node to another are sent in order, each
+// waiting for its answer, and both transports deliver one channel's
+// messages in order; the receiving node handles them in order on one
+// goroutine. docs/sessions.md gives the ordering argument.
+
+// busTransport carries bus messages between nodes.
+type busTransport interface {
+	// start subscribes to node self's channel and returns once the
+	// subscription is confirmed (or ctx ends, or it fails). From then on
+	// deliver is called for each message, in arrival order, from one
+	// goroutine at a time (it may block: back pressure); up reports the
+	// subscription going down (false) and coming back (true).
+	start(ctx context.Context, self string, deliver func([]byte), up func(bool)) error
+	// send sends each message to its node, in order per node, and reports
+	// for each whether a subscriber of that node received it.
+	send(ctx context.Context, outs []busOut) []busSent
+	// close ends the subscription and releases the connections; deliver
+	// is not called once close returns.
+	close()
+}
+
+// busOut is one message for one node.
+type busOut struct {
+	node string
+	msg  []byte
+}
+
+// busSent is the outcome of one busOut.
+type busSent struct {
+	received bool
+	err      error
+}
 
 // Kinds of bus messages.
 const (
@@ -42,14 +76,14 @@ type busMsg struct {
 	P uint64 `json:"p,omitempty"`
 }
 
-func encodeBus(h busMsg, payload []byte) (string, error) {
+func encodeBus(h busMsg, payload []byte) ([]byte, error) {
 	b, err := json.Marshal(h)
 	if err != nil {
-		return "", fmt.Errorf("encode bus message: %w", err)
+		return nil, fmt.Errorf("encode bus message: %w", err)
 	}
 	b = append(b, '\n')
 	b = append(b, payload...)
-	return string(b), nil
+	return b, nil
 }
 
 func decodeBus(raw []byte) (busMsg, []byte, error) {
@@ -65,12 +99,9 @@ func decodeBus(raw []byte) (busMsg, []byte, error) {
 }
 
 type bus struct {
-	m      *Manager
-	pub    rueidis.Client // the store's client: PUBLISH
-	sub    rueidis.Client // a client of its own for the subscription
-	prefix string
-	self   string // this node's channel
-	in     chan []byte
+	m  *Manager
+	t  busTransport
+	in chan []byte
 
 	subscribed atomic.Bool
 
@@ -83,77 +114,39 @@ type bus struct {
 	wg     sync.WaitGroup
 }
 
-func openBus(ctx context.Context, m *Manager, url string, pub rueidis.Client, opts RedisOptions) (*bus, error) {
-	sub, err := newRedisClient(url, opts.OpTimeout, true)
-	if err != nil {
-		return nil, err
+// openBus starts the bus cfg.Bus names on the store's Redis client pub (or
+// on NATS) and returns once this node's subscription is confirmed.
+func openBus(ctx context.Context, m *Manager, cfg config.Sessions, pub rueidis.Client, opts RedisOptions) (*bus, error) {
+	var t busTransport
+	switch cfg.Bus {
+	case "", "redis":
+		rt, err := newRedisTransport(cfg, pub, opts, m.log)
+		if err != nil {
+			return nil, err
+		}
+		t = rt
+	case "nats":
+		t = newNatsTransport(cfg.NatsURLs, opts, m.log)
+	default:
+		return nil, fmt.Errorf("sessions.bus: unknown bus %q (want redis or nats)", cfg.Bus)
 	}
-	b := &bus{m: m, pub: pub, sub: sub, prefix: opts.Prefix, in: make(chan []byte, 4096),
-		acks: make(map[uint64]chan struct{})}
-	b.self = b.channel(m.node)
+	b := &bus{m: m, t: t, in: make(chan []byte, 4096), acks: make(map[uint64]chan struct{})}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	first := make(chan struct{})
-	var once sync.Once
-	b.wg.Add(2)
-	go b.receive(func() { once.Do(func() { close(first) }) })
+	b.wg.Add(1)
 	go b.dispatch()
-	t := time.NewTimer(5 * time.Second)
-	defer t.Stop()
-	select {
-	case <-first:
-		return b, nil
-	case <-ctx.Done():
-		err = ctx.Err()
-	case <-t.C:
-		err = errors.New("no subscription confirmation within 5s")
-	}
-	b.close()
-	return nil, fmt.Errorf("subscribe %s: %w", b.self, err)
-}
-
-func (b *bus) channel(node string) string { return b.prefix + "node:" + node }
-
-// receive keeps the subscription up: rueidis's Receive returns when the
-// connection breaks; it is called again until the bus closes.
-func (b *bus) receive(subscribed func()) {
-	defer b.wg.Done()
-	var first atomic.Bool // subscribed once already
-	ctx := rueidis.WithOnSubscriptionHook(b.ctx, func(s rueidis.PubSubSubscription) {
-		if s.Kind == "subscribe" {
-			if resubscribed := !b.subscribed.Swap(true) && first.Load(); resubscribed {
-				b.m.log.Info("session bus subscribed again", slog.String("channel", b.self))
-			}
-			first.Store(true)
-			subscribed()
-		}
-	})
-	backoff := 50 * time.Millisecond
-	for {
-		err := b.sub.Receive(ctx, b.sub.B().Subscribe().Channel(b.self).Build(), func(msg rueidis.PubSubMessage) {
-			select {
-			case b.in <- []byte(msg.Message):
-			case <-b.ctx.Done():
-			}
-		})
-		wasUp := b.subscribed.Swap(false)
-		if b.ctx.Err() != nil {
-			return
-		}
-		if wasUp {
-			b.m.log.Warn("session bus subscription lost, reconnecting", slog.Any("err", err))
-			backoff = 50 * time.Millisecond
-		} else {
-			b.m.log.Debug("session bus resubscribe failed", slog.Any("err", err))
-		}
-		t := time.NewTimer(backoff)
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	deliver := func(raw []byte) {
 		select {
+		case b.in <- raw:
 		case <-b.ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
 		}
-		backoff = min(backoff*2, time.Second)
 	}
+	if err := t.start(sctx, m.node, deliver, func(up bool) { b.subscribed.Store(up) }); err != nil {
+		b.close()
+		return nil, fmt.Errorf("session bus: %w", err)
+	}
+	return b, nil
 }
 
 // dispatch handles the node's bus messages in arrival order.
@@ -181,26 +174,28 @@ func (b *bus) dispatch() {
 	}
 }
 
-func (b *bus) publish(ctx context.Context, node string, h busMsg, payload []byte) (int64, error) {
+// publish sends one message to node and reports whether it was received.
+func (b *bus) publish(ctx context.Context, node string, h busMsg, payload []byte) (bool, error) {
 	msg, err := encodeBus(h, payload)
 	if err != nil {
-		return 0, err
+		return false, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.m.opts.Redis.OpTimeout)
 	defer cancel()
-	return b.pub.Do(ctx, b.pub.B().Publish().Channel(b.channel(node)).Message(msg).Build()).AsInt64()
+	r := b.t.send(ctx, []busOut{{node: node, msg: msg}})[0]
+	return r.received, r.err
 }
 
 // relay publishes one message of request req (a terminal: pos > 0) to the
 // holder's node and reports whether that node received it. A terminal it
 // did not receive is in the session's log for the next resume.
 func (b *bus) relay(to Holder, id, req string, pos uint64, msg []byte) bool {
-	n, err := b.publish(b.ctx, to.Node, busMsg{T: busRelay, S: id, C: to.Conn, R: req, P: pos}, msg)
+	ok, err := b.publish(b.ctx, to.Node, busMsg{T: busRelay, S: id, C: to.Conn, R: req, P: pos}, msg)
 	if err != nil {
 		b.m.warn("session relay failed", slog.String("session", id), slog.String("request", req), slog.Any("err", err))
 		return false
 	}
-	return n > 0
+	return ok
 }
 
 // announce tells nodes that conn claimed the session with epoch, and waits
@@ -221,21 +216,20 @@ func (b *bus) announce(ctx context.Context, id string, conn, epoch uint64, nodes
 	if err != nil {
 		return
 	}
-	cmds := make(rueidis.Commands, len(nodes))
+	outs := make([]busOut, len(nodes))
 	for i, n := range nodes {
-		cmds[i] = b.pub.B().Publish().Channel(b.channel(n)).Message(msg).Build()
+		outs[i] = busOut{node: n, msg: msg}
 	}
 	pctx, cancel := context.WithTimeout(ctx, b.m.opts.Redis.OpTimeout)
-	res := b.pub.DoMulti(pctx, cmds...)
+	res := b.t.send(pctx, outs)
 	cancel()
 	want := 0
 	for i, r := range res {
-		n, err := r.AsInt64()
-		if err != nil {
+		if r.err != nil {
 			b.m.log.Warn("session attach announce failed", slog.String("session", id),
-				slog.String("node", nodes[i]), slog.Any("err", err))
+				slog.String("node", nodes[i]), slog.Any("err", r.err))
 		}
-		if n > 0 {
+		if r.received {
 			want++
 		}
 	}
@@ -264,7 +258,7 @@ func (b *bus) onAttach(h busMsg) {
 	var (
 		older Outlet // kicked once the lock is released
 		r     *remote
-		cmds  rueidis.Commands
+		outs  []busOut
 	)
 	if l := m.lockLocal(h.S, false); l != nil {
 		if h.E > l.epoch {
@@ -280,7 +274,7 @@ func (b *bus) onAttach(h busMsg) {
 				for _, c := range s.replay() {
 					msg, err := encodeBus(busMsg{T: busRelay, S: h.S, C: h.C, R: s.req}, c)
 					if err == nil {
-						cmds = append(cmds, b.pub.B().Publish().Channel(b.channel(h.N)).Message(msg).Build())
+						outs = append(outs, busOut{node: h.N, msg: msg})
 					}
 				}
 			}
@@ -288,7 +282,7 @@ func (b *bus) onAttach(h busMsg) {
 		m.releaseLocked(l)
 		l.mu.Unlock()
 		if r != nil {
-			b.publishReplay(l, r, h, cmds)
+			b.publishReplay(l, r, h, outs)
 		}
 	}
 	if older != nil {
@@ -302,14 +296,14 @@ func (b *bus) onAttach(h busMsg) {
 // publishReplay publishes an attach's replay, then what came live for the
 // new holder meanwhile, in order, until nothing waits; then live messages
 // are relayed directly again. Runs on the bus goroutine, off l.mu.
-func (b *bus) publishReplay(l *Record, r *remote, h busMsg, cmds rueidis.Commands) {
+func (b *bus) publishReplay(l *Record, r *remote, h busMsg, outs []busOut) {
 	m := b.m
 	for {
-		if len(cmds) > 0 {
+		if len(outs) > 0 {
 			ctx, cancel := context.WithTimeout(b.ctx, m.opts.Redis.OpTimeout)
-			for _, res := range b.pub.DoMulti(ctx, cmds...) {
-				if err := res.Error(); err != nil {
-					m.log.Warn("session replay relay failed", slog.String("session", h.S), slog.Any("err", err))
+			for _, res := range b.t.send(ctx, outs) {
+				if res.err != nil {
+					m.log.Warn("session replay relay failed", slog.String("session", h.S), slog.Any("err", res.err))
 					break
 				}
 			}
@@ -324,11 +318,11 @@ func (b *bus) publishReplay(l *Record, r *remote, h busMsg, cmds rueidis.Command
 			return
 		}
 		l.mu.Unlock()
-		cmds = cmds[:0]
+		outs = outs[:0]
 		for _, o := range q {
 			msg, err := encodeBus(busMsg{T: busRelay, S: h.S, C: h.C, R: o.req, P: o.pos}, o.msg)
 			if err == nil {
-				cmds = append(cmds, b.pub.B().Publish().Channel(b.channel(h.N)).Message(msg).Build())
+				outs = append(outs, busOut{node: h.N, msg: msg})
 			}
 		}
 	}
@@ -364,6 +358,6 @@ func (b *bus) onRelay(h busMsg, payload []byte) {
 // close stops the subscription and the dispatcher and waits for them.
 func (b *bus) close() {
 	b.cancel()
-	b.sub.Close()
+	b.t.close()
 	b.wg.Wait()
 }

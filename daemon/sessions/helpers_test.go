@@ -96,7 +96,9 @@ type backend struct {
 	name    string
 	redis   bool
 	addr    string                      // redis address
-	prefix  string                      // redis key prefix
+	url     string                      // sessions.redis_url when not redis://addr/0 (a Cluster)
+	bus     string                      // sessions.bus: "" (redis) or "nats"
+	prefix  string                      // redis key prefix, NATS subject prefix
 	advance func(d time.Duration) error // moves the store's clock, nil if not possible
 }
 
@@ -117,6 +119,14 @@ func testBackends(t *testing.T) []backend {
 	} else {
 		t.Logf("no Redis at %s, testing memory and miniredis only", realRedis)
 	}
+	if len(bs) == 3 && haveNATS(t) {
+		p := randomPrefix()
+		cleanupPrefix(t, realRedis, p)
+		bs = append(bs, backend{name: "redis/nats-bus", redis: true, addr: realRedis, prefix: p, bus: "nats"})
+	}
+	if c := testCluster(t); c != nil {
+		bs = append(bs, backend{name: "cluster", redis: true, addr: c.Servers[0].Addr, url: c.URL(), prefix: randomPrefix()})
+	}
 	return bs
 }
 
@@ -125,6 +135,14 @@ func (b backend) cfg(lim config.Sessions) config.Sessions {
 	if b.redis {
 		lim.Store = "redis"
 		lim.RedisURL = "redis://" + b.addr + "/0"
+		if b.url != "" {
+			lim.RedisURL = b.url
+		}
+		lim.Bus = "redis"
+		if b.bus != "" {
+			lim.Bus = b.bus
+			lim.NatsURLs = []string{"nats://" + realNATS}
+		}
 	}
 	return lim
 }

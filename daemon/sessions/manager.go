@@ -143,7 +143,7 @@ func OpenOptions(ctx context.Context, cfg config.Sessions, node string, log *slo
 			return nil, fmt.Errorf("open redis session store: %w", err)
 		}
 		m.store = rs
-		b, err := openBus(ctx, m, cfg.RedisURL, rs.c, opts.Redis)
+		b, err := openBus(ctx, m, cfg, rs.c, opts.Redis)
 		if err != nil {
 			m.cancel()
 			rs.Close()
@@ -382,7 +382,7 @@ func (m *Manager) Ready(ctx context.Context) error {
 		return fmt.Errorf("session store: %w", err)
 	}
 	if m.bus != nil && !m.bus.subscribed.Load() {
-		return errors.New("session bus: not subscribed to redis pub/sub")
+		return errors.New("session bus: not subscribed")
 	}
 	return nil
 }

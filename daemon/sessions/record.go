@@ -50,7 +50,8 @@ type Record struct {
 	conns    int32                              // gateway connections holding l (Bind .. Detach)
 	dead     bool
 
-	touched atomic.Int64 // unix nanos of the last TTL refresh sent
+	trace   atomic.Pointer[string] // the attached connection's trusted trace id (dispatch.Session.TraceID); nil: none
+	touched atomic.Int64           // unix nanos of the last TTL refresh sent
 	tat     atomic.Int64 // dispatch's message rate limiter (GCRA theoretical arrival time)
 }
 
@@ -171,6 +172,24 @@ func (l *Record) User() string {
 
 // Touch records activity on the session (Manager.Touch without the lookup).
 func (l *Record) Touch() { l.m.touch(l.id, l) }
+
+// SetTraceID sets the trace id the session's requests carry (from the
+// attached connection's trusted traceparent; "" for a new one per
+// request).
+func (l *Record) SetTraceID(id string) {
+	if id == "" && l.trace.Load() == nil {
+		return
+	}
+	l.trace.Store(&id)
+}
+
+// TraceID returns the session's trace id, or "".
+func (l *Record) TraceID() string {
+	if p := l.trace.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
 
 // RateState returns the state of the session's message rate limiter
 // (auth.Bucket.AllowAt); dispatch owns its rate.

@@ -51,30 +51,10 @@ func (o RedisOptions) withDefaults() RedisOptions {
 	return o
 }
 
-// newRedisClient dials cfg.RedisURL with short timeouts. Client-side
-// caching is off: the store reads fresh state only. noRetry makes calls
-// return on a broken connection instead of retrying (the bus's subscription
-// loop reconnects itself, so that it knows when it is not subscribed).
-func newRedisClient(url string, opTimeout time.Duration, noRetry bool) (rueidis.Client, error) {
-	opt, err := rueidis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("parse sessions.redis_url: %w", err)
-	}
-	opt.DisableCache = true
-	opt.Dialer.Timeout = opTimeout
-	opt.ConnWriteTimeout = opTimeout
-	opt.DisableRetry = noRetry
-	c, err := rueidis.NewClient(opt)
-	if err != nil {
-		return nil, fmt.Errorf("connect to redis: %w", err)
-	}
-	return c, nil
-}
-
 // OpenRedisStore dials Redis and returns the store.
 func OpenRedisStore(cfg config.Sessions, opts RedisOptions, log *slog.Logger) (*RedisStore, error) {
 	opts = opts.withDefaults()
-	c, err := newRedisClient(cfg.RedisURL, opts.OpTimeout, false)
+	c, err := newRedisClient(cfg, opts.OpTimeout, false)
 	if err != nil {
 		return nil, err
 	}

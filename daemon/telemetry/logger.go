@@ -23,7 +23,7 @@ func ParseLevel(s string) (slog.Level, error) {
 }
 
 // NewLogger returns a logger writing JSON lines (time, level, msg, attrs) to
-// w, and the LevelVar that controls it so that a reload (SIGHUP) can change
+// w, with every URL secret masked (redact.String) in messages and values, and the LevelVar that controls it so that a reload (SIGHUP) can change
 // the level with SetLevel. An invalid level falls back to info and is
 // reported once through the new logger at warn level; config validation is
 // expected to have refused it already.
@@ -31,7 +31,7 @@ func NewLogger(w io.Writer, level string) (*slog.Logger, *slog.LevelVar) {
 	lv := new(slog.LevelVar)
 	l, err := ParseLevel(level)
 	lv.Set(l)
-	log := slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv}))
+	log := slog.New(redactHandler{slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv})})
 	if err != nil {
 		log.Warn("invalid log level, using info", slog.Any("err", err))
 	}

@@ -1,6 +1,8 @@
 package telemetry
 
 import (
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -37,54 +39,39 @@ type Gauges struct {
 	Draining bool
 }
 
-// Breaker is one endpoint's breaker state, read at scrape time through the
-// callback given to SetBreakers. State is "closed", "half-open" or "open".
-type Breaker struct {
-	Backend  string
-	Endpoint string
-	State    string
-}
-
-// BreakerValue maps a breaker state name to the value exported by
-// orchestratord_breaker_state: 0 closed, 1 half-open, 2 open, -1 unknown.
-func BreakerValue(state string) float64 {
-	switch state {
-	case "closed":
-		return 0
-	case "half-open", "half_open", "halfopen":
-		return 1
-	case "open":
-		return 2
-	}
-	return -1
-}
-
 // Metrics owns the daemon's Prometheus registry and collectors. Its methods
 // are safe for concurrent use.
 type Metrics struct {
 	reg *prometheus.Registry
 
-	msgIn  prometheus.Counter
-	msgOut prometheus.Counter
+	msgIn, msgOut     prometheus.Counter
+	bytesIn, bytesOut prometheus.Counter
 
 	reqDur      *prometheus.HistogramVec
 	handshakes  *prometheus.CounterVec
 	storeErrors *prometheus.CounterVec
 	closes      *prometheus.CounterVec
+	reloads     *prometheus.CounterVec
+	lastReload  prometheus.Gauge
 
 	reqCache   cowMap[routeOutcome, prometheus.Observer]
 	hsCache    cowMap[string, prometheus.Counter]
 	storeCache cowMap[string, prometheus.Counter]
-	closeCache cowMap[int, prometheus.Counter]
+	closeCodes map[int]prometheus.Counter // fixed after New
+	closeOther prometheus.Counter
+
+	calls *backendMetrics
 
 	gauges   atomic.Pointer[func() Gauges]
-	breakers atomic.Pointer[func() []Breaker]
+	backends atomic.Pointer[func() []Backend]
 }
 
 type routeOutcome struct{ route, outcome string }
 
 // New returns Metrics registered on a fresh registry, together with the Go
-// runtime and process collectors and orchestratord_build_info{version}.
+// runtime and process collectors and orchestratord_build_info{version,
+// revision, goversion} (revision from the binary's VCS stamp, "unknown"
+// without one).
 func New(version string) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	m.reg.MustRegister(
@@ -97,6 +84,12 @@ func New(version string) *Metrics {
 	}, []string{"direction"})
 	m.msgIn = msgs.WithLabelValues("in")
 	m.msgOut = msgs.WithLabelValues("out")
+	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "message_bytes_total",
+		Help: "Payload bytes of WebSocket data messages, by direction (in: from clients, out: to clients).",
+	}, []string{"direction"})
+	m.bytesIn = bytes.WithLabelValues("in")
+	m.bytesOut = bytes.WithLabelValues("out")
 	m.reqDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "request_duration_seconds",
 		Help:    "Time from a request's arrival to its terminal message, by route and outcome (result or the error code).",
@@ -106,22 +99,71 @@ func New(version string) *Metrics {
 		Namespace: namespace, Name: "handshakes_total",
 		Help: "WebSocket handshakes, by outcome (accepted or the refusal code).",
 	}, []string{"outcome"})
+	for _, o := range HandshakeOutcomes {
+		m.hsCache.store(o, func() prometheus.Counter { return m.handshakes.WithLabelValues(o) })
+	}
 	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "store_errors_total",
 		Help: "Failed session store operations, by operation.",
 	}, []string{"op"})
+	for _, op := range StoreOps {
+		m.storeCache.store(op, func() prometheus.Counter { return m.storeErrors.WithLabelValues(op) })
+	}
 	m.closes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "closes_total",
-		Help: "Closed client connections, by WebSocket close code.",
+		Help: "Closed client connections, by WebSocket close code (the contract's codes, else other).",
 	}, []string{"code"})
+	m.closeCodes = make(map[int]prometheus.Counter, len(CloseCodes))
+	for _, c := range CloseCodes {
+		m.closeCodes[c] = m.closes.WithLabelValues(strconv.Itoa(c))
+	}
+	m.closeOther = m.closes.WithLabelValues("other")
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "reloads_total",
+		Help: "Configuration reloads (SIGHUP), by result (success or failure).",
+	}, []string{"result"})
+	m.reloads.WithLabelValues("success")
+	m.reloads.WithLabelValues("failure")
+	m.lastReload = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "last_reload_success_timestamp_seconds",
+		Help: "Unix time of the last successful configuration load: the start, then each successful reload.",
+	})
+	m.lastReload.SetToCurrentTime()
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "build_info",
-		Help: "Always 1; the version label says which build is running.",
-	}, []string{"version"})
-	build.WithLabelValues(version).Set(1)
-	m.reg.MustRegister(msgs, m.reqDur, m.handshakes, m.storeErrors, m.closes, build,
-		&stateCollector{m: m}, &breakerCollector{m: m})
+		Help: "Always 1; the labels say which build is running.",
+	}, []string{"version", "revision", "goversion"})
+	build.WithLabelValues(version, revision(), runtime.Version()).Set(1)
+	m.calls = newBackendMetrics()
+	m.reg.MustRegister(msgs, bytes, m.reqDur, m.handshakes, m.storeErrors, m.closes, m.reloads, m.lastReload, build,
+		&stateCollector{m: m})
+	m.calls.register(m.reg, m)
 	return m
+}
+
+// revision returns the VCS revision stamped in the binary (with "-dirty"
+// for a modified tree), or "unknown".
+func revision() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	rev, dirty := "", false
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "unknown"
+	}
+	if dirty {
+		rev += "-dirty"
+	}
+	return rev
 }
 
 // Registry returns the registry holding every metric, for promhttp and for
@@ -133,6 +175,12 @@ func (m *Metrics) MessageIn() { m.msgIn.Inc() }
 
 // MessageOut counts one message sent to a client.
 func (m *Metrics) MessageOut() { m.msgOut.Inc() }
+
+// BytesIn counts n payload bytes received from a client.
+func (m *Metrics) BytesIn(n int) { m.bytesIn.Add(float64(n)) }
+
+// BytesOut counts n payload bytes queued to a client.
+func (m *Metrics) BytesOut(n int) { m.bytesOut.Add(float64(n)) }
 
 // Request observes one finished request: its route, its outcome ("result"
 // or the error code) and its duration. It does not allocate once the
@@ -164,13 +212,25 @@ func (m *Metrics) StoreError(op string) {
 	c.Inc()
 }
 
-// Closed counts one closed client connection by its close code.
+// Closed counts one closed client connection by its close code; a code the
+// contract does not define counts as "other".
 func (m *Metrics) Closed(code int) {
-	c, ok := m.closeCache.load(code)
-	if !ok {
-		c = m.closeCache.store(code, func() prometheus.Counter { return m.closes.WithLabelValues(strconv.Itoa(code)) })
+	if c, ok := m.closeCodes[code]; ok {
+		c.Inc()
+		return
 	}
-	c.Inc()
+	m.closeOther.Inc()
+}
+
+// Reloaded counts one configuration reload: a nil err is a success and
+// sets the last-success timestamp.
+func (m *Metrics) Reloaded(err error) {
+	if err != nil {
+		m.reloads.WithLabelValues("failure").Inc()
+		return
+	}
+	m.reloads.WithLabelValues("success").Inc()
+	m.lastReload.SetToCurrentTime()
 }
 
 // SetGauges sets the callback read at every scrape for
@@ -185,17 +245,6 @@ func (m *Metrics) SetGauges(fn func() Gauges) {
 	m.gauges.Store(&fn)
 }
 
-// SetBreakers sets the callback read at every scrape for
-// orchestratord_breaker_state. It is called once per scrape and must be
-// safe for concurrent use.
-func (m *Metrics) SetBreakers(fn func() []Breaker) {
-	if fn == nil {
-		m.breakers.Store(nil)
-		return
-	}
-	m.breakers.Store(&fn)
-}
-
 // stateCollector exports the gauges read from the SetGauges callback,
 // calling it once per scrape.
 type stateCollector struct{ m *Metrics }
@@ -207,8 +256,6 @@ var (
 	descSessBytes   = prometheus.NewDesc(namespace+"_session_bytes", "Bytes held for sessions in process memory (logs, contexts, histories, waiting terminals).", nil, nil)
 	descInFlight    = prometheus.NewDesc(namespace+"_requests_in_flight", "Requests in flight on this node.", nil, nil)
 	descDraining    = prometheus.NewDesc(namespace+"_draining", "1 once drain has started, else 0.", nil, nil)
-	descBreaker     = prometheus.NewDesc(namespace+"_breaker_state",
-		"Circuit breaker state of a backend endpoint: 0 closed, 1 half-open, 2 open.", []string{"backend", "endpoint"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -235,29 +282,6 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSessBytes, prometheus.GaugeValue, float64(g.SessionBytes))
 	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(g.InFlight))
 	ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, draining)
-}
-
-// breakerCollector exports orchestratord_breaker_state from the SetBreakers
-// callback. Duplicate (backend, endpoint) pairs are skipped, since the
-// registry refuses them.
-type breakerCollector struct{ m *Metrics }
-
-func (c *breakerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descBreaker }
-
-func (c *breakerCollector) Collect(ch chan<- prometheus.Metric) {
-	fn := c.m.breakers.Load()
-	if fn == nil {
-		return
-	}
-	seen := make(map[[2]string]bool)
-	for _, b := range (*fn)() {
-		k := [2]string{b.Backend, b.Endpoint}
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, BreakerValue(b.State), b.Backend, b.Endpoint)
-	}
 }
 
 // cowMap is a copy-on-write map: load is lock-free and allocation-free,

@@ -2,8 +2,11 @@ package telemetry
 
 import (
 	"bytes"
+	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -80,11 +83,13 @@ func TestMetricsScrape(t *testing.T) {
 	m.Closed(4008)
 	m.Closed(4008)
 	m.SetGauges(func() Gauges { return Gauges{Connections: 7, Sessions: 9, InFlight: 2, Draining: true} })
-	m.SetBreakers(func() []Breaker {
-		return []Breaker{
-			{Backend: "sql", Endpoint: "http://a", State: "closed"},
-			{Backend: "sql", Endpoint: "http://b", State: "open"},
-			{Backend: "llm", Endpoint: "http://c", State: "half-open"},
+	m.SetBackends(func() []Backend {
+		return []Backend{
+			{Name: "sql", InFlight: 3, Capacity: 128, Endpoints: []Endpoint{
+				{URL: "http://a", Breaker: "closed", Healthy: true, InFlight: 2},
+				{URL: "http://b", Breaker: "open", Healthy: false, InFlight: 1},
+			}},
+			{Name: "llm", Capacity: 256, Endpoints: []Endpoint{{URL: "http://c", Breaker: "half-open", Healthy: true}}},
 		}
 	})
 	fams := scrape(t, m)
@@ -121,10 +126,18 @@ func TestMetricsScrape(t *testing.T) {
 		{"orchestratord_sessions", nil, 9},
 		{"orchestratord_requests_in_flight", nil, 2},
 		{"orchestratord_draining", nil, 1},
-		{"orchestratord_build_info", map[string]string{"version": "v1.2.3"}, 1},
-		{"orchestratord_breaker_state", map[string]string{"backend": "sql", "endpoint": "http://a"}, 0},
-		{"orchestratord_breaker_state", map[string]string{"backend": "sql", "endpoint": "http://b"}, 2},
-		{"orchestratord_breaker_state", map[string]string{"backend": "llm", "endpoint": "http://c"}, 1},
+		{"orchestratord_build_info", map[string]string{"version": "v1.2.3", "goversion": runtime.Version()}, 1},
+		{"orchestratord_breaker_state", map[string]string{"backend": "sql", "endpoint": "http://a", "state": "closed"}, 1},
+		{"orchestratord_breaker_state", map[string]string{"backend": "sql", "endpoint": "http://a", "state": "open"}, 0},
+		{"orchestratord_breaker_state", map[string]string{"backend": "sql", "endpoint": "http://b", "state": "open"}, 1},
+		{"orchestratord_breaker_state", map[string]string{"backend": "sql", "endpoint": "http://b", "state": "closed"}, 0},
+		{"orchestratord_breaker_state", map[string]string{"backend": "llm", "endpoint": "http://c", "state": "half-open"}, 1},
+		{"orchestratord_endpoint_healthy", map[string]string{"backend": "sql", "endpoint": "http://a"}, 1},
+		{"orchestratord_endpoint_healthy", map[string]string{"backend": "sql", "endpoint": "http://b"}, 0},
+		{"orchestratord_endpoint_in_flight", map[string]string{"backend": "sql", "endpoint": "http://a"}, 2},
+		{"orchestratord_backend_in_flight", map[string]string{"backend": "sql"}, 3},
+		{"orchestratord_backend_capacity", map[string]string{"backend": "sql"}, 128},
+		{"orchestratord_backend_capacity", map[string]string{"backend": "llm"}, 256},
 	}
 	for _, tc := range gauges {
 		s, ok := value(t, fams, tc.name, tc.labels)
@@ -167,29 +180,151 @@ func TestGaugesDefaultZero(t *testing.T) {
 		}
 	}
 	if _, ok := fams["orchestratord_breaker_state"]; ok {
-		t.Errorf("breaker_state exported before SetBreakers")
+		t.Errorf("breaker_state exported before SetBackends")
 	}
 }
 
-func TestBreakerDuplicatesSkipped(t *testing.T) {
+func TestBackendDuplicatesSkipped(t *testing.T) {
 	m := New("dev")
-	m.SetBreakers(func() []Breaker {
-		return []Breaker{{"a", "x", "open"}, {"a", "x", "closed"}}
+	m.SetBackends(func() []Backend {
+		return []Backend{
+			{Name: "a", Endpoints: []Endpoint{{URL: "x", Breaker: "open"}, {URL: "x", Breaker: "closed"}}},
+			{Name: "a"},
+		}
 	})
 	fams := scrape(t, m)
-	if n := len(fams["orchestratord_breaker_state"].GetMetric()); n != 1 {
-		t.Errorf("breaker_state series = %d, want 1", n)
+	if n := len(fams["orchestratord_breaker_state"].GetMetric()); n != len(BreakerStates) {
+		t.Errorf("breaker_state series = %d, want %d", n, len(BreakerStates))
+	}
+	if n := len(fams["orchestratord_backend_capacity"].GetMetric()); n != 1 {
+		t.Errorf("backend_capacity series = %d, want 1", n)
 	}
 }
 
-func TestBreakerValue(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want float64
-	}{{"closed", 0}, {"half-open", 1}, {"open", 2}, {"weird", -1}} {
-		if got := BreakerValue(tc.in); got != tc.want {
-			t.Errorf("BreakerValue(%q) = %v, want %v", tc.in, got, tc.want)
+// TestCountersPresentFromStart: every counter an alert or dashboard reads
+// has its series at 0 before anything happened.
+func TestCountersPresentFromStart(t *testing.T) {
+	m := New("dev")
+	m.Endpoint("sql", "http://a/q")
+	m.Refusals("sql")
+	fams := scrape(t, m)
+	want := []struct {
+		name   string
+		labels map[string]string
+	}{
+		{"orchestratord_store_errors_total", map[string]string{"op": "get"}},
+		{"orchestratord_store_errors_total", map[string]string{"op": "attach"}},
+		{"orchestratord_closes_total", map[string]string{"code": "1000"}},
+		{"orchestratord_closes_total", map[string]string{"code": "other"}},
+		{"orchestratord_handshakes_total", map[string]string{"outcome": "unauthorized"}},
+		{"orchestratord_reloads_total", map[string]string{"result": "success"}},
+		{"orchestratord_reloads_total", map[string]string{"result": "failure"}},
+		{"orchestratord_message_bytes_total", map[string]string{"direction": "in"}},
+		{"orchestratord_backend_calls_total", map[string]string{"backend": "sql", "endpoint": "http://a/q", "outcome": "connect_error"}},
+		{"orchestratord_backend_refusals_total", map[string]string{"backend": "sql", "reason": "breaker_open"}},
+	}
+	for _, w := range want {
+		s, ok := value(t, fams, w.name, w.labels)
+		if !ok || s.GetCounter().GetValue() != 0 {
+			t.Errorf("%s%v = %v (found %v), want 0 from the start", w.name, w.labels, s, ok)
 		}
+	}
+	if _, ok := value(t, fams, "orchestratord_backend_call_duration_seconds", map[string]string{"backend": "sql", "outcome": "ok"}); !ok {
+		t.Errorf("backend_call_duration_seconds{outcome=ok} missing before the first call")
+	}
+	if s, ok := value(t, fams, "orchestratord_last_reload_success_timestamp_seconds", nil); !ok || s.GetGauge().GetValue() < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Errorf("last_reload_success_timestamp_seconds = %v, want the start time", s)
+	}
+}
+
+// TestClosesFolded: a code outside the contract is counted as other, so a
+// client cannot create series.
+func TestClosesFolded(t *testing.T) {
+	m := New("dev")
+	for c := 3000; c < 5000; c += 7 {
+		m.Closed(c)
+	}
+	m.Closed(4008)
+	fams := scrape(t, m)
+	if n, want := len(fams["orchestratord_closes_total"].GetMetric()), len(CloseCodes)+1; n != want {
+		t.Errorf("closes_total series = %d, want %d", n, want)
+	}
+	if s, _ := value(t, fams, "orchestratord_closes_total", map[string]string{"code": "4008"}); s.GetCounter().GetValue() != 2 {
+		t.Errorf("closes_total{4008} = %v, want 2 (4008 sent once and once within the loop)", s.GetCounter().GetValue())
+	}
+}
+
+func TestReloaded(t *testing.T) {
+	m := New("dev")
+	m.Reloaded(errors.New("bad"))
+	m.Reloaded(nil)
+	m.Reloaded(nil)
+	fams := scrape(t, m)
+	for result, want := range map[string]float64{"success": 2, "failure": 1} {
+		if s, _ := value(t, fams, "orchestratord_reloads_total", map[string]string{"result": result}); s.GetCounter().GetValue() != want {
+			t.Errorf("reloads_total{%s} = %v, want %v", result, s.GetCounter().GetValue(), want)
+		}
+	}
+}
+
+func TestEndpointCalls(t *testing.T) {
+	m := New("dev")
+	observe, quantiles := m.Endpoint("llm", "http://h/v1")
+	if p50, p99 := quantiles(); p50 != 0 || p99 != 0 {
+		t.Fatalf("quantiles without calls = %v, %v, want 0, 0", p50, p99)
+	}
+	for range 98 {
+		observe("ok", 3*time.Millisecond) // bucket (2.5ms, 5ms]
+	}
+	observe("timeout", 20*time.Second)
+	observe("timeout", 20*time.Second)
+	observe("canceled", 100*time.Second) // not in the percentiles
+	observe("bogus", time.Millisecond)   // counted as error
+	p50, p99 := quantiles()
+	if p50 <= 2.5 || p50 > 5 {
+		t.Errorf("p50 = %vms, want within the 2.5-5ms bucket", p50)
+	}
+	if p99 <= 10000 || p99 > 30000 {
+		t.Errorf("p99 = %vms, want within the 10-30s bucket", p99)
+	}
+	// The same names again (a reload) share the series.
+	again, _ := m.Endpoint("llm", "http://h/v1")
+	again("ok", time.Millisecond)
+	fams := scrape(t, m)
+	for outcome, want := range map[string]float64{"ok": 99, "timeout": 2, "canceled": 1, "error": 1, "rejected": 0} {
+		s, ok := value(t, fams, "orchestratord_backend_calls_total", map[string]string{"backend": "llm", "endpoint": "http://h/v1", "outcome": outcome})
+		if !ok || s.GetCounter().GetValue() != want {
+			t.Errorf("backend_calls_total{%s} = %v, want %v", outcome, s.GetCounter().GetValue(), want)
+		}
+	}
+	h, _ := value(t, fams, "orchestratord_backend_call_duration_seconds", map[string]string{"backend": "llm", "outcome": "ok"})
+	if h.GetHistogram().GetSampleCount() != 99 {
+		t.Errorf("call duration{ok} count = %d, want 99", h.GetHistogram().GetSampleCount())
+	}
+	refused := m.Refusals("llm")
+	refused("overloaded")
+	fams = scrape(t, m)
+	if s, _ := value(t, fams, "orchestratord_backend_refusals_total", map[string]string{"backend": "llm", "reason": "overloaded"}); s.GetCounter().GetValue() != 1 {
+		t.Errorf("refusals{overloaded} = %v, want 1", s.GetCounter().GetValue())
+	}
+}
+
+func TestBucketQuantile(t *testing.T) {
+	cum := make([]uint64, len(requestBuckets)+1)
+	if got := bucketQuantile(0.5, cum); got != 0 {
+		t.Errorf("empty = %v, want 0", got)
+	}
+	for i := range cum {
+		cum[i] = 10 // all ten in the first bucket (0, 0.5ms]
+	}
+	if got := bucketQuantile(0.5, cum); got != 0.00025 {
+		t.Errorf("p50 of ten in the first bucket = %v, want 0.00025", got)
+	}
+	for i := range requestBuckets {
+		cum[i] = 0
+	}
+	if got := bucketQuantile(0.99, cum); got != 120 {
+		t.Errorf("all in +Inf = %v, want the highest bound", got)
 	}
 }
 
@@ -200,9 +335,14 @@ func TestHotPathNoAlloc(t *testing.T) {
 	m.Handshake("accepted")
 	m.Closed(1000)
 	m.StoreError("load")
+	observe, _ := m.Endpoint("b", "http://e")
 	allocs := testing.AllocsPerRun(1000, func() {
 		m.MessageIn()
 		m.MessageOut()
+		m.BytesIn(10)
+		m.BytesOut(10)
+		m.Closed(3999)
+		observe("ok", time.Millisecond)
 		m.Request(route, outcome, time.Millisecond)
 		m.Handshake("accepted")
 		m.Closed(1000)
@@ -275,5 +415,24 @@ func TestNewLogger(t *testing.T) {
 	_, lv = NewLogger(&buf, "nope")
 	if lv.Level().String() != "INFO" || !strings.Contains(buf.String(), "invalid log level") {
 		t.Errorf("invalid level: level %v, log %q", lv.Level(), buf.String())
+	}
+}
+
+// TestLoggerRedacts: no URL secret reaches a log line, whatever the value
+// carrying it.
+func TestLoggerRedacts(t *testing.T) {
+	var buf bytes.Buffer
+	log, _ := NewLogger(&buf, "debug")
+	log = log.With("endpoint", "http://dbuser:hunter2@db/q?api_key=k3y")
+	log.Info("calling http://u:pw1@h/", "err", errors.New(`Post "http://a:pw2@h/?token=t0k": refused`),
+		"urls", []string{"nats://x:pw3@n1"}, slog.Group("g", "u", "http://h/?secret=pw4"))
+	out := buf.String()
+	for _, secret := range []string{"hunter2", "k3y", "pw1", "pw2", "t0k", "pw3", "pw4"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log line leaks %q: %s", secret, out)
+		}
+	}
+	if !strings.Contains(out, "http://xxxxx@db/q?api_key=xxxxx") {
+		t.Errorf("log line lacks the redacted endpoint: %s", out)
 	}
 }

@@ -1,174 +1,183 @@
-// orchestratord demo chat: one WebSocket to /ws on this host, session resume
-// after a drop (the session id is kept in sessionStorage), streamed chunks,
-// and results de-duplicated by request id. Stable element ids for tests:
-// #status (data-state: connecting|open|closed|stopped), #route, #msg, #send,
-// #log (one <li data-id> per request), #session.
-(function () {
-  "use strict";
-  var KEY_SESSION = "orchestratord.session";
-  var KEY_SEQ = "orchestratord.seq";
-  var $ = function (id) { return document.getElementById(id); };
-  var statusEl = $("status"), log = $("log"), msg = $("msg"), send = $("send"), route = $("route");
-  var ws = null, backoff = 500, timer = null, stopped = false;
-  var entries = new Map(); // request id -> {li, body, text, nextSeq, done}
-  var token = new URLSearchParams(location.search).get("token");
+// orchestratord demo chat, built on the client library the daemon serves at
+// /client/orchestrator.js. The library keeps the session id, the last
+// position and the requests in flight in localStorage, so a reload resumes
+// the session and the answers still streaming complete after it; the page
+// keeps its transcript in localStorage too. Stable element ids for tests:
+// #status (data-state: connecting|open|resuming|closed), #route (options
+// from /routes.json), #msg, #send, #stop, #log (one <li data-id> per
+// request, class bot|error, plus pending|canceled), #session.
+import { connect } from "./client/orchestrator.js";
 
-  function setStatus(state, text) {
-    statusEl.dataset.state = state;
-    statusEl.textContent = text;
-    send.disabled = state !== "open";
-  }
+const KEY_LOG = "orchestratord.demo.log";
+const MAX_LOG = 200;
+const $ = (id) => document.getElementById(id);
+const statusEl = $("status"), log = $("log"), msg = $("msg"), send = $("send"), stop = $("stop"), route = $("route");
 
-  function system(text) {
-    var li = document.createElement("li");
-    li.className = "system";
-    li.textContent = text;
+/** transcript: [{kind: "user"|"bot"|"system", id?, route?, text, state?}] */
+let transcript = [];
+try { transcript = JSON.parse(localStorage.getItem(KEY_LOG) || "[]"); } catch { transcript = []; }
+const views = new Map(); // request id -> {entry, li, body}
+
+function save() {
+  if (transcript.length > MAX_LOG) transcript = transcript.slice(-MAX_LOG);
+  try { localStorage.setItem(KEY_LOG, JSON.stringify(transcript)); } catch { /* full: the page still works */ }
+}
+
+function append(li) {
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  log.appendChild(li);
+  if (atBottom) log.scrollTop = log.scrollHeight;
+}
+
+function render(e) {
+  const li = document.createElement("li");
+  if (e.kind !== "bot") {
+    li.className = e.kind;
+    li.textContent = e.text;
     append(li);
+    return;
   }
+  li.dataset.id = e.id;
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  meta.textContent = e.route + " · " + e.id;
+  const body = document.createElement("span");
+  body.className = "body";
+  li.append(meta, body);
+  append(li);
+  const v = { entry: e, li, body };
+  views.set(e.id, v);
+  paint(v);
+  return v;
+}
 
-  function append(li) {
-    var atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-    log.appendChild(li);
-    if (atBottom) log.scrollTop = log.scrollHeight;
+function paint(v) {
+  const e = v.entry;
+  v.li.className = (e.state === "error" ? "error" : "bot") + (e.state === "pending" ? " pending" : "") + (e.state === "canceled" ? " bot canceled" : "");
+  v.body.textContent = e.text;
+  stop.disabled = ![...views.values()].some((x) => x.entry.state === "pending");
+}
+
+function system(text) {
+  const e = { kind: "system", text };
+  transcript.push(e);
+  save();
+  render(e);
+}
+
+function textOf(data) {
+  if (data === null || data === undefined) return "";
+  if (typeof data === "string") return data;
+  if (typeof data === "object" && typeof data.text === "string") return data.text;
+  return JSON.stringify(data);
+}
+
+// follow shows a request's chunks as they arrive, then its outcome.
+async function follow(h) {
+  let v = views.get(h.id);
+  if (!v) {
+    const e = { kind: "bot", id: h.id, route: h.type, text: "", state: "pending" };
+    transcript.push(e);
+    v = render(e);
   }
-
-  function textOf(data) {
-    if (data === null || data === undefined) return "";
-    if (typeof data === "string") return data;
-    if (typeof data === "object" && typeof data.text === "string") return data.text;
-    return JSON.stringify(data);
+  const e = v.entry;
+  e.text = ""; // a resume replays the chunks from seq 0
+  e.state = "pending";
+  paint(v);
+  for await (const chunk of h.chunks) {
+    e.text += textOf(chunk);
+    paint(v);
   }
-
-  function entry(id, routeName) {
-    var e = entries.get(id);
-    if (e) return e;
-    var li = document.createElement("li");
-    li.className = "bot pending";
-    li.dataset.id = id;
-    var meta = document.createElement("span");
-    meta.className = "meta";
-    meta.textContent = (routeName || "reply") + " · #" + id;
-    var body = document.createElement("span");
-    body.className = "body";
-    li.appendChild(meta);
-    li.appendChild(body);
-    append(li);
-    e = { li: li, body: body, text: "", nextSeq: 0, done: false };
-    entries.set(id, e);
-    return e;
+  try {
+    const t = textOf(await h.result);
+    if (t !== "" || e.text === "") e.text = t || "(empty result)";
+    e.state = "done";
+  } catch (err) {
+    if (err.code === "canceled") e.state = "canceled";
+    else { e.state = "error"; e.text = err.code + (err.message && err.message !== err.code ? ": " + err.message : ""); }
   }
+  save();
+  paint(v);
+}
 
-  function nextID() {
-    var n = parseInt(sessionStorage.getItem(KEY_SEQ) || "0", 10) + 1;
-    sessionStorage.setItem(KEY_SEQ, String(n));
-    return String(n);
+function setStatus(s) {
+  statusEl.dataset.state = s.state;
+  send.disabled = s.state === "closed";
+  switch (s.state) {
+    case "open":
+      statusEl.textContent = "connected to " + s.node + (s.resumed ? " (resumed)" : "");
+      $("session").textContent = s.session;
+      break;
+    case "connecting":
+      statusEl.textContent = "connecting…";
+      break;
+    case "resuming":
+      statusEl.textContent = "reconnecting" + (s.reason ? " (" + s.reason + ")" : "") + "…";
+      break;
+    case "closed":
+      statusEl.textContent = (s.reason === "replaced" ? "opened in another tab" : "closed: " + s.reason) + " · click to reconnect";
+      break;
   }
+}
 
-  function onMessage(ev) {
-    var m;
-    try { m = JSON.parse(ev.data); } catch (err) { system("unparseable message from server"); return; }
-    switch (m.type) {
-      case "welcome":
-        sessionStorage.setItem(KEY_SESSION, m.session);
-        $("session").textContent = m.session;
-        backoff = 500;
-        setStatus("open", "connected to " + m.node + (m.resumed ? " (resumed)" : ""));
-        system((m.resumed ? "resumed session on " : "new session on ") + m.node);
-        break;
-      case "chunk": {
-        var c = entry(m.id);
-        if (c.done || (typeof m.seq === "number" && m.seq < c.nextSeq)) return; // replayed or late
-        if (typeof m.seq === "number") c.nextSeq = m.seq + 1;
-        c.text += textOf(m.data);
-        c.body.textContent = c.text;
-        break;
-      }
-      case "result": {
-        var r = entry(m.id);
-        if (r.done) return; // duplicate delivery (outbox after resume)
-        r.done = true;
-        var t = textOf(m.data);
-        if (t !== "" || r.text === "") r.body.textContent = t || "(empty result)";
-        r.li.classList.remove("pending");
-        break;
-      }
-      case "error": {
-        if (m.id === "") { system("error: " + m.code + ": " + (m.message || "")); return; }
-        var e = entry(m.id);
-        if (e.done) return;
-        e.done = true;
-        e.li.className = "error";
-        e.body.textContent = m.code + (m.message ? ": " + m.message : "");
-        break;
-      }
-      case "reconnect":
-        system("server asks to reconnect (" + (m.reason || "") + ")");
-        backoff = Math.max(250, m.after_ms || 1000);
-        break;
-      case "pong":
-        break;
-      default:
-        system("unknown message type " + m.type);
-    }
+for (const e of transcript) render(e);
+
+const token = new URLSearchParams(location.search).get("token");
+const c = connect((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws", {
+  storage: localStorage,
+  storageKey: "orchestratord.demo.client",
+  ...(token ? { token } : {}),
+});
+c.on("state", (s) => {
+  const was = statusEl.dataset.state;
+  setStatus(s);
+  if (s.state === "open") system((s.resumed ? "resumed session on " : "new session on ") + s.node);
+  else if (s.state !== was && was === "open" && s.code) system("connection closed (" + s.code + ")");
+});
+c.on("missed", (m) => system(m.missed + " answer(s) were lost while away"));
+c.on("error", (err) => system("error: " + err.code + ": " + err.message));
+setStatus(c.state);
+for (const h of c.restored) follow(h);
+// Entries left pending by a page the library no longer owes anything to.
+for (const v of views.values()) {
+  if (v.entry.state === "pending" && !c.restored.some((h) => h.id === v.entry.id)) {
+    v.entry.state = "error";
+    v.entry.text = "(interrupted)";
+    paint(v);
   }
+}
+save();
 
-  function connect() {
-    clearTimeout(timer);
-    if (stopped) return;
-    var q = [];
-    var sid = sessionStorage.getItem(KEY_SESSION);
-    if (sid) q.push("session=" + encodeURIComponent(sid));
-    if (token) q.push("token=" + encodeURIComponent(token));
-    var url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws" + (q.length ? "?" + q.join("&") : "");
-    setStatus("connecting", sid ? "resuming…" : "connecting…");
-    var sock = new WebSocket(url);
-    ws = sock;
-    sock.onmessage = onMessage;
-    sock.onclose = function (ev) {
-      if (ws !== sock) return;
-      ws = null;
-      if (statusEl.dataset.state === "open") system("connection closed (" + ev.code + ")");
-      if (ev.code === 4009) { stop("session opened elsewhere"); return; }
-      if (ev.code === 4001) { stop("token expired"); return; }
-      var delay = Math.min(backoff, 10000) * (0.8 + Math.random() * 0.4);
-      backoff = Math.min(backoff * 2, 10000);
-      setStatus("closed", "disconnected (" + ev.code + "), retrying in " + (delay / 1000).toFixed(1) + "s");
-      timer = setTimeout(connect, delay);
-    };
-  }
+fetch("routes.json").then((r) => r.json()).then(({ routes }) => {
+  for (const name of routes) route.add(new Option(name, name));
+  const stored = localStorage.getItem("orchestratord.demo.route");
+  route.value = routes.includes(stored) ? stored : routes.includes("stream") ? "stream" : routes[0] || "";
+}).catch(() => system("could not load the route list"));
+route.addEventListener("change", () => localStorage.setItem("orchestratord.demo.route", route.value));
 
-  function stop(why) {
-    stopped = true;
-    setStatus("stopped", why + " · click to reconnect");
-  }
+statusEl.addEventListener("click", () => { if (c.state.state === "closed") c.reconnect(); });
 
-  statusEl.addEventListener("click", function () {
-    if (statusEl.dataset.state === "stopped") { stopped = false; connect(); }
-  });
+$("composer").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const text = msg.value.trim();
+  if (!text || !route.value) return;
+  const user = { kind: "user", text };
+  transcript.push(user);
+  render(user);
+  follow(c.request(route.value, { text }));
+  save();
+  msg.value = "";
+  msg.focus();
+});
 
-  $("composer").addEventListener("submit", function (ev) {
-    ev.preventDefault();
-    var text = msg.value.trim();
-    if (!text || !ws || ws.readyState !== WebSocket.OPEN) return;
-    var id = nextID();
-    ws.send(JSON.stringify({ type: route.value, id: id, data: { text: text } }));
-    var li = document.createElement("li");
-    li.className = "user";
-    li.textContent = text;
-    append(li);
-    entry(id, route.value);
-    msg.value = "";
-    msg.focus();
-  });
+stop.addEventListener("click", () => {
+  for (const v of views.values()) if (v.entry.state === "pending") c.cancel(v.entry.id);
+});
 
-  $("new-session").addEventListener("click", function () {
-    sessionStorage.removeItem(KEY_SESSION);
-    entries.clear();
-    log.textContent = "";
-    stopped = false;
-    if (ws) { var old = ws; ws = null; old.close(1000, "new session"); }
-    connect();
-  });
-
-  connect();
-})();
+$("new-session").addEventListener("click", () => {
+  transcript = [];
+  views.clear();
+  log.textContent = "";
+  save();
+  c.reset();
+});

@@ -25,8 +25,10 @@ auth:
   anonymous: true
 backends:
   echo: {kind: echo}
+  words: {kind: echo, stream: words, delay: 100ms}
 routes:
   echo: {backend: echo}
+  stream: {backend: words, timeout: 60s}
 drain:
   lb_grace: 50ms
   timeout: 2s
@@ -34,7 +36,8 @@ drain:
 
 // TestDemoPageInBrowser drives the demo chat page in headless Chromium
 // against the real daemon: type a message, see its echo; an operator closes
-// the session from the admin API; the page reconnects and resumes the same
+// the session from the admin API (1008): the page stops (no reconnect loop)
+// and says so; a click on the status reconnects and resumes the same
 // session. UPDATE_SCREENSHOTS=1 rewrites docs/img/demo-live.png.
 func TestDemoPageInBrowser(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
@@ -55,10 +58,14 @@ func TestDemoPageInBrowser(t *testing.T) {
 	run("send", chromedp.SendKeys(chromedp.CSS(`#msg`), "hello from chromium"), chromedp.Click(chromedp.CSS(`#send`)),
 		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll("#log li.bot:not(.pending)")].some(li => li.textContent.includes("hello from chromium"))`))
 
-	// An operator closes the session; the page reconnects and resumes it.
+	// An operator closes the session (1008): the page stops; a click on the
+	// status reconnects and resumes it.
 	kick(t, s.admin, session)
-	run("reconnected", chromedp.Poll[chromedp.Void](`document.getElementById("status").dataset.state !== "open"`),
-		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="open"]`)))
+	run("stopped", chromedp.WaitVisible(chromedp.CSS(`#status[data-state="closed"]`)))
+	if txt, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#status`))); err != nil || !strings.Contains(txt, "policy_violation") {
+		t.Fatalf("status after the operator's close = %q, %v; want it to say policy_violation", txt, err)
+	}
+	run("reconnected", chromedp.Click(chromedp.CSS(`#status`)), chromedp.WaitVisible(chromedp.CSS(`#status[data-state="open"]`)))
 	again, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#session`)))
 	if err != nil || again != session {
 		t.Fatalf("after the drop the page shows session %q, want the resumed %q (%v)", again, session, err)

@@ -12,8 +12,9 @@ import (
 // TestLifecycleE2E builds the daemon once and runs the lifecycle scenarios
 // against it as a subprocess: sd_notify, drain (answers on the socket, and
 // in the session outbox past the timeout), reload, socket activation, a
-// restart behind held sockets, and nginx (docs/nginx) in front of two
-// replicas during a drain.
+// restart behind held sockets, nginx (docs/nginx) in front of two
+// replicas during a drain, and the client addresses nginx reports
+// (X-Forwarded-For, and the PROXY protocol through nginx stream).
 func TestLifecycleE2E(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: builds and runs the binary")
@@ -26,6 +27,8 @@ func TestLifecycleE2E(t *testing.T) {
 	t.Run("socket_activate", e.testSocketActivate)
 	t.Run("restart_behind_held_sockets", e.testRestartHeldSockets)
 	t.Run("nginx_drain", e.testNginxDrain)
+	t.Run("nginx_client_address", e.testNginxClientAddress)
+	t.Run("nginx_stream_proxy_protocol", e.testNginxStreamProxyProtocol)
 }
 
 // testNotify: with NOTIFY_SOCKET and WATCHDOG_USEC=500000 the daemon sends

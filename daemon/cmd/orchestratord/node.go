@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +30,9 @@ type node struct {
 	gw      *gateway.Gateway
 	router  *dispatch.Router
 	mgr     *sessions.Manager
+	meter   backends.Meter // where every backend set reports its calls
+
+	drainAt atomic.Pointer[time.Time] // when the drain started; nil while serving
 
 	mu      sync.Mutex // guards set and retired
 	set     *backends.Set
@@ -44,6 +46,19 @@ func (n *node) Name() string { return n.cfg.Node }
 
 // Draining implements admin.Node.
 func (n *node) Draining() bool { return n.gw.Draining() }
+
+// DrainDeadline implements admin.Node: the drain's start and the moment
+// what is left is cancelled (start + drain.timeout in force).
+func (n *node) DrainDeadline() (started, deadline time.Time) {
+	at := n.drainAt.Load()
+	if at == nil {
+		return time.Time{}, time.Time{}
+	}
+	return *at, at.Add(n.current.Load().Drain.Timeout.D())
+}
+
+// startDrain records the drain's start (lifecycle's Steps.Start).
+func (n *node) startDrain(now time.Time) { n.drainAt.CompareAndSwap(nil, &now) }
 
 // Counters implements admin.Node.
 func (n *node) Counters() admin.Counters {
@@ -75,14 +90,43 @@ func (n *node) backends() *backends.Set {
 	return n.set
 }
 
-func (n *node) breakers() []telemetry.Breaker {
-	var out []telemetry.Breaker
-	for _, b := range n.backends().Snapshot() {
+// backendGauges is the scrape-time backend state of the set in force.
+func (n *node) backendGauges() []telemetry.Backend {
+	snap := n.backends().Snapshot()
+	out := make([]telemetry.Backend, 0, len(snap))
+	for _, b := range snap {
+		tb := telemetry.Backend{Name: b.Name, InFlight: b.Inflight, Capacity: b.MaxConcurrent}
 		for _, e := range b.Endpoints {
-			out = append(out, telemetry.Breaker{Backend: b.Name, Endpoint: e.URL, State: e.Breaker})
+			tb.Endpoints = append(tb.Endpoints, telemetry.Endpoint{URL: e.URL, Breaker: e.Breaker,
+				Healthy: e.Health != backends.HealthUnhealthy, InFlight: e.Inflight})
 		}
+		out = append(out, tb)
 	}
 	return out
+}
+
+// backendsReady checks readiness.backends of the config in force: each
+// named backend needs an endpoint passing its health check with its
+// breaker not open.
+func (n *node) backendsReady() error {
+	if n == nil {
+		return nil // not serving yet
+	}
+	names := n.current.Load().Readiness.Backends
+	if len(names) == 0 {
+		return nil
+	}
+	set := n.backends()
+	var errs []error
+	for _, name := range names {
+		if err := set.Healthy(name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("readiness.backends: %w", errors.Join(errs...))
+	}
+	return nil
 }
 
 func (n *node) status() string {
@@ -93,14 +137,16 @@ func (n *node) status() string {
 	return fmt.Sprintf("%s: %d connections, %d requests in flight", state, n.eng.Len(), n.router.InFlight())
 }
 
-// apply carries out a reload: the new config is validated (by the loader)
-// and checked for changes that need a restart; new pools and routes are
-// built whole, then swapped in. On any error the old config stays.
+// apply carries out a reload: the new config is validated (by the
+// loader) and compared with the running one key by key (diffConfig);
+// changed restart-only keys keep their running values and are named in
+// the log; new pools and routes are built whole, then swapped in. On any
+// error the old config stays.
 func (n *node) apply(next config.Config, gate *auth.Gate, level *slog.LevelVar, log *slog.Logger) error {
-	if err := restartOnly(n.cfg, next); err != nil {
-		return err
-	}
-	set, err := backends.New(next.Backends, lookupEnv, log)
+	cur := *n.current.Load()
+	changes := diffConfig(cur, next)
+	next = keepRestartOnly(cur, next)
+	set, err := backends.New(next.Backends, lookupEnv, log, backends.WithMeter(n.meter))
 	if err != nil {
 		return fmt.Errorf("backends: %w", err)
 	}
@@ -116,47 +162,13 @@ func (n *node) apply(next config.Config, gate *auth.Gate, level *slog.LevelVar, 
 	n.mu.Unlock()
 	n.retire(old, longestRoute(*n.current.Load()))
 	gate.Update(next.Limits, next.WS.AllowedOrigins)
+	n.router.SetAccessLog(next.Log.Requests)
 	if err := level.UnmarshalText([]byte(next.Log.Level)); err != nil {
 		log.Warn("log level not changed", "err", err)
 	}
 	n.current.Store(&next)
+	logReload(log, changes)
 	return nil
-}
-
-// restartOnly refuses reloads that change what only a restart can change.
-func restartOnly(old, next config.Config) error {
-	var errs []error
-	if old.Listen != next.Listen {
-		errs = append(errs, errors.New("listen.*: changing listeners needs a restart"))
-	}
-	if old.Sessions != next.Sessions {
-		errs = append(errs, errors.New("sessions.*: changing the session store needs a restart"))
-	}
-	if old.WS.Path != next.WS.Path || old.WS.MaxMessageBytes != next.WS.MaxMessageBytes || old.WS.Heartbeat != next.WS.Heartbeat ||
-		old.WS.OutboundQueueBytes != next.WS.OutboundQueueBytes || old.WS.HandshakeTimeout != next.WS.HandshakeTimeout || old.WS.Workers != next.WS.Workers {
-		errs = append(errs, errors.New("ws.* (other than allowed_origins): changing the engine needs a restart"))
-	}
-	oj, nj := old.Auth.JWT, next.Auth.JWT
-	if oj.SecretEnv != nj.SecretEnv || oj.Secret != nj.Secret || oj.KeysFile != nj.KeysFile || oj.JWKSURL != nj.JWKSURL ||
-		oj.JWKSRefresh != nj.JWKSRefresh || oj.Issuer != nj.Issuer || oj.Audience != nj.Audience || oj.Leeway != nj.Leeway ||
-		oj.QueryParam != nj.QueryParam || oj.Cookie != nj.Cookie || old.Auth.Anonymous != next.Auth.Anonymous ||
-		old.Auth.AllowExpiredConnections != next.Auth.AllowExpiredConnections ||
-		strings.Join(oj.Algorithms, ",") != strings.Join(nj.Algorithms, ",") {
-		errs = append(errs, errors.New("auth.*: changing authentication needs a restart"))
-	}
-	if old.Admin != next.Admin {
-		errs = append(errs, errors.New("admin.*: changing admin credentials needs a restart"))
-	}
-	if old.WS.DemoPage != next.WS.DemoPage {
-		errs = append(errs, errors.New("ws.demo_page: needs a restart"))
-	}
-	if old.Node != next.Node {
-		errs = append(errs, errors.New("node: renaming the node needs a restart"))
-	}
-	if old.Drain.ReconnectAfter != next.Drain.ReconnectAfter {
-		errs = append(errs, errors.New("drain.reconnect_after: needs a restart (drain.lb_grace and drain.timeout reload)"))
-	}
-	return errors.Join(errs...)
 }
 
 // retire closes old, replaced by a reload, once none of its calls is in
@@ -247,6 +259,21 @@ func (l sessionLister) Kick(_ context.Context, id string) error {
 	return nil
 }
 
+// detachedLister adapts the session manager to admin.DetachedLister.
+type detachedLister struct{ mgr *sessions.Manager }
+
+// Detached implements admin.DetachedLister.
+func (l detachedLister) Detached(dst []admin.DetachedRow, limit int) []admin.DetachedRow {
+	dst = dst[:0]
+	for _, d := range l.mgr.Detached(make([]sessions.DetachedInfo, 0, min(limit, 1024)), limit) {
+		dst = append(dst, admin.DetachedRow{ID: d.ID, User: d.User, Since: d.Since, Owed: d.Owed, OwedBytes: d.OwedBytes})
+	}
+	return dst
+}
+
+// Counts implements admin.DetachedLister.
+func (l detachedLister) Counts() (attached, detached int, bytes int64) { return l.mgr.Counts() }
+
 // backendLister adapts the backend set in force to admin.BackendLister.
 type backendLister struct{ n *node }
 
@@ -256,7 +283,8 @@ func (l backendLister) Backends() []admin.BackendRow {
 	for _, b := range snap {
 		row := admin.BackendRow{Name: b.Name, Kind: b.Kind, InFlight: b.Inflight, MaxConcurrent: b.MaxConcurrent}
 		for _, e := range b.Endpoints {
-			row.Endpoints = append(row.Endpoints, admin.EndpointRow{URL: e.URL, Breaker: e.Breaker, Successes: e.Successes,
+			row.Endpoints = append(row.Endpoints, admin.EndpointRow{URL: e.URL, Breaker: e.Breaker,
+				Health: e.Health, HealthDetail: e.HealthDetail, Successes: e.Successes,
 				Failures: e.Failures, Rejections: e.Rejections, InFlight: e.Inflight, P50ms: e.LatencyP50, P99ms: e.LatencyP99})
 		}
 		out = append(out, row)

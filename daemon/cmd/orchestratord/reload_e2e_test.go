@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -59,8 +60,11 @@ func rateLimited(t *testing.T, c *wsClient, prefix string, n int) int {
 
 // testReload: 100 connections; the config is rewritten (route work moves
 // from echo backend a to http backend b, limits.session_rate drops);
-// SIGHUP. None of the 100 is dropped, the new route and rate are in force.
-// Then an invalid file and SIGHUP: "reload refused", the old config stays.
+// SIGHUP. None of the 100 is dropped, the new route and rate are in force,
+// and the log names each changed key. Then an invalid file and SIGHUP:
+// "reload refused", the old config stays. Then a changed listen.client:
+// named as needing a restart, the running listener stays, the rest of the
+// file (route work back on a) is applied.
 func (e *e2e) testReload(t *testing.T) {
 	backendB := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
@@ -154,6 +158,12 @@ func (e *e2e) testReload(t *testing.T) {
 	eventually(t, 5*time.Second, "\"configuration reloaded\" in the log", func() bool {
 		return p.logs.count("configuration reloaded") == 1
 	})
+	// The reload says what changed, key by key.
+	for _, want := range []string{`routes.work.backend: \"a\" -> \"b\"`, `limits.session_rate: 10000 -> 1`, `limits.session_burst: 100 -> 5`} {
+		if p.logs.countRaw(want) != 1 {
+			t.Errorf("the reload log does not say %s", want)
+		}
+	}
 	every("after", fromB)
 	if n := rateLimited(t, rate1, "r1-", 20); n < 10 {
 		t.Errorf("after reload: %d of 20 rate limited, want at least 10 (rate 1/s, burst 5)", n)
@@ -166,19 +176,49 @@ func (e *e2e) testReload(t *testing.T) {
 	})
 	every("refused", fromB)
 
-	// A reload that only a restart can make (listen.*) is refused too.
-	writeFile(t, cfg, reloadConfig(freePort(t), admin, backendB.URL, "a", 10000, 100))
+	// A key that only a restart can apply (listen.client) is named, its
+	// running value stays, and the rest of the file is applied.
+	moved := freePort(t)
+	writeFile(t, cfg, reloadConfig(moved, admin, backendB.URL, "a", 1, 5))
 	p.signal(syscall.SIGHUP)
-	eventually(t, 5*time.Second, "a second \"reload refused\" in the log", func() bool {
-		return p.logs.count("reload refused") == 2
+	eventually(t, 5*time.Second, "\"need a restart\" naming listen.client in the log", func() bool {
+		return p.logs.count("configuration changes need a restart") == 1 && p.logs.countRaw(`listen.client: \"`+client+`\" -> \"`+moved+`\"`) == 1
 	})
-	every("listen-refused", fromB)
+	every("listen-kept", echoA) // route work is back on a: applied; old connections and port stay
+	if c, err := dialWS(client, "", 5*time.Second); err != nil {
+		t.Errorf("the running listener %s no longer accepts: %v", client, err)
+	} else {
+		c.close()
+	}
 
-	if n := p.logs.count("configuration reloaded"); n != 1 {
-		t.Errorf("got %d \"configuration reloaded\" lines, want 1", n)
+	if n := p.logs.count("configuration reloaded"); n != 2 {
+		t.Errorf("got %d \"configuration reloaded\" lines, want 2", n)
+	}
+	if n := p.logs.count("reload refused"); n != 1 {
+		t.Errorf("got %d \"reload refused\" lines, want 1", n)
+	}
+	fams := scrape(t, "http://"+admin+"/metrics")
+	for result, want := range map[string]float64{"success": 1, "failure": 2} {
+		if v, ok := metricValue(fams, "orchestratord_reloads_total", map[string]string{"result": result}); !ok || v != want {
+			t.Errorf("reloads_total{result=%q} = %v (found %v), want %v", result, v, ok, want)
+		}
+	}
+	if v, ok := metricValue(fams, "orchestratord_last_reload_success_timestamp_seconds", nil); !ok || v < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Errorf("last_reload_success_timestamp_seconds = %v (found %v), want the reload's time", v, ok)
 	}
 	p.signal(syscall.SIGTERM)
 	if code := p.exitCode(10 * time.Second); code != 0 {
 		t.Errorf("exit code %d, want 0", code)
 	}
+}
+
+// countRaw returns how many log lines contain sub, as written (JSON).
+func (l *logBuffer) countRaw(sub string) int {
+	n := 0
+	for _, line := range strings.Split(l.String(), "\n") {
+		if strings.Contains(line, sub) {
+			n++
+		}
+	}
+	return n
 }

@@ -15,12 +15,17 @@ import (
 	"time"
 
 	"github.com/gobwas/ws/wsutil"
+
+	"github.com/orchestratord/orchestratord/daemon/internal/redistest"
 )
 
-// TestReplicasE2E runs two daemons sharing the real Redis behind a real
+// TestReplicasE2E runs two daemons sharing a real Redis behind a real
 // nginx (round robin, WebSocket upgrade; testdata/nginx/replicas.conf):
 // takeover across replicas (4009), live resume of a streaming answer on the
-// other replica, and failover after SIGKILL with history and outbox.
+// other replica, and failover after SIGKILL with history and outbox. It
+// runs on each topology: the shared Redis with the redis bus, the same
+// with the nats bus (NATS at 127.0.0.1:4222), and a 3-master Redis
+// Cluster started by the test (sharded pub/sub bus).
 func TestReplicasE2E(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: builds and runs the binary")
@@ -28,7 +33,22 @@ func TestReplicasE2E(t *testing.T) {
 	requireRedis(t)
 	nginx := lookNginx(t)
 	bin := buildDaemon(t, t.TempDir())
+	t.Run("redis", func(t *testing.T) {
+		testReplicas(t, bin, nginx, "  redis_url: redis://127.0.0.1:6379/0\n")
+	})
+	t.Run("redis_nats_bus", func(t *testing.T) {
+		requireNATS(t)
+		testReplicas(t, bin, nginx, "  redis_url: redis://127.0.0.1:6379/0\n  bus: nats\n  nats_urls: [\"nats://127.0.0.1:4222\"]\n")
+	})
+	t.Run("cluster", func(t *testing.T) {
+		c := redistest.StartClusterT(t, clusterE2EPorts)
+		testReplicas(t, bin, nginx, fmt.Sprintf("  redis_url: %q\n", c.URL()))
+	})
+}
 
+// testReplicas is TestReplicasE2E on one topology: store is the
+// sessions section's lines after "store: redis".
+func testReplicas(t *testing.T, bin, nginx, store string) {
 	llm := httptest.NewServer(http.HandlerFunc(fakeOpenAI))
 	defer llm.Close()
 	stream := httptest.NewServer(http.HandlerFunc(slowNDJSON))
@@ -38,8 +58,7 @@ func TestReplicasE2E(t *testing.T) {
 	cfg := filepath.Join(dir, "config.yaml")
 	writeFile(t, cfg, configYAML("127.0.0.1:1", "127.0.0.1:1", 100*time.Millisecond, 3*time.Second, fmt.Sprintf(`sessions:
   store: redis
-  redis_url: redis://127.0.0.1:6379/0
-backends:
+%sbackends:
   llm: {kind: openai, endpoints: [%q], model: test-model, system_prompt: "be brief"}
   stream: {kind: http, endpoints: [%q]}
   slow: {kind: echo, delay: 1s}
@@ -47,7 +66,7 @@ routes:
   chat: {backend: llm, timeout: 10s}
   stream: {backend: stream, timeout: 30s, idle_timeout: 3s}
   slow: {backend: slow, timeout: 5s}
-`, llm.URL+"/v1", stream.URL+"/stream")))
+`, store, llm.URL+"/v1", stream.URL+"/stream")))
 	var reps [2]*proc
 	for i, name := range []string{"replica-a", "replica-b"} {
 		client, admin := freePort(t), freePort(t)
@@ -282,7 +301,13 @@ func lookNginx(t *testing.T) string {
 // and b, and returns its address.
 func startNginx(t *testing.T, nginx, a, b string) string {
 	t.Helper()
-	tmpl, err := os.ReadFile("../../../testdata/nginx/replicas.conf")
+	return startNginxConf(t, nginx, "replicas.conf", a, b)
+}
+
+// startNginxConf is startNginx with another template of testdata/nginx.
+func startNginxConf(t *testing.T, nginx, name, a, b string) string {
+	t.Helper()
+	tmpl, err := os.ReadFile("../../../testdata/nginx/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}

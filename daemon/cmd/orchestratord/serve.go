@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/orchestratord/orchestratord/admin"
-	"github.com/orchestratord/orchestratord/daemon/auth"
 	"github.com/orchestratord/orchestratord/daemon/backends"
 	"github.com/orchestratord/orchestratord/daemon/config"
 	"github.com/orchestratord/orchestratord/daemon/dispatch"
@@ -37,6 +36,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
+	started := time.Now()
 	log, level := telemetry.NewLogger(stdout, cfg.Log.Level)
 	log = log.With("node", cfg.Node)
 	metrics := telemetry.New(version)
@@ -59,7 +59,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	}
 	defer mgr.Close()
 
-	set, err := backends.New(cfg.Backends, os.LookupEnv, log)
+	set, err := backends.New(cfg.Backends, os.LookupEnv, log, backends.WithMeter(metrics))
 	if err != nil {
 		return fmt.Errorf("backends: %w", err)
 	}
@@ -69,20 +69,15 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	}
 	router := dispatch.New(table, gateway.DispatchSessions(mgr, metrics), metrics, log)
 
-	// Anonymous demos without any key source run without a verifier; a
-	// token then cannot be checked and is refused (401).
-	var verifier *auth.Verifier
-	if j := cfg.Auth.JWT; !cfg.Auth.Anonymous || j.Secret != "" || j.KeysFile != "" || j.JWKSURL != "" {
-		verifier, err = auth.NewVerifier(bg, cfg.Auth, log)
-		if err != nil {
-			return fmt.Errorf("auth: %w", err)
-		}
+	gate, err := newGate(bg, cfg, log)
+	if err != nil {
+		return err
 	}
-	gate := auth.NewGate(cfg, verifier, log)
 
+	var state *node // set below, before any listener serves
 	var plain http.Handler
 	if cfg.WS.DemoPage {
-		plain = web.Demo()
+		plain = web.Demo(func() []string { return router.Table().Routes() })
 	}
 	gw := gateway.New(gateway.Options{
 		Node:                    cfg.Node,
@@ -91,7 +86,9 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		ReconnectAfter:          cfg.Drain.ReconnectAfter.D(),
 		Path:                    cfg.WS.Path,
 		Plain:                   plain,
+		Ready:                   func() error { return state.backendsReady() },
 	}, gate, gateway.ManagerSessions(mgr), router, metrics, log)
+	router.SetAccessLog(cfg.Log.Requests)
 	defer gw.Close()
 
 	eng, err := netpoll.New(netpoll.Config{
@@ -100,6 +97,8 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		Heartbeat:          cfg.WS.Heartbeat.D(),
 		OutboundQueueBytes: cfg.WS.OutboundQueueBytes,
 		Workers:            cfg.WS.Workers,
+		TrustedProxies:     cfg.Listen.TrustedPrefixes(),
+		ProxyProtocol:      cfg.Listen.ProxyProtocol,
 	}, gw, gw, gw.PlainHandler(), log)
 	if err != nil {
 		return fmt.Errorf("engine: %w", err)
@@ -124,18 +123,21 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		return fmt.Errorf("listen.admin: %w", err)
 	}
 
-	state := &node{cfg: cfg, eng: eng, gw: gw, router: router, mgr: mgr, set: set, stop: make(chan struct{})}
+	state = &node{cfg: cfg, eng: eng, gw: gw, router: router, mgr: mgr, set: set, meter: metrics, stop: make(chan struct{})}
 	state.current.Store(&cfg)
 	metrics.SetGauges(state.gauges)
-	metrics.SetBreakers(state.breakers)
+	metrics.SetBackends(state.backendGauges)
 
 	drainReq := make(chan string, 1)
 	adm, err := admin.New(cfg.Admin, adminLn.Addr().String(), admin.Deps{
 		Node:      state,
 		Sessions:  sessionLister{gw},
+		Detached:  detachedLister{mgr},
 		Backends:  backendLister{state},
 		Drainer:   drainer(drainReq),
 		Readiness: readiness{gw},
+		Version:   version,
+		Started:   started,
 	}, metrics.Registry(), log)
 	if err != nil {
 		clientLn.Close()
@@ -169,7 +171,10 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 			return lifecycle.Timing{LBGrace: c.Drain.LBGrace.D(), Timeout: c.Drain.Timeout.D()}
 		},
 		Steps: lifecycle.Steps{
-			Start: gw.StartDrain,
+			Start: func() {
+				state.startDrain(time.Now())
+				gw.StartDrain()
+			},
 			StopListening: func() {
 				clientLn.Close()
 			},
@@ -192,13 +197,11 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		},
 		Reload: func() error {
 			next, err := reload()
-			if err != nil {
-				return err
+			if err == nil {
+				err = state.apply(next, gate, level, log)
 			}
-			if err := state.apply(next, gate, level, log); err != nil {
-				return err
-			}
-			return nil
+			metrics.Reloaded(err)
+			return err
 		},
 		Alive:            gw.Alive,
 		Status:           state.status,

@@ -1,16 +1,22 @@
 // orchestratord admin page: applies the fragments pushed on /events
-// (server-sent events, one "update" per second) and sends the actions as
-// POSTs carrying the CSRF token from <meta name="csrf-token">. Drain and
-// session close ask for confirmation in a <dialog>; breaker reset does not.
+// (server-sent events, one "update" per second, or a "ping" when nothing
+// changed) and sends the actions as POSTs carrying the CSRF token from
+// <meta name="csrf-token">. Drain and session close ask for confirmation in
+// a <dialog>; breaker reset does not. When the stream fails or goes silent
+// (the daemon stopped), the page says so: a "disconnected" banner, the
+// stale values greyed and the actions disabled, until it is back.
 (function () {
   "use strict";
   var $ = function (id) { return document.getElementById(id); };
   var token = document.querySelector('meta[name="csrf-token"]').content;
   var params = new URLSearchParams(location.search);
   var state = { q: params.get("q") || "", offset: parseInt(params.get("offset") || "0", 10) || 0 };
-  var last = { node: null, backends: null, sessions: null };
-  var targets = { node: $("node-stats"), backends: $("backends"), sessions: $("sessions") };
+  var last = { node: null, drain: null, backends: null, sessions: null, detached: null };
+  var targets = { node: $("node-stats"), drain: $("drain-progress"), backends: $("backends"), sessions: $("sessions"), detached: $("detached") };
   var es = null, flashTimer = null;
+  // SILENT_MS without an update or a ping (sent every second) means the
+  // daemon is gone even if the TCP connection is not closed yet.
+  var SILENT_MS = 5000, silence = null, lastSeen = new Date(), offline = false;
 
   function open() {
     if (es) es.close();
@@ -20,6 +26,7 @@
     es = new EventSource("/events" + (qs.toString() ? "?" + qs : ""));
     es.addEventListener("update", function (ev) {
       var u = JSON.parse(ev.data);
+      setLive(true); // first: leaving the offline state restores the buttons, then the update sets them
       Object.keys(targets).forEach(function (k) {
         if (u[k] !== last[k]) { targets[k].innerHTML = u[k]; last[k] = u[k]; }
       });
@@ -27,8 +34,8 @@
       badge.textContent = u.state;
       badge.className = "badge " + u.state;
       $("drain").disabled = u.state === "draining";
-      setLive(true);
     });
+    es.addEventListener("ping", function () { setLive(true); });
     var mine = es;
     es.onopen = function () { setLive(true); };
     es.onerror = function () {
@@ -43,8 +50,27 @@
 
   function setLive(on) {
     var l = $("live");
-    l.textContent = on ? "live" : "reconnecting…";
+    l.textContent = on ? "live" : "disconnected";
     l.classList.toggle("on", on);
+    clearTimeout(silence);
+    if (on) {
+      lastSeen = new Date();
+      silence = setTimeout(function () { setLive(false); if (es) open(); }, SILENT_MS);
+    }
+    setOffline(!on);
+  }
+
+  // setOffline shows or clears the disconnected state.
+  function setOffline(on) {
+    if (on === offline) return;
+    offline = on;
+    if (on) $("offline-since").textContent = lastSeen.toLocaleTimeString();
+    $("offline").hidden = !on;
+    document.body.classList.toggle("stale", on);
+    document.querySelectorAll("button[data-action], #drain").forEach(function (b) {
+      if (on) { b.dataset.wasDisabled = b.disabled ? "1" : ""; b.disabled = true; }
+      else if (b.dataset.wasDisabled !== undefined) { b.disabled = b.dataset.wasDisabled === "1"; delete b.dataset.wasDisabled; }
+    });
   }
 
   function navigate() {
@@ -89,16 +115,30 @@
     });
   }
 
+  // human is the sentence for a failed action: the server's message, else
+  // one for its code or status; never a bare code.
+  function human(status, body) {
+    if (body && body.message) return body.message;
+    switch (body && body.error) {
+      case "not_found": return "It no longer exists: it may have closed or been removed already.";
+      case "csrf": return "This page's security token has expired: reload the page and try again.";
+      case "unauthorized": return "The daemon asks for credentials again: reload the page and sign in.";
+    }
+    return "The daemon answered with an error (HTTP " + status + "); see its log.";
+  }
+
   function post(url, done) {
     return fetch(url, { method: "POST", headers: { "X-CSRF-Token": token }, credentials: "same-origin" })
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (body) {
-          if (!r.ok) throw new Error(body.error || ("HTTP " + r.status));
+          if (!r.ok) { flash(human(r.status, body), true); return; }
           flash(done);
           open(); // fresh update now rather than at the next tick
         });
-      })
-      .catch(function (err) { flash("Failed: " + err.message, true); });
+      }, function () {
+        flash("The daemon did not answer: it may have stopped. Nothing was done.", true);
+        setLive(false);
+      });
   }
 
   document.addEventListener("click", function (ev) {
