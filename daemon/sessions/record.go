@@ -52,7 +52,7 @@ type Record struct {
 
 	trace   atomic.Pointer[string] // the attached connection's trusted trace id (dispatch.Session.TraceID); nil: none
 	touched atomic.Int64           // unix nanos of the last TTL refresh sent
-	tat     atomic.Int64 // dispatch's message rate limiter (GCRA theoretical arrival time)
+	tat     atomic.Int64           // dispatch's message rate limiter (GCRA theoretical arrival time)
 }
 
 type localShard struct {
