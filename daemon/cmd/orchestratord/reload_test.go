@@ -164,6 +164,7 @@ func TestEveryKeyDiffedWithAPolicy(t *testing.T) {
 		"drain.lb_grace":     true, // CurrentTiming
 		"drain.timeout":      true, // CurrentTiming
 		"log.level":          true, // the level var
+		"log.requests":       true, // router.SetAccessLog
 	}
 	isLive := func(path string) bool {
 		for p := range live {
