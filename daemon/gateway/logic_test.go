@@ -66,11 +66,14 @@ func TestFramesBeforeAttachBounded(t *testing.T) {
 	}
 	h.g.closed(st)
 	close(h.mgr.gate)
+	// Closed before its Bind returned: the attach gives the session back.
+	for i := 0; i < 2000 && len(h.mgr.detached()) == 0; i++ {
+		time.Sleep(time.Millisecond)
+	}
 	h.g.Close()
 	if frames, _ := h.router.handled(); len(frames) != 0 {
 		t.Fatalf("frames of a connection closed before attach were handled: %v", frames)
 	}
-	// Closed before its Bind returned: the attach gives the session back.
 	if d := h.mgr.detached(); len(d) != 1 {
 		t.Fatalf("detaches %v, want one", d)
 	}
