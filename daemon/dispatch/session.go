@@ -35,6 +35,10 @@ type Sessions interface {
 	AppendHistory(ctx context.Context, sessionID string, turns []events.Turn) error
 	// Each calls fn for every session this node holds (CancelAll).
 	Each(fn func(Session))
+	// Hold returns the record of session sessionID of user, kept
+	// registered until release is called (Rerun registers a request on
+	// it in between).
+	Hold(sessionID, user string) (s Session, release func())
 }
 
 // Reply writes one message on the connection the request came in on. It

@@ -98,3 +98,16 @@ func (st *fakeStore) Each(fn func(Session)) {
 		fn(s)
 	}
 }
+
+// Hold returns the test session id (made on first use).
+func (st *fakeStore) Hold(id, user string) (Session, func()) {
+	st.mu.Lock()
+	for _, s := range st.sessions {
+		if s.id == id {
+			st.mu.Unlock()
+			return s, func() {}
+		}
+	}
+	st.mu.Unlock()
+	return st.session(id, user), func() {}
+}

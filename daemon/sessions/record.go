@@ -116,6 +116,19 @@ func (m *Manager) unhold(l *Record) {
 	l.mu.Unlock()
 }
 
+// Hold returns the record of session id, kept registered until release
+// is called (dispatch registers a request taken over from a lost replica
+// on it in between); user is recorded if the record has none yet.
+func (m *Manager) Hold(id, user string) (rec *Record, release func()) {
+	l := m.lockLocal(id, true)
+	l.held++
+	if l.user == "" {
+		l.user = user
+	}
+	l.mu.Unlock()
+	return l, func() { m.unhold(l) }
+}
+
 // records returns the registered records (a snapshot).
 func (m *Manager) records() []*Record {
 	var ls []*Record
