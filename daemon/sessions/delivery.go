@@ -138,19 +138,11 @@ type backlog struct {
 }
 
 // sendLocked sends one message to l's connection, behind a paced replay
-// if one is under way. A terminal already sent (its position at or below
-// l.sent: it was in the replay) is not sent again. l.mu held.
+// if one is under way. A terminal already sent (in the replay, or relayed
+// twice) is not sent again. l.mu held.
 func (m *Manager) sendLocked(l *Record, msg []byte, pos uint64) {
-	if pos != 0 {
-		if pos <= l.sent {
-			return
-		}
-		if pos > l.sent+1 && l.hole == 0 {
-			// A terminal this connection never got: the delivered cursor
-			// must not pass it (see Detach).
-			l.hole = l.sent + 1
-		}
-		l.sent = pos
+	if pos != 0 && !l.markSentLocked(pos) {
+		return
 	}
 	if bl := l.bl; bl != nil {
 		bl.msgs = append(bl.msgs, outMsg{msg, pos})
@@ -245,10 +237,9 @@ func (m *Manager) Detach(id string, out Outlet, acked uint64) {
 	}
 	if l.out == out {
 		gone = true
-		if l.hole != 0 {
-			acked = min(acked, l.hole-1)
-		}
-		l.out, l.conn, l.bl, l.hole = nil, 0, nil, 0
+		// The delivered cursor never passes a position out did not get.
+		acked = min(acked, l.sent)
+		l.out, l.conn, l.bl, l.ahead = nil, 0, nil, nil
 		if acked > l.dlv {
 			l.dlv, write = acked, true
 		}
@@ -392,4 +383,41 @@ func (m *Manager) Detached(dst []DetachedInfo, limit int) []DetachedInfo {
 		dst = dst[:start+limit]
 	}
 	return dst
+}
+
+// markSentLocked records that position pos goes to l's connection; false
+// if it went already. Terminals relayed from several replicas may come out
+// of position order: sent is the contiguous mark (what the delivered cursor
+// may reach), ahead the positions sent beyond a gap. l.mu held.
+func (l *Record) markSentLocked(pos uint64) bool {
+	if pos <= l.sent {
+		return false
+	}
+	if pos > l.sent+1 {
+		var a []uint64
+		if l.ahead != nil {
+			a = *l.ahead
+		}
+		i, found := slices.BinarySearch(a, pos)
+		if found {
+			return false
+		}
+		a = slices.Insert(a, i, pos)
+		l.ahead = &a
+		return true
+	}
+	l.sent = pos
+	if l.ahead != nil {
+		a := *l.ahead
+		for len(a) > 0 && a[0] == l.sent+1 {
+			l.sent++
+			a = a[1:]
+		}
+		if len(a) == 0 {
+			l.ahead = nil
+		} else {
+			*l.ahead = a
+		}
+	}
+	return true
 }

@@ -241,10 +241,7 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 			// A takeover on this node: what the older connection's peer
 			// acknowledged so far counts as delivered (its close comes
 			// after this claim).
-			acked := l.out.Acked()
-			if l.hole != 0 {
-				acked = min(acked, l.hole-1)
-			}
+			acked := min(l.out.Acked(), l.sent)
 			from.Delivered = max(from.Delivered, acked)
 		}
 		l.mu.Unlock()
@@ -261,7 +258,7 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 	}
 	l.mu.Lock()
 	older := l.out // kicked once the lock is released
-	l.out, l.conn, l.remote, l.bl, l.hole = out, conn, nil, nil, 0
+	l.out, l.conn, l.remote, l.bl, l.ahead = out, conn, nil, nil, nil
 	l.sent, l.user, l.detached = claim.Pos, user, 0
 	l.conns++
 	l.epoch = max(l.epoch, claim.Epoch)

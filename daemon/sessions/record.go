@@ -14,8 +14,8 @@ import (
 //
 //   - connection binding: the live Outlet, its connection number, and how
 //     many gateway connections still hold the record (conns);
-//   - delivery (delivery.go): termMu, the newest position sent, the hole a
-//     connection never got, a paced replay's backlog, a delivered cursor
+//   - delivery (delivery.go): termMu, the positions sent (a contiguous mark
+//     and those sent ahead of a gap), a paced replay's backlog, a delivered cursor
 //     not yet written, the holder on another node as last learnt;
 //   - requests: their streams (output kept for a resume) and dispatch's
 //     in-flight registry (request id → cancel func) with its rate limiter
@@ -41,8 +41,8 @@ type Record struct {
 	epoch    uint64                             // newest claim epoch seen for the session
 	streams  map[string]*Stream                 // nil while no request runs: idle sessions stay small
 	calls    map[string]context.CancelCauseFunc // dispatch's requests in flight; nil while none
-	sent     uint64                             // newest position sent to out
-	hole     uint64                             // oldest position out never got (0: none); caps its delivered cursor
+	sent     uint64                             // every position up to this one was sent to out (or came before its claim)
+	ahead    *[]uint64                          // positions above sent+1 sent to out already, ascending; nil: none
 	bl       *backlog                           // a paced replay under way on out, nil if none
 	dlv      uint64                             // a delivered cursor not written to the store yet
 	detached int64                              // Redis store: unix nanos its last connection here went (0: attached or not kept)
