@@ -205,7 +205,7 @@ func (r *Router) Handle(s *Session, payload []byte, reply Reply) {
 	}
 	var trace string
 	req.TraceParent, trace = newTraceParent(s.traceID())
-	go r.run(ctx, cancel, s, rt, req, trace)
+	go r.run(ctx, cancel, s, rt, req, trace, false)
 }
 
 // inlineEcho answers an echo route on the worker: no goroutine. Its

@@ -15,11 +15,12 @@ import (
 
 // run executes one accepted request on its own goroutine and writes its
 // chunks and exactly one terminal message through the session's Output.
-// trace is the trace id of req.TraceParent, for the log lines.
-func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Session, rt *route, req *backends.Request, trace string) {
+// trace is the trace id of req.TraceParent, for the log lines. restart:
+// the request runs again after node loss (Rerun).
+func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Session, rt *route, req *backends.Request, trace string, restart bool) {
 	defer r.wg.Done()
 	start := time.Now()
-	out := r.store.Begin(s.ID, req.ID)
+	out := beginRun(r.store, rt, req, restart) // NODELOSS HOOK: recorded for node-loss recovery
 
 	ctx, stop := context.WithTimeoutCause(ctx, rt.timeout, ErrTimeout)
 	defer stop()

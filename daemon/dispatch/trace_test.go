@@ -118,6 +118,11 @@ func TestTraceAndAccessLog(t *testing.T) {
 	if tc != trusted {
 		t.Errorf("trusted session's trace id = %q, want %q", tc, trusted)
 	}
+	// The access line is written just after the terminal: wait for the
+	// requests' goroutines to end.
+	if err := r.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	want := map[string]string{"a": ta, "b": tb, "c": trusted}
 	access := 0
 	failed := false
@@ -150,6 +155,9 @@ func TestTraceAndAccessLog(t *testing.T) {
 	r.SetAccessLog(false)
 	r.Handle(s, []byte(`{"type":"sql","id":"d","data":1}`), rp.reply)
 	st.waitEnd(t, "d")
+	if err := r.Wait(context.Background()); err != nil { // the request's goroutine has ended
+		t.Fatal(err)
+	}
 	if n := len(logs.lines()); n != 0 {
 		t.Errorf("with the access log off got %d lines", n)
 	}

@@ -36,6 +36,12 @@ func (s sessionSink) Begin(sessionID, requestID string) dispatch.Output {
 	return s.m.Begin(sessionID, requestID)
 }
 
+// BeginRoute implements dispatch.RouteBeginner: the request is recorded
+// for node-loss recovery (docs/sessions.md, "Node loss").
+func (s sessionSink) BeginRoute(sessionID, requestID, route string, retry []byte) dispatch.Output {
+	return s.m.BeginRoute(sessionID, requestID, route, retry)
+}
+
 // Terminal writes a terminal through the manager (numbered, logged,
 // delivered).
 func (s sessionSink) Terminal(ctx context.Context, sessionID, requestID string, msg []byte) (uint64, error) {

@@ -22,11 +22,11 @@ import (
 // (bus_nats.go), chosen by sessions.bus. Each node subscribes to its own
 // channel and the others send to it. A send reports whether the node's
 // subscriber received the message (PUBLISH's receiver count; a NATS
-// request answered on arrival), so a relay nobody received falls back to
-// the outbox. Messages from one node to another are sent in order, each
-// waiting for its answer, and both transports deliver one channel's
-// messages in order; the receiving node handles them in order on one
-// goroutine. docs/sessions.md gives the ordering argument.
+// request answered on arrival); a terminal nobody received waits in the
+// session's replay log for the next resume. Messages from one node to
+// another are sent in order, each waiting for its answer, and both
+// transports deliver one channel's messages in order; the receiving node
+// handles them in order on one goroutine. docs/sessions.md gives the ordering argument.
 
 // busTransport carries bus messages between nodes.
 type busTransport interface {

@@ -83,7 +83,8 @@ type Manager struct {
 	node  string
 	log   *slog.Logger
 	store Store
-	bus   *bus // nil for the memory store: one node, nothing to relay
+	bus   *bus      // nil for the memory store: one node, nothing to relay
+	nl    *nodeLoss // nil for the memory store: no survivor (nodeloss.go)
 	opts  Options
 
 	seed   maphash.Seed
@@ -181,6 +182,13 @@ func OpenOptions(ctx context.Context, cfg config.Sessions, node string, log *slo
 			return nil, fmt.Errorf("open session bus: %w", err)
 		}
 		m.bus = b
+		// NODELOSS HOOK: liveness key, run records, sweeper (nodeloss.go).
+		if m.nl, err = startNodeLoss(ctx, m, rs, cfg.NodeLossAfter.D()); err != nil {
+			m.cancel()
+			b.close()
+			rs.Close()
+			return nil, fmt.Errorf("open node-loss sweeper: %w", err)
+		}
 		m.touchq = make(chan string, 4096)
 		m.asyncq = make(chan asyncOp, 16384)
 		m.retryKick = make(chan struct{}, 1)
@@ -455,6 +463,9 @@ func (m *Manager) Ready(ctx context.Context) error {
 func (m *Manager) Close() error {
 	m.closeOnce.Do(func() {
 		m.cancel()
+		if m.nl != nil { // NODELOSS HOOK: before the store closes
+			m.nl.close()
+		}
 		if m.bus != nil {
 			m.bus.close()
 		}

@@ -21,6 +21,7 @@ type Stream struct {
 	l     *local // the session's local state, alive while the stream is registered
 	req   string
 	order uint64
+	run   *runRec // node-loss record (nodeloss.go); nil unless begun by BeginRoute on Redis
 
 	// guarded by l.mu
 	chunks [][]byte
@@ -108,6 +109,12 @@ func (s *Stream) Chunk(msg []byte) {
 // (numbered, logged, delivered) and unregisters the stream. Later calls
 // are ignored.
 func (s *Stream) End(msg []byte) {
+	// NODELOSS HOOK (in front of Manager.terminal): a run a surviving
+	// replica already ended with node_lost gets no second terminal; one
+	// whose check cannot reach the store is held and retried.
+	if !s.m.settleRun(s, msg) {
+		return
+	}
 	l, m := s.l, s.m
 	l.mu.Lock()
 	if s.ended {
