@@ -65,10 +65,10 @@ func (r *Router) Rerun(sessionID, user, requestID, route string, data []byte) bo
 	// Admitted once already, on the lost replica: counted, not refused.
 	r.inflight.Add(1)
 	ctx, cancel := context.WithCancelCause(context.Background())
-	s := r.Acquire(sessionID, user)
-	code := s.register(&call{id: requestID, cancel: cancel}, math.MaxInt)
-	s.Release() // the request now holds the session's dispatch state
-	if code != "" {
+	s, release := r.store.Hold(sessionID, user)
+	dup, full := s.Register(requestID, cancel, math.MaxInt)
+	release() // the request now holds the session's record
+	if dup || full {
 		r.inflight.Add(-1)
 		r.wg.Done()
 		cancel(nil)
@@ -76,7 +76,7 @@ func (r *Router) Rerun(sessionID, user, requestID, route string, data []byte) bo
 	}
 	req := &backends.Request{ID: requestID, Type: rt.name, SessionID: sessionID, UserID: user, Data: data}
 	var trace string
-	req.TraceParent, trace = newTraceParent(s.traceID())
+	req.TraceParent, trace = newTraceParent(s.TraceID())
 	go r.run(ctx, cancel, s, rt, req, trace, true)
 	return true
 }

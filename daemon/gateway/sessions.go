@@ -48,6 +48,16 @@ func (s sessionSink) Terminal(ctx context.Context, sessionID, requestID string, 
 	return s.m.Terminal(ctx, sessionID, requestID, msg)
 }
 
+// Each calls fn for every session record the node holds.
+func (s sessionSink) Each(fn func(dispatch.Session)) {
+	s.m.Each(func(r *sessions.Record) { fn(r) })
+}
+
+// Hold returns the session's record, registered until release.
+func (s sessionSink) Hold(sessionID, user string) (dispatch.Session, func()) {
+	return s.m.Hold(sessionID, user)
+}
+
 // Ack trims the session's replay log up to pos; it never blocks.
 func (s sessionSink) Ack(sessionID string, pos uint64) { s.m.Ack(sessionID, pos) }
 

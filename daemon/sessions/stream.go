@@ -18,7 +18,7 @@ const (
 // times, then End exactly once.
 type Stream struct {
 	m     *Manager
-	l     *local // the session's local state, alive while the stream is registered
+	l     *Record // the session's local state, alive while the stream is registered
 	req   string
 	order uint64
 	run   *runRec // node-loss record (nodeloss.go); nil unless begun by BeginRoute on Redis
@@ -71,7 +71,7 @@ func (s *Stream) Chunk(msg []byte) {
 		l.mu.Unlock()
 		return
 	}
-	lookup := m.bus != nil && l.remote.Epoch == 0 && !s.looked
+	lookup := m.bus != nil && l.remote == nil && !s.looked
 	s.looked = s.looked || lookup
 	l.mu.Unlock()
 	if m.bus == nil {
@@ -88,16 +88,21 @@ func (s *Stream) Chunk(msg []byte) {
 		if err == nil && h.Epoch > l.epoch {
 			l.epoch = h.Epoch
 			if h.Node != m.node {
-				l.remote = h
+				l.remote = &remote{Holder: h}
 			}
 		}
 		l.mu.Unlock()
 	}
 	l.mu.Lock()
-	to := l.remote
+	var to Holder
+	if l.remote != nil {
+		to = l.remote.Holder
+	}
 	here := l.out != nil
 	if here {
 		m.sendLocked(l, c, 0)
+	} else if to.Epoch != 0 && to.Node != m.node && l.relayLocked(s.req, 0, c) {
+		to = Holder{} // queued behind a replay under way
 	}
 	l.mu.Unlock()
 	if !here && to.Epoch != 0 && to.Node != m.node {

@@ -88,7 +88,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		Path:                    cfg.WS.Path,
 		Plain:                   plain,
 		Ready:                   func() error { return state.backendsReady() },
-	}, gate, mgr, router, metrics, log)
+	}, gate, gateway.ManagerSessions(mgr), router, metrics, log)
 	router.SetAccessLog(cfg.Log.Requests)
 	defer gw.Close()
 
