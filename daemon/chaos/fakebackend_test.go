@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -40,6 +41,7 @@ type job struct {
 	Mode   string `json:"mode"`
 	Chunks int    `json:"chunks,omitempty"`
 	GapMS  int    `json:"gap_ms,omitempty"`
+	Hold   bool   `json:"hold,omitempty"` // SSE: wait after the first chunk until the hold in force is released
 }
 
 // fakeBackend is an httptest server with fault injection.
@@ -47,6 +49,21 @@ type fakeBackend struct {
 	srv   *httptest.Server
 	fault atomic.Value // string: a mode forced on every request ("" none)
 	calls atomic.Int64
+
+	holdMu sync.Mutex
+	held   chan struct{} // closed by the release of the hold in force; nil: none
+}
+
+// hold makes the SSE streams of requests with job.Hold that start from now
+// on stop after their first chunk until release is called (or the caller
+// gives up): their terminals are produced only after release.
+func (b *fakeBackend) hold() (release func()) {
+	ch := make(chan struct{})
+	b.holdMu.Lock()
+	b.held = ch
+	b.holdMu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { close(ch) }) }
 }
 
 func newFakeBackend(t *testing.T) *fakeBackend {
@@ -85,6 +102,12 @@ func (b *fakeBackend) serve(w http.ResponseWriter, r *http.Request) {
 	if j.Chunks == 0 {
 		j.Chunks = 3
 	}
+	var held chan struct{}
+	if j.Hold {
+		b.holdMu.Lock()
+		held = b.held
+		b.holdMu.Unlock()
+	}
 	gap := time.Duration(j.GapMS) * time.Millisecond
 	fl, _ := w.(http.Flusher)
 	wait := func() bool {
@@ -111,6 +134,13 @@ func (b *fakeBackend) serve(w http.ResponseWriter, r *http.Request) {
 		for i := 0; i < n; i++ {
 			fmt.Fprintf(w, "data: {\"chunk\":%d}\n\n", i)
 			fl.Flush()
+			if i == 0 && held != nil {
+				select {
+				case <-r.Context().Done():
+					return
+				case <-held:
+				}
+			}
 			if !wait() {
 				return
 			}

@@ -288,7 +288,7 @@ type asyncOp struct {
 
 func (m *Manager) async(op asyncOp) {
 	if m.asyncq == nil {
-		m.doAsync(op)
+		m.doAsync(m.ctx, op)
 		return
 	}
 	select {
@@ -298,8 +298,9 @@ func (m *Manager) async(op asyncOp) {
 	}
 }
 
-func (m *Manager) doAsync(op asyncOp) {
-	ctx, cancel := context.WithTimeout(m.ctx, m.opts.Redis.OpTimeout)
+// doAsync writes op within parent and one OpTimeout.
+func (m *Manager) doAsync(parent context.Context, op asyncOp) {
+	ctx, cancel := context.WithTimeout(parent, m.opts.Redis.OpTimeout)
 	defer cancel()
 	var err error
 	switch op.kind {
@@ -316,7 +317,7 @@ func (m *Manager) doAsync(op asyncOp) {
 	case opAck:
 		err = m.store.Ack(ctx, op.id, op.pos)
 	}
-	if err != nil && !errors.Is(err, ErrNotFound) && m.ctx.Err() == nil {
+	if err != nil && !errors.Is(err, ErrNotFound) && parent.Err() == nil {
 		m.warn("session cursor write failed", slog.String("session", op.id), slog.Any("err", err))
 	}
 }
@@ -326,10 +327,33 @@ func (m *Manager) asyncWriter() {
 	for {
 		select {
 		case <-m.ctx.Done():
+			m.flushAsync()
 			return
 		case op := <-m.asyncq:
-			m.doAsync(op)
+			// Not under m.ctx: a write under way when the manager
+			// closes is finished (Close waits for it), not cancelled.
+			m.doAsync(context.Background(), op)
 		}
+	}
+}
+
+// flushAsync writes what is still queued when the manager closes, within
+// one OpTimeout in all. A drain's connections detach just before: their
+// delivered cursors must reach the store, else the next resume without
+// ?last= replays terminals their clients already have (duplicates).
+func (m *Manager) flushAsync() {
+	ctx, cancel := context.WithTimeout(context.Background(), m.opts.Redis.OpTimeout)
+	defer cancel()
+	for ctx.Err() == nil {
+		select {
+		case op := <-m.asyncq:
+			m.doAsync(ctx, op)
+		default:
+			return
+		}
+	}
+	if n := len(m.asyncq); n > 0 {
+		m.log.Warn("session cursor writes dropped at close: the store did not take them in time", slog.Int("writes", n))
 	}
 }
 

@@ -220,14 +220,30 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 		id, resumed = resumeID, true
 	}
 	var (
-		l     *Record
-		claim Claim
-		conn  = m.conns.Add(1)
+		l       *Record
+		claim   Claim
+		conn    = m.conns.Add(1)
+		retries = 0
 	)
+	// retry reports whether a store operation that timed out on its own
+	// bound (Redis: OpTimeout) is tried again: at most twice, while ctx
+	// lasts. A host stalled for a second under load is no store outage;
+	// a refused connection or a closed store still fails at once.
+	retry := func(err error) bool {
+		if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil || retries == 2 {
+			return false
+		}
+		retries++
+		m.log.Debug("session store operation timed out, attach tried again", slog.Any("err", err))
+		return true
+	}
 	for {
 		if !resumed {
 			s, err := m.store.Create(ctx, user)
 			if err != nil {
+				if retry(err) {
+					continue
+				}
 				return nil, false, err
 			}
 			id = s.ID
@@ -251,6 +267,9 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 		}
 		l.termMu.Unlock()
 		m.unhold(l)
+		if retry(err) {
+			continue
+		}
 		if !resumed || !errors.Is(err, ErrNotFound) {
 			return nil, false, err
 		}
