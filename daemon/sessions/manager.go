@@ -310,7 +310,19 @@ func (m *Manager) Attach(ctx context.Context, user, resumeID string, from Resume
 	}
 	l.mu.Lock()
 	older := l.out // kicked once the lock is released
-	l.out, l.conn, l.remote, l.bl, l.hole = out, conn, Holder{}, nil, 0
+	var bl *backlog
+	if older != nil {
+		// The replay waits for the older connection's final Acked
+		// (Detach): what its peer acknowledged by then is not replayed.
+		bl = &backlog{older: older, capAt: ^uint64(0)}
+		if l.hole != 0 {
+			bl.capAt = l.hole - 1
+		}
+	}
+	l.out, l.conn, l.remote, l.bl, l.hole = out, conn, Holder{}, bl, 0
+	if bl != nil {
+		time.AfterFunc(takeoverWait, func() { m.stopWaiting(l, bl) })
+	}
 	l.sent, l.user = claim.Pos, user
 	l.epoch = max(l.epoch, claim.Epoch)
 	l.touched.Store(time.Now().UnixNano())
@@ -362,9 +374,14 @@ func (l *local) sortedStreams() []*Stream {
 func (m *Manager) Get(ctx context.Context, id string) (*Session, error) { return m.store.Get(ctx, id) }
 
 // Restore re-creates session id of user when the store lost it (see
-// Store.Restore).
+// Store.Restore); its positions go on after the ones this node numbered
+// (restore in delivery.go). A session that exists is left alone.
 func (m *Manager) Restore(ctx context.Context, id, user string) error {
-	return m.store.Restore(ctx, id, user)
+	l := m.holdLocal(id)
+	defer m.unhold(l)
+	l.termMu.Lock()
+	defer l.termMu.Unlock()
+	return m.restore(ctx, l, user)
 }
 
 // PatchContext applies an RFC 7386 merge patch to the session's context.

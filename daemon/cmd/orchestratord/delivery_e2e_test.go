@@ -251,6 +251,16 @@ func TestCrashingClientsResumeWithLast(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The crash comes once the daemon has read and answered every request:
+	// a request still unread in its socket when the client resets is
+	// rightly never answered (the client never learnt it was accepted).
+	before := time.Now()
+	for answered(t, s) < n {
+		if time.Since(before) > 30*time.Second {
+			t.Fatalf("the daemon answered %d of %d requests in 30 s", answered(t, s), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	seen := map[uint64]int{}
 	var last uint64
 	reset := func(c *rawClient) {
