@@ -19,6 +19,9 @@ sessions:
   replay_max: 1000
   replay_bytes: 1048576
   memory_budget_bytes: 4194304
+limits:
+  session_rate: 100000
+  session_burst: 100000
 `
 
 // TestMemoryBudgetTrimsOldestDetached: eight sessions in turn log twelve

@@ -19,6 +19,9 @@ sessions:
   replay_max: 1000
   replay_bytes: 33554432
   memory_budget_bytes: 1073741824
+limits:
+  session_rate: 100000
+  session_burst: 100000
 `
 
 // TestResumeLargeLog: a session whose replay log holds 250 answers of
