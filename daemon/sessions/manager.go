@@ -98,6 +98,7 @@ type Manager struct {
 	pending   []pendingTerm  // terminals waiting for the store, from pendHead; guarded by pendMu
 	pendHead  int            // guarded by pendMu
 	pendBy    map[string]int // waiting terminals per session; guarded by pendMu
+	pendGaps  map[string]int // positions of terminals dropped past maxPending, per session; pendMu
 	pendBytes atomic.Int64
 	retryKick chan struct{} // nil with the memory store
 	lastWarn  atomic.Int64  // unix nanos of the last rate-limited warning
@@ -159,7 +160,7 @@ func OpenOptions(ctx context.Context, cfg config.Sessions, node string, log *slo
 		opts.TouchEvery = min(max(lim.ttl/100, time.Second), time.Minute)
 	}
 	opts.Redis = opts.Redis.withDefaults()
-	m := &Manager{node: node, log: log, opts: opts, seed: maphash.MakeSeed(), lim: lim, pendBy: make(map[string]int)}
+	m := &Manager{node: node, log: log, opts: opts, seed: maphash.MakeSeed(), lim: lim, pendBy: make(map[string]int), pendGaps: make(map[string]int)}
 	for i := range m.shards {
 		m.shards[i].m = make(map[string]*local)
 	}
