@@ -144,6 +144,8 @@ func TestSlowConsumersResume(t *testing.T) {
 		t.Run(fmt.Sprintf("pings=%v", pings), func(t *testing.T) {
 			s := startStack(t, deliveryYAML)
 			before := answered(t, s)
+			mem := watchMemory(t)
+			defer mem.report(t)
 			data := `"` + strings.Repeat("x", 60000) + `"`
 			var wg sync.WaitGroup
 			type result struct {
