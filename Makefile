@@ -31,7 +31,7 @@ test-client: ## the JS client (web/client): tsc type check, .d.ts freshness, siz
 	CGO_ENABLED=0 $(GO) build -o $$tmp/orchestratord ./daemon/cmd/orchestratord && \
 	cd $(CLIENT) && ORCH_BIN=$$tmp/orchestratord node --test --test-concurrency=1 test/*.test.mjs
 
-test-scale: ## only the Redis Cluster / Sentinel / NATS-bus tests (a subset of make test; starts redis-server on ports 34100-34499)
+test-scale: ## only the Redis Cluster / Sentinel / NATS-bus tests (a subset of make test; starts redis-server on ports 34100-34599)
 	$(GO) test -race -count=1 -timeout 15m -run 'Cluster|Sentinel|ACL|TLS|Replicas|StoreFailover|Scale' ./daemon/sessions/ ./daemon/cmd/orchestratord/ ./daemon/config/
 
 test-short: ## the tests without -race (faster while developing)

@@ -40,7 +40,7 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.WindowSize(1366, 900),
 	)
 	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
-	ctx, cancelT := context.WithTimeout(ctx, 45*time.Second)
+	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
 	t.Cleanup(func() { cancelT(); cancel(); cancelAlloc() })
 	return ctx
 }

@@ -107,7 +107,7 @@ func TestBrowser(t *testing.T) {
 	defer cancelAlloc()
 	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
 	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second) // generous: CI machines run this under -race and load
 	defer cancelT()
 
 	run := func(what string, actions ...chromedp.Action[chromedp.Void]) {

@@ -6,6 +6,12 @@
 #   bench/run.sh                 # full run (10 s phases, 30 s idle at 19k; ~20 min)
 #   BENCH_DURATION=3s BENCH_IDLE_DURATION=3s bench/run.sh   # short run (~8 min)
 #   BENCH_SERVERS=gorilla,nbio bench/run.sh                      # a subset
+#   BENCH_PORT_BASE=31000 bench/run.sh   # servers on 31001-31104 instead of 28001-28104
+#
+# Besides memory, echo msgs per server CPU-second (closed loop) and
+# latency, each fixed-rate run reports server CPU-seconds per 100k
+# messages (open loop: the same work for every server) and p99.9, and every
+# run the load tool's own CPU, so that a saturated client shows.
 #
 # Run it on an otherwise idle machine with at least 2 cores: the server is
 # pinned to CPU 0 and the load tool to CPU 1.
@@ -26,4 +32,5 @@ exec "$BIN/report" -bin "$BIN" \
   -rates "${BENCH_RATES:-2000,5000,10000,20000,30000}" \
   -fixed-rate "${BENCH_FIXED_RATE:-10000}" \
   -servers "${BENCH_SERVERS:-orchestratord,netpoll-echo,gorilla,gws,nbio}" \
+  -port-base "${BENCH_PORT_BASE:-28000}" \
   "$@"

@@ -72,7 +72,14 @@ type Config struct {
 	HandshakeTimeout   time.Duration // default 5s; the whole request head must arrive within it
 	Heartbeat          time.Duration // default 25s; ping every Heartbeat, drop (1006) a peer silent for 2x
 	OutboundQueueBytes int           // default 1 MiB; over it the conn closes 4008
-	Workers            int           // default GOMAXPROCS*4, clamped to 4..48
+	// Pollers is the number of poller goroutines, each with its own epoll
+	// instance; default GOMAXPROCS (one per P). Connections are spread
+	// over them by fd.
+	Pollers int
+	// Workers is ignored: reads, frames and Handler calls run inline on the
+	// pollers since there is no read worker pool any more. It is kept so
+	// that configurations that set it still build.
+	Workers int
 	// AdmitWorkers is the number of goroutines that run Gatekeeper.Admit and
 	// the plain handler; default 8.
 	AdmitWorkers int
@@ -105,8 +112,8 @@ func (c Config) withDefaults() Config {
 	if c.OutboundQueueBytes <= 0 {
 		c.OutboundQueueBytes = 1 << 20
 	}
-	if c.Workers <= 0 {
-		c.Workers = min(max(runtime.GOMAXPROCS(0)*4, 4), 48)
+	if c.Pollers <= 0 {
+		c.Pollers = runtime.GOMAXPROCS(0)
 	}
 	if c.AdmitWorkers <= 0 {
 		c.AdmitWorkers = 8

@@ -38,7 +38,7 @@ const (
 const (
 	schedIdle    uint32 = iota // not queued, not running
 	schedQueued                // in a run queue
-	schedRunning               // a worker or admit goroutine owns it
+	schedRunning               // its poller or an admit goroutine owns it
 	schedDirty                 // running, and woken again meanwhile
 )
 
@@ -69,9 +69,10 @@ type Conn struct {
 	mu        sync.Mutex // guards the fields below
 	fd        int32
 	state     connState
-	opened    bool // OnOpen was called: OnClose is owed
-	broken    bool // a write failed
-	shutWr    bool // shutdown(SHUT_WR) done
+	opened    bool  // OnOpen was called: OnClose is owed
+	broken    bool  // a write failed
+	shutWr    bool  // shutdown(SHUT_WR) done
+	cork      uint8 // corkOn, corkWrote, corkQueued: see writeLocked
 	closeCode CloseCode
 	wq        *outQueue // nil unless bytes are pending
 	dv        *delivery // tagged frames and NotifyDrained (delivery.go); nil until used
@@ -179,7 +180,7 @@ func (c *Conn) beginCloseLocked(code CloseCode, reason string, err error) {
 	_ = c.writeFrameLocked(opClose, p, false)
 	w := c.e.wheel
 	w.clear(c, tmBeat|tmCloseAt)
-	w.set(c, tmState, w.now.Load()+c.e.closeTicks)
+	w.set(c, tmState, w.after(c.e.cfg.CloseWait))
 	c.e.wake(c, evCheck)
 }
 
@@ -194,29 +195,10 @@ func truncUTF8(s string, n int) string {
 	return s[:n]
 }
 
-// onEvent is the epoll callback, run on the epoll goroutine: it only records
-// what happened and hands the connection to the workers.
-func (c *Conn) onEvent(ev epollEvent) {
-	var bits uint32
-	if ev&(epollIn|epollRdHup|epollHup|epollErr) != 0 {
-		bits |= evRead
-	}
-	if ev&(epollRdHup|epollHup|epollErr) != 0 {
-		bits |= evHup
-	}
-	if ev&epollOut != 0 {
-		bits |= evWrite
-	}
-	if ev&epollClosed != 0 {
-		bits |= evAbort
-	}
-	c.e.wake(c, bits)
-}
-
-// process does the connection's pending work. It runs on a worker that owns
-// the connection; it returns true when it handed ownership to an admit
-// goroutine.
-func (c *Conn) process(w *worker) bool {
+// process does the connection's pending work. It runs on the connection's
+// poller, which owns it; it returns true when it handed ownership to an
+// admit goroutine.
+func (c *Conn) process(w *poller) bool {
 	bits := c.pending.Swap(0)
 	c.mu.Lock()
 	st := c.state
@@ -327,14 +309,14 @@ func (c *Conn) onTimer() bool {
 }
 
 // maxReadPerPass bounds the bytes one pass reads from a connection before it
-// goes to the back of the run queue, so that one fast peer cannot hold a
-// worker.
+// goes to the back of its poller's queue, so that one fast peer cannot hold
+// the poller.
 const maxReadPerPass = 256 << 10
 
 // readFrames reads what the socket has and decodes it. With edge-triggered
 // readiness a short read means the socket is drained; after a hang-up it
 // reads on until EOF.
-func (c *Conn) readFrames(w *worker, hup bool) {
+func (c *Conn) readFrames(w *poller, hup bool) {
 	e := c.e
 	if hs := c.hs; hs != nil {
 		c.hs = nil
@@ -343,6 +325,10 @@ func (c *Conn) readFrames(w *worker, hup bool) {
 		}
 		hs.release(&e.bufs)
 	}
+	c.mu.Lock()
+	c.cork = corkOn
+	c.mu.Unlock()
+	defer c.uncork()
 	for budget := maxReadPerPass; !c.eof; {
 		if budget <= 0 {
 			c.pending.Or(evRead)
@@ -376,6 +362,23 @@ func (c *Conn) readFrames(w *worker, hup bool) {
 	}
 }
 
+// uncork ends a read pass: the frames its handler calls queued after the
+// first are written now, in one writev.
+func (c *Conn) uncork() {
+	c.mu.Lock()
+	queued := c.cork&corkQueued != 0
+	c.cork = 0
+	var drained func()
+	if queued {
+		c.flushLocked()
+		drained = c.takeDrainedLocked() // delivery hook: NotifyDrained
+	}
+	c.mu.Unlock()
+	if drained != nil {
+		drained()
+	}
+}
+
 // decode feeds p to the frame reader unless input is being discarded.
 func (c *Conn) decode(p []byte) {
 	if c.rfail || c.peerClosed {
@@ -406,7 +409,7 @@ func (c *Conn) setErr(err error) {
 }
 
 // discard reads and drops input until EAGAIN or EOF (after an HTTP response).
-func (c *Conn) discard(w *worker) {
+func (c *Conn) discard(w *poller) {
 	for range 64 {
 		n, err := unix.Read(int(c.fd), w.buf)
 		if err == unix.EINTR {

@@ -37,6 +37,7 @@ type tagMark struct {
 // Conn.mu.
 type delivery struct {
 	marks    []tagMark // tagged frames not known to be acknowledged, oldest first
+	maxAcked uint64    // the largest tag of a frame known to be acknowledged
 	acked    uint64    // every tagged frame up to this tag is acknowledged
 	final    bool      // acked is final (the connection closed)
 	below    int       // NotifyDrained threshold
@@ -48,8 +49,8 @@ type delivery struct {
 // asked what the peer acknowledged (one ioctl per pruneEvery frames).
 const pruneEvery = 64
 
-// SendTagged is Send with a tag (tags ascending per connection; 0 means
-// untagged): once the connection closes, Acked tells whether the peer's
+// SendTagged is Send with a tag (0 means untagged; tags normally ascend,
+// and a lower tag sent after a higher one holds Acked below it): once the connection closes, Acked tells whether the peer's
 // TCP acknowledged the frame.
 func (c *Conn) SendTagged(msg []byte, tag uint64) error {
 	c.mu.Lock()
@@ -112,15 +113,24 @@ func (c *Conn) pruneLocked(d *delivery) {
 }
 
 // ackUpTo records the frames ending at or before off as acknowledged.
+// Tags may reach a connection out of order (terminals relayed from several
+// replicas): acked is the largest acknowledged tag below every tag still
+// unacknowledged, so a lower tag sent after a higher one holds it back.
 func (d *delivery) ackUpTo(off int64) {
 	k := 0
 	for k < len(d.marks) && d.marks[k].end <= off {
-		d.acked = max(d.acked, d.marks[k].tag)
+		d.maxAcked = max(d.maxAcked, d.marks[k].tag)
 		k++
 	}
 	if k > 0 {
 		n := copy(d.marks, d.marks[k:])
 		d.marks = d.marks[:n]
+	}
+	d.acked = d.maxAcked
+	for _, m := range d.marks {
+		if m.tag <= d.acked {
+			d.acked = m.tag - 1
+		}
 	}
 }
 

@@ -10,32 +10,47 @@
 // Listeners that expose their socket are accepted from with accept4 directly
 // (one goroutine per Serve, waiting in poll(2)), so a connection never gets a
 // net.Conn: it costs one fd and a Conn. Each socket is registered once, by
-// its raw fd, with one easygo epoll instance, edge-triggered for reads and
-// writes (EPOLLET makes EPOLLOUT fire only when a full send buffer gets room,
-// so no Epoll.Mod is ever needed). The epoll goroutine only records what
-// happened and queues the connection; a fixed pool of workers reads what is
-// there into a per-worker scratch buffer and feeds the incremental frame
-// reader, which calls the Handler. A small fixed pool runs Gatekeeper.Admit
-// and the plain handler. One hashed timing wheel drives handshake deadlines,
-// heartbeats, close waits and CloseAt. The number of goroutines is
-// Workers + AdmitWorkers + 2 (+1 per Serve), whatever the connection count.
+// its raw fd, with the epoll instance of one of the engine's pollers (one
+// per P, Config.Pollers; a connection belongs to pollers[fd % n] for its
+// life), edge-triggered for reads and writes (EPOLLET makes EPOLLOUT fire
+// only when a full send buffer gets room, so no EPOLL_CTL_MOD is ever
+// needed).
+//
+// A poller never blocks a thread: its epoll fd is non-blocking and parked in
+// Go's own netpoller (os.NewFile, then syscall.RawConn.Read), so while
+// nothing happens the poller goroutine is parked like any goroutine waiting
+// on a socket; when the runtime reports the epoll fd readable, the goroutine
+// drains it with epoll_wait(..., 0) until it is empty. Every ready
+// connection is processed inline, on the poller goroutine: read into the
+// poller's scratch buffer, frames decoded, Handler.OnMessage called, replies
+// coalesced and flushed. Nothing is handed to another goroutine on the
+// message path.
+//
+// A small fixed pool (AdmitWorkers) runs what may wait: Gatekeeper.Admit and
+// the plain handler. The request head is read and parsed on the poller; an
+// engine without a Gatekeeper completes upgrades on the poller too. One
+// hashed timing wheel drives handshake deadlines, heartbeats, close waits
+// and CloseAt; it and other goroutines (Send's close paths, the admit pool
+// handing a connection back) reach a poller through its inbox and eventfd.
+// The number of goroutines is Pollers + AdmitWorkers + 1 (+1 per Serve),
+// whatever the connection count.
 //
 // # Memory
 //
 // Buffers exist only while bytes are in flight: the request head while it
 // arrives, the frame reader while a frame or message is partly read, the
 // outbound queue while the socket does not take everything. An idle
-// connection holds its Conn (256 bytes), its epoll callback and map entry and
-// a table slot: about 320 bytes of Go heap and 360-490 bytes of RSS
-// (netpoll/internal/idlebench measures it).
+// connection holds its Conn (256 bytes) and two fd-table slots (16 bytes),
+// no buffer, no goroutine, no epoll callback (netpoll/internal/idlebench and
+// bench/run.sh measure it).
 //
 // # Ownership
 //
-// A connection is processed by one goroutine at a time (Conn.sched): the
-// worker that dequeued it, or the admit goroutine it was handed to. Handler
-// methods run there and must not block; OnMessage's payload is valid only
-// until it returns. Send, Close and CloseAt may be called from any goroutine
-// and never block.
+// A connection is processed by one goroutine at a time (Conn.sched): its
+// poller, or the admit goroutine it was handed to. Handler methods run there
+// and must not block (see Handler for which runs where); OnMessage's payload
+// is valid only until it returns. Send, Close and CloseAt may be called from
+// any goroutine and never block.
 //
 // # Client address
 //

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,8 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-type epollEvent = enet.EpollEvent
-
 const (
 	epollIn    = enet.EPOLLIN
 	epollOut   = enet.EPOLLOUT
@@ -23,9 +22,6 @@ const (
 	epollHup   = enet.EPOLLHUP
 	epollErr   = enet.EPOLLERR
 	epollET    = enet.EPOLLET
-	// epollClosed is what easygo passes to every callback when the epoll
-	// instance is closed (its unexported _EPOLLCLOSED).
-	epollClosed = 0x20
 )
 
 // connEvents is the one registration of every connection: edge-triggered,
@@ -34,17 +30,35 @@ const (
 // and no Epoll.Mod is ever needed.
 const connEvents = epollIn | epollRdHup | epollOut | epollET
 
-// Handler receives the events of upgraded connections. OnMessage runs on a
-// pool worker and must not block; payload is valid only until it returns.
+// Handler receives the events of upgraded connections. The engine calls it
+// on two kinds of goroutines, and the split is part of the contract:
+//
+//   - OnMessage runs inline on the connection's poller goroutine, which
+//     serves every other connection of that poller too. It must not block:
+//     no store or network round trip, no lock that such a call may hold, no
+//     channel send that can wait. Work that may wait is handed to another
+//     goroutine (the handler's own). payload is valid only until it returns.
+//   - OnOpen runs on the goroutine that admitted the handshake: an admit
+//     pool goroutine when the engine has a Gatekeeper (Admit may wait, so
+//     admission never runs on a poller), the poller itself when it has none.
+//     It must not wait either (with a Gatekeeper it holds one of the
+//     AdmitWorkers); a store round trip belongs on a goroutine of its own.
+//   - OnClose runs on whichever goroutine owns the connection when it ends:
+//     almost always its poller, an admit goroutine when the connection dies
+//     while being admitted. Same rule: it must not block.
+//
+// Each is called by one goroutine at a time per connection, in order:
+// OnOpen, then OnMessage calls, then OnClose exactly once.
 type Handler interface {
 	OnOpen(c *Conn)                             // after 101 is written; may Send
 	OnMessage(c *Conn, payload []byte)          // one complete text message (UTF-8 validated)
 	OnClose(c *Conn, code CloseCode, err error) // exactly once per opened Conn
 }
 
-// Engine serves WebSocket connections with one epoll instance, a fixed pool
-// of workers, a fixed pool of admit goroutines and one timing wheel: the
-// number of goroutines does not depend on the number of connections.
+// Engine serves WebSocket connections with one poller per P (each an epoll
+// instance parked in Go's netpoller), a fixed pool of admit goroutines and
+// one timing wheel: the number of goroutines does not depend on the number
+// of connections.
 type Engine struct {
 	cfg   Config
 	h     Handler
@@ -52,32 +66,28 @@ type Engine struct {
 	plain http.Handler
 	log   *slog.Logger
 
-	ep     *enet.Epoll
-	wheel  *wheel
-	workQ  *runQueue
-	admitQ *runQueue
-	bufs   bufPool
+	pollers []*poller                              // a connection belongs to pollers[fd % len]
+	tab     atomic.Pointer[[]atomic.Pointer[Conn]] // fd -> Conn, read by the pollers without locks
+	wheel   *wheel
+	admitQ  *runQueue
+	bufs    bufPool
 
 	readers sync.Pool // *frameReader
 	queues  sync.Pool // *outQueue
 
-	beatTicks  uint32
-	closeTicks uint32
-	hsTicks    uint32
+	beatTicks uint32
 
 	mu        sync.RWMutex
 	conns     []*Conn // indexed by fd; guarded by mu
 	netConns  map[int]net.Conn
 	listeners []net.Listener
+	lnFiles   []*os.File // dup'ed listener sockets the accept loops wait on
 	closing   bool
 
 	open   atomic.Int64
 	nextID atomic.Uint64
 
-	probe      *Conn // a pseudo-connection cycled through the workers
-	efd        int   // eventfd poked by the wheel, read by the epoll goroutine
-	stopfd     int   // eventfd written once by Close; wakes accept loops
-	alivePoll  atomic.Int64
+	probe      *Conn        // a pseudo-connection cycled through the admit pool
 	proxyLogAt atomic.Int64 // unix ns of the last "no PROXY header" warning
 	aliveWheel atomic.Int64
 	aliveWork  atomic.Int64
@@ -85,16 +95,12 @@ type Engine struct {
 	connWG    sync.WaitGroup // one per accepted connection until finalize
 	acceptWG  sync.WaitGroup
 	poolWG    sync.WaitGroup
+	pollWG    sync.WaitGroup
 	wheelDone chan struct{}
 	closeOnce sync.Once
 }
 
-// worker is a pool goroutine's private state.
-type worker struct {
-	buf []byte // read scratch; bytes that must outlive a pass are copied
-}
-
-// readScratch is each worker's read buffer size.
+// readScratch is each poller's read buffer size.
 const readScratch = 64 << 10
 
 // New builds an engine and starts its goroutines. h receives upgraded
@@ -110,48 +116,33 @@ func New(cfg Config, h Handler, g Gatekeeper, plain http.Handler, log *slog.Logg
 	cfg = cfg.withDefaults()
 	e := &Engine{
 		cfg: cfg, h: h, g: g, plain: plain, log: log,
-		workQ: newRunQueue(), admitQ: newRunQueue(),
+		admitQ:    newRunQueue(),
 		netConns:  make(map[int]net.Conn),
 		wheelDone: make(chan struct{}),
 	}
 	e.wheel = newWheel(cfg.tick(), 2*cfg.Heartbeat+cfg.tick())
 	e.beatTicks = max(e.wheel.ticks(cfg.Heartbeat), 1)
-	e.closeTicks = max(e.wheel.ticks(cfg.CloseWait), 1)
-	e.hsTicks = max(e.wheel.ticks(cfg.HandshakeTimeout), 1)
 	e.readers.New = func() any { return &frameReader{bufs: &e.bufs, maxMsg: cfg.MaxMessageBytes} }
 	e.queues.New = func() any { return new(outQueue) }
 	now := time.Now().UnixNano()
-	e.alivePoll.Store(now)
 	e.aliveWheel.Store(now)
 	e.aliveWork.Store(now)
+	e.tab.Store(new([]atomic.Pointer[Conn]))
 
-	ep, err := enet.EpollCreate(&enet.EpollConfig{OnWaitError: func(err error) {
-		log.Error("epoll wait failed", "err", err)
-	}})
-	if err != nil {
-		return nil, fmt.Errorf("netpoll: epoll create: %w", err)
-	}
-	e.ep = ep
-	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		_ = ep.Close()
-		return nil, fmt.Errorf("netpoll: eventfd: %w", err)
-	}
-	e.efd = efd
-	if e.stopfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
-		_ = ep.Close()
-		_ = unix.Close(efd)
-		return nil, fmt.Errorf("netpoll: eventfd: %w", err)
+	for range cfg.Pollers {
+		p, err := newPoller(e)
+		if err != nil {
+			for _, p := range e.pollers {
+				p.close()
+			}
+			return nil, err
+		}
+		e.pollers = append(e.pollers, p)
 	}
 	e.probe = &Conn{e: e, fd: -1}
-	if err := ep.Add(efd, epollIn, e.onProbe); err != nil {
-		_ = ep.Close()
-		_ = unix.Close(efd)
-		return nil, fmt.Errorf("netpoll: epoll add eventfd: %w", err)
-	}
-	for range cfg.Workers {
-		e.poolWG.Add(1)
-		go e.workLoop()
+	for _, p := range e.pollers {
+		e.pollWG.Add(1)
+		go p.run()
 	}
 	for range cfg.AdmitWorkers {
 		e.poolWG.Add(1)
@@ -162,26 +153,14 @@ func New(cfg Config, h Handler, g Gatekeeper, plain http.Handler, log *slog.Logg
 	return e, nil
 }
 
-// onProbe runs on the epoll goroutine when the wheel pokes the eventfd: it
-// proves the poller alive and sends the probe through the workers.
-func (e *Engine) onProbe(ev epollEvent) {
-	if ev&epollClosed != 0 {
-		return
-	}
-	var b [8]byte
-	_, _ = unix.Read(e.efd, b[:])
-	e.alivePoll.Store(time.Now().UnixNano())
-	e.wake(e.probe, evCheck)
-}
-
-// wheelLoop advances the timing wheel every tick and pokes the poller about
-// four times a second.
+// wheelLoop advances the timing wheel every tick; about four times a second
+// it pokes every poller and sends the probe through the admit pool, so that
+// Alive proves each of them makes progress.
 func (e *Engine) wheelLoop() {
 	defer e.poolWG.Done()
 	t := time.NewTicker(e.wheel.tick)
 	defer t.Stop()
 	pokeEvery := max(int(250*time.Millisecond/e.wheel.tick), 1)
-	one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
 	for n := 0; ; n++ {
 		select {
 		case <-e.wheelDone:
@@ -190,24 +169,44 @@ func (e *Engine) wheelLoop() {
 			e.wheel.advance(now, e.fire)
 			e.aliveWheel.Store(time.Now().UnixNano())
 			if n%pokeEvery == 0 {
-				_, _ = unix.Write(e.efd, one)
+				for _, p := range e.pollers {
+					p.poke()
+				}
+				if e.probe.sched.CompareAndSwap(schedIdle, schedQueued) {
+					e.admitQ.push(e.probe)
+				}
 			}
 		}
 	}
 }
 
-// fire hands a connection with a due deadline to the workers.
+// fire hands a connection with a due deadline to its poller.
 func (e *Engine) fire(c *Conn) { e.wake(c, evTimer) }
 
-// wake records bits as pending work of c and queues c unless it is queued or
-// running already. It never blocks.
+// pollerOf returns the poller a connection belongs to.
+func (e *Engine) pollerOf(c *Conn) *poller {
+	return e.pollers[int(c.fd)%len(e.pollers)]
+}
+
+// lookup returns the connection of fd, without locks (pollers only).
+func (e *Engine) lookup(fd int) *Conn {
+	t := *e.tab.Load()
+	if fd < 0 || fd >= len(t) {
+		return nil
+	}
+	return t[fd].Load()
+}
+
+// wake records bits as pending work of c and queues c on its poller unless
+// it is queued or owned already (the owner then sees the bits). It never
+// blocks and may be called from any goroutine.
 func (e *Engine) wake(c *Conn, bits uint32) {
 	c.pending.Or(bits)
 	for {
 		switch c.sched.Load() {
 		case schedIdle:
 			if c.sched.CompareAndSwap(schedIdle, schedQueued) {
-				e.workQ.push(c)
+				e.pollerOf(c).push(c)
 				return
 			}
 		case schedRunning:
@@ -220,39 +219,26 @@ func (e *Engine) wake(c *Conn, bits uint32) {
 	}
 }
 
-// release ends a goroutine's ownership of c, queueing c again if work came
-// in meanwhile.
+// release ends an admit goroutine's ownership of c, handing c back to its
+// poller if work came in meanwhile.
 func (e *Engine) release(c *Conn) {
 	if c.pending.Load() == 0 && c.sched.CompareAndSwap(schedRunning, schedIdle) {
 		return
 	}
 	c.sched.Store(schedQueued)
-	e.workQ.push(c)
+	e.pollerOf(c).push(c)
 }
 
-// workLoop is a pool worker.
-func (e *Engine) workLoop() {
-	defer e.poolWG.Done()
-	w := &worker{buf: make([]byte, readScratch)}
-	for c := e.workQ.pop(); c != nil; c = e.workQ.pop() {
-		c.sched.Store(schedRunning)
-		if c == e.probe {
-			c.pending.Store(0)
-			e.aliveWork.Store(time.Now().UnixNano())
-			e.release(c)
-			continue
-		}
-		if !c.process(w) {
-			e.release(c)
-		}
-	}
-}
-
-// admitLoop runs handshakes whose head is complete; it owns each connection
-// until it releases it.
+// admitLoop runs handshakes whose head is complete and plain requests; it
+// owns each connection until it releases it.
 func (e *Engine) admitLoop() {
 	defer e.poolWG.Done()
 	for c := e.admitQ.pop(); c != nil; c = e.admitQ.pop() {
+		if c == e.probe {
+			e.aliveWork.Store(time.Now().UnixNano())
+			c.sched.Store(schedIdle)
+			continue
+		}
 		c.admit()
 		c.settle()
 		e.release(c)
@@ -291,28 +277,45 @@ func (e *Engine) isClosing() bool {
 	return e.closing
 }
 
-// acceptRaw accepts with accept4 on the listener's own socket. The
-// runtime poller cannot be asked to wait for a listener without accepting,
-// so this goroutine waits in poll(2) on the listener and the engine's stop
-// eventfd; accept4 itself runs inside RawConn.Control, which keeps the fd
-// from being closed under it.
+// acceptRaw accepts with accept4 on the listener's socket, waiting for it
+// in Go's netpoller: net refuses RawConn.Read on a listener, so the socket is
+// dup'ed into an os.File whose RawConn.Read waits for read readiness (what
+// a listening socket reports when a connection is ready). No thread blocks,
+// and each wakeup accepts until EAGAIN. A read deadline of a second lets the
+// loop notice that ln was closed by its owner (the dup keeps the socket
+// open); Close closes the dup itself.
 func (e *Engine) acceptRaw(rc syscallRawConn) error {
-	var lfd int
-	if err := rc.Control(func(fd uintptr) { lfd = int(fd) }); err != nil {
+	dfd, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) {
+		dfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
 		return fmt.Errorf("netpoll: accept: %w", err)
 	}
+	if derr != nil {
+		return fmt.Errorf("netpoll: dup listener: %w", derr)
+	}
+	if err := unix.SetNonblock(dfd, true); err != nil {
+		_ = unix.Close(dfd)
+		return fmt.Errorf("netpoll: dup listener: %w", err)
+	}
+	f := os.NewFile(uintptr(dfd), "netpoll-listener")
+	defer f.Close()
+	frc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("netpoll: accept: %w", err)
+	}
+	e.mu.Lock()
+	if e.closing {
+		e.mu.Unlock()
+		return nil
+	}
+	e.lnFiles = append(e.lnFiles, f)
+	e.mu.Unlock()
 	backoff := 5 * time.Millisecond
 	for {
-		pfd := [2]unix.PollFd{{Fd: int32(lfd), Events: unix.POLLIN}, {Fd: int32(e.stopfd), Events: unix.POLLIN}}
-		// The timeout only bounds how late an external ln.Close is noticed.
-		if _, err := unix.Poll(pfd[:], 1000); err != nil && err != unix.EINTR {
-			return fmt.Errorf("netpoll: poll listener: %w", err)
-		}
-		if e.isClosing() {
-			return nil
-		}
 		var aerr error
-		err := rc.Control(func(fd uintptr) {
+		_ = f.SetReadDeadline(time.Now().Add(time.Second))
+		err := frc.Read(func(fd uintptr) bool {
 			for {
 				nfd, sa, err := unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 				switch {
@@ -320,23 +323,27 @@ func (e *Engine) acceptRaw(rc syscallRawConn) error {
 					e.addConn(nfd, sa, nil)
 					continue
 				case err == unix.EAGAIN:
+					return false
 				case err == unix.EINTR || err == unix.ECONNABORTED:
 					continue
 				default:
 					aerr = err
+					return true
 				}
-				return
 			}
 		})
 		if e.isClosing() {
 			return nil
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// Still open? Control fails once ln is closed.
+			if cerr := rc.Control(func(uintptr) {}); cerr != nil {
+				return fmt.Errorf("netpoll: accept: %w", cerr)
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("netpoll: accept: %w", err)
-		}
-		if aerr == nil {
-			backoff = 5 * time.Millisecond
-			continue
 		}
 		if !temporaryAccept(aerr) {
 			return fmt.Errorf("netpoll: accept: %w", aerr)
@@ -416,15 +423,22 @@ func (e *Engine) addConn(fd int, sa unix.Sockaddr, nc net.Conn) {
 		nc := make([]*Conn, n)
 		copy(nc, e.conns)
 		e.conns = nc
+		old := *e.tab.Load()
+		t := make([]atomic.Pointer[Conn], n)
+		for i := range old {
+			t[i].Store(old[i].Load())
+		}
+		e.tab.Store(&t)
 	}
 	e.conns[fd] = c
+	(*e.tab.Load())[fd].Store(c)
 	if nc != nil {
 		e.netConns[fd] = nc
 	}
 	e.connWG.Add(1)
 	e.mu.Unlock()
-	e.wheel.set(c, tmState, e.wheel.now.Load()+e.hsTicks)
-	if err := e.ep.Add(fd, connEvents, c.onEvent); err != nil {
+	e.wheel.set(c, tmState, e.wheel.after(e.cfg.HandshakeTimeout))
+	if err := e.pollerOf(c).add(fd); err != nil {
 		e.log.Warn("epoll add failed", "err", err)
 		e.detach(c, fd)
 		c.mu.Lock()
@@ -437,10 +451,11 @@ func (e *Engine) addConn(fd int, sa unix.Sockaddr, nc net.Conn) {
 // detach undoes addConn and closes the socket. Epoll forgets the fd and the
 // table slot is cleared before the fd number can be reused.
 func (e *Engine) detach(c *Conn, fd int) {
-	_ = e.ep.Del(fd)
+	e.pollerOf(c).del(fd)
 	e.mu.Lock()
 	if fd < len(e.conns) && e.conns[fd] == c {
 		e.conns[fd] = nil
+		(*e.tab.Load())[fd].Store(nil)
 	}
 	nc := e.netConns[fd]
 	delete(e.netConns, fd)
@@ -491,10 +506,13 @@ func (e *Engine) Range(fn func(*Conn) bool) {
 	}
 }
 
-// Alive returns the oldest of the last times the poller, the timing wheel
-// and the workers made progress; a stale value means the engine is stuck.
+// Alive returns the oldest of the last times a poller, the timing wheel and
+// the admit pool made progress; a stale value means the engine is stuck.
 func (e *Engine) Alive() time.Time {
-	t := min(e.alivePoll.Load(), e.aliveWheel.Load(), e.aliveWork.Load())
+	t := min(e.aliveWheel.Load(), e.aliveWork.Load())
+	for _, p := range e.pollers {
+		t = min(t, p.alive.Load())
+	}
 	return time.Unix(0, t)
 }
 
@@ -505,15 +523,16 @@ func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		e.mu.Lock()
 		e.closing = true
-		lns := e.listeners
-		e.listeners = nil
+		lns, files := e.listeners, e.lnFiles
+		e.listeners, e.lnFiles = nil, nil
 		e.mu.Unlock()
-		_, _ = unix.Write(e.stopfd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		for _, f := range files {
+			_ = f.Close()
+		}
 		for _, ln := range lns {
 			_ = ln.Close()
 		}
 		e.acceptWG.Wait()
-		_ = unix.Close(e.stopfd)
 		var all []*Conn
 		e.mu.RLock()
 		for _, c := range e.conns {
@@ -527,9 +546,14 @@ func (e *Engine) Close() error {
 		}
 		e.connWG.Wait()
 		close(e.wheelDone)
-		_ = e.ep.Close()
-		_ = unix.Close(e.efd)
-		e.workQ.close()
+		for _, p := range e.pollers {
+			p.stop.Store(true)
+			p.poke()
+		}
+		e.pollWG.Wait()
+		for _, p := range e.pollers {
+			p.close()
+		}
 		e.admitQ.close()
 		e.poolWG.Wait()
 	})

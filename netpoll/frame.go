@@ -3,6 +3,7 @@ package netpoll
 import (
 	"encoding/binary"
 	"errors"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
@@ -248,17 +249,19 @@ func (r *frameReader) feed(p []byte, s frameSink) error {
 		if r.op >= opClose {
 			r.cn += uint8(copy(r.ctl[r.cn:], chunk))
 		} else {
-			if !r.u8.feed(chunk) {
-				return r.fail(errInvalidUTF8)
-			}
 			if r.left == 0 && r.fin && take == r.flen && r.msg == nil {
-				// The whole message is in this input: deliver it in place.
-				if !r.u8.complete() {
+				// The whole message is in this input (no earlier fragment
+				// carried a byte, so the incremental state is fresh):
+				// check it whole and deliver it in place.
+				if !utf8.Valid(chunk) {
 					return r.fail(errInvalidUTF8)
 				}
 				r.inPay, r.open, r.u8 = false, false, utf8State{}
 				s.onText(chunk)
 				continue
+			}
+			if !r.u8.feed(chunk) {
+				return r.fail(errInvalidUTF8)
 			}
 			if r.msg == nil {
 				r.msg = r.bufs.get(take + r.left)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
@@ -180,5 +181,40 @@ func TestFrameReadNoAlloc(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("frame read allocates %v times, want 0", allocs)
+	}
+}
+
+// FuzzUTF8State checks the chunked validator against utf8.Valid: input cut
+// into three chunks at fuzzed points gives the whole buffer's verdict, and
+// once a chunk fails, the whole buffer is invalid.
+func FuzzUTF8State(f *testing.F) {
+	for _, s := range []string{"", "κόσμε", "a\xf0\x9f\x98\x80b", "\xed\xa0\x80", "abc\xff", "\xe2\x82", "\xf4\x90\x80\x80xyz", "plain ascii text"} {
+		f.Add([]byte(s), uint8(1), uint8(2))
+	}
+	f.Fuzz(func(t *testing.T, p []byte, a, b uint8) {
+		i := min(int(a), len(p))
+		j := min(i+int(b), len(p))
+		var s utf8State
+		ok := s.feed(p[:i]) && s.feed(p[i:j]) && s.feed(p[j:])
+		if got, want := ok && s.complete(), utf8.Valid(p); got != want {
+			t.Fatalf("chunked at %d,%d = %v, utf8.Valid = %v for %q", i, j, got, want, p)
+		}
+	})
+}
+
+// TestUTF8StateEverySplit feeds each test string cut at every pair of
+// points.
+func TestUTF8StateEverySplit(t *testing.T) {
+	for _, in := range []string{"κόσμε-\U0010ffff-\xed\x9f\xbf", "ok\xed\xa0\x80", "\xf0\x9f\x98\x80\xf0\x9f\x98", "a\xc3"} {
+		p := []byte(in)
+		for i := 0; i <= len(p); i++ {
+			for j := i; j <= len(p); j++ {
+				var s utf8State
+				ok := s.feed(p[:i]) && s.feed(p[i:j]) && s.feed(p[j:])
+				if got, want := ok && s.complete(), utf8.Valid(p); got != want {
+					t.Fatalf("%q cut at %d,%d: %v, want %v", in, i, j, got, want)
+				}
+			}
+		}
 	}
 }

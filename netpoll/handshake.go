@@ -1,7 +1,6 @@
 package netpoll
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha1"
 	"encoding/base64"
@@ -64,10 +63,11 @@ func (h *handshake) release(bufs *bufPool) {
 // cut off, and a connection without a valid one is closed (refuseProxy). It
 // answers garbage with 400 and an oversized head with 431 at once; once the
 // head is complete it hands the connection to an admit goroutine and
-// returns true. A half header or head just waits, holding only its bytes,
-// until HandshakeTimeout, which bounds the PROXY header and the head
-// together.
-func (c *Conn) readHead(w *worker, hup bool) bool {
+// returns true, unless the engine has neither a Gatekeeper nor a plain
+// handler (nothing that may wait): then it admits on the poller. A half
+// header or head just waits, holding only its bytes, until
+// HandshakeTimeout, which bounds the PROXY header and the head together.
+func (c *Conn) readHead(w *poller, hup bool) bool {
 	e := c.e
 	max := e.cfg.MaxHeaderBytes
 	for !c.eof {
@@ -142,6 +142,12 @@ func (c *Conn) readHead(w *worker, hup bool) bool {
 		c.state = stAdmitting
 		c.mu.Unlock()
 		e.wheel.clear(c, tmState)
+		if e.g == nil && e.plain == nil {
+			// Nothing in admission can wait: upgrade (or refuse) here,
+			// on the poller, without a hand-off.
+			c.admit()
+			return false
+		}
 		e.admitQ.push(c)
 		return true
 	}
@@ -195,7 +201,7 @@ func badRequestLine(b []byte) bool {
 func (c *Conn) admit() {
 	e := c.e
 	hs := c.hs
-	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader((*hs.buf)[:hs.headLen])))
+	req, err := parseHead((*hs.buf)[:hs.headLen])
 	if err != nil {
 		c.refuse(refusal.Of(refusal.BadRequest))
 		return
@@ -232,9 +238,9 @@ func (c *Conn) admit() {
 		c.refuse(r)
 		return
 	}
-	resp := make([]byte, 0, 160)
-	resp = append(resp, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
-	resp = append(resp, acceptKey(key)...)
+	var rb [192]byte
+	resp := append(rb[:0], "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	resp = appendAcceptKey(resp, key)
 	if d.Subprotocol != "" {
 		resp = append(resp, "\r\nSec-WebSocket-Protocol: "...)
 		resp = append(resp, d.Subprotocol...)
@@ -268,17 +274,33 @@ func (c *Conn) admit() {
 }
 
 // acceptKey computes Sec-WebSocket-Accept for key (RFC 6455 section 4.2.2).
-func acceptKey(key string) string {
-	h := sha1.New()
-	h.Write([]byte(key))
-	h.Write([]byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	return base64.StdEncoding.EncodeToString(h.Sum(nil))
+func acceptKey(key string) string { return string(appendAcceptKey(nil, key)) }
+
+// appendAcceptKey appends Sec-WebSocket-Accept for key, without allocating
+// when dst has room.
+func appendAcceptKey(dst []byte, key string) []byte {
+	const guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+	var in [64 + len(guid)]byte
+	var sum [sha1.Size]byte
+	if len(key) <= 64 {
+		n := copy(in[:], key)
+		n += copy(in[n:], guid)
+		sum = sha1.Sum(in[:n])
+	} else {
+		sum = sha1.Sum([]byte(key + guid))
+	}
+	return base64.StdEncoding.AppendEncode(dst, sum[:])
 }
 
 // validKey reports whether key is base64 of 16 bytes.
 func validKey(key string) bool {
-	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(key))
-	return err == nil && len(b) == 16
+	key = strings.TrimSpace(key)
+	if len(key) != 24 {
+		return false
+	}
+	var b [18]byte
+	n, err := base64.StdEncoding.Decode(b[:], []byte(key))
+	return err == nil && n == 16
 }
 
 // headerHasToken reports whether the comma-separated header name contains
@@ -340,5 +362,5 @@ func (c *Conn) respondRaw(resp []byte) {
 		_ = c.writeLocked(resp, nil, false)
 	}
 	c.mu.Unlock()
-	e.wheel.set(c, tmState, e.wheel.now.Load()+e.closeTicks)
+	e.wheel.set(c, tmState, e.wheel.after(e.cfg.CloseWait))
 }

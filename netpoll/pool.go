@@ -5,7 +5,7 @@ import "sync"
 // runQueue is a FIFO of connections waiting for a goroutine of a fixed pool.
 // A connection is in at most one runQueue at a time (Conn.sched guards it),
 // so the queue never holds more entries than there are connections, and push
-// never blocks: the epoll goroutine and the wheel may call it freely.
+// never blocks: pollers and the wheel may call it freely.
 type runQueue struct {
 	mu     sync.Mutex
 	cond   sync.Cond

@@ -79,8 +79,20 @@ func (q *outQueue) release(bufs *bufPool) {
 	q.chunks, q.off, q.size = q.chunks[:0], 0, 0
 }
 
-// maxIovecs bounds the chunks written by one writev.
-const maxIovecs = 16
+// maxIovecs bounds the chunks written by one writev (at least 4 KiB each).
+const maxIovecs = 64
+
+// Write coalescing state of a read pass (Conn.cork).
+const (
+	corkOn     uint8 = 1 << iota // the owner is in a read pass
+	corkWrote                    // a frame was written directly during the pass
+	corkQueued                   // the queue holds frames of the pass: flush at its end
+)
+
+// maxCorked is the largest frame a read pass queues rather than writes: a
+// larger one is written at once, its copy would cost more than the
+// syscall it saves.
+const maxCorked = 16 << 10
 
 // writev writes bufs to the nonblocking fd with one system call. It returns
 // the bytes written; unix.EAGAIN means none could be.
@@ -123,12 +135,25 @@ func (c *Conn) writeFrameLocked(op byte, payload []byte, bounded bool) error {
 }
 
 // writeLocked writes a then b (either may be empty), queueing the rest.
-// c.mu must be held.
+//
+// Writes are coalesced per read pass: while the owner processes what it
+// read (corkOn), the first frame goes out at once with one writev of
+// header and payload, without a copy (the common one-reply case), and
+// later small frames of the same pass are queued and written together, in
+// one writev, when the pass ends (uncork). Outside a pass, a frame is
+// written at once when nothing is queued. c.mu must be held.
 func (c *Conn) writeLocked(a, b []byte, bounded bool) error {
 	if c.broken || c.state == stClosed {
 		return ErrClosed
 	}
 	total := len(a) + len(b)
+	if c.wq == nil && c.cork&corkOn != 0 && total <= maxCorked {
+		if c.cork&corkWrote != 0 {
+			c.wq = c.e.newQueue()
+			c.cork |= corkQueued
+		}
+		c.cork |= corkWrote
+	}
 	if c.wq != nil {
 		if bounded && c.wq.size+total > c.e.cfg.OutboundQueueBytes {
 			return ErrSlowConsumer
@@ -168,13 +193,19 @@ func (c *Conn) writeLocked(a, b []byte, bounded bool) error {
 	return nil
 }
 
-// flushLocked writes queued bytes until the queue is empty or the socket is
-// full (then EPOLLOUT, edge-triggered, brings the connection back).
-// c.mu must be held.
+// flushLocked writes the queued bytes with one writev per call (more only
+// when the queue has more chunks than one writev takes and the socket took
+// them all). A short write means the send buffer is full: EPOLLOUT,
+// edge-triggered, brings the connection back, so it does not try again
+// into EAGAIN. c.mu must be held.
 func (c *Conn) flushLocked() {
 	for c.wq != nil && !c.broken {
 		var vb [maxIovecs][]byte
 		v := c.wq.iovecs(vb[:0])
+		want := 0
+		for _, b := range v {
+			want += len(b)
+		}
 		n, err := writev(int(c.fd), v)
 		if n > 0 {
 			c.bytesOut.Add(uint64(n))
@@ -183,12 +214,16 @@ func (c *Conn) flushLocked() {
 		if c.wq.size == 0 {
 			c.e.putQueue(c.wq)
 			c.wq = nil
+			c.cork &^= corkQueued
 			return
 		}
 		if err != nil {
 			if !errors.Is(err, unix.EAGAIN) {
 				c.breakLocked(err)
 			}
+			return
+		}
+		if n < want {
 			return
 		}
 	}

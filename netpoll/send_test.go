@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -84,5 +85,38 @@ func TestAdmitSubprotocolAndValue(t *testing.T) {
 	c := h.waitOpen(t)
 	if c.Value() != "user-ada" || !c.Remote().IsValid() || time.Since(c.Since()) > 5*time.Second || c.ID() == 0 {
 		t.Fatalf("conn value %v remote %v since %v id %d", c.Value(), c.Remote(), c.Since(), c.ID())
+	}
+}
+
+// TestPipelinedEchoCoalesced writes many frames in one TCP write, so that
+// one read pass calls OnMessage for each: the first echo goes out at once,
+// the rest are queued and written together at the end of the pass. Every
+// echo must arrive whole and in order, small and large (over maxCorked,
+// written at once) mixed.
+func TestPipelinedEchoCoalesced(t *testing.T) {
+	h := newEchoHandler()
+	_, addr := startEngine(t, Config{}, h, acceptAll{}, nil)
+	c := dialWS(t, addr)
+	h.waitOpen(t)
+	var batch []byte
+	var want []string
+	for i := range 200 {
+		n := 10 + i%7
+		if i%50 == 7 {
+			n = maxCorked + 100
+		}
+		msg := fmt.Sprintf("%04d:%s", i, strings.Repeat("x", n))
+		want = append(want, msg)
+		batch = append(batch, text(msg)...)
+	}
+	c.write(batch)
+	for i, w := range want {
+		_, p, err := c.readFrame()
+		if err != nil {
+			t.Fatalf("echo %d: %v", i, err)
+		}
+		if string(p) != w {
+			t.Fatalf("echo %d = %.20q..., want %.20q...", i, p, w)
+		}
 	}
 }

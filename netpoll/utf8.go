@@ -1,9 +1,15 @@
 package netpoll
 
-// utf8State validates UTF-8 incrementally, byte by byte, so that a text
-// message split across reads or fragments fails as soon as the first byte that
-// can no longer start or continue a valid sequence arrives (fail-fast, as the
-// Autobahn 6.4 cases require). Code points may be split anywhere.
+import "unicode/utf8"
+
+// utf8State validates UTF-8 incrementally, so that a text message split
+// across reads or fragments fails as soon as the chunk holding the first
+// byte that can no longer start or continue a valid sequence arrives
+// (fail-fast, as the Autobahn 6.4 cases require). Code points may be split
+// anywhere. Only the bytes of a code point cut by a chunk boundary go
+// through the byte-wise state machine; the rest of each chunk is checked
+// with utf8.Valid. A text message that arrives whole in one read never
+// uses it (the frame reader checks it with utf8.Valid directly).
 //
 // The zero value is the start state. It is owned by the frame reader.
 type utf8State struct {
@@ -13,8 +19,49 @@ type utf8State struct {
 }
 
 // feed validates p as the continuation of the bytes seen so far. It returns
-// false at the first byte that makes the stream invalid.
+// false when p holds a byte that makes the stream invalid.
 func (s *utf8State) feed(p []byte) bool {
+	if s.need > 0 {
+		k := min(int(s.need), len(p))
+		if !s.feedBytes(p[:k]) {
+			return false
+		}
+		p = p[k:]
+	}
+	// Cut before a code point that p ends in the middle of.
+	cut := len(p)
+	for k := 1; k <= 3 && k <= len(p); k++ {
+		b := p[len(p)-k]
+		if b < 0x80 {
+			break
+		}
+		if b >= 0xC0 {
+			if seqLen(b) > k {
+				cut = len(p) - k
+			}
+			break
+		}
+	}
+	if !utf8.Valid(p[:cut]) {
+		return false
+	}
+	return s.feedBytes(p[cut:])
+}
+
+// seqLen returns the length of the sequence lead byte b announces (4 for
+// bytes that cannot lead one: the state machine rejects them).
+func seqLen(b byte) int {
+	switch {
+	case b < 0xE0:
+		return 2
+	case b < 0xF0:
+		return 3
+	}
+	return 4
+}
+
+// feedBytes is the byte-wise state machine.
+func (s *utf8State) feedBytes(p []byte) bool {
 	i := 0
 	n := len(p)
 	for i < n {
@@ -72,7 +119,4 @@ func (s *utf8State) feed(p []byte) bool {
 func (s *utf8State) complete() bool { return s.need == 0 }
 
 // validUTF8 reports whether p is complete, valid UTF-8.
-func validUTF8(p []byte) bool {
-	var s utf8State
-	return s.feed(p) && s.complete()
-}
+func validUTF8(p []byte) bool { return utf8.Valid(p) }

@@ -22,7 +22,7 @@ const (
 //
 // All timer fields of Conn are guarded by mu. fire is called without mu held,
 // on the wheel goroutine, for every connection whose slot came due; it must
-// not block (the engine hands the connection to its workers).
+// not block (the engine hands the connection to its poller).
 type wheel struct {
 	mu    sync.Mutex
 	slots []*Conn
@@ -53,6 +53,11 @@ func (w *wheel) ticks(d time.Duration) uint32 {
 	}
 	return uint32((d + w.tick - 1) / w.tick)
 }
+
+// after returns the tick at which d from now falls due. It reads the clock
+// rather than w.now, which lags it while the wheel goroutine waits for the
+// CPU: a deadline must not fire early on a loaded machine.
+func (w *wheel) after(d time.Duration) uint32 { return w.at(time.Now().Add(d)) }
 
 // at returns the tick at which t falls due.
 func (w *wheel) at(t time.Time) uint32 {

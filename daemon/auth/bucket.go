@@ -48,13 +48,18 @@ func (b *Bucket) Init(rate float64, burst int) {
 
 // Allow takes one token at time now and reports whether there was one. A
 // clock that jumps backwards resets the bucket to full rather than blocking.
-func (b *Bucket) Allow(now time.Time) bool {
+func (b *Bucket) Allow(now time.Time) bool { return b.AllowAt(&b.tat, now) }
+
+// AllowAt is Allow with b as the rate and the state kept elsewhere: tat,
+// one word per limited thing (a session's record keeps it), so that a
+// reload changes the rate of every session without touching them.
+func (b *Bucket) AllowAt(tat *atomic.Int64, now time.Time) bool {
 	if b.interval == 0 {
 		return true
 	}
 	n := now.UnixNano()
 	for {
-		old := b.tat.Load()
+		old := tat.Load()
 		t := old
 		if t < n || t-n > b.tau {
 			t = n
@@ -63,7 +68,7 @@ func (b *Bucket) Allow(now time.Time) bool {
 		if next-n > b.tau {
 			return false
 		}
-		if b.tat.CompareAndSwap(old, next) {
+		if tat.CompareAndSwap(old, next) {
 			return true
 		}
 	}

@@ -13,8 +13,8 @@ import (
 // One replica is killed with SIGKILL. Every session is resumed through
 // nginx, lands on the surviving replica with resumed:true, and every
 // terminal that was in the outbox arrives exactly once. Streams that were
-// running inside the killed process cannot end (nobody runs them any
-// more): the test counts them and checks that none is duplicated.
+// running inside the killed process end with exactly one node_lost
+// (written by the survivor within sessions.node_loss_after, 2s here).
 func TestReplicaKilled(t *testing.T) {
 	redis := startRedis(t)
 	be := newFakeBackend(t)
@@ -66,6 +66,7 @@ func TestReplicaKilled(t *testing.T) {
 	// Phase 2: live clients with long streams, then SIGKILL replica-0.
 	live := dialMany(t, front, "live", n)
 	inKilled := map[string]bool{}
+	killedID := map[string]string{} // session -> its stream in the killed replica
 	for i, c := range live {
 		id := fmt.Sprintf("L%d", i)
 		if err := c.request("stream", id, job{Mode: modeSSE, Chunks: 60, GapMS: 50}); err != nil {
@@ -73,9 +74,9 @@ func TestReplicaKilled(t *testing.T) {
 		}
 		if c.welcome.Node == "replica-0" {
 			inKilled[id] = true
-		} else {
-			l.sent(c, id)
+			killedID[c.welcome.Session] = id
 		}
+		l.sent(c, id)
 	}
 	for _, c := range live {
 		for {
@@ -123,8 +124,16 @@ func TestReplicaKilled(t *testing.T) {
 			}
 			defer c2.close()
 			seen := map[string]bool{}
+			// A stream of the killed replica ends with node_lost within
+			// node_loss_after: wait for it rather than close the
+			// connection while it may be on its way.
+			lostID := killedID[c.welcome.Session]
+			waitUntil := time.Now().Add(10 * time.Second)
 			for {
 				m, err := c2.read(2 * time.Second)
+				if err != nil && lostID != "" && !seen[lostID] && time.Now().Before(waitUntil) && isTimeout(err) {
+					continue
+				}
 				if err != nil {
 					return
 				}
@@ -136,9 +145,7 @@ func TestReplicaKilled(t *testing.T) {
 					}
 					seen[m.ID] = true
 				}
-				if !inKilled[m.ID] {
-					l.see(m)
-				}
+				l.see(m)
 			}
 		}()
 	}
@@ -151,9 +158,19 @@ func TestReplicaKilled(t *testing.T) {
 	if dups != 0 {
 		t.Errorf("%d duplicate terminals after the failover", dups)
 	}
-	t.Logf("streams in flight inside the killed replica: %d (they cannot end; clients retry them)", len(inKilled))
 	l.collect(t, front, 5*time.Second)
 	l.check(t, "replica killed behind nginx")
+	lost := 0
+	for id := range inKilled {
+		l.mu.Lock()
+		m := l.first[id]
+		l.mu.Unlock()
+		if m.outcome() != "node_lost" {
+			t.Errorf("stream %s in flight in the killed replica ended with %q, want node_lost", id, m.outcome())
+		}
+		lost++
+	}
+	t.Logf("streams in flight inside the killed replica: %d, each ended with one node_lost", lost)
 	be.srv.CloseClientConnections()
 	survivor.settles(survivorBase, 8)
 }

@@ -21,6 +21,7 @@ func storeConfig(redisAddr, backend string, drainTimeout time.Duration) string {
   store: redis
   redis_url: "redis://%s"
   outbox_max: 1000
+  node_loss_after: 2s
 limits:
   session_inflight: 64
   session_rate: 100000

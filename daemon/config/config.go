@@ -60,7 +60,7 @@ type Config struct {
 	Admin    Admin              `yaml:"admin" json:"admin" reload:"restart"`
 	Log      Log                `yaml:"log" json:"log"`
 	// Readiness adds conditions to /readyz (daemon addition).
-	Readiness Readiness `yaml:"readiness" json:"readiness"`
+	Readiness Readiness `yaml:"readiness" json:"readiness" reload:"live"`
 }
 
 // Readiness configures what /readyz requires besides serving (not
@@ -331,6 +331,12 @@ type Route struct {
 	// Fallback names the backend used when every endpoint's breaker is open.
 	// Default "" (none).
 	Fallback string `yaml:"fallback" json:"fallback"`
+	// RetryOnNodeLoss runs a request whose replica crashed again on a
+	// survivor (a restart notice, then chunks from seq 0 and its terminal)
+	// instead of ending it with node_lost (contract v1.1 section 4a; Redis
+	// store; not for the inline echo). The request's data is kept in the
+	// store while it runs. Default false.
+	RetryOnNodeLoss bool `yaml:"retry_on_node_loss" json:"retry_on_node_loss"`
 }
 
 // Drain configures graceful shutdown.

@@ -98,6 +98,7 @@ func TestErrors(t *testing.T) {
 		{"hs256 needs a secret", "", nil, []string{"auth.jwt.secret_env", "ORCH_JWT_SECRET"}, nil},
 		{"short secret", "", []string{"ORCH_JWT_SECRET=short"}, []string{"at least 32 bytes"}, nil},
 		{"admin off loopback needs a password", "auth: {anonymous: true}\nlisten: {admin: \"0.0.0.0:9090\"}\n", nil, []string{"admin.password_env", "not a loopback"}, nil},
+		{"node_loss_after too short", "auth: {anonymous: true}\nsessions: {node_loss_after: 500ms}\n", nil, []string{"sessions.node_loss_after", "at least 1s"}, nil},
 		{"every problem at once", "auth: {anonymous: true}\nws: {path: ws}\nsessions: {store: disk}\n", nil, []string{"ws.path: line 2", "sessions.store: line 3"}, nil},
 		{"redis url scheme", "auth: {anonymous: true}\nsessions: {store: redis, redis_url: \"http://x:6379\"}\n", nil, []string{"sessions.redis_url", "redis:// or rediss://"}, nil},
 		{"redis url typo", "auth: {anonymous: true}\nsessions: {store: redis, redis_url: \"redis://a:7001?adr=b:7002\"}\n", nil, []string{"sessions.redis_url", `unknown parameter "adr"`}, nil},

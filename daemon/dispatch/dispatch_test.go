@@ -21,14 +21,15 @@ import (
 
 // fakeStore records what each request wrote, in order.
 type fakeStore struct {
-	mu      sync.Mutex
-	out     map[string][]string // request id -> messages
-	ends    chan string         // request ids as their terminal arrives
-	ended   map[string]bool
-	patches []string
-	turns   []events.Turn
-	acks    []uint64
-	loadErr error
+	mu       sync.Mutex
+	out      map[string][]string // request id -> messages
+	ends     chan string         // request ids as their terminal arrives
+	ended    map[string]bool
+	patches  []string
+	turns    []events.Turn
+	acks     []uint64
+	loadErr  error
+	sessions []*testSession
 }
 
 func newFakeStore() *fakeStore {
@@ -150,15 +151,14 @@ func (r *replies) last() string {
 	return r.msgs[len(r.msgs)-1]
 }
 
-func testRouter(t *testing.T, routes map[string]*route, limits config.Limits) (*Router, *fakeStore, *Session) {
+func testRouter(t *testing.T, routes map[string]*route, limits config.Limits) (*Router, *fakeStore, *testSession) {
 	t.Helper()
 	if limits.MaxInflight == 0 {
 		limits = config.Default().Limits
 	}
 	st := newFakeStore()
 	r := New(&Table{routes: routes, limits: limits}, st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	s := r.Acquire("s_1", "alice")
-	t.Cleanup(s.Release)
+	s := st.session("s_1", "alice")
 	return r, st, s
 }
 
@@ -260,8 +260,7 @@ func TestInFlightCoversTheTerminal(t *testing.T) {
 	r := New(&Table{routes: map[string]*route{"x": {name: "x", pool: echoPool(), timeout: time.Second}}, limits: config.Default().Limits},
 		st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	st.r = r
-	s := r.Acquire("s", "u")
-	defer s.Release()
+	s := st.session("s", "u")
 	r.Handle(s, []byte(`{"type":"x","id":"1"}`), (&replies{}).reply)
 	if n := <-st.atEnd; n != 1 {
 		t.Fatalf("InFlight while the terminal was written = %d, want 1", n)
@@ -477,7 +476,7 @@ func BenchmarkHandleInlineEcho(b *testing.B) {
 	st := newFakeStore()
 	r := New(&Table{routes: map[string]*route{"echo": {name: "echo", inline: true}}, limits: config.Limits{MaxInflight: 10, SessionInflight: 10, SessionRate: 1e12, SessionBurst: 1 << 30}},
 		st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	s := r.Acquire("s", "u")
+	s := st.session("s", "u")
 	msg := []byte(`{"type":"echo","id":"42","data":{"text":"hello world"}}`)
 	reply := func([]byte) error { return nil }
 	b.ReportAllocs()
@@ -531,8 +530,7 @@ func TestMetricLabelsAreRouteNames(t *testing.T) {
 	st := newFakeStore()
 	r := New(&Table{routes: map[string]*route{"echo": {name: "echo", inline: true}}, limits: config.Default().Limits},
 		st, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	s := r.Acquire("s", "u")
-	defer s.Release()
+	s := st.session("s", "u")
 	buf := make([]byte, 0, 128)
 	for i := 0; i < 50; i++ {
 		buf = fmt.Appendf(buf[:0], `{"type":"made-up-%d","id":"%d"}`, i, i)

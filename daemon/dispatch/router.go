@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/orchestratord/orchestratord/daemon/auth"
 	"github.com/orchestratord/orchestratord/daemon/backends"
 	"github.com/orchestratord/orchestratord/daemon/events"
 )
@@ -33,8 +34,8 @@ type Router struct {
 	store    Sessions
 	metrics  Metrics
 	log      *slog.Logger
-	sessions sync.Map // session id -> *Session
-	inlineOK bool     // the store numbers terminals without a round trip
+	rate     atomic.Pointer[auth.Bucket] // the per-session message rate of the table in force (state in each Session)
+	inlineOK bool                        // the store numbers terminals without a round trip
 
 	inflight atomic.Int64 // requests in flight on the node
 	draining atomic.Bool
@@ -53,6 +54,7 @@ func New(t *Table, store Sessions, m Metrics, log *slog.Logger) *Router {
 	}
 	r := &Router{store: store, metrics: m, log: log, inlineOK: store.InlineTerminals()}
 	r.table.Store(t)
+	r.rate.Store(auth.NewBucket(t.limits.SessionRate, t.limits.SessionBurst))
 	return r
 }
 
@@ -63,10 +65,7 @@ func (r *Router) Table() *Table { return r.table.Load() }
 // finish on the routes they started with; every session gets the new rate.
 func (r *Router) Swap(t *Table) *Table {
 	old := r.table.Swap(t)
-	r.sessions.Range(func(_, v any) bool {
-		v.(*Session).setRate(t.limits.SessionRate, t.limits.SessionBurst)
-		return true
-	})
+	r.rate.Store(auth.NewBucket(t.limits.SessionRate, t.limits.SessionBurst))
 	return old
 }
 
@@ -79,6 +78,9 @@ func (r *Router) InFlight() int { return int(r.inflight.Load()) }
 
 // SetDraining makes new requests fail with draining (or not).
 func (r *Router) SetDraining(on bool) { r.draining.Store(on) }
+
+// Draining reports whether new requests fail with draining.
+func (r *Router) Draining() bool { return r.draining.Load() }
 
 // OnIdle registers fn, called when a session's last request ends while
 // the node is draining.
@@ -100,17 +102,14 @@ func (r *Router) Wait(ctx context.Context) error {
 // CancelAll stops every request in flight with cause (drain past its
 // timeout: ErrDraining).
 func (r *Router) CancelAll(cause error) {
-	r.sessions.Range(func(_, v any) bool {
-		v.(*Session).cancelAll(cause)
-		return true
-	})
+	r.store.Each(func(s Session) { s.CancelAll(cause) })
 }
 
 // Handle processes one client frame of session s. It runs on a poller
 // worker and never blocks: backend calls run on their own goroutine. reply
 // writes on the connection the frame came in on. payload is valid only
 // until Handle returns.
-func (r *Router) Handle(s *Session, payload []byte, reply Reply) {
+func (r *Router) Handle(s Session, payload []byte, reply Reply) {
 	var env events.Envelope
 	if err := events.Decode(payload, &env); err != nil {
 		var de *events.DecodeError
@@ -139,7 +138,7 @@ func (r *Router) Handle(s *Session, payload []byte, reply Reply) {
 			r.refuse(reply, env.ID, "", CodeBadRequest, `ack needs "pos": an integer from 0 to 2^53-1`)
 			return
 		}
-		r.store.Ack(s.ID, pos)
+		r.store.Ack(s.ID(), pos)
 		return
 	}
 	t := r.table.Load()
@@ -151,7 +150,7 @@ func (r *Router) Handle(s *Session, payload []byte, reply Reply) {
 	if ok {
 		label = rt.name
 	}
-	if !s.allow(time.Now()) {
+	if !r.rate.Load().AllowAt(s.RateState(), time.Now()) {
 		r.refuse(reply, env.ID, label, CodeRateLimited, "message rate limit exceeded")
 		return
 	}
@@ -184,67 +183,67 @@ func (r *Router) Handle(s *Session, payload []byte, reply Reply) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	// env aliases the frame buffer (zero-copy decode): the id must be
 	// copied before it outlives this call.
-	c := &call{id: strings.Clone(env.ID), cancel: cancel}
-	if code := s.register(c, t.limits.SessionInflight); code != "" {
+	id := strings.Clone(env.ID)
+	if dup, full := s.Register(id, cancel, t.limits.SessionInflight); dup || full {
 		r.inflight.Add(-1)
 		r.wg.Done()
 		cancel(nil)
-		msg := "too many requests in flight in this session"
-		if code == CodeDuplicateID {
-			msg = "this id is already in flight"
+		code, msg := CodeOverloaded, "too many requests in flight in this session"
+		if dup {
+			code, msg = CodeDuplicateID, "this id is already in flight"
 		}
 		r.refuse(reply, env.ID, rt.name, code, msg)
 		return
 	}
 	req := &backends.Request{
-		ID:        c.id,
+		ID:        id,
 		Type:      rt.name,
-		SessionID: s.ID,
-		UserID:    s.User,
+		SessionID: s.ID(),
+		UserID:    s.User(),
 		Data:      append(json.RawMessage(nil), env.Data...),
 	}
 	var trace string
-	req.TraceParent, trace = newTraceParent(s.traceID())
-	go r.run(ctx, cancel, s, rt, req, trace)
+	req.TraceParent, trace = newTraceParent(s.TraceID())
+	go r.run(ctx, cancel, s, rt, req, trace, false)
 }
 
 // inlineEcho answers an echo route on the worker: no goroutine. Its
 // result is a terminal like any other: numbered, logged and delivered by
 // the session store, which does it in memory (Router.inlineOK).
-func (r *Router) inlineEcho(s *Session, rt *route, env *events.Envelope, _ Reply, _ *Table) {
+func (r *Router) inlineEcho(s Session, rt *route, env *events.Envelope, _ Reply, _ *Table) {
 	start := time.Now()
 	bp := getBuf()
 	defer putBuf(bp)
 	msg := events.AppendResult((*bp)[:0], env.ID, env.Data)
 	*bp = msg
-	_, _ = r.store.Terminal(context.Background(), s.ID, env.ID, msg)
+	_, _ = r.store.Terminal(context.Background(), s.ID(), env.ID, msg)
 	d := time.Since(start)
 	r.metrics.Request(rt.name, "result", d)
 	if rt.inlineDone != nil {
 		rt.inlineDone(d)
 	}
 	if r.access.Load() {
-		_, trace := newTraceParent(s.traceID())
+		_, trace := newTraceParent(s.TraceID())
 		r.accessLine(s, rt, env.ID, "result", d, len(env.Data), len(msg), trace)
 	}
 }
 
 // accessLine writes the access log line of one request (log.requests).
-func (r *Router) accessLine(s *Session, rt *route, id, outcome string, d time.Duration, in, out int, trace string) {
+func (r *Router) accessLine(s Session, rt *route, id, outcome string, d time.Duration, in, out int, trace string) {
 	r.log.LogAttrs(context.Background(), slog.LevelInfo, "request",
-		slog.String("session", s.ID), slog.String("user", s.User), slog.String("request", id),
+		slog.String("session", s.ID()), slog.String("user", s.User()), slog.String("request", id),
 		slog.String("trace", trace), slog.String("route", rt.name), slog.String("backend", rt.backend),
 		slog.String("outcome", outcome), slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 		slog.Int("bytes_in", in), slog.Int("bytes_out", out))
 }
 
-func (r *Router) handleCancel(s *Session, env *events.Envelope, reply Reply) {
+func (r *Router) handleCancel(s Session, env *events.Envelope, reply Reply) {
 	var target struct {
 		ID string `json:"id"`
 	}
 	found := false
 	if err := json.Unmarshal(env.Data, &target); err == nil && events.ValidID(target.ID) {
-		found = s.cancel(target.ID, ErrCanceled)
+		found = s.Cancel(target.ID, ErrCanceled)
 	} else {
 		r.refuse(reply, env.ID, "cancel", CodeBadRequest, `cancel needs data {"id":"<request id>"}`)
 		return

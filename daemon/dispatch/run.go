@@ -15,11 +15,12 @@ import (
 
 // run executes one accepted request on its own goroutine and writes its
 // chunks and exactly one terminal message through the session's Output.
-// trace is the trace id of req.TraceParent, for the log lines.
-func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Session, rt *route, req *backends.Request, trace string) {
+// trace is the trace id of req.TraceParent, for the log lines. restart:
+// the request runs again after node loss (Rerun).
+func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s Session, rt *route, req *backends.Request, trace string, restart bool) {
 	defer r.wg.Done()
 	start := time.Now()
-	out := r.store.Begin(s.ID, req.ID)
+	out := beginRun(r.store, rt, req, restart) // NODELOSS HOOK: recorded for node-loss recovery
 
 	ctx, stop := context.WithTimeoutCause(ctx, rt.timeout, ErrTimeout)
 	defer stop()
@@ -68,7 +69,7 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Ses
 	watchMu.Unlock()
 
 	if err == nil {
-		err = r.save(ctx, s.ID, res)
+		err = r.save(ctx, req.SessionID, res)
 	}
 	if err != nil && ctx.Err() != nil {
 		// The context's cause says why: timeout, cancel or drain.
@@ -84,7 +85,7 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Ses
 		msg = events.AppendError(buf[:0], req.ID, outcome, message(outcome, err))
 		if outcome == CodeBackendError || outcome == CodeTimeout {
 			r.log.LogAttrs(ctx, slog.LevelWarn, "request failed",
-				slog.String("session", s.ID), slog.String("user", s.User), slog.String("request", req.ID),
+				slog.String("session", req.SessionID), slog.String("user", req.UserID), slog.String("request", req.ID),
 				slog.String("trace", trace), slog.String("route", rt.name), slog.String("backend", rt.backend),
 				slog.String("code", outcome), slog.Any("err", err))
 		}
@@ -93,7 +94,7 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Ses
 	}
 	// Unregister before the terminal is written, so a client that reuses
 	// the id right after receiving it is not refused as a duplicate.
-	left := s.unregister(req.ID)
+	left := s.Unregister(req.ID)
 	out.End(msg)
 	// Counted out only once its terminal is on the socket or in the
 	// outbox: "nothing in flight" means nothing still to deliver.
@@ -105,7 +106,7 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s *Ses
 	}
 	if left == 0 && r.draining.Load() {
 		if fn := r.onIdle.Load(); fn != nil {
-			(*fn)(s.ID)
+			(*fn)(req.SessionID)
 		}
 	}
 }

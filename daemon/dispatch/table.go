@@ -32,6 +32,8 @@ type route struct {
 	inlineDone func(time.Duration)
 	// needsSession: the backend reads the session (context, history).
 	needsSession bool
+	// retry: retry_on_node_loss, a survivor runs the request again.
+	retry bool
 }
 
 // Table is an immutable snapshot of routes and limits. A reload builds a
@@ -70,6 +72,7 @@ func NewTable(cfg config.Config, set *backends.Set) (*Table, error) {
 			firstChunk:   rc.FirstChunkTimeout.D(),
 			idle:         rc.IdleTimeout.D(),
 			inline:       bc.Kind == config.KindEcho && bc.Delay == 0 && bc.Stream == "",
+			retry:        rc.RetryOnNodeLoss,
 			needsSession: bc.Kind == config.KindHTTP || bc.Kind == config.KindNATS || bc.Kind == config.KindOpenAI,
 		}
 		if r.inline {

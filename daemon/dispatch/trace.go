@@ -8,27 +8,9 @@ import (
 
 // Trace ids (contract section 7): every request has a W3C trace id. It is
 // the one of the handshake's traceparent when the gateway trusted it
-// (Session.SetTraceID), else a new one per request. The request's
+// (Session.TraceID, kept in the session's record), else a new one per request. The request's
 // traceparent, sent to the backend, carries that trace id and a new span
 // id; every log line about the request has the trace id under "trace".
-
-// SetTraceID makes the requests of s carry traceID (32 lowercase hex
-// digits, not all zero), from a trusted handshake's traceparent; "" goes
-// back to a new trace id per request. An invalid id is ignored.
-func (s *Session) SetTraceID(traceID string) {
-	if traceID != "" && !ValidTraceID(traceID) {
-		return
-	}
-	s.trace.Store(&traceID)
-}
-
-// traceID returns the session's trace id, or "".
-func (s *Session) traceID() string {
-	if p := s.trace.Load(); p != nil {
-		return *p
-	}
-	return ""
-}
 
 // ValidTraceID reports whether id is a W3C trace id: 32 lowercase hex
 // digits, not all zero.

@@ -96,8 +96,7 @@ func TestTraceAndAccessLog(t *testing.T) {
 	r := New(&Table{routes: map[string]*route{"sql": rt}, limits: config.Default().Limits}, st, nil,
 		slog.New(slog.NewJSONHandler(&logs, nil)))
 	r.SetAccessLog(true)
-	s := r.Acquire("s_1", "alice")
-	defer s.Release()
+	s := st.session("s_1", "alice")
 	var rp replies
 
 	r.Handle(s, []byte(`{"type":"sql","id":"a","data":1}`), rp.reply)
@@ -105,7 +104,7 @@ func TestTraceAndAccessLog(t *testing.T) {
 	st.waitEnd(t, "a")
 	st.waitEnd(t, "b")
 	const trusted = "4bf92f3577b34da6a3ce929d0e0e4736"
-	s.SetTraceID(trusted)
+	s.setTraceID(trusted)
 	r.Handle(s, []byte(`{"type":"sql","id":"c","data":"fail"}`), rp.reply)
 	st.waitEnd(t, "c")
 
@@ -117,6 +116,11 @@ func TestTraceAndAccessLog(t *testing.T) {
 	}
 	if tc != trusted {
 		t.Errorf("trusted session's trace id = %q, want %q", tc, trusted)
+	}
+	// The access line is written just after the terminal: wait for the
+	// requests' goroutines to end.
+	if err := r.Wait(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 	want := map[string]string{"a": ta, "b": tb, "c": trusted}
 	access := 0
@@ -150,6 +154,9 @@ func TestTraceAndAccessLog(t *testing.T) {
 	r.SetAccessLog(false)
 	r.Handle(s, []byte(`{"type":"sql","id":"d","data":1}`), rp.reply)
 	st.waitEnd(t, "d")
+	if err := r.Wait(context.Background()); err != nil { // the request's goroutine has ended
+		t.Fatal(err)
+	}
 	if n := len(logs.lines()); n != 0 {
 		t.Errorf("with the access log off got %d lines", n)
 	}

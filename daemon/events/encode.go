@@ -13,7 +13,17 @@ const (
 	TypeResult    = "result"
 	TypeError     = "error"
 	TypeReconnect = "reconnect"
+	TypeRestart   = "restart"
 )
+
+// AppendRestart appends the notice that request id runs again from the
+// start on another replica (its chunks restart at seq 0; contract v1.1
+// section 4a, retry_on_node_loss).
+func AppendRestart(dst []byte, id string) []byte {
+	dst = append(dst, `{"type":"restart","id":`...)
+	dst = AppendString(dst, id)
+	return append(dst, '}')
+}
 
 // AppendWelcome appends the welcome message sent on connect.
 func AppendWelcome(dst []byte, session string, resumed bool, node string, heartbeatMS int64) []byte {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/orchestratord/orchestratord/daemon/sessions"
 	"github.com/orchestratord/orchestratord/netpoll"
 )
 
@@ -28,16 +29,23 @@ var ErrNoSuchSession = errors.New("no such session on this node")
 func (g *Gateway) Sessions(query string, offset, limit int) ([]SessionRow, int) {
 	type ref struct {
 		st    *conn
+		rec   Session
 		since time.Time
 	}
 	var refs []ref
-	g.conns.Range(func(_, v any) bool {
-		st := v.(*conn)
-		if query != "" && !strings.Contains(st.sessionID(), query) && !strings.Contains(st.id.User, query) && !strings.Contains(clientString(st.c.Client()), query) {
-			return true
+	g.mgr.EachAttached(func(out sessions.Outlet) {
+		st, ok := out.(*conn)
+		if !ok {
+			return
 		}
-		refs = append(refs, ref{st, st.c.Since()})
-		return true
+		rec := st.session()
+		if rec == nil {
+			return
+		}
+		if query != "" && !strings.Contains(rec.ID(), query) && !strings.Contains(rec.User(), query) && !strings.Contains(clientString(st.c.Client()), query) {
+			return
+		}
+		refs = append(refs, ref{st, rec, st.c.Since()})
 	})
 	sort.Slice(refs, func(i, j int) bool { return refs[i].since.After(refs[j].since) })
 	total := len(refs)
@@ -49,16 +57,8 @@ func (g *Gateway) Sessions(query string, offset, limit int) ([]SessionRow, int) 
 	for _, r := range refs[offset:end] {
 		st := r.st
 		s := st.c.Stats()
-		row := SessionRow{ID: st.sessionID(), User: st.id.User, Remote: clientString(st.c.Client()), ConnectedSince: r.since,
-			MsgsIn: s.MsgsIn, MsgsOut: s.MsgsOut, BytesIn: s.BytesIn, BytesOut: s.BytesOut}
-		st.mu.Lock()
-		if st.sess != nil {
-			sess := st.sess
-			st.mu.Unlock()
-			row.InFlight = sess.InFlight()
-		} else {
-			st.mu.Unlock()
-		}
+		row := SessionRow{ID: r.rec.ID(), User: r.rec.User(), Remote: clientString(st.c.Client()), ConnectedSince: r.since,
+			InFlight: r.rec.InFlight(), MsgsIn: s.MsgsIn, MsgsOut: s.MsgsOut, BytesIn: s.BytesIn, BytesOut: s.BytesOut}
 		rows = append(rows, row)
 	}
 	return rows, total
@@ -67,16 +67,10 @@ func (g *Gateway) Sessions(query string, offset, limit int) ([]SessionRow, int) 
 // Kick closes the live connection of session id on this node (1008,
 // closed by an operator). The client may reconnect and resume.
 func (g *Gateway) Kick(id string) error {
-	v, ok := g.conns.Load(id)
+	st, ok := g.mgr.Outlet(id).(*conn)
 	if !ok {
 		return ErrNoSuchSession
 	}
-	v.(*conn).c.Close(netpoll.ClosePolicyViolation, "closed by an operator")
+	st.c.Close(netpoll.ClosePolicyViolation, "closed by an operator")
 	return nil
-}
-
-func (st *conn) sessionID() string {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.sessID
 }

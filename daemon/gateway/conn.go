@@ -2,36 +2,57 @@ package gateway
 
 import (
 	"sync"
+	"time"
 
-	"github.com/orchestratord/orchestratord/daemon/auth"
 	"github.com/orchestratord/orchestratord/daemon/dispatch"
 	"github.com/orchestratord/orchestratord/daemon/events"
 	"github.com/orchestratord/orchestratord/daemon/sessions"
 	"github.com/orchestratord/orchestratord/netpoll"
 )
 
-// conn is the gateway's state of one connection; it is the session
-// manager's Outlet for it.
+// conn is the gateway's state of one connection, the netpoll Conn's
+// value: a few words pointing at the session's one record (rec), and the
+// session manager's Outlet for it. What only the handshake and the attach
+// need (the user, ?session=, ?last=, frames received meanwhile) lives in
+// pre and is dropped once attached.
 type conn struct {
-	g      *Gateway
-	c      *netpoll.Conn
-	id     auth.Identity
-	resume string
-	from   sessions.Resume // where a resume's replay starts (?last=)
-	reply  dispatch.Reply
-	// handshakeTraceparent is the W3C traceparent header of the handshake
-	// when a trusted proxy (listen.trusted_proxies) sent it, else "". It is
-	// set before OnOpen and never changed: any goroutine may read it.
-	// Requests of the connection continue that trace.
-	handshakeTraceparent string
-	cid                  string // connection id of the log lines
+	g     *Gateway
+	c     wsConn
+	reply dispatch.Reply
 
-	mu       sync.Mutex // guards the fields below
-	attached bool
-	closed   bool
-	pending  [][]byte // frames received before the session was attached
-	sessID   string
-	sess     *dispatch.Session
+	mu    sync.Mutex // guards the fields below
+	state connState
+	rec   Session    // the session's record, from attached on
+	pre   *preAttach // until attached
+}
+
+type connState uint8
+
+const (
+	connAttaching connState = iota // Bind under way: frames wait in pre.pending
+	connAttached                   // bound to rec
+	connDetached                   // given back at the end of a drain (DetachAll)
+	connClosed
+)
+
+// preAttach is what a connection needs until its session is attached.
+type preAttach struct {
+	user    string
+	expires time.Time // the token's, zero if none
+	resume  string
+	from    sessions.Resume // where a resume's replay starts (?last=)
+	pending [][]byte        // frames received before the session was attached
+	// traceparent is the W3C traceparent header of the handshake when a
+	// trusted proxy (listen.trusted_proxies) sent it, else "": requests
+	// of the session continue that trace (Record.SetTraceID at attach).
+	traceparent string
+}
+
+// session returns the connection's record, nil before attach.
+func (st *conn) session() Session {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.rec
 }
 
 // Send queues one message on the connection (sessions.Outlet).

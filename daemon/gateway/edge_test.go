@@ -24,7 +24,8 @@ func TestClientReadyzSaysOnlyAReason(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &Gateway{opts: Options{Path: "/ws"}, mgr: mgr}
+	router := &fakeRouter{}
+	g := &Gateway{opts: Options{Path: "/ws"}, mgr: ManagerSessions(mgr), router: router}
 	h := g.PlainHandler()
 	get := func() (int, string) {
 		w := httptest.NewRecorder()
@@ -34,11 +35,11 @@ func TestClientReadyzSaysOnlyAReason(t *testing.T) {
 	if code, body := get(); code != 200 || body != `{"status":"ready"}`+"\n" {
 		t.Fatalf("ready: %d %q", code, body)
 	}
-	g.draining.Store(true)
+	router.SetDraining(true)
 	if code, body := get(); code != 503 || body != `{"status":"not_ready","reason":"draining"}`+"\n" {
 		t.Fatalf("draining: %d %q", code, body)
 	}
-	g.draining.Store(false)
+	router.SetDraining(false)
 	mgr.Close() // the store is gone
 	code, body := get()
 	if code != 503 || body != `{"status":"not_ready","reason":"store"}`+"\n" {
@@ -123,7 +124,7 @@ func TestAdmitKeepsTrustedTraceparent(t *testing.T) {
 		if d.Refusal != nil {
 			t.Fatalf("case %d refused: %v", i, d.Refusal)
 		}
-		if got := d.Value.(*conn).handshakeTraceparent; got != tc.want {
+		if got := d.Value.(*conn).pre.traceparent; got != tc.want {
 			t.Errorf("case %d: handshakeTraceparent %q, want %q", i, got, tc.want)
 		}
 	}

@@ -64,9 +64,9 @@ type Options struct {
 // Gateway binds connections to sessions. Build it with New.
 type Gateway struct {
 	opts    Options
-	gate    *auth.Gate
-	mgr     *sessions.Manager
-	router  *dispatch.Router
+	gate    Gate
+	mgr     Sessions
+	router  Dispatcher
 	metrics Metrics
 	log     *slog.Logger
 
@@ -74,18 +74,16 @@ type Gateway struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // attach goroutines
 
-	conns     sync.Map // session id -> *conn (attached connections)
 	attaching atomic.Int64
-	connSeq   atomic.Uint64 // numbers connections for the logs
-	msgsIn    atomic.Uint64 // messages received since start
-	msgsOut   atomic.Uint64 // messages sent since start
-	draining  atomic.Bool
+	msgsIn    atomic.Uint64    // messages received since start
+	msgsOut   atomic.Uint64    // messages sent since start
 	alive     func() time.Time // the engine's liveness
 }
 
-// New returns a gateway. alive reports the engine's last progress (for
-// /healthz); it may be set later with SetAlive.
-func New(opts Options, gate *auth.Gate, mgr *sessions.Manager, router *dispatch.Router, m Metrics, log *slog.Logger) *Gateway {
+// New returns a gateway: gate decides handshakes, mgr binds connections
+// to sessions (ManagerSessions of the session manager), router handles
+// their frames. Liveness for /healthz is set with SetAlive.
+func New(opts Options, gate Gate, mgr Sessions, router Dispatcher, m Metrics, log *slog.Logger) *Gateway {
 	if m == nil {
 		m = noMetrics{}
 	}
@@ -128,11 +126,11 @@ func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
 		return netpoll.Decision{Refusal: ref}
 	}
 	g.metrics.Handshake("accepted")
-	st := &conn{g: g, id: id, resume: resume, from: from,
-		cid: "c" + strconv.FormatUint(g.connSeq.Add(1), 36)}
+	st := &conn{g: g, pre: &preAttach{user: id.User, expires: id.Expires, resume: resume, from: from}}
 	if r.Trusted {
-		st.handshakeTraceparent = handshakeTraceparent(r.Header)
+		st.pre.traceparent = handshakeTraceparent(r.Header)
 	}
+	st.reply = st.Send
 	d := netpoll.Decision{Value: st}
 	if offersSubprotocol(r.Header.Values("Sec-WebSocket-Protocol"), Subprotocol) {
 		d.Subprotocol = Subprotocol
@@ -163,15 +161,27 @@ func (g *Gateway) checkResume(h *auth.Handshake, user, resume string) *auth.Refu
 // OnOpen attaches the new connection to its session off the poller: the
 // store may take a round trip. Frames that arrive meanwhile wait, in order.
 func (g *Gateway) OnOpen(c *netpoll.Conn) {
-	st := c.Value().(*conn)
+	g.open(connOf(c), c)
+}
+
+// connOf returns the gateway's state of c.
+func connOf(c *netpoll.Conn) *conn {
+	st, _ := c.Value().(*conn)
+	return st
+}
+
+// cid is the connection's id in log lines.
+func (st *conn) cid() string { return "c" + strconv.FormatUint(st.c.ID(), 36) }
+
+func (g *Gateway) open(st *conn, c wsConn) {
 	st.c = c
-	st.reply = st.Send
-	if exp := st.id.Expires; !exp.IsZero() && !g.opts.AllowExpiredConnections {
+	// st.pre is not shared yet: attach starts below.
+	if exp := st.pre.expires; !exp.IsZero() && !g.opts.AllowExpiredConnections {
 		c.CloseAt(exp, netpoll.CloseTokenExpired, "token expired")
 	}
 	if g.log.Enabled(context.Background(), slog.LevelDebug) {
 		g.log.LogAttrs(context.Background(), slog.LevelDebug, "connection open",
-			slog.String("conn", st.cid), slog.String("remote", clientString(c.Client())), slog.String("user", st.id.User))
+			slog.String("conn", st.cid()), slog.String("remote", clientString(c.Client())), slog.String("user", st.pre.user))
 	}
 	g.attaching.Add(1)
 	g.wg.Add(1)
@@ -183,34 +193,33 @@ func (g *Gateway) attach(st *conn) {
 	defer g.attaching.Add(-1)
 	ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
 	defer cancel()
-	id, _, err := g.mgr.Attach(ctx, st.id.User, st.resume, st.from, st, st.welcome)
+	st.mu.Lock()
+	pre := st.pre
+	st.mu.Unlock()
+	rec, err := g.mgr.Bind(ctx, pre.user, pre.resume, pre.from, st, st.welcome)
 	if err != nil {
 		g.metrics.StoreError("attach")
-		g.log.Warn("attach session failed", "conn", st.cid, "remote", clientString(st.c.Client()), "user", st.id.User, "err", err)
+		g.log.Warn("attach session failed", "conn", st.cid(), "remote", clientString(st.c.Client()), "user", pre.user, "err", err)
 		st.c.Close(netpoll.CloseInternalError, "session store unavailable")
 		return
 	}
-	sess := g.router.Acquire(id, st.id.User)
-	sess.SetTraceID(dispatch.TraceIDFromParent(st.handshakeTraceparent))
+	rec.SetTraceID(dispatch.TraceIDFromParent(pre.traceparent))
 	st.mu.Lock()
-	if st.closed {
+	if st.state == connClosed {
 		st.mu.Unlock()
-		g.mgr.Detach(id, st, st.c.Acked())
-		sess.Release()
+		g.mgr.Detach(rec, st, st.c.Acked())
 		return
 	}
-	st.sessID, st.sess = id, sess
-	// An older connection of this session, being kicked (4009) by the
-	// manager, is replaced here; its OnClose removes only itself
-	// (CompareAndDelete).
-	g.conns.Store(id, st)
-	for _, p := range st.pending {
-		g.router.Handle(sess, p, st.reply)
+	st.rec = rec
+	// Frames received meanwhile, in order, before any later one (OnMessage
+	// waits on st.mu).
+	for _, p := range st.pre.pending {
+		g.router.Handle(rec, p, st.reply)
 	}
-	st.pending = nil
-	st.attached = true
+	st.pre = nil
+	st.state = connAttached
 	st.mu.Unlock()
-	if g.draining.Load() && sess.InFlight() == 0 {
+	if g.router.Draining() && rec.InFlight() == 0 {
 		g.reconnect(st)
 	}
 }
@@ -219,63 +228,78 @@ func (g *Gateway) attach(st *conn) {
 // attached.
 const maxPending = 32
 
-// OnMessage hands one frame to dispatch. It runs on a poller worker.
+// OnMessage hands one frame to dispatch. It runs on the poller: nothing
+// here waits on the store (dispatch never does on this path).
 func (g *Gateway) OnMessage(c *netpoll.Conn, payload []byte) {
-	st := c.Value().(*conn)
+	g.message(connOf(c), payload)
+}
+
+func (g *Gateway) message(st *conn, payload []byte) {
 	g.msgsIn.Add(1)
 	g.metrics.MessageIn()
 	g.metrics.BytesIn(len(payload))
 	st.mu.Lock()
-	if !st.attached {
-		if len(st.pending) >= maxPending {
+	if st.state == connAttaching {
+		if len(st.pre.pending) >= maxPending {
 			st.mu.Unlock()
-			c.Close(netpoll.ClosePolicyViolation, "too many messages before welcome")
+			st.c.Close(netpoll.ClosePolicyViolation, "too many messages before welcome")
 			return
 		}
-		st.pending = append(st.pending, append([]byte(nil), payload...))
+		st.pre.pending = append(st.pre.pending, append([]byte(nil), payload...))
 		st.mu.Unlock()
 		return
 	}
-	sess := st.sess
+	rec := st.rec
 	st.mu.Unlock()
-	g.mgr.Touch(sess.ID)
-	g.router.Handle(sess, payload, st.reply)
+	if rec == nil {
+		return // closed before it was attached
+	}
+	rec.Touch()
+	g.router.Handle(rec, payload, st.reply)
 }
 
 // OnClose detaches the connection; its requests keep running and their
 // output goes to the session.
 func (g *Gateway) OnClose(c *netpoll.Conn, code netpoll.CloseCode, err error) {
-	st, _ := c.Value().(*conn)
 	g.metrics.Closed(int(code))
+	st := connOf(c)
 	if st == nil {
 		return
 	}
 	if g.log.Enabled(context.Background(), slog.LevelDebug) {
 		st.mu.Lock()
-		sid := st.sessID
+		rec, user, sid := st.rec, "", ""
+		if st.pre != nil {
+			user = st.pre.user
+		}
 		st.mu.Unlock()
-		attrs := []slog.Attr{slog.String("conn", st.cid), slog.String("remote", clientString(c.Client())),
-			slog.String("user", st.id.User), slog.String("session", sid), slog.Int("code", int(code))}
+		if rec != nil {
+			user, sid = rec.User(), rec.ID()
+		}
+		attrs := []slog.Attr{slog.String("conn", st.cid()), slog.String("remote", clientString(c.Client())),
+			slog.String("user", user), slog.String("session", sid), slog.Int("code", int(code))}
 		if err != nil {
 			attrs = append(attrs, slog.Any("err", err))
 		}
 		g.log.LogAttrs(context.Background(), slog.LevelDebug, "connection closed", attrs...)
 	}
 	g.gate.Release(c.Client().Addr())
+	g.closed(st)
+}
+
+func (g *Gateway) closed(st *conn) {
 	st.mu.Lock()
-	st.closed = true
-	id, sess := st.sessID, st.sess
+	was, rec := st.state, st.rec
+	st.state = connClosed
 	st.mu.Unlock()
-	if id == "" {
-		return
+	if was != connAttached {
+		return // not attached yet (attach detaches it), or detached by DetachAll
 	}
-	g.conns.CompareAndDelete(id, st)
 	// The session's delivered cursor moves to what the peer's TCP
 	// acknowledged: the terminals after it (never written, or still in
 	// the kernel's send queue) go to the next resume without ?last=.
 	// Detach writes it off this goroutine.
-	g.mgr.Detach(id, st, c.Acked())
-	sess.Release()
+	g.mgr.Detach(rec, st, st.c.Acked())
 }
 
 // Close stops the attach goroutines and waits for them.

@@ -59,7 +59,7 @@ func (e *NotReadyError) Unwrap() error { return e.Err }
 // session store reachable and, when configured (readiness.backends), the
 // named backends healthy. A failure is a *NotReadyError.
 func (g *Gateway) Ready(ctx context.Context) error {
-	if g.draining.Load() {
+	if g.Draining() {
 		return &NotReadyError{Reason: ReasonDraining}
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)

@@ -36,10 +36,26 @@ func (s sessionSink) Begin(sessionID, requestID string) dispatch.Output {
 	return s.m.Begin(sessionID, requestID)
 }
 
+// BeginRoute implements dispatch.RouteBeginner: the request is recorded
+// for node-loss recovery (docs/sessions.md, "Node loss").
+func (s sessionSink) BeginRoute(sessionID, requestID, route string, retry []byte) dispatch.Output {
+	return s.m.BeginRoute(sessionID, requestID, route, retry)
+}
+
 // Terminal writes a terminal through the manager (numbered, logged,
 // delivered).
 func (s sessionSink) Terminal(ctx context.Context, sessionID, requestID string, msg []byte) (uint64, error) {
 	return s.m.Terminal(ctx, sessionID, requestID, msg)
+}
+
+// Each calls fn for every session record the node holds.
+func (s sessionSink) Each(fn func(dispatch.Session)) {
+	s.m.Each(func(r *sessions.Record) { fn(r) })
+}
+
+// Hold returns the session's record, registered until release.
+func (s sessionSink) Hold(sessionID, user string) (dispatch.Session, func()) {
+	return s.m.Hold(sessionID, user)
 }
 
 // Ack trims the session's replay log up to pos; it never blocks.

@@ -266,8 +266,12 @@ type ServerReport struct {
 	CPUSeconds        float64 `json:"cpu_seconds"`    // during the measured phase
 	CPUPercent        float64 `json:"cpu_percent"`    // of one core during the phase
 	MsgsPerCPUSecond  float64 `json:"msgs_per_cpu_s"` // echoes answered per server CPU-second
-	PhaseSeconds      float64 `json:"phase_seconds"`  // wall time of the measured phase
-	ConnectCPUSeconds float64 `json:"connect_cpu_s"`  // server CPU spent accepting the connections
+	// CPUPer100k is server CPU-seconds per 100,000 answered messages: at a
+	// fixed offered rate (open loop) it is the cost a saturated client
+	// cannot hide.
+	CPUPer100k        float64 `json:"cpu_s_per_100k_msgs"`
+	PhaseSeconds      float64 `json:"phase_seconds"` // wall time of the measured phase
+	ConnectCPUSeconds float64 `json:"connect_cpu_s"` // server CPU spent accepting the connections
 }
 
 func perConn(a, b int64, n int) float64 {
@@ -301,6 +305,9 @@ func (r *ServerReport) fill(msgs uint64) {
 		}
 		if r.CPUSeconds > 0 {
 			r.MsgsPerCPUSecond = float64(msgs) / r.CPUSeconds
+		}
+		if msgs > 0 {
+			r.CPUPer100k = r.CPUSeconds * 1e5 / float64(msgs)
 		}
 	}
 }

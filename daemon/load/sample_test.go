@@ -48,7 +48,7 @@ func TestSamplerSelf(t *testing.T) {
 		After:     Sample{CPUSeconds: 4.5, CPUBeforeGC: 4},
 	}
 	r.fill(1000)
-	if r.RSSPerConn != 1000 || r.FDsPerConn != 1 || r.GoPerConn != 100 || r.GoroutinesPerConn != 0 || r.SlabPerConn != 50 || r.MsgsPerCPUSecond != 500 || r.ConnectCPUSeconds != 0.5 {
+	if r.RSSPerConn != 1000 || r.FDsPerConn != 1 || r.GoPerConn != 100 || r.GoroutinesPerConn != 0 || r.SlabPerConn != 50 || r.MsgsPerCPUSecond != 500 || r.CPUPer100k != 200 || r.ConnectCPUSeconds != 0.5 {
 		t.Fatalf("report = %+v", r)
 	}
 }

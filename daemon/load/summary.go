@@ -45,6 +45,9 @@ func (r *Result) Summary() string {
 		fmt.Fprintf(&b, "server: RSS %d -> %d B, threads %d, goroutines %d; CPU %.2fs in %.1fs (%.1f%% of a core), %.0f msgs per CPU-second\n",
 			s.Before.RSSBytes, s.Connected.RSSBytes, s.Connected.Threads, s.Connected.Goroutines,
 			s.CPUSeconds, s.PhaseSeconds, s.CPUPercent, s.MsgsPerCPUSecond)
+		if s.CPUPer100k > 0 {
+			fmt.Fprintf(&b, "server: %.3f CPU-seconds per 100k messages\n", s.CPUPer100k)
+		}
 		if s.Connected.MetricsError != "" {
 			fmt.Fprintf(&b, "server metrics: %s\n", s.Connected.MetricsError)
 		}

@@ -33,7 +33,7 @@ func TestRedisACL(t *testing.T) {
 	}
 	prefix := randomPrefix()
 	args := append([]string{"--user", "orch", "on", ">s3cret", "~" + prefix + "*", "resetchannels", "&" + prefix + "*"}, strings.Fields(aclRule)...)
-	s := redistest.StartSingleT(t, sentinelPorts+50, args...)
+	s := redistest.StartSingleT(t, aclPorts, args...)
 	cfg, err := config.Parse([]byte(`auth: {anonymous: true}
 sessions:
   store: redis

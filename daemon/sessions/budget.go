@@ -67,8 +67,8 @@ func (s *MemoryStore) trimToBudget() {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		for id, e := range sh.m {
-			if !e.detached.IsZero() && e.logBytes > 0 {
-				cs = append(cs, cand{id, e.detached})
+			if e.detached != 0 && e.logBytes > 0 {
+				cs = append(cs, cand{id, time.Unix(0, e.detached)})
 			}
 		}
 		sh.mu.Unlock()
@@ -81,7 +81,7 @@ func (s *MemoryStore) trimToBudget() {
 		}
 		sh := s.shard(c.id)
 		sh.mu.Lock()
-		if e := sh.m[c.id]; e != nil && !e.detached.IsZero() {
+		if e := sh.m[c.id]; e != nil && e.detached != 0 {
 			s.dropLocked(e, len(e.log))
 			trimmed++
 		}
@@ -114,14 +114,14 @@ func (s *MemoryStore) detached(dst []DetachedInfo, limit int) ([]DetachedInfo, i
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		for id, e := range sh.m {
-			if e.detached.IsZero() {
+			if e.detached == 0 {
 				continue
 			}
 			n++
 			if dst == nil && limit == 0 {
 				continue
 			}
-			d := DetachedInfo{ID: id, User: e.s.User, Since: e.detached}
+			d := DetachedInfo{ID: id, User: e.s.User, Since: time.Unix(0, e.detached)}
 			for _, le := range e.log {
 				if le.Pos > e.dlv && len(le.Msg) > 0 {
 					d.Owed++

@@ -22,11 +22,11 @@ import (
 // (bus_nats.go), chosen by sessions.bus. Each node subscribes to its own
 // channel and the others send to it. A send reports whether the node's
 // subscriber received the message (PUBLISH's receiver count; a NATS
-// request answered on arrival), so a relay nobody received falls back to
-// the outbox. Messages from one node to another are sent in order, each
-// waiting for its answer, and both transports deliver one channel's
-// messages in order; the receiving node handles them in order on one
-// goroutine. docs/sessions.md gives the ordering argument.
+// request answered on arrival); a terminal nobody received waits in the
+// session's replay log for the next resume. Messages from one node to
+// another are sent in order, each waiting for its answer, and both
+// transports deliver one channel's messages in order; the receiving node
+// handles them in order on one goroutine. docs/sessions.md gives the ordering argument.
 
 // busTransport carries bus messages between nodes.
 type busTransport interface {
@@ -255,15 +255,21 @@ func (b *bus) announce(ctx context.Context, id string, conn, epoch uint64, nodes
 // they produced so far, then ack.
 func (b *bus) onAttach(h busMsg) {
 	m := b.m
-	var older Outlet // kicked once the lock is released
+	var (
+		older Outlet // kicked once the lock is released
+		r     *remote
+		outs  []busOut
+	)
 	if l := m.lockLocal(h.S, false); l != nil {
 		if h.E > l.epoch {
 			l.epoch = h.E
 			older = l.out
-			l.out, l.conn = nil, 0
-			to := Holder{Node: h.N, Conn: h.C, Epoch: h.E}
-			l.remote = to
-			var outs []busOut
+			l.out, l.conn, l.detached = nil, 0, 0
+			// Live output of these streams from now on waits behind the
+			// replay (relayLocked) until it is published: no chunk
+			// overtakes it, and nothing is published under l.mu.
+			r = &remote{Holder: Holder{Node: h.N, Conn: h.C, Epoch: h.E}, replaying: true}
+			l.remote = r
 			for _, s := range l.sortedStreams() {
 				for _, c := range s.replay() {
 					msg, err := encodeBus(busMsg{T: busRelay, S: h.S, C: h.C, R: s.req}, c)
@@ -272,29 +278,53 @@ func (b *bus) onAttach(h busMsg) {
 					}
 				}
 			}
-			// Published under l.mu, so that no live chunk of these
-			// streams overtakes the replay (this is the bus goroutine; a
-			// connection worker waits on l.mu only for a session with
-			// requests running here while it is taken over elsewhere).
-			if len(outs) > 0 {
-				ctx, cancel := context.WithTimeout(b.ctx, m.opts.Redis.OpTimeout)
-				for _, r := range b.t.send(ctx, outs) {
-					if r.err != nil {
-						m.log.Warn("session replay relay failed", slog.String("session", h.S), slog.Any("err", r.err))
-						break
-					}
-				}
-				cancel()
-			}
 		}
 		m.releaseLocked(l)
 		l.mu.Unlock()
+		if r != nil {
+			b.publishReplay(l, r, h, outs)
+		}
 	}
 	if older != nil {
 		older.Kick()
 	}
 	if _, err := b.publish(b.ctx, h.N, busMsg{T: busAck, K: h.K, N: m.node}, nil); err != nil {
 		m.log.Warn("session attach ack failed", slog.String("session", h.S), slog.Any("err", err))
+	}
+}
+
+// publishReplay publishes an attach's replay, then what came live for the
+// new holder meanwhile, in order, until nothing waits; then live messages
+// are relayed directly again. Runs on the bus goroutine, off l.mu.
+func (b *bus) publishReplay(l *Record, r *remote, h busMsg, outs []busOut) {
+	m := b.m
+	for {
+		if len(outs) > 0 {
+			ctx, cancel := context.WithTimeout(b.ctx, m.opts.Redis.OpTimeout)
+			for _, res := range b.t.send(ctx, outs) {
+				if res.err != nil {
+					m.log.Warn("session replay relay failed", slog.String("session", h.S), slog.Any("err", res.err))
+					break
+				}
+			}
+			cancel()
+		}
+		l.mu.Lock()
+		q := r.q
+		r.q = nil
+		if len(q) == 0 {
+			r.replaying = false
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock()
+		outs = outs[:0]
+		for _, o := range q {
+			msg, err := encodeBus(busMsg{T: busRelay, S: h.S, C: h.C, R: o.req, P: o.pos}, o.msg)
+			if err == nil {
+				outs = append(outs, busOut{node: h.N, msg: msg})
+			}
+		}
 	}
 }
 

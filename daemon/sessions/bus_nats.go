@@ -68,7 +68,9 @@ func (t *natsTransport) start(ctx context.Context, self string, deliver func([]b
 		nats.ReconnectJitter(50*time.Millisecond, 50*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			up(false)
-			t.log.Warn("session bus: NATS connection lost, reconnecting", slog.String("subject", subj), slog.Any("err", err))
+			if err != nil { // nil: our own Close
+				t.log.Warn("session bus: NATS connection lost, reconnecting", slog.String("subject", subj), slog.Any("err", err))
+			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			up(true)

@@ -1,10 +1,12 @@
 package sessions
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/orchestratord/orchestratord/daemon/events"
@@ -46,26 +48,10 @@ func (m *Manager) Terminal(ctx context.Context, sessionID, requestID string, msg
 	return m.terminal(ctx, l, requestID, msg, nil)
 }
 
-// holdLocal returns the session's local state and keeps it registered
-// until unhold.
-func (m *Manager) holdLocal(id string) *local {
-	l := m.lockLocal(id, true)
-	l.held++
-	l.mu.Unlock()
-	return l
-}
-
-func (m *Manager) unhold(l *local) {
-	l.mu.Lock()
-	l.held--
-	m.releaseLocked(l)
-	l.mu.Unlock()
-}
-
 // terminal is Terminal on a held local; s, if set, is the request's
 // stream, unregistered in the same step (so a resume sees either its
 // chunks and then its terminal live, or its terminal in the replay).
-func (m *Manager) terminal(ctx context.Context, l *local, req string, msg []byte, s *Stream) (uint64, error) {
+func (m *Manager) terminal(ctx context.Context, l *Record, req string, msg []byte, s *Stream) (uint64, error) {
 	at := events.PosIndex(msg)
 	l.termMu.Lock()
 	defer l.termMu.Unlock()
@@ -101,7 +87,7 @@ func (m *Manager) terminal(ctx context.Context, l *local, req string, msg []byte
 // numbered for the connection: positions keep growing (a terminal at or
 // below l.sent would be taken for one already sent and never delivered),
 // and a resume over the lost ones says recovered:false with missed.
-func (m *Manager) append(ctx context.Context, l *local, msg []byte, at int) (Appended, error) {
+func (m *Manager) append(ctx context.Context, l *Record, msg []byte, at int) (Appended, error) {
 	a, err := m.store.Append(ctx, l.id, msg, at)
 	if errors.Is(err, ErrNotFound) {
 		l.mu.Lock()
@@ -118,7 +104,7 @@ func (m *Manager) append(ctx context.Context, l *local, msg []byte, at int) (App
 // the new log first takes the positions this node numbered for the
 // session's connection as a gap. l.termMu held, so that two restores of
 // the session on this node do not both add the gap.
-func (m *Manager) restore(ctx context.Context, l *local, user string) error {
+func (m *Manager) restore(ctx context.Context, l *Record, user string) error {
 	if _, err := m.store.Get(ctx, l.id); err == nil || !errors.Is(err, ErrNotFound) {
 		return err
 	}
@@ -127,6 +113,9 @@ func (m *Manager) restore(ctx context.Context, l *local, user string) error {
 	}
 	l.mu.Lock()
 	sent := l.sent
+	if l.ahead != nil && len(*l.ahead) > 0 {
+		sent = max(sent, (*l.ahead)[len(*l.ahead)-1])
+	}
 	l.mu.Unlock()
 	return m.store.AppendGap(ctx, l.id, int(sent))
 }
@@ -134,7 +123,7 @@ func (m *Manager) restore(ctx context.Context, l *local, user string) error {
 // deliver sends a logged terminal to the session's connection: here, or
 // relayed to the holder's node. Not delivered, it stays in the log for the
 // next resume.
-func (m *Manager) deliver(l *local, req string, a Appended) {
+func (m *Manager) deliver(l *Record, req string, a Appended) {
 	l.mu.Lock()
 	if l.out != nil {
 		m.sendLocked(l, a.Msg, a.Pos)
@@ -143,7 +132,13 @@ func (m *Manager) deliver(l *local, req string, a Appended) {
 	}
 	var to Holder
 	if h := a.Holder; m.bus != nil && h.Node != "" && h.Node != m.node && h.Epoch >= l.epoch {
-		l.epoch, l.remote, to = h.Epoch, h, h
+		if l.remote == nil || l.remote.Holder != h {
+			l.remote = &remote{Holder: h}
+		}
+		l.epoch, to = h.Epoch, h
+		if l.relayLocked(req, a.Pos, a.Msg) {
+			to = Holder{} // queued behind a replay under way
+		}
 	}
 	l.mu.Unlock()
 	if to.Node != "" {
@@ -173,19 +168,11 @@ type backlog struct {
 }
 
 // sendLocked sends one message to l's connection, behind a paced replay
-// if one is under way. A terminal already sent (its position at or below
-// l.sent: it was in the replay) is not sent again. l.mu held.
-func (m *Manager) sendLocked(l *local, msg []byte, pos uint64) {
-	if pos != 0 {
-		if pos <= l.sent {
-			return
-		}
-		if pos > l.sent+1 && l.hole == 0 {
-			// A terminal this connection never got: the delivered cursor
-			// must not pass it (see Detach).
-			l.hole = l.sent + 1
-		}
-		l.sent = pos
+// if one is under way. A terminal already sent (in the replay, or relayed
+// twice) is not sent again. l.mu held.
+func (m *Manager) sendLocked(l *Record, msg []byte, pos uint64) {
+	if pos != 0 && !l.markSentLocked(pos) {
+		return
 	}
 	if bl := l.bl; bl != nil {
 		bl.msgs = append(bl.msgs, outMsg{msg, pos})
@@ -208,7 +195,7 @@ func (m *Manager) sendLocked(l *local, msg []byte, pos uint64) {
 // replayLocked queues msgs on l's connection paced by its socket: at most
 // about Options.PaceBytes wait in the connection's queue, the rest follows
 // as it drains (never a 4008 for what a resume is owed). l.mu held.
-func (m *Manager) replayLocked(l *local, msgs []outMsg) {
+func (m *Manager) replayLocked(l *Record, msgs []outMsg) {
 	if len(msgs) == 0 {
 		return
 	}
@@ -224,7 +211,7 @@ func (m *Manager) replayLocked(l *local, msgs []outMsg) {
 
 // pumpLocked moves the backlog to the connection while its queue is under
 // the pace, then waits for it to drain. l.mu held.
-func (m *Manager) pumpLocked(l *local) {
+func (m *Manager) pumpLocked(l *Record) {
 	bl, out := l.bl, l.out
 	if bl == nil || out == nil || bl.older != nil {
 		return
@@ -261,7 +248,7 @@ const takeoverWait = 3 * time.Second
 
 // stopWaiting sends bl's replay if it still waits for the older
 // connection's Detach after takeoverWait.
-func (m *Manager) stopWaiting(l *local, bl *backlog) {
+func (m *Manager) stopWaiting(l *Record, bl *backlog) {
 	l.mu.Lock()
 	if l.bl == bl && bl.older != nil {
 		bl.older = nil
@@ -270,7 +257,7 @@ func (m *Manager) stopWaiting(l *local, bl *backlog) {
 	l.mu.Unlock()
 }
 
-func (m *Manager) pump(l *local, out Outlet) {
+func (m *Manager) pump(l *Record, out Outlet) {
 	l.mu.Lock()
 	if l.out == out {
 		m.pumpLocked(l)
@@ -291,14 +278,22 @@ func (m *Manager) Detach(id string, out Outlet, acked uint64) {
 		return
 	}
 	write, gone := false, false
+	if l.conns > 0 {
+		l.conns--
+	}
 	if l.out == out {
 		gone = true
-		if l.hole != 0 {
-			acked = min(acked, l.hole-1)
-		}
-		l.out, l.conn, l.bl, l.hole = nil, 0, nil, 0
+		// The delivered cursor never passes a position out did not get.
+		acked = min(acked, l.sent)
+		l.out, l.conn, l.bl, l.ahead = nil, 0, nil, nil
 		if acked > l.dlv {
 			l.dlv, write = acked, true
+		}
+		if m.bus != nil && l.conns == 0 {
+			// Redis: kept for resume in Redis; this node remembers it
+			// held the session (Counts, Detached) until another node
+			// claims it or its TTL passes.
+			l.detached = time.Now().UnixNano()
 		}
 	} else if bl := l.bl; bl != nil && bl.older == out {
 		// The connection a resume on this node took over: its final
@@ -353,7 +348,7 @@ type asyncOp struct {
 	kind asyncKind
 	id   string
 	pos  uint64
-	l    *local // opDelivered: whose l.dlv to clear once written
+	l    *Record // opDelivered: whose l.dlv to clear once written
 }
 
 func (m *Manager) async(op asyncOp) {
@@ -404,11 +399,23 @@ func (m *Manager) asyncWriter() {
 }
 
 // Counts returns the sessions attached on this node, the detached ones it
-// keeps for resume (memory store; with Redis they are kept in Redis, not
-// here: 0), and the bytes it holds for sessions in process memory.
+// keeps for resume, and the bytes it holds for sessions in process memory.
+// Memory store: every detached session in the store. Redis store: the
+// sessions whose last connection was on this node, not claimed by another
+// node since, within their TTL (their state is in Redis: bytes counts only
+// what waits here for the store).
 func (m *Manager) Counts() (attached, detached int, bytes int64) {
-	attached = m.Stats().Attached
-	if ms, ok := m.store.(*MemoryStore); ok {
+	ms, mem := m.store.(*MemoryStore)
+	for _, l := range m.records() {
+		l.mu.Lock()
+		if l.out != nil {
+			attached++
+		} else if l.detached != 0 {
+			detached++
+		}
+		l.mu.Unlock()
+	}
+	if mem {
 		_, detached = ms.detached(nil, 0)
 		bytes = ms.Bytes()
 	}
@@ -417,11 +424,65 @@ func (m *Manager) Counts() (attached, detached int, bytes int64) {
 }
 
 // Detached appends to dst up to limit detached sessions kept for resume,
-// oldest detached first, with what they are owed (memory store; with
-// Redis they are kept in Redis and none are listed).
+// oldest detached first, with what they are owed (the scope of Counts).
+// With Redis, Owed and OwedBytes are 0: what a session is owed is in
+// Redis, and listing it would cost a round trip per session.
 func (m *Manager) Detached(dst []DetachedInfo, limit int) []DetachedInfo {
 	if ms, ok := m.store.(*MemoryStore); ok {
 		dst, _ = ms.detached(dst, limit)
+		return dst
+	}
+	start := len(dst)
+	for _, l := range m.records() {
+		l.mu.Lock()
+		if l.out == nil && l.detached != 0 {
+			dst = append(dst, DetachedInfo{ID: l.id, User: l.user, Since: time.Unix(0, l.detached)})
+		}
+		l.mu.Unlock()
+	}
+	part := dst[start:]
+	slices.SortFunc(part, func(a, b DetachedInfo) int {
+		return cmp.Or(a.Since.Compare(b.Since), cmp.Compare(a.ID, b.ID))
+	})
+	if limit >= 0 && len(part) > limit {
+		dst = dst[:start+limit]
 	}
 	return dst
+}
+
+// markSentLocked records that position pos goes to l's connection; false
+// if it went already. Terminals relayed from several replicas may come out
+// of position order: sent is the contiguous mark (what the delivered cursor
+// may reach), ahead the positions sent beyond a gap. l.mu held.
+func (l *Record) markSentLocked(pos uint64) bool {
+	if pos <= l.sent {
+		return false
+	}
+	if pos > l.sent+1 {
+		var a []uint64
+		if l.ahead != nil {
+			a = *l.ahead
+		}
+		i, found := slices.BinarySearch(a, pos)
+		if found {
+			return false
+		}
+		a = slices.Insert(a, i, pos)
+		l.ahead = &a
+		return true
+	}
+	l.sent = pos
+	if l.ahead != nil {
+		a := *l.ahead
+		for len(a) > 0 && a[0] == l.sent+1 {
+			l.sent++
+			a = a[1:]
+		}
+		if len(a) == 0 {
+			l.ahead = nil
+		} else {
+			*l.ahead = a
+		}
+	}
+	return true
 }

@@ -83,7 +83,8 @@ type Manager struct {
 	node  string
 	log   *slog.Logger
 	store Store
-	bus   *bus // nil for the memory store: one node, nothing to relay
+	bus   *bus      // nil for the memory store: one node, nothing to relay
+	nl    *nodeLoss // nil for the memory store: no survivor (nodeloss.go)
 	opts  Options
 
 	seed   maphash.Seed
@@ -110,37 +111,6 @@ type Manager struct {
 	closeErr  error
 }
 
-type localShard struct {
-	mu sync.Mutex
-	m  map[string]*local // guarded by mu
-}
-
-// local is what this node knows of a session while it has a connection or
-// a request of it. Fields are guarded by mu; a local is removed from its
-// shard (dead set) once it has neither.
-type local struct {
-	mu      sync.Mutex
-	id      string
-	user    string             // the session's user, once attached here (to restore a lost session)
-	out     Outlet             // the live connection on this node, nil if none
-	conn    uint64             // out's connection number
-	remote  Holder             // the holder on another node, as last learnt (Epoch 0: unknown)
-	epoch   uint64             // newest claim epoch seen for the session
-	streams map[string]*Stream // nil while no request runs: idle sessions stay small
-	sent    uint64             // newest position sent to out
-	hole    uint64             // oldest position out never got (0: none); caps its delivered cursor
-	bl      *backlog           // a paced replay under way on out, nil if none
-	dlv     uint64             // a delivered cursor not written to the store yet
-	held    int                // Terminal calls and retries using l
-	dead    bool
-	touched atomic.Int64 // unix nanos of the last TTL refresh sent
-
-	// termMu orders the numbering and delivery of this node's terminals
-	// of the session, and Attach's claim (see delivery.go). Never taken by
-	// a connection worker; taken before mu, never while holding it.
-	termMu sync.Mutex
-}
-
 // Open returns a Manager for node with the store cfg.Store names ("memory"
 // or "redis"); for redis it also subscribes to the bus.
 func Open(ctx context.Context, cfg config.Sessions, node string, log *slog.Logger) (*Manager, error) {
@@ -162,7 +132,7 @@ func OpenOptions(ctx context.Context, cfg config.Sessions, node string, log *slo
 	opts.Redis = opts.Redis.withDefaults()
 	m := &Manager{node: node, log: log, opts: opts, seed: maphash.MakeSeed(), lim: lim, pendBy: make(map[string]int), pendGaps: make(map[string]int)}
 	for i := range m.shards {
-		m.shards[i].m = make(map[string]*local)
+		m.shards[i].m = make(map[string]*Record)
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	switch cfg.Store {
@@ -182,6 +152,13 @@ func OpenOptions(ctx context.Context, cfg config.Sessions, node string, log *slo
 			return nil, fmt.Errorf("open session bus: %w", err)
 		}
 		m.bus = b
+		// NODELOSS HOOK: liveness key, run records, sweeper (nodeloss.go).
+		if m.nl, err = startNodeLoss(ctx, m, rs, cfg.NodeLossAfter.D()); err != nil {
+			m.cancel()
+			b.close()
+			rs.Close()
+			return nil, fmt.Errorf("open node-loss sweeper: %w", err)
+		}
 		m.touchq = make(chan string, 4096)
 		m.asyncq = make(chan asyncOp, 16384)
 		m.retryKick = make(chan struct{}, 1)
@@ -206,45 +183,6 @@ func (m *Manager) shard(id string) *localShard {
 	return &m.shards[maphash.String(m.seed, id)%memShards]
 }
 
-// lockLocal returns the session's local state, locked, creating it when
-// create is set; nil if it does not exist and create is not set.
-func (m *Manager) lockLocal(id string, create bool) *local {
-	sh := m.shard(id)
-	for {
-		sh.mu.Lock()
-		l := sh.m[id]
-		if l == nil {
-			if !create {
-				sh.mu.Unlock()
-				return nil
-			}
-			l = &local{id: id} // streams is made by the first Begin
-			sh.m[id] = l
-		}
-		sh.mu.Unlock()
-		l.mu.Lock()
-		if !l.dead {
-			return l
-		}
-		l.mu.Unlock()
-	}
-}
-
-// releaseLocked forgets l once it has no connection and no request on this
-// node. l.mu must be held; the caller still unlocks it.
-func (m *Manager) releaseLocked(l *local) {
-	if l.out != nil || len(l.streams) > 0 || l.held > 0 || l.dlv != 0 || l.dead {
-		return
-	}
-	sh := m.shard(l.id)
-	sh.mu.Lock()
-	if sh.m[l.id] == l {
-		delete(sh.m, l.id)
-	}
-	sh.mu.Unlock()
-	l.dead = true
-}
-
 // Lookup reports the owner of a session id (for the handshake's 403 check):
 // ErrNotFound if unknown/expired.
 func (m *Manager) Lookup(ctx context.Context, id string) (string, error) {
@@ -264,13 +202,26 @@ func (m *Manager) Lookup(ctx context.Context, id string) (string, error) {
 // then on live output, behind whatever of the replay still waits. Any
 // older connection of the session, on any replica, is kicked.
 func (m *Manager) Attach(ctx context.Context, user, resumeID string, from Resume, out Outlet, welcome func(w *events.Welcome) []byte) (id string, resumed bool, err error) {
+	l, resumed, err := m.Bind(ctx, user, resumeID, from, out, welcome)
+	if err != nil {
+		return "", false, err
+	}
+	return l.id, resumed, nil
+}
+
+// Bind is Attach returning the session's record, which the connection
+// holds until its Detach (exactly one per successful Bind): the record
+// stays registered meanwhile, even when a newer connection took the
+// session over.
+func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, out Outlet, welcome func(w *events.Welcome) []byte) (rec *Record, resumed bool, err error) {
+	var id string
 	// A resume goes straight to Claim, which checks the owner (one round
 	// trip); unknown or expired ids fall back to a fresh session.
 	if resumeID != "" && ValidID(resumeID) {
 		id, resumed = resumeID, true
 	}
 	var (
-		l     *local
+		l     *Record
 		claim Claim
 		conn  = m.conns.Add(1)
 	)
@@ -278,7 +229,7 @@ func (m *Manager) Attach(ctx context.Context, user, resumeID string, from Resume
 		if !resumed {
 			s, err := m.store.Create(ctx, user)
 			if err != nil {
-				return "", false, err
+				return nil, false, err
 			}
 			id = s.ID
 			from = Resume{}
@@ -291,10 +242,7 @@ func (m *Manager) Attach(ctx context.Context, user, resumeID string, from Resume
 			// A takeover on this node: what the older connection's peer
 			// acknowledged so far counts as delivered (its close comes
 			// after this claim).
-			acked := l.out.Acked()
-			if l.hole != 0 {
-				acked = min(acked, l.hole-1)
-			}
+			acked := min(l.out.Acked(), l.sent)
 			from.Delivered = max(from.Delivered, acked)
 		}
 		l.mu.Unlock()
@@ -305,7 +253,7 @@ func (m *Manager) Attach(ctx context.Context, user, resumeID string, from Resume
 		l.termMu.Unlock()
 		m.unhold(l)
 		if !resumed || !errors.Is(err, ErrNotFound) {
-			return "", false, err
+			return nil, false, err
 		}
 		resumed = false // unknown or expired: a fresh session
 	}
@@ -314,17 +262,16 @@ func (m *Manager) Attach(ctx context.Context, user, resumeID string, from Resume
 	var bl *backlog
 	if older != nil {
 		// The replay waits for the older connection's final Acked
-		// (Detach): what its peer acknowledged by then is not replayed.
-		bl = &backlog{older: older, capAt: ^uint64(0)}
-		if l.hole != 0 {
-			bl.capAt = l.hole - 1
-		}
+		// (Detach): what its peer acknowledged by then is not replayed;
+		// never past the older connection's contiguous mark.
+		bl = &backlog{older: older, capAt: l.sent}
 	}
-	l.out, l.conn, l.remote, l.bl, l.hole = out, conn, Holder{}, bl, 0
+	l.out, l.conn, l.remote, l.bl, l.ahead = out, conn, nil, bl, nil
 	if bl != nil {
 		time.AfterFunc(takeoverWait, func() { m.stopWaiting(l, bl) })
 	}
-	l.sent, l.user = claim.Pos, user
+	l.sent, l.user, l.detached = claim.Pos, user, 0
+	l.conns++
 	l.epoch = max(l.epoch, claim.Epoch)
 	l.touched.Store(time.Now().UnixNano())
 	w := events.Welcome{Session: id, Resumed: resumed, Recovered: claim.Missed == 0, Missed: claim.Missed, Replay: len(claim.Log)}
@@ -358,11 +305,11 @@ func (m *Manager) Attach(ctx context.Context, user, resumeID string, from Resume
 	if m.bus != nil && len(claim.Nodes) > 0 {
 		m.bus.announce(ctx, id, conn, claim.Epoch, claim.Nodes)
 	}
-	return id, resumed, nil
+	return l, resumed, nil
 }
 
 // sortedStreams returns l's streams in the order they began; l.mu held.
-func (l *local) sortedStreams() []*Stream {
+func (l *Record) sortedStreams() []*Stream {
 	ss := make([]*Stream, 0, len(l.streams))
 	for _, s := range l.streams {
 		ss = append(ss, s)
@@ -400,10 +347,19 @@ func (m *Manager) AppendHistory(ctx context.Context, id string, turns []events.T
 // Redis the refresh is sent by a background goroutine (dropped, with a
 // debug log, if that one is more than 4096 behind).
 func (m *Manager) Touch(id string) {
+	m.touch(id, nil)
+}
+
+// touch is Touch; l is the session's record if the caller has it.
+func (m *Manager) touch(id string, l *Record) {
 	now := time.Now().UnixNano()
-	if l := m.lockLocal(id, false); l != nil {
+	if l == nil {
+		if l = m.lockLocal(id, false); l != nil {
+			l.mu.Unlock()
+		}
+	}
+	if l != nil {
 		last := l.touched.Load()
-		l.mu.Unlock()
 		if now-last < int64(m.opts.TouchEvery) || !l.touched.CompareAndSwap(last, now) {
 			return
 		}
@@ -421,10 +377,14 @@ func (m *Manager) Touch(id string) {
 
 func (m *Manager) toucher() {
 	defer m.wg.Done()
+	sweep := time.NewTicker(time.Minute)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-m.ctx.Done():
 			return
+		case now := <-sweep.C:
+			m.sweepDetached(now)
 		case id := <-m.touchq:
 			if err := m.store.Touch(m.ctx, id); err != nil && !errors.Is(err, ErrNotFound) && m.ctx.Err() == nil {
 				m.warn("session touch failed", slog.String("session", id), slog.Any("err", err))
@@ -454,6 +414,9 @@ func (m *Manager) Ready(ctx context.Context) error {
 func (m *Manager) Close() error {
 	m.closeOnce.Do(func() {
 		m.cancel()
+		if m.nl != nil { // NODELOSS HOOK: before the store closes
+			m.nl.close()
+		}
 		if m.bus != nil {
 			m.bus.close()
 		}
@@ -491,7 +454,7 @@ func (m *Manager) Stats() Stats {
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()
-		ls := make([]*local, 0, len(sh.m))
+		ls := make([]*Record, 0, len(sh.m))
 		for _, l := range sh.m {
 			ls = append(ls, l)
 		}

@@ -388,6 +388,15 @@ func TestManagerData(t *testing.T) {
 				t.Fatalf("Stats after End and Detach = %+v, want zero", got)
 			}
 			eventually(t, 5*time.Second, "cursor not written", func() bool { return m.cursorWritten(id) })
+			if attached, detached, _ := m.Counts(); attached != 0 || detached != 1 {
+				t.Fatalf("Counts after Detach = %d attached, %d detached; want 0, 1", attached, detached)
+			}
+			if d := m.Detached(nil, 10); len(d) != 1 || d[0].ID != id || d[0].User != "alice" {
+				t.Fatalf("Detached = %+v, want %s of alice", d, id)
+			}
+			// With Redis the node remembers, until the TTL passes, the
+			// detached session it held (Counts); nothing else stays.
+			m.sweepDetached(time.Now().Add(m.lim.ttl + time.Minute))
 			for i := range m.shards {
 				if n := len(m.shards[i].m); n != 0 {
 					t.Fatalf("shard %d still holds %d sessions after Detach", i, n)

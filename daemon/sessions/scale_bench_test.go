@@ -23,7 +23,7 @@ import (
 // scaleBackends: the single server and the Cluster, started by the test.
 // The single server is returned too, for its CPU counters.
 func scaleBackends(b *testing.B) ([]backend, *redistest.Single) {
-	s := redistest.StartSingleT(b, sentinelPorts+60)
+	s := redistest.StartSingleT(b, benchPorts)
 	bs := []backend{{name: "single", redis: true, addr: s.Addr, prefix: randomPrefix()}}
 	if c := testCluster(b); c != nil {
 		bs = append(bs, backend{name: "cluster", redis: true, url: c.URL(), prefix: randomPrefix()})
@@ -68,6 +68,7 @@ func BenchmarkScaleResume(b *testing.B) {
 			var next atomic.Int64
 			b.SetParallelism(16)
 			_, _, _, _, cpu0 := redisStats(b, single)
+			b.ResetTimer() // the sessions made above are not measured
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -104,6 +105,7 @@ func BenchmarkScaleRequest(b *testing.B) {
 			turns := []events.Turn{{Role: "user", Content: "what is the capital of France?"}, {Role: "assistant", Content: "Paris."}}
 			b.SetParallelism(16)
 			_, _, _, _, cpu0 := redisStats(b, single)
+			b.ResetTimer() // the sessions made above are not measured
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -154,6 +156,7 @@ func BenchmarkScaleChunkRelay(b *testing.B) {
 			chunk := chunkMsg("r1", 1)
 			base := out.n.Load()
 			n := 0
+			b.ResetTimer()
 			for b.Loop() {
 				if n++; n == replayMaxChunks {
 					s.End(resultMsg("r1"))
@@ -222,7 +225,7 @@ func BenchmarkScaleStoreTraffic(b *testing.B) {
 			return m.AppendHistory(context.Background(), id, turns)
 		}},
 	}
-	srv := redistest.StartSingleT(b, sentinelPorts+70)
+	srv := redistest.StartSingleT(b, benchPorts+100)
 	be := backend{name: "single", redis: true, addr: srv.Addr, prefix: randomPrefix()}
 	for _, o := range ops {
 		b.Run(o.name, func(b *testing.B) {
@@ -259,7 +262,7 @@ func BenchmarkScaleSessionMemory(b *testing.B) {
 			name = "history_20_turns"
 		}
 		b.Run(name, func(b *testing.B) {
-			srv := redistest.StartSingleT(b, sentinelPorts+80)
+			srv := redistest.StartSingleT(b, benchPorts+200)
 			be := backend{name: "single", redis: true, addr: srv.Addr, prefix: randomPrefix()}
 			m := scaleManager(b, be, "A")
 			var ids []string

@@ -16,11 +16,15 @@ import (
 // there.
 const realNATS = "127.0.0.1:4222"
 
-// Ports of this package's Redis Cluster (34100-34199) and Sentinel setup
-// (34200-34299); the daemon's end-to-end tests use others.
+// Ports of this package's Redis servers, each range 100 wide: the Cluster
+// (34100-34199), the Sentinel setup (34200-34299), the ACL test's server
+// (34500-34599), the benchmarks' servers (34600-34899). The daemon's
+// end-to-end tests use 34300-34499.
 const (
 	clusterPorts  = 34100
 	sentinelPorts = 34200
+	aclPorts      = 34500
+	benchPorts    = 34600
 )
 
 // cluster is the Redis Cluster the package's tests share: started by the

@@ -30,6 +30,9 @@ type MemoryStore struct {
 	bytes atomic.Int64 // process memory held: logs, contexts, histories
 	trimq chan struct{}
 
+	nodesMu sync.Mutex
+	nodes   map[string][]string // one read-only []string{node} per node name (Claim)
+
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
@@ -49,9 +52,9 @@ type memEntry struct {
 	dlv      uint64 // the delivered cursor
 	holder   Holder
 	nodes    []string
-	expires  time.Time
-	detached time.Time // when its last connection went; zero while attached
-	size     int64     // context and history bytes, counted in MemoryStore.bytes
+	expires  int64 // unix nanos
+	detached int64 // unix nanos its last connection went; zero while attached
+	size     int64 // context and history bytes, counted in MemoryStore.bytes
 }
 
 // NewMemoryStore returns a memory store and starts its sweeper.
@@ -97,7 +100,7 @@ func (s *MemoryStore) sweep(every time.Duration) {
 			sh := &s.shards[i]
 			sh.mu.Lock()
 			for id, e := range sh.m {
-				if now.After(e.expires) {
+				if now.UnixNano() > e.expires {
 					s.removeLocked(sh, id, e)
 				}
 			}
@@ -116,7 +119,7 @@ func (s *MemoryStore) entryLocked(sh *memShard, id string) (*memEntry, error) {
 	if !ok {
 		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
 	}
-	if s.now().After(e.expires) {
+	if s.now().UnixNano() > e.expires {
 		s.removeLocked(sh, id, e)
 		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
 	}
@@ -168,8 +171,8 @@ func (s *MemoryStore) Create(_ context.Context, user string) (*Session, error) {
 	}
 	now := s.now()
 	e := &memEntry{
-		s:       Session{ID: NewID(), User: user, Created: now, Updated: now, Context: json.RawMessage("{}")},
-		expires: now.Add(s.lim.ttl),
+		s:       Session{ID: NewID(), User: user, Created: now, Updated: now, Context: emptyContext},
+		expires: now.Add(s.lim.ttl).UnixNano(),
 	}
 	sh := s.shard(e.s.ID)
 	sh.mu.Lock()
@@ -190,8 +193,8 @@ func (s *MemoryStore) Restore(_ context.Context, id, user string) error {
 	defer sh.mu.Unlock()
 	if _, ok := sh.m[id]; !ok {
 		e := &memEntry{
-			s:       Session{ID: id, User: user, Created: now, Updated: now, Context: json.RawMessage("{}")},
-			expires: now.Add(s.lim.ttl),
+			s:       Session{ID: id, User: user, Created: now, Updated: now, Context: emptyContext},
+			expires: now.Add(s.lim.ttl).UnixNano(),
 		}
 		sh.m[id] = e
 		s.resizeLocked(e)
@@ -235,7 +238,7 @@ func (s *MemoryStore) Append(_ context.Context, id string, msg []byte, at int) (
 		e.pos++
 		m := events.AppendPos(make([]byte, 0, len(msg)+24), msg, at, e.pos)
 		s.pushLocked(e, LogEntry{Pos: e.pos, Msg: m})
-		e.expires = s.now().Add(s.lim.ttl)
+		e.expires = s.now().Add(s.lim.ttl).UnixNano()
 		a = Appended{Pos: e.pos, Msg: m, Holder: e.holder}
 		return nil
 	})
@@ -340,7 +343,9 @@ func (s *MemoryStore) Claim(_ context.Context, id, user, node string, conn uint6
 				c.Nodes = append(c.Nodes, n)
 			}
 		}
-		if !slices.Contains(e.nodes, node) {
+		if len(e.nodes) == 0 {
+			e.nodes = s.oneNode(node) // shared, read-only: an append copies
+		} else if !slices.Contains(e.nodes, node) {
 			e.nodes = append(e.nodes, node)
 		}
 		c.Epoch = e.holder.Epoch
@@ -352,7 +357,7 @@ func (s *MemoryStore) Claim(_ context.Context, id, user, node string, conn uint6
 		}
 		c.Pos, c.After = e.pos, after
 		c.Log, c.Missed = replayOf(e.log, after, e.pos)
-		e.detached = time.Time{}
+		e.detached = 0
 		s.activeLocked(e)
 		return nil
 	})
@@ -363,7 +368,11 @@ func (s *MemoryStore) Claim(_ context.Context, id, user, node string, conn uint6
 // is attached): the memory budget trims the oldest detached sessions
 // first.
 func (s *MemoryStore) SetDetached(id string, at time.Time) {
-	_ = s.with(id, func(e *memEntry) error { e.detached = at; return nil })
+	var ns int64
+	if !at.IsZero() {
+		ns = at.UnixNano()
+	}
+	_ = s.with(id, func(e *memEntry) error { e.detached = ns; return nil })
 }
 
 // Holder implements Store.
@@ -382,7 +391,7 @@ func (s *MemoryStore) Touch(_ context.Context, id string) error {
 func (s *MemoryStore) activeLocked(e *memEntry) {
 	now := s.now()
 	e.s.Updated = now
-	e.expires = now.Add(s.lim.ttl)
+	e.expires = now.Add(s.lim.ttl).UnixNano()
 }
 
 // Ping implements Store: the memory store is always reachable until closed.
@@ -411,4 +420,25 @@ func (s *MemoryStore) Close() error {
 	s.closeOnce.Do(func() { close(s.stop) })
 	<-s.done
 	return nil
+}
+
+// emptyContext is the context of a new session, shared: contexts are
+// replaced (MergePatch returns a new slice), never changed in place, and
+// Get returns copies.
+var emptyContext = json.RawMessage("{}")
+
+// oneNode returns a shared []string{node} with len == cap, so that the
+// sessions that only ever had this node share it and an append copies.
+func (s *MemoryStore) oneNode(node string) []string {
+	s.nodesMu.Lock()
+	defer s.nodesMu.Unlock()
+	ns, ok := s.nodes[node]
+	if !ok {
+		if s.nodes == nil {
+			s.nodes = make(map[string][]string)
+		}
+		ns = []string{node}
+		s.nodes[node] = ns
+	}
+	return ns[:1:1]
 }

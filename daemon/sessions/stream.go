@@ -18,9 +18,10 @@ const (
 // times, then End exactly once.
 type Stream struct {
 	m     *Manager
-	l     *local // the session's local state, alive while the stream is registered
+	l     *Record // the session's local state, alive while the stream is registered
 	req   string
 	order uint64
+	run   *runRec // node-loss record (nodeloss.go); nil unless begun by BeginRoute on Redis
 
 	// guarded by l.mu
 	chunks [][]byte
@@ -70,7 +71,7 @@ func (s *Stream) Chunk(msg []byte) {
 		l.mu.Unlock()
 		return
 	}
-	lookup := m.bus != nil && l.remote.Epoch == 0 && !s.looked
+	lookup := m.bus != nil && l.remote == nil && !s.looked
 	s.looked = s.looked || lookup
 	l.mu.Unlock()
 	if m.bus == nil {
@@ -87,16 +88,21 @@ func (s *Stream) Chunk(msg []byte) {
 		if err == nil && h.Epoch > l.epoch {
 			l.epoch = h.Epoch
 			if h.Node != m.node {
-				l.remote = h
+				l.remote = &remote{Holder: h}
 			}
 		}
 		l.mu.Unlock()
 	}
 	l.mu.Lock()
-	to := l.remote
+	var to Holder
+	if l.remote != nil {
+		to = l.remote.Holder
+	}
 	here := l.out != nil
 	if here {
 		m.sendLocked(l, c, 0)
+	} else if to.Epoch != 0 && to.Node != m.node && l.relayLocked(s.req, 0, c) {
+		to = Holder{} // queued behind a replay under way
 	}
 	l.mu.Unlock()
 	if !here && to.Epoch != 0 && to.Node != m.node {
@@ -108,6 +114,12 @@ func (s *Stream) Chunk(msg []byte) {
 // (numbered, logged, delivered) and unregisters the stream. Later calls
 // are ignored.
 func (s *Stream) End(msg []byte) {
+	// NODELOSS HOOK (in front of Manager.terminal): a run a surviving
+	// replica already ended with node_lost gets no second terminal; one
+	// whose check cannot reach the store is held and retried.
+	if !s.m.settleRun(s, msg) {
+		return
+	}
 	l, m := s.l, s.m
 	l.mu.Lock()
 	if s.ended {

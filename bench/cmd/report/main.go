@@ -51,6 +51,7 @@ type config struct {
 	dur, rateDur, holdDur, idleDur        time.Duration
 	holds, rates                          []int
 	fixedRate                             int
+	portBase                              int // servers listen on portBase+1.., admin on portBase+101..
 	servers                               []string
 	cmdline                               string
 }
@@ -72,6 +73,7 @@ func main() {
 	flag.StringVar(&holds, "holds", "1000,5000,10000,19000", "idle connection counts (the largest is the table's)")
 	flag.StringVar(&rates, "rates", "2000,5000,10000,20000,30000", "offered rates for the latency plot")
 	flag.IntVar(&c.fixedRate, "fixed-rate", 10000, "the offered rate of the table's p50/p99 (must be in -rates)")
+	flag.IntVar(&c.portBase, "port-base", 28000, "servers listen on port-base+1..+4 and +80, admin/metrics on +101..+104 and +90 (several people benchmarking on one host pick different bases)")
 	flag.StringVar(&servers, "servers", "orchestratord,netpoll-echo,gorilla,gws,nbio", "servers to run")
 	flag.StringVar(&scaleJSON, "scale", "", "only write the scale section from this load-scale result (bench/scale.sh)")
 	flag.IntVar(&scaleDaemons, "scale-daemons", 1, "daemon processes of the scale run")
@@ -103,9 +105,33 @@ func main() {
 		}
 		return
 	}
+	if c.portBase != 28000 {
+		if err := c.movePorts(); err != nil {
+			log.Fatal(err)
+		}
+	}
 	if err := run(context.Background(), c); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// movePorts writes a copy of the daemon config (in the temp directory)
+// listening on port-base+80 and +90 instead of 28080 and 28090, and uses it.
+func (c *config) movePorts() error {
+	b, err := os.ReadFile(c.daemonConfig)
+	if err != nil {
+		return err
+	}
+	s := strings.ReplaceAll(string(b), "127.0.0.1:28080", fmt.Sprintf("127.0.0.1:%d", c.portBase+80))
+	s = strings.ReplaceAll(s, "127.0.0.1:28090", fmt.Sprintf("127.0.0.1:%d", c.portBase+90))
+	f, err := os.CreateTemp("", "orchestratord-bench-*.yaml")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	c.daemonConfig = f.Name()
+	_, err = f.WriteString(s)
+	return err
 }
 
 func ints(s string) ([]int, error) {
@@ -121,18 +147,19 @@ func ints(s string) ([]int, error) {
 }
 
 func (c config) systems() []server {
+	p := func(off int) string { return fmt.Sprintf("127.0.0.1:%d", c.portBase+off) }
 	all := map[string]server{
 		"orchestratord": {Name: "orchestratord", Args: []string{c.daemonBin, "serve", "--config", c.daemonConfig},
-			Addr: "127.0.0.1:28080", Path: "/ws", Metrics: "http://127.0.0.1:28090/metrics",
-			PProf: "http://127.0.0.1:28090/debug/pprof", Env: []string{"ORCH_JWT_SECRET=" + c.secret}},
-		"netpoll-echo": {Name: "netpoll-echo", Args: []string{filepath.Join(c.bin, "netpoll-echo"), "-addr", "127.0.0.1:28004", "-admin", "127.0.0.1:28104"},
-			Addr: "127.0.0.1:28004", Path: "/ws", Raw: true, Metrics: "http://127.0.0.1:28104/metrics", PProf: "http://127.0.0.1:28104/debug/pprof"},
-		"gorilla": {Name: "gorilla", Args: []string{filepath.Join(c.bin, "gorilla-echo"), "-addr", "127.0.0.1:28001", "-admin", "127.0.0.1:28101"},
-			Addr: "127.0.0.1:28001", Path: "/ws", Raw: true, Metrics: "http://127.0.0.1:28101/metrics", PProf: "http://127.0.0.1:28101/debug/pprof"},
-		"gws": {Name: "gws", Args: []string{filepath.Join(c.bin, "gws-echo"), "-addr", "127.0.0.1:28002", "-admin", "127.0.0.1:28102"},
-			Addr: "127.0.0.1:28002", Path: "/ws", Raw: true, Metrics: "http://127.0.0.1:28102/metrics", PProf: "http://127.0.0.1:28102/debug/pprof"},
-		"nbio": {Name: "nbio", Args: []string{filepath.Join(c.bin, "nbio-echo"), "-addr", "127.0.0.1:28003", "-admin", "127.0.0.1:28103"},
-			Addr: "127.0.0.1:28003", Path: "/ws", Raw: true, Metrics: "http://127.0.0.1:28103/metrics", PProf: "http://127.0.0.1:28103/debug/pprof"},
+			Addr: p(80), Path: "/ws", Metrics: "http://" + p(90) + "/metrics",
+			PProf: "http://" + p(90) + "/debug/pprof", Env: []string{"ORCH_JWT_SECRET=" + c.secret}},
+		"netpoll-echo": {Name: "netpoll-echo", Args: []string{filepath.Join(c.bin, "netpoll-echo"), "-addr", p(4), "-admin", p(104)},
+			Addr: p(4), Path: "/ws", Raw: true, Metrics: "http://" + p(104) + "/metrics", PProf: "http://" + p(104) + "/debug/pprof"},
+		"gorilla": {Name: "gorilla", Args: []string{filepath.Join(c.bin, "gorilla-echo"), "-addr", p(1), "-admin", p(101)},
+			Addr: p(1), Path: "/ws", Raw: true, Metrics: "http://" + p(101) + "/metrics", PProf: "http://" + p(101) + "/debug/pprof"},
+		"gws": {Name: "gws", Args: []string{filepath.Join(c.bin, "gws-echo"), "-addr", p(2), "-admin", p(102)},
+			Addr: p(2), Path: "/ws", Raw: true, Metrics: "http://" + p(102) + "/metrics", PProf: "http://" + p(102) + "/debug/pprof"},
+		"nbio": {Name: "nbio", Args: []string{filepath.Join(c.bin, "nbio-echo"), "-addr", p(3), "-admin", p(103)},
+			Addr: p(3), Path: "/ws", Raw: true, Metrics: "http://" + p(103) + "/metrics", PProf: "http://" + p(103) + "/debug/pprof"},
 	}
 	var out []server
 	for _, n := range c.servers {

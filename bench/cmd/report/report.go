@@ -42,6 +42,8 @@ func find(all []*outcome, name string) *outcome {
 type figures struct {
 	rss, goMem, slab, fds, gor, idleCPU float64
 	mps1k, mps10k, p50, p99, upg, slow  float64
+	p999, cpu100k                       float64 // fixed rate: p99.9, server CPU-s per 100k msgs
+	cli1k, cli10k, cliRate              float64 // load tool CPU % in echo 1k, echo 10k, fixed rate
 	late                                string
 	gc                                  bool    // Go figures sampled after a forced GC
 	loadLo, loadHi                      float64 // 1-minute load average seen over the server's runs
@@ -51,7 +53,8 @@ func nan() float64 { return math.NaN() }
 
 func figuresOf(c config, o *outcome) figures {
 	f := figures{rss: nan(), goMem: nan(), slab: nan(), fds: nan(), gor: nan(), idleCPU: nan(),
-		mps1k: nan(), mps10k: nan(), p50: nan(), p99: nan(), upg: nan(), slow: nan()}
+		mps1k: nan(), mps10k: nan(), p50: nan(), p99: nan(), upg: nan(), slow: nan(),
+		p999: nan(), cpu100k: nan(), cli1k: nan(), cli10k: nan(), cliRate: nan()}
 	if r := get(o, fmt.Sprintf("hold-%d", c.holds[len(c.holds)-1])); r != nil && r.Server != nil && r.Alive > 0 {
 		s := r.Server
 		f.rss, f.slab, f.fds, f.idleCPU = s.RSSPerConn, s.SlabPerConn, s.FDsPerConn, s.CPUPercent
@@ -79,13 +82,16 @@ func figuresOf(c config, o *outcome) figures {
 		}
 	}
 	if r := get(o, "echo-1000"); r != nil && r.Server != nil && r.Received > 0 {
-		f.mps1k = r.Server.MsgsPerCPUSecond
+		f.mps1k, f.cli1k = r.Server.MsgsPerCPUSecond, r.ClientCPUPercent
 	}
 	if r := get(o, "echo-10000"); r != nil && r.Server != nil && r.Received > 0 {
-		f.mps10k = r.Server.MsgsPerCPUSecond
+		f.mps10k, f.cli10k = r.Server.MsgsPerCPUSecond, r.ClientCPUPercent
 	}
 	if r := get(o, fmt.Sprintf("rate-%d", c.fixedRate)); r != nil && r.Received > 0 {
-		f.p50, f.p99 = r.Latency.P50, r.Latency.P99
+		f.p50, f.p99, f.p999, f.cliRate = r.Latency.P50, r.Latency.P99, r.Latency.P999, r.ClientCPUPercent
+		if r.Server != nil && r.Server.CPUPer100k > 0 {
+			f.cpu100k = r.Server.CPUPer100k
+		}
 	}
 	if r := get(o, "churn"); r != nil && r.Churn != nil {
 		f.upg = r.Churn.PerSecond
@@ -133,9 +139,9 @@ func writeReport(c config, all []*outcome) error {
 	w("orchestratord runs the full path (JWT handshake, session, JSON envelope, dispatch, echo backend, result encoding) with bench/config/daemon.yaml; " +
 		"netpoll-echo is the project's engine with a bare echo handler; gorilla, gws and nbio are bare echo servers written as their docs show (bench/cmd/*).\n\n")
 	w("### Figures\n\n")
-	w("| server | RSS per idle conn at %d | Go heap+stack per conn | kernel slab per conn | fds per conn | goroutines per conn | idle CPU at %d | echo msgs per server CPU-s, 1k conns | same, 10k conns | p50 / p99 at %d msg/s | upgrades/s (churn) | slow-peer ratio (late clients in) | machine load avg during its runs |\n",
-		big, big, c.fixedRate)
-	w("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	w("| server | RSS per idle conn at %d | Go heap+stack per conn | kernel slab per conn | fds per conn | goroutines per conn | idle CPU at %d | echo msgs per server CPU-s, 1k conns | same, 10k conns | p50 / p99 / p99.9 at %d msg/s | server CPU-s per 100k msgs at %d msg/s | upgrades/s (churn) | slow-peer ratio (late clients in) | load tool CPU: echo 1k / 10k / rate | machine load avg during its runs |\n",
+		big, big, c.fixedRate, c.fixedRate)
+	w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	figs := map[string]figures{}
 	for _, o := range all {
 		f := figuresOf(c, o)
@@ -144,14 +150,18 @@ func writeReport(c config, all []*outcome) error {
 		if f.gc {
 			gcMark = " (after GC)"
 		}
-		w("| %s | %s | %s%s | %s | %s | %s | %s | %s | %s | %s / %s ms | %s | %s (%s) | %s–%s |\n", o.Server,
+		w("| %s | %s | %s%s | %s | %s | %s | %s | %s | %s | %s / %s / %s ms | %s | %s | %s (%s) | %s / %s / %s %% | %s–%s |\n", o.Server,
 			kb(f.rss), kb(f.goMem), gcMark, kb(f.slab), num(f.fds, "%.2f"), num(f.gor, "%.3f"), num(f.idleCPU, "%.2f %%"),
-			num(f.mps1k, "%.0f"), num(f.mps10k, "%.0f"), num(f.p50, "%.2f"), num(f.p99, "%.2f"), num(f.upg, "%.0f"),
-			num(f.slow, "%.3f"), f.late, num(f.loadLo, "%.1f"), num(f.loadHi, "%.1f"))
+			num(f.mps1k, "%.0f"), num(f.mps10k, "%.0f"), num(f.p50, "%.2f"), num(f.p99, "%.2f"), num(f.p999, "%.2f"),
+			num(f.cpu100k, "%.3f"), num(f.upg, "%.0f"),
+			num(f.slow, "%.3f"), f.late, num(f.cli1k, "%.0f"), num(f.cli10k, "%.0f"), num(f.cliRate, "%.0f"),
+			num(f.loadLo, "%.1f"), num(f.loadHi, "%.1f"))
 	}
 	w("\nRSS, fds, threads and CPU time come from /proc/PID of the server; Go heap and stack in use from its /metrics " +
 		"(go_memstats_heap_inuse_bytes + go_memstats_stack_inuse_bytes), after a GC forced through the server's /debug/pprof/heap?gc=1 where it has one (marked \"after GC\"; without it the figure includes garbage not yet collected); slab from /proc/meminfo (whole machine, so noisy). " +
-		"Per-connection figures are (connected − before) ÷ connections. Messages per CPU-second: echoes answered ÷ server CPU seconds (utime+stime) during the measured phase. " +
+		"Per-connection figures are (connected − before) ÷ connections. Messages per CPU-second: echoes answered ÷ server CPU seconds (utime+stime) during the measured phase (closed loop). " +
+		"Server CPU-s per 100k msgs: the same CPU time per 100,000 answers at the fixed offered rate (open loop): every server does the same work there, so a saturated client cannot hide a costly server. " +
+		"Load tool CPU: the client's own CPU in percent of its one core; near 100 it, not the server, set the pace of that run. " +
 		"Slow-peer ratio: echo msgs/s of 1,000 clients with 2,000 half-frame peers ÷ without; late clients: new connections that got in and echoed while the peers dribbled. " +
 		"The last column is the machine's 1-minute load average before and after each run: on this 2-core machine anything above ~2 means other work shared the CPUs, and CPU 0 (the server's) is not reserved, so p99 and per-CPU-second figures from such runs carry that noise.\n\n")
 	for _, sub := range []string{"orchestratord", "netpoll-echo"} {
@@ -160,14 +170,14 @@ func writeReport(c config, all []*outcome) error {
 			continue
 		}
 		w("### Ratios: %s ÷ each baseline\n\n", sub)
-		w("| baseline | RSS per conn (lower is better) | msgs per CPU-s, 1k | msgs per CPU-s, 10k | p99 at %d/s (lower is better) | upgrades/s | slow-peer ratio |\n|---|---|---|---|---|---|---|\n", c.fixedRate)
+		w("| baseline | RSS per conn (lower is better) | msgs per CPU-s, 1k | msgs per CPU-s, 10k | p99 at %d/s (lower is better) | CPU per 100k msgs (lower is better) | upgrades/s | slow-peer ratio |\n|---|---|---|---|---|---|---|---|\n", c.fixedRate)
 		for _, base := range []string{"gorilla", "gws", "nbio"} {
 			fb, ok := figs[base]
 			if !ok {
 				continue
 			}
-			w("| %s | %s | %s | %s | %s | %s | %s |\n", base, ratio(fo.rss, fb.rss), ratio(fo.mps1k, fb.mps1k),
-				ratio(fo.mps10k, fb.mps10k), ratio(fo.p99, fb.p99), ratio(fo.upg, fb.upg), ratio(fo.slow, fb.slow))
+			w("| %s | %s | %s | %s | %s | %s | %s | %s |\n", base, ratio(fo.rss, fb.rss), ratio(fo.mps1k, fb.mps1k),
+				ratio(fo.mps10k, fb.mps10k), ratio(fo.p99, fb.p99), ratio(fo.cpu100k, fb.cpu100k), ratio(fo.upg, fb.upg), ratio(fo.slow, fb.slow))
 		}
 		w("\n")
 	}
@@ -208,50 +218,77 @@ func verdict(ok bool) string {
 	return "**missed**"
 }
 
+// writeGoals checks issue 17's goals against gws, the fastest baseline of
+// the earlier runs, with this run's figures.
 func writeGoals(b *strings.Builder, c config, figs map[string]figures) {
 	w := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
 	big := c.holds[len(c.holds)-1]
-	w("### Goals\n\n")
+	w("### Goals (issue 17, against gws in this run)\n\n")
 	od, hasOD := figs["orchestratord"]
 	np, hasNP := figs["netpoll-echo"]
-	if hasOD && !math.IsNaN(od.goMem) {
-		w("- Go-side memory per idle connection at %d ≤ 0.5 KB: orchestratord %s (RSS %s): %s", big, kb(od.goMem), kb(od.rss), verdict(od.goMem <= 512))
-		if od.goMem > 512 {
-			w(", %.1fx over", od.goMem/512)
+	gw, hasGWS := figs["gws"]
+	cmp := func(who string, f figures, what, unit string, v, base, factor float64, lower bool) {
+		ok := v >= factor*base
+		rel := "≥"
+		if lower {
+			ok, rel = v <= factor*base, "≤"
 		}
-		w(".\n")
-	} else {
-		w("- Go-side memory per idle connection: not measured for orchestratord in this run.\n")
-	}
-	if hasOD {
-		w("- 1 fd per connection: orchestratord %s; goroutines per connection %s (goal: independent of the count, ~0).\n", num(od.fds, "%.2f"), num(od.gor, "%.3f"))
-		w("- Idle CPU at %d connections ≤ 1 %% of a core: orchestratord %s: %s.\n", big, num(od.idleCPU, "%.2f %%"), verdict(od.idleCPU <= 1))
-	}
-	for _, k := range []struct {
-		label string
-		pick  func(figures) float64
-	}{{"1k", func(f figures) float64 { return f.mps1k }}, {"10k", func(f figures) float64 { return f.mps10k }}} {
-		bn, bv := best(figs, k.pick, false)
-		if hasNP && bn != "" {
-			v := k.pick(np)
-			w("- Raw engine ≥ 1.2x the best peer's msgs per CPU-second at %s: netpoll-echo %s vs %s %s = %s: %s.\n",
-				k.label, num(v, "%.0f"), bn, num(bv, "%.0f"), ratio(v, bv), verdict(v >= 1.2*bv))
+		if math.IsNaN(v) || math.IsNaN(base) {
+			w("- %s %s %s %s gws: not measured in this run.\n", who, what, rel, fmtFactor(factor))
+			return
 		}
-		if hasOD && bn != "" {
-			v := k.pick(od)
-			w("- Full daemon echo route ≥ 0.8x the best peer's bare echo at %s: orchestratord %s vs %s %s = %s: %s.\n",
-				k.label, num(v, "%.0f"), bn, num(bv, "%.0f"), ratio(v, bv), verdict(v >= 0.8*bv))
+		w("- %s %s %s %sgws: %s vs %s%s = %s: %s.\n", who, what, rel, fmtFactor(factor), num(v, "%.3f"), num(base, "%.3f"), unit, ratio(v, base), verdict(ok))
+	}
+	if hasNP && hasGWS {
+		cmp("Engine", np, "msgs per server CPU-s at 1k conns", "", np.mps1k, gw.mps1k, 1.2, false)
+		cmp("Engine", np, "msgs per server CPU-s at 10k conns", "", np.mps10k, gw.mps10k, 1.2, false)
+		cmp("Engine", np, fmt.Sprintf("p50 at %d msg/s", c.fixedRate), " ms", np.p50, gw.p50, 1, true)
+		cmp("Engine", np, fmt.Sprintf("p99 at %d msg/s", c.fixedRate), " ms", np.p99, gw.p99, 1, true)
+		cmp("Engine", np, fmt.Sprintf("server CPU-s per 100k msgs at %d msg/s", c.fixedRate), " s", np.cpu100k, gw.cpu100k, 1, true)
+		cmp("Engine", np, "upgrades/s", "", np.upg, gw.upg, 1, false)
+	}
+	if hasOD && hasGWS {
+		cmp("Full daemon", od, "msgs per server CPU-s at 1k conns (vs gws's bare echo)", "", od.mps1k, gw.mps1k, 1, false)
+		cmp("Full daemon", od, "msgs per server CPU-s at 10k conns (vs gws's bare echo)", "", od.mps10k, gw.mps10k, 1, false)
+		cmp("Full daemon", od, fmt.Sprintf("p99 at %d msg/s", c.fixedRate), " ms", od.p99, gw.p99, 2, true)
+	}
+	for _, x := range []struct {
+		who   string
+		f     figures
+		has   bool
+		limit float64
+	}{{"netpoll-echo", np, hasNP, 512}, {"orchestratord", od, hasOD, 1024}} {
+		if !x.has {
+			continue
+		}
+		w("- %s RSS per idle connection at %d ≤ %s: %s: %s.\n", x.who, big, kb(x.limit), kb(x.f.rss), verdict(x.f.rss <= x.limit))
+		w("- %s idle CPU at %d connections (25 s heartbeats) ≤ 1 %% of a core: %s: %s.\n", x.who, big, num(x.f.idleCPU, "%.2f %%"), verdict(x.f.idleCPU <= 1))
+	}
+	for _, x := range []struct {
+		who string
+		f   figures
+		has bool
+	}{{"netpoll-echo", np, hasNP}, {"orchestratord", od, hasOD}} {
+		if x.has {
+			w("- %s: 2,000 half-frame peers cost the other clients ≤ 10 %% of their throughput: ratio %s (late clients %s): %s.\n",
+				x.who, num(x.f.slow, "%.3f"), x.f.late, verdict(x.f.slow >= 0.9))
 		}
 	}
-	if bn, bv := best(figs, func(f figures) float64 { return f.p99 }, true); bn != "" && hasNP {
-		w("- Raw engine p99 at %d/s no worse than the best peer's: netpoll-echo %s ms vs %s %s ms: %s.\n",
-			c.fixedRate, num(np.p99, "%.2f"), bn, num(bv, "%.2f"), verdict(np.p99 <= bv))
-	}
-	if hasOD {
-		w("- 2,000 half-frame peers cost the other clients ≤ 10 %% of their throughput: orchestratord ratio %s (late clients %s): %s.\n",
-			num(od.slow, "%.3f"), od.late, verdict(od.slow >= 0.9))
+	for name, f := range figs {
+		if f.cli1k >= 90 || f.cli10k >= 90 {
+			w("- Note: the load tool was at %s / %s %% of its core in %s's echo runs: its msgs/s were client-bound; compare msgs per server CPU-s and CPU per 100k msgs, not msgs/s.\n",
+				num(f.cli1k, "%.0f"), num(f.cli10k, "%.0f"), name)
+		}
 	}
 	w("\nA missed goal is a fact of this run, not a rounding: the CPU profiles under bench/results/ (when the server exposes /debug/pprof) show where the time goes.\n\n")
+}
+
+// fmtFactor prints a goal's factor ("" for 1).
+func fmtFactor(f float64) string {
+	if f == 1 {
+		return ""
+	}
+	return fmt.Sprintf("%gx ", f)
 }
 
 // binaries maps a server to the binary its profile symbolizes against.

@@ -41,7 +41,7 @@ func TestReportVerdicts(t *testing.T) {
 			"hold-19000": {Alive: 19000, Server: &load.ServerReport{RSSPerConn: goMem * 2, GoPerConn: goMem, FDsPerConn: 1, CPUPercent: 0.5}},
 			"echo-1000":  {Received: 1, Server: &load.ServerReport{MsgsPerCPUSecond: mps}},
 			"echo-10000": {Received: 1, Server: &load.ServerReport{MsgsPerCPUSecond: mps}},
-			"rate-10000": {Received: 1, Latency: load.Latency{P50: 1, P99: p99}},
+			"rate-10000": {Received: 1, Latency: load.Latency{P50: 1, P99: p99}, Server: &load.ServerReport{CPUPer100k: p99}},
 		}, Cmds: map[string]string{}}
 	}
 	od, np, gws := mk(400, 90000, 2), mk(300, 130000, 1), mk(9000, 100000, 3)
@@ -52,11 +52,13 @@ func TestReportVerdicts(t *testing.T) {
 	b, _ := os.ReadFile(c.docs)
 	got := string(b)
 	for _, want := range []string{
-		"≤ 0.5 KB: orchestratord 0.39 KB (RSS 0.78 KB): **met**",
-		"at 1k: netpoll-echo 130000 vs gws 100000 = 1.30x: **met**",
-		"at 1k: orchestratord 90000 vs gws 100000 = 0.90x: **met**",
-		"netpoll-echo 1.00 ms vs gws 3.00 ms: **met**",
-		"| gws | 0.04x | 0.90x | 0.90x | 0.67x |",
+		"- orchestratord RSS per idle connection at 19000 ≤ 1.00 KB: 0.78 KB: **met**",
+		"- netpoll-echo RSS per idle connection at 19000 ≤ 0.50 KB: 0.59 KB: **missed**",
+		"- Engine msgs per server CPU-s at 1k conns ≥ 1.2x gws: 130000.000 vs 100000.000 = 1.30x: **met**",
+		"- Full daemon msgs per server CPU-s at 1k conns (vs gws's bare echo) ≥ gws: 90000.000 vs 100000.000 = 0.90x: **missed**",
+		"- Engine p99 at 10000 msg/s ≤ gws: 1.000 vs 3.000 ms = 0.33x: **met**",
+		"- Engine server CPU-s per 100k msgs at 10000 msg/s ≤ gws: 1.000 vs 3.000 s = 0.33x: **met**",
+		"| gws | 0.04x | 0.90x | 0.90x | 0.67x | 0.67x |",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("report lacks %q", want)

@@ -37,6 +37,9 @@ func TestStoreFailoverE2E(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if err := m.WaitReplicasSynced(5 * time.Second); err != nil {
+				t.Fatal(err)
+			}
 			t.Logf("killing cluster master %s (serves session %s)", m.Addr, ids[0])
 			m.Kill()
 			return func() error { return c.WaitHealthy(30 * time.Second) }

@@ -301,6 +301,7 @@ type msg struct {
 	Reason  string          `json:"reason"`
 	AfterMS int             `json:"after_ms"`
 	Seq     int             `json:"seq"`
+	Pos     uint64          `json:"pos"`
 	Data    json.RawMessage `json:"data"`
 }
 

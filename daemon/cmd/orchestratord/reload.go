@@ -3,12 +3,12 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"net/url"
 	"reflect"
 	"sort"
 	"strings"
 
 	"github.com/orchestratord/orchestratord/daemon/config"
+	"github.com/orchestratord/orchestratord/daemon/redact"
 )
 
 // A reload compares the running config with the new one field by field,
@@ -128,7 +128,8 @@ func joinPath(path, key string) string {
 }
 
 // formatValue writes a leaf for the log: strings quoted, lists in
-// brackets, durations as Go durations, secrets masked.
+// brackets, durations as Go durations, secrets masked (URL userinfo and
+// query values by redact.String, literal header values whole).
 func formatValue(v reflect.Value, secret bool) string {
 	if secret {
 		if v.Kind() == reflect.String && v.String() == "" {
@@ -140,7 +141,7 @@ func formatValue(v reflect.Value, secret bool) string {
 	case v.Type() == durationType:
 		return v.Interface().(config.Duration).String()
 	case v.Kind() == reflect.String:
-		return fmt.Sprintf("%q", redactURL(v.String()))
+		return fmt.Sprintf("%q", redact.String(v.String()))
 	case v.Kind() == reflect.Slice:
 		parts := make([]string, v.Len())
 		for i := range parts {
@@ -149,32 +150,6 @@ func formatValue(v reflect.Value, secret bool) string {
 		return "[" + strings.Join(parts, ", ") + "]"
 	}
 	return fmt.Sprint(v.Interface())
-}
-
-// redactURL masks the password of a URL's userinfo and the values of its
-// query. TODO(integrator): replace with the redaction function of the
-// opsobs branch (one function for check-config, metrics, admin API, logs).
-func redactURL(s string) string {
-	if !strings.Contains(s, "://") {
-		return s
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(redacted)"
-	}
-	if u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-		}
-	}
-	if u.RawQuery != "" {
-		q := u.Query()
-		for k := range q {
-			q[k] = []string{"xxxxx"}
-		}
-		u.RawQuery = q.Encode()
-	}
-	return u.String()
 }
 
 // keepRestartOnly returns next with every restart-only key set back to its

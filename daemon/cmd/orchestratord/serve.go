@@ -68,6 +68,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		return err
 	}
 	router := dispatch.New(table, gateway.DispatchSessions(mgr, metrics), metrics, log)
+	mgr.SetRerun(router.Rerun) // retry_on_node_loss: a lost replica's requests run again here
 
 	gate, err := newGate(bg, cfg, log)
 	if err != nil {
@@ -87,7 +88,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		Path:                    cfg.WS.Path,
 		Plain:                   plain,
 		Ready:                   func() error { return state.backendsReady() },
-	}, gate, mgr, router, metrics, log)
+	}, gate, gateway.ManagerSessions(mgr), router, metrics, log)
 	router.SetAccessLog(cfg.Log.Requests)
 	defer gw.Close()
 

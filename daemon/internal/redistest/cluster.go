@@ -24,7 +24,18 @@ const NodeTimeout = 1000 * time.Millisecond
 // base..base+99 (their cluster bus ports too), joins them with `redis-cli --cluster create
 // --cluster-replicas 1`, and waits until every slot is served and every
 // replica is in sync. Close removes it.
-func StartCluster(base int) (_ *Cluster, err error) {
+func StartCluster(base int) (c *Cluster, err error) {
+	// A port free a moment ago may be taken by an outgoing connection
+	// before redis-server binds it: start over on other ports.
+	for range 3 {
+		if c, err = startCluster(base); err == nil {
+			return c, nil
+		}
+	}
+	return nil, err
+}
+
+func startCluster(base int) (_ *Cluster, err error) {
 	if err := Require(); err != nil {
 		return nil, err
 	}

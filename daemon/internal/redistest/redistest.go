@@ -107,6 +107,41 @@ func (s *Server) info(section string) map[string]string {
 	return m
 }
 
+// WaitReplicasSynced waits until every replica of this master has
+// acknowledged the master's replication stream up to where it is now
+// (slaveN offset >= the master_repl_offset read first): whatever was
+// written before the call survives a kill of the master. WAIT would not
+// do: it only covers the writes of the connection that sends it.
+func (s *Server) WaitReplicasSynced(timeout time.Duration) error {
+	want := int64(-1)
+	return waitFor(timeout, "replicas in sync with "+s.Addr, func() bool {
+		r := s.info("replication")
+		if want < 0 {
+			w, err := strconv.ParseInt(r["master_repl_offset"], 10, 64)
+			if err != nil {
+				return false
+			}
+			want = w
+		}
+		n, _ := strconv.Atoi(r["connected_slaves"])
+		if n == 0 {
+			return false
+		}
+		for i := range n {
+			var off int64 = -1
+			for _, kv := range strings.Split(r["slave"+strconv.Itoa(i)], ",") {
+				if k, v, ok := strings.Cut(kv, "="); ok && k == "offset" {
+					off, _ = strconv.ParseInt(v, 10, 64)
+				}
+			}
+			if off < want {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // Role is "master" or "slave" (empty when it does not answer).
 func (s *Server) Role() string { return s.info("replication")["role"] }
 
@@ -199,8 +234,13 @@ func StartSingle(base int, args ...string) (*Single, error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(base, 100, 1)
-	if err == nil {
+	// A port free a moment ago may be taken by an outgoing connection
+	// before redis-server binds it: try another.
+	for range 3 {
+		var ports []int
+		if ports, err = freePorts(base, 100, 1); err != nil {
+			break
+		}
 		var s *Server
 		if s, err = start(dir, ports[0], args...); err == nil {
 			return &Single{Server: s, dir: dir}, nil

@@ -24,7 +24,16 @@ type Sentinel struct {
 // StartSentinel starts the setup on free ports from base (5 ports within
 // base..base+99) and waits until the Sentinels see the replica and each
 // other. Close removes it.
-func StartSentinel(base int) (_ *Sentinel, err error) {
+func StartSentinel(base int) (s *Sentinel, err error) {
+	for range 3 { // as StartCluster: a port may be taken under our feet
+		if s, err = startSentinel(base); err == nil {
+			return s, nil
+		}
+	}
+	return nil, err
+}
+
+func startSentinel(base int) (_ *Sentinel, err error) {
 	if err := Require(); err != nil {
 		return nil, err
 	}
@@ -128,18 +137,11 @@ func (s *Sentinel) MasterAddr() (string, error) {
 	return "", fmt.Errorf("no sentinel knows the master: %v", lastErr)
 }
 
-// WaitSynced waits until the replica has everything the master wrote
-// (WAIT 1 on the master), so that a kill of the master loses nothing the
-// store was told.
+// WaitSynced waits until the replica has acknowledged everything the
+// master wrote, so that a kill of the master loses nothing the store was
+// told (see Server.WaitReplicasSynced).
 func (s *Sentinel) WaitSynced(timeout time.Duration) error {
-	out, err := s.Master.Cli("WAIT", "1", strconv.Itoa(int(timeout.Milliseconds())))
-	if err != nil {
-		return err
-	}
-	if out != "1" {
-		return fmt.Errorf("WAIT 1: %s replicas acknowledged", out)
-	}
-	return nil
+	return s.Master.WaitReplicasSynced(timeout)
 }
 
 // Close kills every process and removes the directory.

@@ -14,8 +14,8 @@
   var last = { node: null, drain: null, backends: null, sessions: null, detached: null };
   var targets = { node: $("node-stats"), drain: $("drain-progress"), backends: $("backends"), sessions: $("sessions"), detached: $("detached") };
   var es = null, flashTimer = null;
-  // SILENT_MS without an update or a ping (sent every second) means the
-  // daemon is gone even if the TCP connection is not closed yet.
+  // The server sends an update or a ping every second; twice SILENT_MS
+  // without either means the daemon is gone even if no error was seen.
   var SILENT_MS = 5000, silence = null, lastSeen = new Date(), offline = false;
 
   function open() {
@@ -55,7 +55,12 @@
     clearTimeout(silence);
     if (on) {
       lastSeen = new Date();
-      silence = setTimeout(function () { setLive(false); if (es) open(); }, SILENT_MS);
+      // Silent for SILENT_MS: reconnect quietly (a busy browser or daemon
+      // may just be late); still nothing SILENT_MS later: disconnected.
+      silence = setTimeout(function () {
+        if (es) open();
+        silence = setTimeout(function () { setLive(false); }, SILENT_MS);
+      }, SILENT_MS);
     }
     setOffline(!on);
   }

@@ -1,0 +1,334 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestNodeLossE2E: two replicas on the real Redis behind a real nginx,
+// node_loss_after 2s. 50 sessions on replica A each finish one request and
+// then stream two long answers (100 streams in flight on A). A is killed
+// with SIGKILL; every session resumes through nginx (on B). Every stream
+// that was in flight on A ends with exactly one terminal, node_lost,
+// within node_loss_after of the kill; the finished requests get nothing
+// more; a second resume finds nothing owed. The node_lost delays (p50,
+// max) are logged. Five more sessions on A stream on a route with
+// retry_on_node_loss: their requests run again on B (restart notice,
+// chunks from seq 0, one result).
+func TestNodeLossE2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: builds and runs the binary")
+	}
+	requireRedis(t)
+	nginx := lookNginx(t)
+	bin := buildDaemon(t, t.TempDir())
+
+	stream := httptest.NewServer(http.HandlerFunc(slowNDJSON))
+	defer stream.Close()
+
+	const lossAfter = 2 * time.Second
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	writeFile(t, cfg, configYAML("127.0.0.1:1", "127.0.0.1:1", 100*time.Millisecond, 3*time.Second, fmt.Sprintf(`sessions:
+  store: redis
+  redis_url: redis://127.0.0.1:6379/0
+  outbox_max: 1000
+  node_loss_after: %s
+backends:
+  stream: {kind: http, endpoints: [%q]}
+routes:
+  stream: {backend: stream, timeout: 90s, idle_timeout: 5s}
+  again: {backend: stream, timeout: 90s, idle_timeout: 5s, retry_on_node_loss: true}
+`, lossAfter, stream.URL+"/stream")))
+	// Node names of their own: the shared Redis keeps node keys by name.
+	var tag [4]byte
+	_, _ = rand.Read(tag[:])
+	names := []string{"nl-a-" + hex.EncodeToString(tag[:]), "nl-b-" + hex.EncodeToString(tag[:])}
+	var reps [2]*proc
+	for i, name := range names {
+		client, admin := freePort(t), freePort(t)
+		reps[i] = startProc(t, client, admin, []string{"ORCH_LISTEN_CLIENT=" + client, "ORCH_LISTEN_ADMIN=" + admin, "ORCH_NODE=" + name},
+			nil, bin, "serve", "--config", cfg)
+	}
+	for _, r := range reps {
+		r.waitReady(15 * time.Second)
+	}
+	front := startNginx(t, nginx, reps[0].client, reps[1].client)
+	a := reps[0]
+
+	const sessionsN = 50
+	streams := []string{"L1", "L2"}
+	ids := make([]string, sessionsN)
+	lasts := make([]uint64, sessionsN) // position of the finished request's result
+	conns := make([]*wsClient, sessionsN)
+	var wg sync.WaitGroup
+	errs := make(chan error, sessionsN)
+	for i := range sessionsN {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := dialWS(a.client, "", 5*time.Second)
+			if err != nil {
+				errs <- fmt.Errorf("session %d: dial A: %w", i, err)
+				return
+			}
+			conns[i], ids[i] = c, c.welcome.Session
+			term, _, err := c.roundTrip("stream", "f", map[string]int{"n": 1}, 10*time.Second)
+			if err != nil || term.Type != "result" || term.Pos == 0 {
+				errs <- fmt.Errorf("session %d: finished request: %+v %v", i, term, err)
+				return
+			}
+			lasts[i] = term.Pos
+			for _, id := range streams {
+				if err := c.request("stream", id, map[string]int{"n": 600}); err != nil {
+					errs <- fmt.Errorf("session %d: %w", i, err)
+					return
+				}
+			}
+			// Both streams run on A once each has produced a chunk.
+			started := map[string]bool{}
+			for len(started) < len(streams) {
+				m, err := c.read(10 * time.Second)
+				if err != nil {
+					errs <- fmt.Errorf("session %d: waiting for the first chunks: %w", i, err)
+					return
+				}
+				if m.terminal() {
+					errs <- fmt.Errorf("session %d: %s ended before the kill: %+v", i, m.ID, m)
+					return
+				}
+				if m.Type == "chunk" {
+					started[m.ID] = true
+				}
+			}
+		}()
+	}
+	// Sessions whose request retries on node loss.
+	const retryN = 5
+	retryIDs := make([]string, retryN)
+	for i := range retryN {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := dialWS(a.client, "", 5*time.Second)
+			if err != nil {
+				errs <- fmt.Errorf("retry session %d: dial A: %w", i, err)
+				return
+			}
+			retryIDs[i] = c.welcome.Session
+			defer c.close()
+			if err := c.request("again", "R", map[string]int{"n": 30}); err != nil {
+				errs <- fmt.Errorf("retry session %d: %w", i, err)
+				return
+			}
+			if m, err := c.read(10 * time.Second); err != nil || m.Type != "chunk" {
+				errs <- fmt.Errorf("retry session %d: first chunk: %+v %v", i, m, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	killed := time.Now()
+	a.signal(syscall.SIGKILL)
+	<-a.done
+	for _, c := range conns {
+		c.close()
+	}
+
+	// Resume every session through nginx, at once.
+	type outcome struct {
+		delays []time.Duration
+		last   uint64 // highest position seen
+		err    error
+	}
+	results := make([]outcome, sessionsN)
+	for i := range sessionsN {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res := &results[i]
+			// Resume after the position seen (the finished request's
+			// result); a v1 resume could replay that result too, since the
+			// killed replica could not record what its socket delivered.
+			c, err := dialWS(front, fmt.Sprintf("session=%s&last=%d", ids[i], lasts[i]), 5*time.Second)
+			if err != nil {
+				res.err = fmt.Errorf("resume through nginx: %w", err)
+				return
+			}
+			defer c.close()
+			if !c.welcome.Resumed || c.welcome.Node != names[1] {
+				res.err = fmt.Errorf("welcome %+v, want resumed on %s", c.welcome, names[1])
+				return
+			}
+			got := map[string]int{}
+			// Read until both streams ended, then on for as long again
+			// as node_loss_after: a second terminal would show up then.
+			deadline := time.Now().Add(lossAfter + 8*time.Second)
+			quiet := time.Time{}
+			for {
+				wait := time.Until(deadline)
+				if !quiet.IsZero() {
+					wait = time.Until(quiet)
+				}
+				if wait <= 0 {
+					break
+				}
+				m, err := c.read(wait)
+				if err != nil {
+					if !quiet.IsZero() && isTimeout(err) {
+						break
+					}
+					res.err = fmt.Errorf("read after resume (terminals so far %v): %w", got, err)
+					return
+				}
+				if !m.terminal() {
+					continue
+				}
+				got[m.ID]++
+				if !slices.Contains(streams, m.ID) {
+					res.err = fmt.Errorf("terminal for %s, which had finished before the kill: %+v", m.ID, m)
+					return
+				}
+				if m.Type != "error" || m.Code != "node_lost" {
+					res.err = fmt.Errorf("terminal of %s is %+v, want error node_lost", m.ID, m)
+					return
+				}
+				if got[m.ID] > 1 {
+					res.err = fmt.Errorf("second terminal for %s", m.ID)
+					return
+				}
+				res.delays = append(res.delays, time.Since(killed))
+				res.last = max(res.last, m.Pos)
+				if len(res.delays) == len(streams) {
+					quiet = time.Now().Add(lossAfter)
+				}
+			}
+			if len(res.delays) != len(streams) {
+				res.err = fmt.Errorf("terminals %v, want one node_lost for each of %v", got, streams)
+			}
+		}()
+	}
+	retryErrs := make([]error, retryN)
+	for i := range retryN {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			retryErrs[i] = rerunSeen(front, retryIDs[i], names[1])
+		}()
+	}
+	wg.Wait()
+	for i, err := range retryErrs {
+		if err != nil {
+			t.Fatalf("retry session %d (%s): %v", i, retryIDs[i], err)
+		}
+	}
+	var all []time.Duration
+	lastSeen := make([]uint64, sessionsN)
+	for i, r := range results {
+		lastSeen[i] = r.last
+		if r.err != nil {
+			t.Fatalf("session %d (%s): %v", i, ids[i], r.err)
+		}
+		all = append(all, r.delays...)
+	}
+	slices.Sort(all)
+	p50, worst := all[len(all)/2], all[len(all)-1]
+	t.Logf("node_lost for %d streams in flight on the killed replica: delay after SIGKILL p50 %v, max %v (node_loss_after %v)",
+		len(all), p50.Round(time.Millisecond), worst.Round(time.Millisecond), lossAfter)
+	if worst > lossAfter {
+		t.Fatalf("node_lost %v after the kill, want within node_loss_after %v", worst, lossAfter)
+	}
+
+	// A second resume after the last position seen finds nothing more:
+	// each terminal was logged once.
+	for i, id := range ids {
+		c, err := dialWS(front, fmt.Sprintf("session=%s&last=%d", id, lastSeen[i]), 5*time.Second)
+		if err != nil {
+			t.Fatalf("second resume of session %d: %v", i, err)
+		}
+		term, others, err := c.roundTrip("ping", "probe", nil, 5*time.Second)
+		c.close()
+		if err != nil || term.Type != "pong" {
+			t.Fatalf("second resume of session %d: probe %+v %v", i, term, err)
+		}
+		for _, m := range others {
+			if m.terminal() {
+				t.Fatalf("second resume of session %d brought %+v again", i, m)
+			}
+		}
+	}
+}
+
+// rerunSeen resumes session sid through front and checks that its request
+// R, lost with its replica, ran again on node: a restart notice, chunks
+// from seq 0 without gaps, one result, nothing after it.
+func rerunSeen(front, sid, node string) error {
+	c, err := dialWS(front, "session="+sid, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("resume through nginx: %w", err)
+	}
+	defer c.close()
+	if !c.welcome.Resumed || c.welcome.Node != node {
+		return fmt.Errorf("welcome %+v, want resumed on %s", c.welcome, node)
+	}
+	restarted, next := false, 0
+	for {
+		m, err := c.read(15 * time.Second)
+		if err != nil {
+			return fmt.Errorf("after restart=%v, %d chunks: %w", restarted, next, err)
+		}
+		switch {
+		case m.ID != "R":
+			return fmt.Errorf("unexpected %+v", m)
+		case m.Type == "restart":
+			if restarted {
+				return fmt.Errorf("second restart notice")
+			}
+			restarted = true
+		case !restarted:
+			// Chunks of the first run may still be replayed before the
+			// notice; nothing else may come before it.
+			if m.Type != "chunk" {
+				return fmt.Errorf("%+v before the restart notice", m)
+			}
+		case m.Type == "chunk":
+			if m.Seq != next {
+				return fmt.Errorf("chunk seq %d after the restart, want %d", m.Seq, next)
+			}
+			next++
+		case m.Type == "result":
+			if next != 30 || string(m.Data) != `"done"` {
+				return fmt.Errorf("result %+v after %d chunks, want \"done\" after 30", m, next)
+			}
+			// Nothing more for R: a second terminal would come now.
+			if m, err := c.read(2 * time.Second); err == nil {
+				return fmt.Errorf("after the result: %+v", m)
+			} else if !isTimeout(err) {
+				return err
+			}
+			return nil
+		default:
+			return fmt.Errorf("terminal %+v, want the rerun's result", m)
+		}
+	}
+}
+
+// isTimeout reports whether err is a read deadline passing.
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
+}

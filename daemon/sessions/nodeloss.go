@@ -1,0 +1,629 @@
+package sessions
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/orchestratord/orchestratord/daemon/events"
+)
+
+// Node loss (contract v1.1 section 4a; docs/sessions.md "Node loss"): every
+// replica on the Redis store keeps a liveness key, records the requests it
+// runs where a survivor can find them, and sweeps the records of replicas
+// whose liveness lapsed: each orphaned request gets exactly one node_lost
+// terminal, written by the one survivor whose compare-and-delete of the
+// request's marker (in the session's slot) succeeded. The normal end of a
+// request goes through the same compare-and-delete, so a replica that was
+// only cut off and comes back cannot add a second terminal.
+//
+// The memory store serves one node: there is no survivor and nothing to
+// record, so m.nl is nil and every hook below is a no-op.
+
+// CodeNodeLost is the error code of the terminal a survivor writes for a
+// request of a replica that stopped without draining (dispatch's table
+// lists it too).
+const CodeNodeLost = "node_lost"
+
+const nodeLostMessage = "the replica running this request stopped without draining"
+
+// Run record states (runRec.state).
+const (
+	runQueued  int32 = iota // begun, waiting for the recorder
+	runSending              // the recorder is writing it
+	runSent                 // the write was attempted (see runRec.sent)
+	runEnded                // End was called
+)
+
+// runRec is a request begun on this node through BeginRoute.
+type runRec struct {
+	seq             uint64 // unique in the process (the inflight field)
+	sid, req, route string
+	data            []byte // the request's data when its route retries on node loss
+	started         time.Time
+	state           atomic.Int32
+	sent            chan struct{} // closed once the recorder's write returned
+	stored          bool          // the write was confirmed; set before sent is closed
+	settled         atomic.Bool   // End passed the check; its terminal may be written
+}
+
+// heldEnd is a terminal whose check could not reach the store: it waits,
+// and is retried, so that it is neither lost nor doubled.
+type heldEnd struct {
+	s   *Stream
+	msg []byte
+}
+
+// nodeLoss is the node-loss machinery of a Manager on the Redis store. It
+// owns three goroutines (liveness, recorder, sweeper), stopped by close.
+type nodeLoss struct {
+	m     *Manager
+	rs    *RedisStore
+	token string // "<node>/<incarnation>"
+
+	after   time.Duration // sessions.node_loss_after
+	ttl     time.Duration // liveness key TTL: after/2
+	refresh time.Duration // liveness refresh period: after/6
+	sweep   time.Duration // sweep period: after/5
+
+	mu    sync.Mutex
+	queue []*runRec // begun, not yet written; guarded by mu
+	ended []string  // inflight fields of settled runs, to remove; guarded by mu
+	held  []heldEnd // guarded by mu
+	// unsure: runs whose record write failed (it may still have landed)
+	// and that ended: their marker is removed once the store answers.
+	unsure []*runRec // guarded by mu
+	kick   chan struct{}
+
+	seq   atomic.Uint64         // run numbers
+	rerun atomic.Pointer[Rerun] // set by SetRerun (dispatch), read by the sweeper
+
+	sweepMu sync.Mutex        // one sweep at a time; guards seen and owing
+	seen    map[string]string // node -> live token whose records were read
+	owing   []runRecord       // runs taken over whose terminal is not written yet
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// startNodeLoss writes this node's liveness key (an error fails Open: a
+// node whose runs a survivor could not tell from orphans must not serve)
+// and starts the goroutines.
+func startNodeLoss(ctx context.Context, m *Manager, rs *RedisStore, after time.Duration) (*nodeLoss, error) {
+	if after <= 0 {
+		after = 10 * time.Second
+	}
+	var inc [8]byte
+	_, _ = rand.Read(inc[:])
+	n := &nodeLoss{m: m, rs: rs, token: m.node + "/" + hex.EncodeToString(inc[:]),
+		after: after, ttl: after / 2, refresh: after / 6, sweep: after / 5,
+		kick: make(chan struct{}, 1), seen: make(map[string]string)}
+	// A few attempts: a fresh connection under load may miss one short
+	// operation timeout.
+	var prev string
+	var err error
+	for try := range 3 {
+		if prev, err = rs.refreshAlive(ctx, m.node, n.token, n.ttl); err == nil || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Duration(try+1) * 50 * time.Millisecond) // backoff between attempts, not synchronisation
+	}
+	if err != nil {
+		return nil, err
+	}
+	if prev != "" {
+		m.log.Warn("a previous process of this node stopped without draining: its requests end with node_lost",
+			slog.String("node", m.node), slog.String("previous", prev))
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.wg.Add(3)
+	go n.liveness()
+	go n.recorder()
+	go n.sweeper()
+	return n, nil
+}
+
+// close stops the goroutines and, on a clean shutdown, removes the
+// liveness key: a survivor then settles at once whatever is left.
+func (n *nodeLoss) close() {
+	n.cancel()
+	n.wg.Wait()
+	n.mu.Lock()
+	held := len(n.held)
+	n.held = nil
+	n.mu.Unlock()
+	if held > 0 {
+		n.m.log.Error("terminal messages lost at close: session store unavailable to settle them", slog.Int("messages", held))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*n.rs.opTimeout)
+	defer cancel()
+	n.flushEnded(ctx)
+	if err := n.rs.dropAlive(ctx, n.m.node, n.token); err != nil {
+		n.m.log.Warn("node liveness not removed at close; it lapses by itself", slog.Any("err", err))
+	}
+}
+
+// liveness refreshes the node's key every refresh period.
+func (n *nodeLoss) liveness() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		prev, err := n.rs.refreshAlive(n.ctx, n.m.node, n.token, n.ttl)
+		switch {
+		case err != nil:
+			if n.ctx.Err() == nil {
+				n.m.warn("node liveness refresh failed", slog.Any("err", err))
+			}
+		case prev == "":
+			n.m.log.Warn("node liveness had lapsed: survivors may have ended this node's requests with node_lost",
+				slog.String("node", n.m.node))
+		case prev != n.token:
+			n.m.log.Error("another process uses this node name: node names must be unique among replicas",
+				slog.String("node", n.m.node), slog.String("other", prev))
+		}
+	}
+}
+
+// record queues a run for the recorder; it never blocks.
+func (n *nodeLoss) record(sid, req, route string, data []byte) *runRec {
+	r := &runRec{seq: n.seq.Add(1), sid: sid, req: req, route: route, data: data, started: time.Now(), sent: make(chan struct{})}
+	n.mu.Lock()
+	n.queue = append(n.queue, r)
+	n.mu.Unlock()
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+	return r
+}
+
+// recordBatch bounds the runs written in one pipelined round trip.
+const recordBatch = 512
+
+// recorder writes queued runs in pipelined batches and retries held ends.
+func (n *nodeLoss) recorder() {
+	defer n.wg.Done()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.kick:
+		case <-t.C:
+			n.retryHeld()
+		}
+		for {
+			n.mu.Lock()
+			k := min(len(n.queue), recordBatch)
+			batch := slices.Clone(n.queue[:k])
+			n.queue = n.queue[k:]
+			if len(n.queue) == 0 {
+				n.queue = nil
+			}
+			n.mu.Unlock()
+			if k == 0 {
+				break
+			}
+			runs := batch[:0]
+			for _, r := range batch {
+				if r.state.CompareAndSwap(runQueued, runSending) {
+					runs = append(runs, r)
+				}
+			}
+			if len(runs) == 0 {
+				continue
+			}
+			ok := n.rs.recordRuns(n.ctx, n.m.node, n.token, runs)
+			for i, r := range runs {
+				if !ok[i] && n.ctx.Err() == nil {
+					n.m.warn("request not recorded in the session store: a crash of this node would leave it without node_lost",
+						slog.String("session", r.sid), slog.String("request", r.req))
+				}
+				r.stored = ok[i]
+				close(r.sent)
+				r.state.CompareAndSwap(runSending, runSent)
+			}
+		}
+		n.flushEnded(n.ctx)
+	}
+}
+
+// flushEnded removes the inflight entries of settled runs, a batch per
+// round trip; on failure they are kept for the next pass.
+func (n *nodeLoss) flushEnded(ctx context.Context) {
+	for {
+		n.mu.Lock()
+		k := min(len(n.ended), recordBatch)
+		fields := slices.Clone(n.ended[:k])
+		n.mu.Unlock()
+		if k == 0 {
+			return
+		}
+		if err := n.rs.clearEnded(ctx, n.m.node, fields); err != nil {
+			if ctx.Err() == nil {
+				n.m.warn("ended runs not cleared yet", slog.Any("err", err))
+			}
+			return
+		}
+		n.mu.Lock()
+		n.ended = n.ended[k:]
+		if len(n.ended) == 0 {
+			n.ended = nil
+		}
+		n.mu.Unlock()
+	}
+}
+
+// settleRun is the node-loss check in front of a request's terminal (see
+// Stream.End). It reports whether the caller writes msg now. False: the
+// terminal was dropped (a survivor already ended the request with
+// node_lost) or is held until the store answers (it is then written from
+// the recorder goroutine). Called on the request's goroutine, never on a
+// poller, with no lock held: it may wait one store round trip.
+func (m *Manager) settleRun(s *Stream, msg []byte) bool {
+	n, r := m.nl, s.run
+	if n == nil || r == nil || r.settled.Load() {
+		return true
+	}
+	switch r.state.Swap(runEnded) {
+	case runQueued:
+		return true // never written: no survivor can know of it
+	case runEnded:
+		return true // a second End: Stream.End ignores it
+	case runSending:
+		<-r.sent // its write is bounded by the store's op timeout
+	}
+	if !r.stored {
+		// The write failed (the store was unreachable): no survivor can
+		// have seen it, or, if it landed after all, the marker is removed
+		// below before anyone takes it (unless this node is cut off for
+		// longer than node_loss_after: docs/sessions.md, windows).
+		n.mu.Lock()
+		n.unsure = append(n.unsure, r)
+		n.mu.Unlock()
+		r.settled.Store(true)
+		return true
+	}
+	owned, err := n.rs.endRun(n.ctx, n.token, r.sid, r.req)
+	switch {
+	case err != nil:
+		m.warn("request end not settled in the session store; terminal held until it answers",
+			slog.String("session", r.sid), slog.String("request", r.req), slog.Any("err", err))
+		n.mu.Lock()
+		n.held = append(n.held, heldEnd{s: s, msg: slices.Clone(msg)})
+		n.mu.Unlock()
+		return false
+	case !owned:
+		n.endedRun(r)
+		m.log.Warn("late terminal dropped: a surviving replica already ended this request with node_lost",
+			slog.String("session", r.sid), slog.String("request", r.req))
+		n.dropStream(s)
+		return false
+	}
+	n.endedRun(r)
+	r.settled.Store(true)
+	return true
+}
+
+// endedRun queues the removal of r's inflight entry for the recorder.
+func (n *nodeLoss) endedRun(r *runRec) {
+	n.mu.Lock()
+	n.ended = append(n.ended, runField(r.sid, r.seq, r.req))
+	n.mu.Unlock()
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// clearUnsure removes the markers of ended runs whose record write failed
+// (recorder goroutine); kept for the next pass while the store fails.
+func (n *nodeLoss) clearUnsure() {
+	n.mu.Lock()
+	unsure := n.unsure
+	n.unsure = nil
+	n.mu.Unlock()
+	for i, r := range unsure {
+		owned, err := n.rs.endRun(n.ctx, n.token, r.sid, r.req)
+		if err != nil {
+			n.mu.Lock()
+			n.unsure = append(n.unsure, unsure[i:]...)
+			n.mu.Unlock()
+			return
+		}
+		n.endedRun(r)
+		if !owned {
+			n.m.log.Error("duplicate terminal: a survivor ended this request with node_lost while this node, cut off from the store, delivered its own",
+				slog.String("session", r.sid), slog.String("request", r.req))
+		}
+	}
+}
+
+// retryHeld settles held ends again (recorder goroutine).
+func (n *nodeLoss) retryHeld() {
+	n.clearUnsure()
+	n.mu.Lock()
+	held := n.held
+	n.held = nil
+	n.mu.Unlock()
+	for i, h := range held {
+		r := h.s.run
+		owned, err := n.rs.endRun(n.ctx, n.token, r.sid, r.req)
+		if err != nil {
+			n.mu.Lock()
+			n.held = append(n.held, held[i:]...)
+			n.mu.Unlock()
+			return
+		}
+		n.endedRun(r)
+		if !owned {
+			n.m.log.Warn("late terminal dropped: a surviving replica already ended this request with node_lost",
+				slog.String("session", r.sid), slog.String("request", r.req))
+			n.dropStream(h.s)
+			continue
+		}
+		r.settled.Store(true)
+		h.s.End(h.msg)
+	}
+}
+
+// dropStream forgets a stream whose terminal is dropped.
+func (n *nodeLoss) dropStream(s *Stream) {
+	l := s.l
+	l.mu.Lock()
+	if !s.ended {
+		s.ended = true
+		s.unregisterLocked()
+	}
+	n.m.releaseLocked(l)
+	l.mu.Unlock()
+}
+
+// sweeper checks the registered nodes every sweep period.
+func (n *nodeLoss) sweeper() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.sweep)
+	defer t.Stop()
+	for {
+		n.sweepOnce(n.ctx)
+		select {
+		case <-n.ctx.Done():
+			n.sweepMu.Lock()
+			if len(n.owing) > 0 {
+				n.m.log.Error("node_lost terminals not written at close", slog.Int("messages", len(n.owing)))
+			}
+			n.sweepMu.Unlock()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// sweepOnce settles the runs of every node whose process is gone: a node
+// whose liveness lapsed, or an earlier process of a node that restarted.
+// The records of a live process are read once per process (its own runs
+// are never orphans) and skipped after.
+func (n *nodeLoss) sweepOnce(ctx context.Context) {
+	n.sweepMu.Lock()
+	defer n.sweepMu.Unlock()
+	n.writeOwed(ctx)
+	nodes, err := n.rs.nodeList(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			n.m.warn("node-loss sweep: list nodes", slog.Any("err", err))
+		}
+		return
+	}
+	for name, live := range nodes {
+		if ctx.Err() != nil {
+			return
+		}
+		if live != "" && n.seen[name] == live {
+			continue
+		}
+		if name == n.m.node && live != n.token {
+			continue // this node's own key lapsed or was taken: the others judge
+		}
+		if live == "" {
+			delete(n.seen, name)
+		}
+		if n.sweepNode(ctx, name, live) && live != "" {
+			n.seen[name] = live
+		}
+	}
+	for name := range n.seen {
+		if _, ok := nodes[name]; !ok {
+			delete(n.seen, name)
+		}
+	}
+}
+
+// sweepNode settles the orphaned runs of node (live: the token of its live
+// process, "" if none). It reports whether every run was settled.
+func (n *nodeLoss) sweepNode(ctx context.Context, node, live string) bool {
+	recs, err := n.rs.scanRuns(ctx, node)
+	if err != nil {
+		n.m.warn("node-loss sweep: read runs", slog.String("node", node), slog.Any("err", err))
+		return false
+	}
+	var orphans, settled []runRecord
+	for _, r := range recs {
+		switch {
+		case r.SID == "":
+			settled = append(settled, r) // unreadable
+		case r.Token != live:
+			orphans = append(orphans, r)
+		}
+	}
+	complete := true
+	if len(orphans) > 0 {
+		taken, errs := n.rs.takeRuns(ctx, orphans)
+		won, rerun := 0, 0
+		for i, r := range orphans {
+			if errs[i] != nil {
+				if complete && ctx.Err() == nil {
+					n.m.warn("node-loss sweep: take a run over", slog.String("node", node), slog.Any("err", errs[i]))
+				}
+				complete = false
+				continue
+			}
+			settled = append(settled, r)
+			if !taken[i] {
+				continue
+			}
+			won++
+			if n.runAgain(ctx, r) {
+				rerun++
+				continue
+			}
+			n.owing = append(n.owing, r)
+		}
+		if won > 0 {
+			n.m.log.Warn("replica lost: its requests end with node_lost, or run again here where their route says so",
+				slog.String("node", node), slog.Int("requests", won), slog.Int("run_again", rerun))
+		}
+		n.writeOwed(ctx)
+	}
+	left := int64(-1)
+	if len(settled) > 0 {
+		if left, err = n.rs.clearRuns(ctx, node, settled); err != nil {
+			n.m.warn("node-loss sweep: clear runs", slog.String("node", node), slog.Any("err", err))
+			return false
+		}
+	} else if len(recs) == 0 {
+		left = 0
+	}
+	if live == "" && left == 0 && complete {
+		if err := n.rs.forgetNode(ctx, node); err != nil {
+			n.m.warn("node-loss sweep: unregister node", slog.String("node", node), slog.Any("err", err))
+		}
+	}
+	return complete
+}
+
+// Rerun runs again, on this node, a request taken over from a lost replica
+// whose route has retry_on_node_loss (dispatch's Router.Rerun): it begins
+// the request anew with BeginRoute and sends a restart notice first. It
+// reports false when it cannot (route gone or without retry, draining,
+// duplicate id); the request then ends with node_lost.
+type Rerun func(sessionID, user, requestID, route string, data []byte) bool
+
+// SetRerun installs fn for the node-loss sweeper (Redis store; a no-op on
+// the memory store, which has no survivor).
+func (m *Manager) SetRerun(fn Rerun) {
+	if m.nl != nil {
+		m.nl.rerun.Store(&fn)
+	}
+}
+
+// runAgain hands a taken-over run whose route retries to the Rerun hook;
+// false: it ends with node_lost instead.
+func (n *nodeLoss) runAgain(ctx context.Context, r runRecord) bool {
+	fn := n.rerun.Load()
+	if r.Data == nil || fn == nil {
+		return false
+	}
+	user, err := n.m.store.Owner(ctx, r.SID)
+	if err != nil {
+		return false // expired (endOrphan drops it) or the store failed (node_lost, retried)
+	}
+	if !(*fn)(r.SID, user, r.Req, r.Route, r.Data) {
+		return false
+	}
+	n.m.log.Info("request of a lost replica runs again here", slog.String("session", r.SID),
+		slog.String("request", r.Req), slog.String("route", r.Route))
+	return true
+}
+
+// writeOwed writes the node_lost terminal of every run this node took
+// over; those the store refuses wait for the next sweep.
+func (n *nodeLoss) writeOwed(ctx context.Context) {
+	var keep []runRecord
+	for i, r := range n.owing {
+		msg := events.AppendError(nil, r.Req, CodeNodeLost, nodeLostMessage)
+		if err := n.m.endOrphan(ctx, r.SID, r.Req, msg); err != nil {
+			if ctx.Err() == nil {
+				n.m.warn("node_lost terminal not written yet, retried", slog.String("session", r.SID),
+					slog.String("request", r.Req), slog.Any("err", err))
+			}
+			keep = append(keep, n.owing[i:]...)
+			break
+		}
+	}
+	n.owing = keep
+}
+
+// endOrphan writes the node_lost terminal msg of request requestID of
+// session sessionID, taken over from a lost replica: Manager.Terminal
+// numbers it, appends it to the session's replay log and delivers it to
+// the session's connection wherever it is. This is the one place a
+// node_lost terminal is written. A session that expired meanwhile needs
+// none.
+func (m *Manager) endOrphan(ctx context.Context, sessionID, requestID string, msg []byte) error {
+	_, err := m.Terminal(ctx, sessionID, requestID, msg)
+	if errors.Is(err, ErrNotFound) {
+		m.log.Debug("node_lost terminal for an expired session dropped", slog.String("session", sessionID),
+			slog.String("request", requestID))
+		return nil
+	}
+	return err
+}
+
+// BeginRoute is Begin for a request of route that runs on its own
+// goroutine: with the Redis store it is also recorded (asynchronously, in
+// pipelined batches) as in flight on this node, so that a survivor ends it
+// with node_lost if this node dies, or, when retry is not nil (the
+// request's data, for a route with retry_on_node_loss), runs it again
+// (see SetRerun). Its End then settles the record first (one store round
+// trip). Begin alone records nothing (a terminal written at once, such as
+// the inline echo's, needs no record).
+func (m *Manager) BeginRoute(id, reqID, route string, retry []byte) *Stream {
+	s := m.Begin(id, reqID)
+	if m.nl != nil {
+		s.run = m.nl.record(id, reqID, route, retry)
+	}
+	return s
+}
+
+// Running returns the ids of the session's requests recorded as in flight
+// on some replica (Redis store), or in flight on this node (memory store).
+// A request begun less than one store round trip ago may be missing.
+func (m *Manager) Running(ctx context.Context, sessionID string) ([]string, error) {
+	if m.nl != nil {
+		return m.nl.rs.runningIn(ctx, sessionID)
+	}
+	l := m.lockLocal(sessionID, false)
+	if l == nil {
+		return nil, nil
+	}
+	defer l.mu.Unlock()
+	var ids []string
+	for _, s := range l.sortedStreams() {
+		ids = append(ids, s.req)
+	}
+	return ids, nil
+}
+
+// SweepForTest runs one node-loss sweep now; false without a sweeper
+// (memory store).
+func (m *Manager) SweepForTest(ctx context.Context) bool {
+	if m.nl == nil {
+		return false
+	}
+	m.nl.sweepOnce(ctx)
+	return true
+}

@@ -1,0 +1,312 @@
+package sessions
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Record is the one record of a session on this node: everything the node
+// knows and does for it lives here, in one object, in one sharded registry
+// (the Manager's shards), reachable from the connection (the gateway keeps
+// it in the netpoll Conn's value).
+//
+//   - connection binding: the live Outlet, its connection number, and how
+//     many gateway connections still hold the record (conns);
+//   - delivery (delivery.go): termMu, the positions sent (a contiguous mark
+//     and those sent ahead of a gap), a paced replay's backlog, a delivered cursor
+//     not yet written, the holder on another node as last learnt;
+//   - requests: their streams (output kept for a resume) and dispatch's
+//     in-flight registry (request id → cancel func) with its rate limiter
+//     state, used by dispatch through the Session interface it declares;
+//   - with the Redis store, when its last connection here went (Counts).
+//
+// An idle attached session is this struct and its map slot: no map is
+// made until a request runs, no goroutine, no timer. A record is removed
+// from the registry (dead set) once nothing holds it: no connection, no
+// request, no pending write, not kept as detached.
+type Record struct {
+	m      *Manager
+	mu     sync.Mutex
+	termMu sync.Mutex // orders numbering and delivery; see delivery.go. Taken before mu, never while holding it; never on the poller.
+
+	id   string
+	user string // the session's user, once attached here (to restore a lost session); guarded by mu
+
+	// guarded by mu
+	out      Outlet                             // the live connection on this node, nil if none
+	conn     uint64                             // out's connection number
+	remote   *remote                            // the holder on another node, as last learnt (nil: unknown)
+	epoch    uint64                             // newest claim epoch seen for the session
+	streams  map[string]*Stream                 // nil while no request runs: idle sessions stay small
+	calls    map[string]context.CancelCauseFunc // dispatch's requests in flight; nil while none
+	sent     uint64                             // every position up to this one was sent to out (or came before its claim)
+	ahead    *[]uint64                          // positions above sent+1 sent to out already, ascending; nil: none
+	bl       *backlog                           // a paced replay under way on out, nil if none
+	dlv      uint64                             // a delivered cursor not written to the store yet
+	detached int64                              // Redis store: unix nanos its last connection here went (0: attached or not kept)
+	held     int32                              // Terminal calls and retries using l
+	conns    int32                              // gateway connections holding l (Bind .. Detach)
+	dead     bool
+
+	trace   atomic.Pointer[string] // the attached connection's trusted trace id (dispatch.Session.TraceID); nil: none
+	touched atomic.Int64           // unix nanos of the last TTL refresh sent
+	tat     atomic.Int64           // dispatch's message rate limiter (GCRA theoretical arrival time)
+}
+
+type localShard struct {
+	mu sync.Mutex
+	m  map[string]*Record // guarded by mu
+}
+
+// lockLocal returns the session's record, locked, creating it when create
+// is set; nil if it does not exist and create is not set.
+func (m *Manager) lockLocal(id string, create bool) *Record {
+	sh := m.shard(id)
+	for {
+		sh.mu.Lock()
+		l := sh.m[id]
+		if l == nil {
+			if !create {
+				sh.mu.Unlock()
+				return nil
+			}
+			l = &Record{m: m, id: id} // maps are made by the first request
+			sh.m[id] = l
+		}
+		sh.mu.Unlock()
+		l.mu.Lock()
+		if !l.dead {
+			return l
+		}
+		l.mu.Unlock()
+	}
+}
+
+// releaseLocked forgets l once nothing holds it on this node. l.mu must be
+// held; the caller still unlocks it.
+func (m *Manager) releaseLocked(l *Record) {
+	if l.out != nil || len(l.streams) > 0 || len(l.calls) > 0 || l.held > 0 || l.conns > 0 ||
+		l.dlv != 0 || l.detached != 0 || l.dead {
+		return
+	}
+	sh := m.shard(l.id)
+	sh.mu.Lock()
+	if sh.m[l.id] == l {
+		delete(sh.m, l.id)
+	}
+	sh.mu.Unlock()
+	l.dead = true
+}
+
+// holdLocal returns the session's record and keeps it registered until
+// unhold.
+func (m *Manager) holdLocal(id string) *Record {
+	l := m.lockLocal(id, true)
+	l.held++
+	l.mu.Unlock()
+	return l
+}
+
+func (m *Manager) unhold(l *Record) {
+	l.mu.Lock()
+	l.held--
+	m.releaseLocked(l)
+	l.mu.Unlock()
+}
+
+// Hold returns the record of session id, kept registered until release
+// is called (dispatch registers a request taken over from a lost replica
+// on it in between); user is recorded if the record has none yet.
+func (m *Manager) Hold(id, user string) (rec *Record, release func()) {
+	l := m.lockLocal(id, true)
+	l.held++
+	if l.user == "" {
+		l.user = user
+	}
+	l.mu.Unlock()
+	return l, func() { m.unhold(l) }
+}
+
+// records returns the registered records (a snapshot).
+func (m *Manager) records() []*Record {
+	var ls []*Record
+	for i := range m.shards {
+		sh := &m.shards[i]
+		sh.mu.Lock()
+		for _, l := range sh.m {
+			ls = append(ls, l)
+		}
+		sh.mu.Unlock()
+	}
+	return ls
+}
+
+// Each calls fn for every record this node holds (not under any lock).
+func (m *Manager) Each(fn func(*Record)) {
+	for _, l := range m.records() {
+		fn(l)
+	}
+}
+
+// EachAttached calls fn with the live connection of every session attached
+// on this node (not under any lock).
+func (m *Manager) EachAttached(fn func(Outlet)) {
+	for _, l := range m.records() {
+		l.mu.Lock()
+		out := l.out
+		l.mu.Unlock()
+		if out != nil {
+			fn(out)
+		}
+	}
+}
+
+// Outlet returns the live connection of session id on this node, or nil.
+func (m *Manager) Outlet(id string) Outlet {
+	l := m.lockLocal(id, false)
+	if l == nil {
+		return nil
+	}
+	defer l.mu.Unlock()
+	return l.out
+}
+
+// ID returns the session id.
+func (l *Record) ID() string { return l.id }
+
+// User returns the session's user ("" until a connection attached it here).
+func (l *Record) User() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.user
+}
+
+// Touch records activity on the session (Manager.Touch without the lookup).
+func (l *Record) Touch() { l.m.touch(l.id, l) }
+
+// SetTraceID sets the trace id the session's requests carry (from the
+// attached connection's trusted traceparent; "" for a new one per
+// request).
+func (l *Record) SetTraceID(id string) {
+	if id == "" && l.trace.Load() == nil {
+		return
+	}
+	l.trace.Store(&id)
+}
+
+// TraceID returns the session's trace id, or "".
+func (l *Record) TraceID() string {
+	if p := l.trace.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// RateState returns the state of the session's message rate limiter
+// (auth.Bucket.AllowAt); dispatch owns its rate.
+func (l *Record) RateState() *atomic.Int64 { return &l.tat }
+
+// Register adds request req with its cancel func to the session's
+// requests in flight, unless req is in flight already (dup) or max are
+// (full).
+func (l *Record) Register(req string, cancel context.CancelCauseFunc, max int) (dup, full bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.calls[req]; ok {
+		return true, false
+	}
+	if len(l.calls) >= max {
+		return false, true
+	}
+	if l.calls == nil {
+		l.calls = make(map[string]context.CancelCauseFunc, 2)
+	}
+	l.calls[req] = cancel
+	return false, false
+}
+
+// Unregister removes request req and returns how many remain in flight.
+func (l *Record) Unregister(req string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.calls, req)
+	n := len(l.calls)
+	if n == 0 {
+		l.calls = nil
+		l.m.releaseLocked(l)
+	}
+	return n
+}
+
+// Cancel stops request req with cause; false when it is not in flight.
+func (l *Record) Cancel(req string, cause error) bool {
+	l.mu.Lock()
+	c, ok := l.calls[req]
+	l.mu.Unlock()
+	if ok {
+		c(cause)
+	}
+	return ok
+}
+
+// CancelAll stops every request of the session in flight with cause.
+func (l *Record) CancelAll(cause error) {
+	l.mu.Lock()
+	cs := make([]context.CancelCauseFunc, 0, len(l.calls))
+	for _, c := range l.calls {
+		cs = append(cs, c)
+	}
+	l.mu.Unlock()
+	for _, c := range cs {
+		c(cause)
+	}
+}
+
+// InFlight returns the number of requests of the session in flight.
+func (l *Record) InFlight() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.calls)
+}
+
+// sweepDetached forgets the detached records (Redis store) whose session
+// expired since their detach, as far as this node can tell (TTL).
+func (m *Manager) sweepDetached(now time.Time) {
+	cut := now.Add(-m.lim.ttl).UnixNano()
+	for _, l := range m.records() {
+		l.mu.Lock()
+		if l.detached != 0 && l.detached < cut {
+			l.detached = 0
+			m.releaseLocked(l)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// remote is the holder of a session on another node, as last learnt, and
+// what waits to be relayed to it while the bus goroutine publishes the
+// replay of an attach (bus.onAttach): live messages queue behind it, so
+// none overtakes the replay, and no publish happens under l.mu.
+type remote struct {
+	Holder
+	replaying bool
+	q         []relayMsg // guarded by the record's mu
+}
+
+type relayMsg struct {
+	req string
+	pos uint64
+	msg []byte
+}
+
+// relayLocked reports whether a message for the remote holder must wait
+// behind a replay under way; if so it is queued. l.mu held.
+func (l *Record) relayLocked(req string, pos uint64, msg []byte) (queued bool) {
+	if r := l.remote; r != nil && r.replaying {
+		r.q = append(r.q, relayMsg{req, pos, msg})
+		return true
+	}
+	return false
+}

@@ -1,0 +1,163 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"runtime"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/orchestratord/orchestratord/daemon/config"
+	"github.com/orchestratord/orchestratord/daemon/events"
+)
+
+func registered(m *Manager) int {
+	n := 0
+	for i := range m.shards {
+		m.shards[i].mu.Lock()
+		n += len(m.shards[i].m)
+		m.shards[i].mu.Unlock()
+	}
+	return n
+}
+
+// TestRecordRequests: a session's record keeps dispatch's requests in
+// flight (duplicate and cap checks, cancel), stays registered while one
+// runs after its connection went, and is forgotten after the last ends.
+func TestRecordRequests(t *testing.T) {
+	for _, b := range managerBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			m := b.openManager(t, "n1", testLimits)
+			o := &fakeOutlet{}
+			rec, _, err := m.Bind(t.Context(), "alice", "", Resume{}, o, welcomeFn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.streams != nil || rec.calls != nil || rec.bl != nil || rec.remote != nil {
+				t.Fatal("an idle session's record holds maps or buffers")
+			}
+			if rec.User() != "alice" || rec.ID() == "" {
+				t.Fatalf("record of %q/%q", rec.ID(), rec.User())
+			}
+			var cause error
+			_, cancel := context.WithCancelCause(context.Background())
+			if dup, full := rec.Register("a", func(err error) { cause = err; cancel(err) }, 1); dup || full {
+				t.Fatalf("Register a: dup %v full %v", dup, full)
+			}
+			if dup, _ := rec.Register("a", cancel, 5); !dup {
+				t.Fatal("a second a is not a duplicate")
+			}
+			if _, full := rec.Register("b", cancel, 1); !full {
+				t.Fatal("b past the cap of 1 is not refused")
+			}
+			if rec.InFlight() != 1 || rec.Cancel("zz", nil) {
+				t.Fatal("InFlight or Cancel of an unknown id wrong")
+			}
+			stop := errors.New("stop")
+			if !rec.Cancel("a", stop) || !errors.Is(cause, stop) {
+				t.Fatalf("Cancel a: cause %v", cause)
+			}
+			m.Detach(rec.ID(), o, o.acked())
+			eventually(t, 5*time.Second, "cursor not written", func() bool { return m.cursorWritten(rec.ID()) })
+			if m.lockLocal(rec.ID(), false) == nil {
+				t.Fatal("the record was forgotten with a request in flight")
+			}
+			rec.mu.Unlock()
+			if n := rec.Unregister("a"); n != 0 {
+				t.Fatalf("Unregister left %d", n)
+			}
+			m.sweepDetached(timeNowPlus(m))
+			if n := registered(m); n != 0 {
+				t.Fatalf("%d records after the last request ended", n)
+			}
+		})
+	}
+}
+
+// TestRecordHeldUntilEveryConnectionDetaches: a takeover on the same node
+// keeps one record; it is forgotten only once both connections detached.
+func TestRecordHeldUntilEveryConnectionDetaches(t *testing.T) {
+	m := memManager(t)
+	o1, o2 := &fakeOutlet{}, &fakeOutlet{}
+	r1, _, err := m.Bind(t.Context(), "u", "", Resume{}, o1, welcomeFn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, resumed, err := m.Bind(t.Context(), "u", r1.ID(), Resume{}, o2, welcomeFn)
+	if err != nil || !resumed || r2 != r1 {
+		t.Fatalf("takeover: same record %v, resumed %v, err %v", r1 == r2, resumed, err)
+	}
+	if !o1.wasKicked() {
+		t.Fatal("older connection not kicked")
+	}
+	if m.Outlet(r1.ID()) != o2 {
+		t.Fatal("Outlet is not the newer connection")
+	}
+	m.Detach(r2.ID(), o2, 0) // the newer one goes first
+	if registered(m) != 1 {
+		t.Fatal("record forgotten while the older connection still holds it")
+	}
+	m.Detach(r1.ID(), o1, 0)
+	if n := registered(m); n != 0 {
+		t.Fatalf("%d records after both detached", n)
+	}
+}
+
+func timeNowPlus(m *Manager) time.Time { return time.Now().Add(m.lim.ttl + time.Minute) }
+
+func memManager(t testing.TB) *Manager {
+	m, err := Open(context.Background(), config.Sessions{Store: "memory"}, "n1", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// TestRecordSize guards the idle footprint: one record per session, in
+// one size class of the allocator.
+func TestRecordSize(t *testing.T) {
+	if sz := unsafe.Sizeof(Record{}); sz > 208 {
+		t.Fatalf("Record is %d bytes, want at most 208 (idle sessions)", sz)
+	}
+}
+
+// nopOutlet is an idle connection.
+type nopOutlet struct{}
+
+func (nopOutlet) Send([]byte) error                 { return nil }
+func (nopOutlet) SendTerminal([]byte, uint64) error { return nil }
+func (nopOutlet) Queued() int                       { return 0 }
+func (nopOutlet) NotifyDrained(int, func())         {}
+func (nopOutlet) Kick()                             {}
+func (nopOutlet) Cut()                              {}
+func (nopOutlet) Acked() uint64                     { return 0 }
+
+// BenchmarkIdleSession reports what one idle attached session keeps on
+// the heap in the session layer (its record, its registry slot and the
+// memory store's entry), after a GC: "B/session".
+func BenchmarkIdleSession(b *testing.B) {
+	m := memManager(b)
+	welcome := func(*events.Welcome) []byte { return nil }
+	recs := make([]*Record, 0, b.N)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	for range b.N {
+		rec, _, err := m.Bind(context.Background(), "user", "", Resume{}, nopOutlet{}, welcome)
+		if err != nil {
+			b.Fatal(err)
+		}
+		recs = append(recs, rec)
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapAlloc-before.HeapAlloc-uint64(cap(recs))*8) / float64(b.N)
+	b.ReportMetric(per, "B/session")
+	runtime.KeepAlive(recs)
+}

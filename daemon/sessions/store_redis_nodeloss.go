@@ -1,0 +1,361 @@
+package sessions
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// Node-loss keys in Redis (docs/sessions.md, "Node loss"). Node-wide keys
+// carry the hash tag {node:<name>}, a session's keys its own {<id>}, so
+// every script touches one cluster slot:
+//
+//	<p>nodes                     set: names of the nodes that may hold runs
+//	<p>{node:<name>}:alive       string: the live process's token, PX ttl
+//	<p>{node:<name>}:inflight    hash: "<sid> <seq> <req>" -> "<token> <started ms> <route>[ <data>]"
+//	<p>{<sid>}:run               hash: req -> token of the process running it
+//	<p>{<sid>}:lost              hash: req -> token whose run a survivor ended
+//
+// A token is "<node>/<incarnation>": the incarnation is random per process,
+// so a replica restarted under the same name is told apart from the
+// process that crashed.
+
+func (s *RedisStore) kNodeSet() string             { return s.prefix + "nodes" }
+func (s *RedisStore) kAlive(node string) string    { return s.prefix + "{node:" + node + "}:alive" }
+func (s *RedisStore) kInflight(node string) string { return s.prefix + "{node:" + node + "}:inflight" }
+func (s *RedisStore) kRun(id string) string        { return s.prefix + "{" + id + "}:run" }
+func (s *RedisStore) kLost(id string) string       { return s.prefix + "{" + id + "}:lost" }
+
+// runField is the inflight hash field of run number seq (unique in the
+// process), request req of session sid: "<sid> <seq> <req>". Neither sid
+// nor seq has a space; req may. The number keeps a late removal of an
+// ended run from deleting the entry of a newer run of the same id.
+func runField(sid string, seq uint64, req string) string {
+	return sid + " " + strconv.FormatUint(seq, 10) + " " + req
+}
+
+// runRecord is one entry of a node's inflight hash.
+type runRecord struct {
+	SID, Req, Route string
+	Token           string
+	Started         time.Time
+	Data            []byte // the request's data when its route retries on node loss, else nil
+	field, value    string // as stored, for the compare-and-delete
+}
+
+func parseRunRecord(field, value string) (runRecord, bool) {
+	sid, rest, ok := strings.Cut(field, " ")
+	if !ok || sid == "" {
+		return runRecord{}, false
+	}
+	_, req, ok := strings.Cut(rest, " ")
+	if !ok || req == "" {
+		return runRecord{}, false
+	}
+	tok, rest, ok := strings.Cut(value, " ")
+	if !ok || tok == "" {
+		return runRecord{}, false
+	}
+	ms, rest, _ := strings.Cut(rest, " ")
+	started, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil {
+		return runRecord{}, false
+	}
+	route, data, hasData := strings.Cut(rest, " ")
+	if route, err = url.PathUnescape(route); err != nil {
+		return runRecord{}, false
+	}
+	rec := runRecord{SID: sid, Req: req, Route: route, Token: tok, Started: time.UnixMilli(started),
+		field: field, value: value}
+	if hasData {
+		rec.Data = []byte(data)
+	}
+	return rec, true
+}
+
+// runValue encodes an inflight entry; the route is path-escaped (a route
+// name may hold a space), data (nil: none) comes last, verbatim.
+func runValue(token string, started time.Time, route string, data []byte) string {
+	v := token + " " + strconv.FormatInt(started.UnixMilli(), 10) + " " + url.PathEscape(route)
+	if data != nil {
+		v += " " + string(data)
+	}
+	return v
+}
+
+// luaRunEnd settles the normal end of a run: it reports 1 when the caller
+// may write the request's terminal (the marker still named its token, and
+// is deleted now; or it was never recorded), 0 when a survivor took the run
+// over (its tombstone names the token; the late terminal must be dropped).
+// KEYS: run, lost. ARGV: req, token.
+var luaRunEnd = rueidis.NewLuaScript(`
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 0
+end
+return 1`)
+
+// luaRunTake takes an orphaned run over: only when the marker still names
+// the dead token is it deleted, a tombstone left, and 1 returned; the one
+// caller that gets 1 writes the node_lost terminal.
+// KEYS: run, lost. ARGV: req, token, ttl ms.
+var luaRunTake = rueidis.NewLuaScript(`
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1`)
+
+// luaInflightDel deletes inflight entries whose value is still the one
+// given and returns how many entries are left.
+// KEYS: inflight. ARGV: field, value, field, value...
+var luaInflightDel = rueidis.NewLuaScript(`
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i+1] then redis.call('HDEL', KEYS[1], ARGV[i]) end
+end
+return redis.call('HLEN', KEYS[1])`)
+
+// refreshAlive sets the node's liveness key to token for ttl and registers
+// the node, in one round trip. It returns the value the key held before
+// ("" if none).
+func (s *RedisStore) refreshAlive(ctx context.Context, node, token string, ttl time.Duration) (string, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	r := s.c.DoMulti(ctx,
+		s.c.B().Set().Key(s.kAlive(node)).Value(token).Get().PxMilliseconds(ttl.Milliseconds()).Build(),
+		s.c.B().Sadd().Key(s.kNodeSet()).Member(node).Build())
+	prev, err := r[0].ToString()
+	if err != nil && !rueidis.IsRedisNil(err) {
+		return "", fmt.Errorf("refresh liveness of %s: %w", node, err)
+	}
+	if err := r[1].Error(); err != nil {
+		return "", fmt.Errorf("register node %s: %w", node, err)
+	}
+	return prev, nil
+}
+
+// dropAlive removes the node's liveness key (clean shutdown) and, when it
+// has no run left, its registration.
+func (s *RedisStore) dropAlive(ctx context.Context, node, token string) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	r := s.c.DoMulti(ctx,
+		s.c.B().Get().Key(s.kAlive(node)).Build(),
+		s.c.B().Hlen().Key(s.kInflight(node)).Build())
+	cur, err := r[0].ToString()
+	if err != nil && !rueidis.IsRedisNil(err) {
+		return fmt.Errorf("read liveness of %s: %w", node, err)
+	}
+	if cur != token {
+		return nil // another process of this name owns it now
+	}
+	left, err := r[1].AsInt64()
+	if err != nil {
+		return fmt.Errorf("count runs of %s: %w", node, err)
+	}
+	cmds := rueidis.Commands{s.c.B().Del().Key(s.kAlive(node)).Build()}
+	if left == 0 {
+		cmds = append(cmds, s.c.B().Srem().Key(s.kNodeSet()).Member(node).Build())
+	}
+	for _, x := range s.c.DoMulti(ctx, cmds...) {
+		if err := x.Error(); err != nil {
+			return fmt.Errorf("drop liveness of %s: %w", node, err)
+		}
+	}
+	return nil
+}
+
+// recordRuns writes the inflight entries of runs begun on node and their
+// per-session markers in one pipelined round trip: the node's hash first,
+// so that a marker never exists without the entry that lets a survivor
+// find it. It reports, per run, whether its marker was written.
+func (s *RedisStore) recordRuns(ctx context.Context, node, token string, runs []*runRec) []bool {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	hs := s.c.B().Hset().Key(s.kInflight(node)).FieldValue()
+	for _, r := range runs {
+		hs = hs.FieldValue(runField(r.sid, r.seq, r.req), runValue(token, r.started, r.route, r.data))
+	}
+	ttl := s.lim.ttl.Milliseconds()
+	cmds := make(rueidis.Commands, 0, 1+2*len(runs))
+	cmds = append(cmds, hs.Build())
+	for _, r := range runs {
+		cmds = append(cmds,
+			s.c.B().Hset().Key(s.kRun(r.sid)).FieldValue().FieldValue(r.req, token).Build(),
+			s.c.B().Pexpire().Key(s.kRun(r.sid)).Milliseconds(ttl).Build())
+	}
+	res := s.c.DoMulti(ctx, cmds...)
+	ok := make([]bool, len(runs))
+	head := res[0].Error() == nil
+	for i := range runs {
+		ok[i] = head && res[1+2*i].Error() == nil
+	}
+	return ok
+}
+
+// endRun settles the normal end of a run (luaRunEnd, one round trip).
+// owned reports whether the caller may write the terminal. The node's
+// inflight entry is removed separately (clearEnded, batched).
+func (s *RedisStore) endRun(ctx context.Context, token, sid, req string) (owned bool, err error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	n, err := luaRunEnd.Exec(ctx, s.c, []string{s.kRun(sid), s.kLost(sid)}, []string{req, token}).AsInt64()
+	if err != nil {
+		return false, fmt.Errorf("settle end of %s/%s: %w", sid, req, err)
+	}
+	return n == 1, nil
+}
+
+// clearEnded removes the inflight entries of runs that ended on node, in
+// one HDEL. An entry left behind (a crash before this) is harmless: its
+// marker is gone, so a sweep takes nothing and removes it.
+func (s *RedisStore) clearEnded(ctx context.Context, node string, fields []string) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	if err := s.c.Do(ctx, s.c.B().Hdel().Key(s.kInflight(node)).Field(fields...).Build()).Error(); err != nil {
+		return fmt.Errorf("clear ended runs of %s: %w", node, err)
+	}
+	return nil
+}
+
+// nodeList returns the registered nodes and, for each, the token of its
+// live process ("" when its liveness has lapsed).
+func (s *RedisStore) nodeList(ctx context.Context) (map[string]string, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	names, err := s.c.Do(ctx, s.c.B().Smembers().Key(s.kNodeSet()).Build()).AsStrSlice()
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	out := make(map[string]string, len(names))
+	if len(names) == 0 {
+		return out, nil
+	}
+	cmds := make(rueidis.Commands, len(names))
+	for i, n := range names {
+		cmds[i] = s.c.B().Get().Key(s.kAlive(n)).Build()
+	}
+	for i, r := range s.c.DoMulti(ctx, cmds...) {
+		tok, err := r.ToString()
+		if err != nil && !rueidis.IsRedisNil(err) {
+			return nil, fmt.Errorf("read liveness of %s: %w", names[i], err)
+		}
+		out[names[i]] = tok
+	}
+	return out, nil
+}
+
+// scanRuns returns node's inflight entries, HSCAN page by page.
+func (s *RedisStore) scanRuns(ctx context.Context, node string) ([]runRecord, error) {
+	var out []runRecord
+	var cursor uint64
+	for {
+		octx, cancel := s.op(ctx)
+		e, err := s.c.Do(octx, s.c.B().Hscan().Key(s.kInflight(node)).Cursor(cursor).Count(1000).Build()).AsScanEntry()
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("scan runs of %s: %w", node, err)
+		}
+		for i := 0; i+1 < len(e.Elements); i += 2 {
+			if rec, ok := parseRunRecord(e.Elements[i], e.Elements[i+1]); ok {
+				out = append(out, rec)
+			} else {
+				// Unreadable: treat as settled so that it is removed.
+				out = append(out, runRecord{field: e.Elements[i], value: e.Elements[i+1]})
+			}
+		}
+		cursor = e.Cursor
+		if cursor == 0 {
+			return out, nil
+		}
+	}
+}
+
+// takeBatch bounds the takes pipelined under one operation timeout.
+const takeBatch = 32
+
+// takeRuns tries to take each orphaned run over (luaRunTake), pipelined in
+// batches. taken[i] reports whether this caller won runs[i]; errs[i] is
+// non-nil when its script failed (neither taken nor lost: the next sweep
+// retries).
+func (s *RedisStore) takeRuns(ctx context.Context, runs []runRecord) (taken []bool, errs []error) {
+	ttl := strconv.FormatInt(s.lim.ttl.Milliseconds(), 10)
+	taken, errs = make([]bool, len(runs)), make([]error, len(runs))
+	for lo := 0; lo < len(runs); lo += takeBatch {
+		hi := min(lo+takeBatch, len(runs))
+		execs := make([]rueidis.LuaExec, 0, hi-lo)
+		for _, r := range runs[lo:hi] {
+			execs = append(execs, rueidis.LuaExec{Keys: []string{s.kRun(r.SID), s.kLost(r.SID)}, Args: []string{r.Req, r.Token, ttl}})
+		}
+		octx, cancel := s.op(ctx)
+		for j, x := range luaRunTake.ExecMulti(octx, s.c, execs...) {
+			i := lo + j
+			n, err := x.AsInt64()
+			taken[i] = err == nil && n == 1
+			if err != nil {
+				errs[i] = fmt.Errorf("take run %s/%s over: %w", runs[i].SID, runs[i].Req, err)
+			}
+		}
+		cancel()
+	}
+	return taken, errs
+}
+
+// clearRuns removes settled entries from node's inflight hash (only those
+// still holding the value read) and returns how many entries are left.
+func (s *RedisStore) clearRuns(ctx context.Context, node string, runs []runRecord) (int64, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	args := make([]string, 0, 2*len(runs))
+	for _, r := range runs {
+		args = append(args, r.field, r.value)
+	}
+	n, err := luaInflightDel.Exec(ctx, s.c, []string{s.kInflight(node)}, args).AsInt64()
+	if err != nil {
+		return 0, fmt.Errorf("clear runs of %s: %w", node, err)
+	}
+	return n, nil
+}
+
+// forgetNode unregisters a node whose liveness lapsed and whose runs are
+// all settled. If the node came back meanwhile (its key is set again), it
+// is registered again, so that a partitioned node is never left out.
+func (s *RedisStore) forgetNode(ctx context.Context, node string) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	if err := s.c.Do(ctx, s.c.B().Srem().Key(s.kNodeSet()).Member(node).Build()).Error(); err != nil {
+		return fmt.Errorf("unregister node %s: %w", node, err)
+	}
+	res := s.c.DoMulti(ctx,
+		s.c.B().Exists().Key(s.kAlive(node)).Build(),
+		s.c.B().Hlen().Key(s.kInflight(node)).Build())
+	alive, _ := res[0].AsInt64()
+	left, _ := res[1].AsInt64()
+	if alive > 0 || left > 0 {
+		if err := s.c.Do(ctx, s.c.B().Sadd().Key(s.kNodeSet()).Member(node).Build()).Error(); err != nil {
+			return fmt.Errorf("register node %s again: %w", node, err)
+		}
+	}
+	return nil
+}
+
+// runningIn returns the request ids of session sid that a node has
+// recorded as running (the markers), for a welcome's in-flight list.
+func (s *RedisStore) runningIn(ctx context.Context, sid string) ([]string, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	ids, err := s.c.Do(ctx, s.c.B().Hkeys().Key(s.kRun(sid)).Build()).AsStrSlice()
+	if err != nil {
+		return nil, fmt.Errorf("list runs of %s: %w", sid, err)
+	}
+	return ids, nil
+}

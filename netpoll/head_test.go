@@ -1,0 +1,65 @@
+package netpoll
+
+import (
+	"bufio"
+	"bytes"
+	"net/http"
+	"slices"
+	"testing"
+)
+
+// TestParseHead checks the fields the engine and Gatekeepers read, and that
+// malformed heads are refused.
+func TestParseHead(t *testing.T) {
+	req, err := parseHead([]byte("GET /ws?token=a%20b&x=1 HTTP/1.1\r\nHost: example.org\r\nUpgrade: websocket\r\n" +
+		"Connection: keep-alive, Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For:  10.0.0.2 \r\n\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.Method != "GET" || req.URL.Path != "/ws" || req.URL.RawQuery != "token=a%20b&x=1" || req.Host != "example.org" ||
+		!req.ProtoAtLeast(1, 1) || req.Header.Get("Sec-WebSocket-Key") != "dGhlIHNhbXBsZSBub25jZQ==" ||
+		!slices.Equal(req.Header.Values("X-Forwarded-For"), []string{"10.0.0.1", "10.0.0.2"}) || req.Header.Get("Host") != "" {
+		t.Fatalf("parsed %+v", req)
+	}
+	for _, bad := range []string{
+		"GET\r\n\r\n", "GET /ws\r\n\r\n", "GET /ws HTTP/2.0\r\n\r\n", "GET ws HTTP/1.1\r\n\r\n",
+		"GET /ws HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", "GET /ws HTTP/1.1\r\nBad Name: a\r\n\r\n",
+		"GET /ws HTTP/1.1\r\nNoColon\r\n\r\n", "GET /ws HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+		"GET /ws HTTP/1.1\r\nContent-Length: -1\r\n\r\n", "GET /ws HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+		"GET /ws HTTP/1.1\r\nX: a\x00b\r\n\r\n", "GET /ws HTTP/1.1\r\nX: a\r\n",
+	} {
+		if _, err := parseHead([]byte(bad)); err == nil {
+			t.Errorf("parseHead(%q) accepted it", bad)
+		}
+	}
+}
+
+// FuzzParseHead: whatever parseHead accepts, http.ReadRequest accepts too,
+// with the same method, path, query, host and header values.
+func FuzzParseHead(f *testing.F) {
+	for _, s := range []string{
+		"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+		"GET /healthz HTTP/1.0\n\n", "POST /x?a=b HTTP/1.1\r\nContent-Length: 3\r\n\r\n", "GET /ws HTTP/1.1\r\n a\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		req, err := parseHead(b)
+		if err != nil {
+			return
+		}
+		std, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(b)))
+		if err != nil {
+			t.Fatalf("parseHead accepted %q, http.ReadRequest: %v", b, err)
+		}
+		if req.Method != std.Method || req.URL.Path != std.URL.Path || req.URL.RawQuery != std.URL.RawQuery || req.Host != std.Host {
+			t.Fatalf("%q: got %s %s ? %s host %s, want %s %s ? %s host %s", b, req.Method, req.URL.Path, req.URL.RawQuery, req.Host,
+				std.Method, std.URL.Path, std.URL.RawQuery, std.Host)
+		}
+		for k, v := range std.Header {
+			if !slices.Equal(req.Header[k], v) {
+				t.Fatalf("%q: header %s = %q, want %q", b, k, req.Header[k], v)
+			}
+		}
+	})
+}

@@ -1,0 +1,242 @@
+package netpoll
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// poller is one epoll instance and the goroutine that serves it. The epoll
+// fd is itself pollable, so it is made non-blocking and parked in Go's own
+// netpoller (os.NewFile + RawConn.Read): while nothing happens the poller
+// goroutine is parked like any goroutine waiting on a socket, and no OS
+// thread sits in epoll_wait(-1). When the runtime reports the epoll fd
+// readable, the goroutine drains it with epoll_wait(..., 0) until it is
+// empty, processing every connection inline: reads, frames, Handler calls,
+// flushes. Each connection belongs to one poller for its whole life (by fd).
+//
+// Other goroutines (the wheel, Send's close paths, the admit pool handing a
+// connection back) reach a poller through its inbox, announced by an
+// eventfd registered in the same epoll instance.
+type poller struct {
+	e    *Engine
+	epfd int
+	efd  int // eventfd: inbox pushes and liveness pokes
+	file *os.File
+	rc   syscall.RawConn
+
+	mu    sync.Mutex
+	inbox []*Conn // connections queued by other goroutines
+	spare []*Conn // the inbox slice being processed, reused
+
+	// Owned by the poller goroutine.
+	again  []*Conn // connections to process once more before parking
+	events []unix.EpollEvent
+	buf    []byte // read scratch; bytes that must outlive a pass are copied
+
+	stop  atomic.Bool
+	alive atomic.Int64 // unix nanoseconds of the last eventfd wakeup
+}
+
+// maxEvents is the epoll_wait batch of a poller.
+const maxEvents = 256
+
+// newPoller creates an epoll instance, its eventfd, and wraps the epoll fd
+// for the runtime poller.
+func newPoller(e *Engine) (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("netpoll: epoll create: %w", err)
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(epfd)
+		return nil, fmt.Errorf("netpoll: epoll nonblock: %w", err)
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		_ = unix.Close(epfd)
+		return nil, fmt.Errorf("netpoll: eventfd: %w", err)
+	}
+	// The eventfd is level-triggered: it is reported until read.
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}); err != nil {
+		_ = unix.Close(epfd)
+		_ = unix.Close(efd)
+		return nil, fmt.Errorf("netpoll: epoll add eventfd: %w", err)
+	}
+	// os.NewFile sees a non-blocking fd and registers it with the runtime
+	// poller (an epoll fd is pollable: readable while events are ready).
+	f := os.NewFile(uintptr(epfd), "netpoll-epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		_ = unix.Close(efd)
+		return nil, fmt.Errorf("netpoll: epoll raw conn: %w", err)
+	}
+	p := &poller{e: e, epfd: epfd, efd: efd, file: f, rc: rc,
+		events: make([]unix.EpollEvent, maxEvents), buf: make([]byte, readScratch)}
+	p.alive.Store(time.Now().UnixNano())
+	return p, nil
+}
+
+// add registers a connection's socket, edge-triggered for reads and writes.
+func (p *poller) add(fd int) error {
+	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: connEvents, Fd: int32(fd)})
+}
+
+// del forgets a socket. It must run before the fd is closed.
+func (p *poller) del(fd int) {
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+}
+
+// run is the poller goroutine: it waits in the runtime netpoller and drains
+// the epoll instance each time it becomes readable, until stopped.
+func (p *poller) run() {
+	defer p.e.pollWG.Done()
+	for !p.stop.Load() {
+		err := p.rc.Read(func(uintptr) bool { return p.drain() })
+		if err != nil {
+			p.e.log.Error("epoll wait failed", "err", err)
+			return
+		}
+	}
+}
+
+// drain processes ready events until epoll reports none and no connection
+// asked for another pass; it returns true only when the poller must stop
+// (false parks the goroutine until the epoll fd is readable again).
+func (p *poller) drain() bool {
+	for {
+		if p.stop.Load() {
+			return true
+		}
+		n, err := unix.EpollWait(p.epfd, p.events, 0)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			p.e.log.Error("epoll wait failed", "err", err)
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		for i := range n {
+			ev := &p.events[i]
+			if int(ev.Fd) == p.efd {
+				p.takeInbox()
+				continue
+			}
+			if c := p.e.lookup(int(ev.Fd)); c != nil {
+				p.onEvent(c, ev.Events)
+			}
+		}
+		if len(p.again) > 0 {
+			again := p.again
+			p.again = nil
+			for i, c := range again {
+				again[i] = nil
+				p.serve(c)
+			}
+			if p.again == nil {
+				p.again = again[:0]
+			}
+			continue
+		}
+		if n == 0 {
+			return false
+		}
+	}
+}
+
+// onEvent turns epoll bits into pending work and processes the connection
+// here and now unless another goroutine owns it.
+func (p *poller) onEvent(c *Conn, ev uint32) {
+	var bits uint32
+	if ev&(epollIn|epollRdHup|epollHup|epollErr) != 0 {
+		bits |= evRead
+	}
+	if ev&(epollRdHup|epollHup|epollErr) != 0 {
+		bits |= evHup
+	}
+	if ev&epollOut != 0 {
+		bits |= evWrite
+	}
+	c.pending.Or(bits)
+	for {
+		switch c.sched.Load() {
+		case schedIdle:
+			if c.sched.CompareAndSwap(schedIdle, schedQueued) {
+				p.serve(c)
+				return
+			}
+		case schedRunning:
+			// An admit goroutine owns it: it gives it back with the
+			// pending bits when done.
+			if c.sched.CompareAndSwap(schedRunning, schedDirty) {
+				return
+			}
+		default:
+			return // queued already (in the inbox or again)
+		}
+	}
+}
+
+// serve processes a queued connection on the poller goroutine.
+func (p *poller) serve(c *Conn) {
+	c.sched.Store(schedRunning)
+	if c.process(p) {
+		return // handed to the admit pool
+	}
+	if c.pending.Load() == 0 && c.sched.CompareAndSwap(schedRunning, schedIdle) {
+		return
+	}
+	c.sched.Store(schedQueued)
+	p.again = append(p.again, c)
+}
+
+// push queues c (already marked queued) for this poller from another
+// goroutine, poking the eventfd when the inbox was empty.
+func (p *poller) push(c *Conn) {
+	p.mu.Lock()
+	first := len(p.inbox) == 0
+	p.inbox = append(p.inbox, c)
+	p.mu.Unlock()
+	if first {
+		p.poke()
+	}
+}
+
+// poke wakes the poller.
+func (p *poller) poke() {
+	one := [8]byte{1}
+	_, _ = unix.Write(p.efd, one[:])
+}
+
+// takeInbox reads the eventfd and serves the connections queued by other
+// goroutines.
+func (p *poller) takeInbox() {
+	var b [8]byte
+	_, _ = unix.Read(p.efd, b[:])
+	p.alive.Store(time.Now().UnixNano())
+	p.mu.Lock()
+	in := p.inbox
+	p.inbox = p.spare[:0]
+	p.mu.Unlock()
+	for i, c := range in {
+		in[i] = nil
+		p.serve(c)
+	}
+	p.mu.Lock()
+	p.spare = in[:0]
+	p.mu.Unlock()
+}
+
+// close releases the epoll instance and the eventfd; the poller goroutine
+// must have exited.
+func (p *poller) close() {
+	_ = p.file.Close()
+	_ = unix.Close(p.efd)
+}
