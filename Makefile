@@ -65,6 +65,7 @@ bench: ## run the benchmarks (-benchmem, BENCHTIME each)
 
 chaos: ## the long chaos suite (500 in flight, 1,000 vanishing clients, 10k slow-loris, ...); the short form runs in make test
 	CHAOS_LONG=1 $(GO) test -count=1 -run . -timeout 30m ./daemon/chaos
+	CHAOS_LONG=1 $(GO) test -count=1 -v -run TestSlowConsumersResume -timeout 30m ./daemon/cmd/orchestratord
 
 soak: ## a 10-minute bounded soak with faults on a schedule: prints sent, received, missing, duplicates, memory
 	CHAOS_LONG=1 CHAOS_SOAK=10m $(GO) test -count=1 -v -run TestSoak -timeout 20m ./daemon/chaos

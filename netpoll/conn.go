@@ -520,7 +520,7 @@ func (c *Conn) finalize(code CloseCode, err error) {
 	fd := int(c.fd)
 	// Delivery hook: what the peer acknowledged is read from the kernel
 	// before anything else touches the socket (delivery.go).
-	c.closeDeliveryLocked()
+	reset := c.closeDeliveryLocked()
 	c.state = stClosed
 	if c.wq != nil {
 		c.wq.release(&e.bufs)
@@ -528,7 +528,7 @@ func (c *Conn) finalize(code CloseCode, err error) {
 		c.wq = nil
 	}
 	drained := c.takeDrainedLocked()
-	shut := !c.shutWr && !c.broken
+	shut := !c.shutWr && !c.broken && !reset
 	c.shutWr = true
 	c.mu.Unlock()
 	if drained != nil {
@@ -537,7 +537,11 @@ func (c *Conn) finalize(code CloseCode, err error) {
 	// A close with unread input makes the kernel send RST, which can
 	// destroy the close frame still in flight; read what is there first,
 	// then FIN.
-	if !c.eof {
+	if reset {
+		// Tagged frames the peer has not acknowledged are still in the
+		// kernel's send queue: discard them (delivery.go).
+		_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	} else if !c.eof {
 		drainInput(fd)
 	}
 	if shut {

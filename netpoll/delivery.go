@@ -134,19 +134,27 @@ func (d *delivery) ackUpTo(off int64) {
 	}
 }
 
-// closeDelivery settles Acked before the fd is closed. c.mu held.
-func (c *Conn) closeDeliveryLocked() {
+// closeDelivery settles Acked before the fd is closed. It reports whether
+// a tagged frame written to the kernel is still unacknowledged: the close
+// must then reset the connection (SO_LINGER 0), so that the kernel
+// discards its send queue instead of delivering it after the close. A
+// frame counted unacknowledged is then never delivered (the peer still
+// reads what its TCP acknowledged, then sees the reset), and a v1 resume
+// that replays it is not a duplicate. c.mu held.
+func (c *Conn) closeDeliveryLocked() (reset bool) {
 	d := c.dv
 	if d == nil || d.final {
-		return
+		return false
 	}
 	if len(d.marks) > 0 {
 		if off, ok := c.ackedOffset(); ok {
 			d.ackUpTo(off)
 		}
+		reset = len(d.marks) > 0 && d.marks[0].end <= int64(c.bytesOut.Load())
 		d.marks = nil
 	}
 	d.final = true
+	return reset
 }
 
 // Acked returns, in and after OnClose, the largest tag T such that every

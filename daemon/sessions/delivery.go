@@ -82,18 +82,42 @@ func (m *Manager) terminal(ctx context.Context, l *Record, req string, msg []byt
 
 // append is Store.Append; when the store lost the session (a Redis that
 // restarted empty) while this node still serves it, the session is
-// re-created, so the terminal is logged rather than dropped.
+// re-created, so the terminal is logged rather than dropped. The
+// re-created log first takes, as a gap, the positions this node already
+// numbered for the connection: positions keep growing (a terminal at or
+// below l.sent would be taken for one already sent and never delivered),
+// and a resume over the lost ones says recovered:false with missed.
 func (m *Manager) append(ctx context.Context, l *Record, msg []byte, at int) (Appended, error) {
 	a, err := m.store.Append(ctx, l.id, msg, at)
 	if errors.Is(err, ErrNotFound) {
 		l.mu.Lock()
 		user := l.user
 		l.mu.Unlock()
-		if user != "" && m.store.Restore(ctx, l.id, user) == nil {
+		if user != "" && m.restore(ctx, l, user) == nil {
 			a, err = m.store.Append(ctx, l.id, msg, at)
 		}
 	}
 	return a, err
+}
+
+// restore re-creates a session the store lost (Manager.Restore, append);
+// the new log first takes the positions this node numbered for the
+// session's connection as a gap. l.termMu held, so that two restores of
+// the session on this node do not both add the gap.
+func (m *Manager) restore(ctx context.Context, l *Record, user string) error {
+	if _, err := m.store.Get(ctx, l.id); err == nil || !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if err := m.store.Restore(ctx, l.id, user); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	sent := l.sent
+	if l.ahead != nil && len(*l.ahead) > 0 {
+		sent = max(sent, (*l.ahead)[len(*l.ahead)-1])
+	}
+	l.mu.Unlock()
+	return m.store.AppendGap(ctx, l.id, int(sent))
 }
 
 // deliver sends a logged terminal to the session's connection: here, or
@@ -135,6 +159,12 @@ type backlog struct {
 	head  int
 	live  int // bytes queued behind the replay after it began
 	total int
+	// older, on a takeover on this node, is the connection taken over:
+	// nothing is sent until its Detach, which drops from msgs the
+	// terminals its peer acknowledged (up to capAt, where the older
+	// connection's hole was), so that none arrives on both connections.
+	older Outlet
+	capAt uint64
 }
 
 // sendLocked sends one message to l's connection, behind a paced replay
@@ -183,7 +213,7 @@ func (m *Manager) replayLocked(l *Record, msgs []outMsg) {
 // the pace, then waits for it to drain. l.mu held.
 func (m *Manager) pumpLocked(l *Record) {
 	bl, out := l.bl, l.out
-	if bl == nil || out == nil {
+	if bl == nil || out == nil || bl.older != nil {
 		return
 	}
 	pace := m.opts.paceBytes()
@@ -209,6 +239,22 @@ func (m *Manager) pumpLocked(l *Record) {
 	// The callback runs on the connection's goroutine, maybe at once:
 	// never under l.mu, so it only starts a goroutine.
 	out.NotifyDrained(pace/2, func() { go m.pump(l, out) })
+}
+
+// takeoverWait bounds how long a resume's replay waits for the Detach of
+// the connection it took over on this node (netpoll closes a kicked
+// connection within its CloseWait, 2 s by default).
+const takeoverWait = 3 * time.Second
+
+// stopWaiting sends bl's replay if it still waits for the older
+// connection's Detach after takeoverWait.
+func (m *Manager) stopWaiting(l *Record, bl *backlog) {
+	l.mu.Lock()
+	if l.bl == bl && bl.older != nil {
+		bl.older = nil
+		m.pumpLocked(l)
+	}
+	l.mu.Unlock()
 }
 
 func (m *Manager) pump(l *Record, out Outlet) {
@@ -249,6 +295,25 @@ func (m *Manager) Detach(id string, out Outlet, acked uint64) {
 			// claims it or its TTL passes.
 			l.detached = time.Now().UnixNano()
 		}
+	} else if bl := l.bl; bl != nil && bl.older == out {
+		// The connection a resume on this node took over: its final
+		// Acked decides what the new connection's replay still owes.
+		acked = min(acked, bl.capAt)
+		k := bl.head
+		for _, o := range bl.msgs[bl.head:] {
+			if o.pos != 0 && o.pos <= acked {
+				bl.total -= len(o.msg)
+				continue
+			}
+			bl.msgs[k] = o
+			k++
+		}
+		clear(bl.msgs[k:])
+		bl.msgs, bl.older = bl.msgs[:k], nil
+		if acked > l.dlv {
+			l.dlv, write = acked, true
+		}
+		m.pumpLocked(l)
 	}
 	m.releaseLocked(l)
 	l.mu.Unlock()

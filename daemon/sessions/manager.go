@@ -99,6 +99,7 @@ type Manager struct {
 	pending   []pendingTerm  // terminals waiting for the store, from pendHead; guarded by pendMu
 	pendHead  int            // guarded by pendMu
 	pendBy    map[string]int // waiting terminals per session; guarded by pendMu
+	pendGaps  map[string]int // positions of terminals dropped past maxPending, per session; pendMu
 	pendBytes atomic.Int64
 	retryKick chan struct{} // nil with the memory store
 	lastWarn  atomic.Int64  // unix nanos of the last rate-limited warning
@@ -129,7 +130,7 @@ func OpenOptions(ctx context.Context, cfg config.Sessions, node string, log *slo
 		opts.TouchEvery = min(max(lim.ttl/100, time.Second), time.Minute)
 	}
 	opts.Redis = opts.Redis.withDefaults()
-	m := &Manager{node: node, log: log, opts: opts, seed: maphash.MakeSeed(), lim: lim, pendBy: make(map[string]int)}
+	m := &Manager{node: node, log: log, opts: opts, seed: maphash.MakeSeed(), lim: lim, pendBy: make(map[string]int), pendGaps: make(map[string]int)}
 	for i := range m.shards {
 		m.shards[i].m = make(map[string]*Record)
 	}
@@ -277,7 +278,17 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 	}
 	l.mu.Lock()
 	older := l.out // kicked once the lock is released
-	l.out, l.conn, l.remote, l.bl, l.ahead = out, conn, nil, nil, nil
+	var bl *backlog
+	if older != nil {
+		// The replay waits for the older connection's final Acked
+		// (Detach): what its peer acknowledged by then is not replayed;
+		// never past the older connection's contiguous mark.
+		bl = &backlog{older: older, capAt: l.sent}
+	}
+	l.out, l.conn, l.remote, l.bl, l.ahead = out, conn, nil, bl, nil
+	if bl != nil {
+		time.AfterFunc(takeoverWait, func() { m.stopWaiting(l, bl) })
+	}
 	l.sent, l.user, l.detached = claim.Pos, user, 0
 	l.conns++
 	l.epoch = max(l.epoch, claim.Epoch)
@@ -330,9 +341,14 @@ func (l *Record) sortedStreams() []*Stream {
 func (m *Manager) Get(ctx context.Context, id string) (*Session, error) { return m.store.Get(ctx, id) }
 
 // Restore re-creates session id of user when the store lost it (see
-// Store.Restore).
+// Store.Restore); its positions go on after the ones this node numbered
+// (restore in delivery.go). A session that exists is left alone.
 func (m *Manager) Restore(ctx context.Context, id, user string) error {
-	return m.store.Restore(ctx, id, user)
+	l := m.holdLocal(id)
+	defer m.unhold(l)
+	l.termMu.Lock()
+	defer l.termMu.Unlock()
+	return m.restore(ctx, l, user)
 }
 
 // PatchContext applies an RFC 7386 merge patch to the session's context.

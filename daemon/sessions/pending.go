@@ -14,7 +14,10 @@ import (
 // bytes (a quarter of the memory budget) and count; past either bound the
 // oldest waiting terminal is replaced by a gap, which takes its position
 // when the store is back and makes the next resume over it say
-// recovered:false with missed: a loss is always told, never silent.
+// recovered:false with missed: a loss is always told, never silent. Past
+// the count the oldest entry leaves the queue but not its position: it is
+// counted in pendGaps and taken as a gap before the session's next
+// waiting terminal (or on its own once the queue is empty).
 
 // maxPending bounds the terminals (and gaps) waiting for the store.
 const maxPending = 100000
@@ -30,7 +33,7 @@ type pendingTerm struct {
 func (m *Manager) deferring(id string) bool {
 	m.pendMu.Lock()
 	defer m.pendMu.Unlock()
-	return m.pendBy[id] > 0
+	return m.pendBy[id] > 0 || m.pendGaps[id] > 0
 }
 
 // deferTerminal queues a terminal for the store; it returns ErrDeferred.
@@ -45,7 +48,9 @@ func (m *Manager) deferTerminal(id, req string, msg []byte, at int) error {
 	m.pendBy[id]++
 	m.pendBytes.Add(int64(len(c)))
 	budget := m.lim.budget / 4
-	for i := m.pendHead; i < len(m.pending) && (m.pendBytes.Load() > budget || len(m.pending)-m.pendHead > maxPending); i++ {
+	// Past the bytes, the oldest become gaps (converting one does not
+	// lower the count: the count is handled below, by the head alone).
+	for i := m.pendHead; i < len(m.pending) && m.pendBytes.Load() > budget; i++ {
 		p := &m.pending[i]
 		if p.msg == nil {
 			continue
@@ -57,12 +62,20 @@ func (m *Manager) deferTerminal(id, req string, msg []byte, at int) error {
 	}
 	if len(m.pending)-m.pendHead > maxPending {
 		p := m.pending[m.pendHead]
+		m.pending[m.pendHead] = pendingTerm{}
 		m.pendHead++
+		m.pendBytes.Add(-int64(len(p.msg)))
 		m.pendBy[p.id]--
 		if m.pendBy[p.id] == 0 {
 			delete(m.pendBy, p.id)
 		}
-		m.log.Error("terminal position lost: too many waiting for the session store", "session", p.id, "request", p.req)
+		n := p.gaps
+		if p.msg != nil {
+			n = 1
+		}
+		m.pendGaps[p.id] += n
+		m.log.Error("terminal dropped: too many waiting for the session store; its resume will report it missed",
+			"session", p.id, "request", p.req)
 	}
 	m.pendMu.Unlock()
 	select {
@@ -87,6 +100,7 @@ func (m *Manager) retryPending() {
 				m.log.Error("terminal messages lost at close: session store unavailable", slog.Int("messages", n))
 			}
 			m.pending, m.pendHead = nil, 0
+			clear(m.pendGaps)
 			m.pendMu.Unlock()
 			return
 		case <-m.retryKick:
@@ -104,11 +118,20 @@ func (m *Manager) retryOne() bool {
 	m.pendMu.Lock()
 	if m.pendHead == len(m.pending) {
 		m.pending, m.pendHead = m.pending[:0], 0
+		for id := range m.pendGaps {
+			// Dropped positions of a session with nothing else waiting.
+			m.pendMu.Unlock()
+			return m.retryGaps(id)
+		}
 		m.pendMu.Unlock()
 		return false
 	}
 	p := m.pending[m.pendHead]
+	gaps := m.pendGaps[p.id]
 	m.pendMu.Unlock()
+	if gaps > 0 && !m.retryGaps(p.id) {
+		return false
+	}
 
 	l := m.holdLocal(p.id)
 	defer m.unhold(l)
@@ -146,6 +169,33 @@ func (m *Manager) retryOne() bool {
 	}
 	m.pendMu.Unlock()
 	l.termMu.Unlock()
+	return true
+}
+
+// retryGaps logs, as one gap, the positions of session id's terminals
+// dropped past maxPending; false if the store still fails.
+func (m *Manager) retryGaps(id string) bool {
+	l := m.holdLocal(id)
+	defer m.unhold(l)
+	l.termMu.Lock()
+	defer l.termMu.Unlock()
+	m.pendMu.Lock()
+	n := m.pendGaps[id]
+	m.pendMu.Unlock()
+	if n == 0 {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, m.opts.Redis.OpTimeout)
+	err := m.store.AppendGap(ctx, id, n)
+	cancel()
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return false
+	}
+	m.pendMu.Lock()
+	if m.pendGaps[id] -= n; m.pendGaps[id] <= 0 {
+		delete(m.pendGaps, id)
+	}
+	m.pendMu.Unlock()
 	return true
 }
 
