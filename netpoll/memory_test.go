@@ -30,15 +30,25 @@ func dialRawUpgraded(t *testing.T, port int, n int) []int {
 		fds = append(fds, fd)
 		tv := unix.Timeval{Sec: 5}
 		_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-		if err := unix.Connect(fd, sa); err != nil {
-			t.Fatalf("connect %d: %v", i, err)
+		// Blocking system calls from Go: a signal (the runtime's
+		// preemption) interrupts them with EINTR; try again.
+		for err := unix.Connect(fd, sa); err != nil && err != unix.EISCONN; err = unix.Connect(fd, sa) {
+			if err != unix.EINTR && err != unix.EALREADY {
+				t.Fatalf("connect %d: %v", i, err)
+			}
+			time.Sleep(time.Millisecond)
 		}
-		if _, err := unix.Write(fd, []byte(upgradeRequest)); err != nil {
-			t.Fatalf("write %d: %v", i, err)
+		for _, err := unix.Write(fd, []byte(upgradeRequest)); err != nil; _, err = unix.Write(fd, []byte(upgradeRequest)) {
+			if err != unix.EINTR {
+				t.Fatalf("write %d: %v", i, err)
+			}
 		}
 		got := 0
 		for !bytes.Contains(buf[:got], []byte("\r\n\r\n")) {
 			k, err := unix.Read(fd, buf[got:])
+			if err == unix.EINTR {
+				continue
+			}
 			if err != nil || k <= 0 {
 				t.Fatalf("read %d: %v", i, err)
 			}
