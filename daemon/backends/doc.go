@@ -12,6 +12,7 @@
 // protocol codes belongs to dispatch. ErrUnavailable is the umbrella of
 // "no healthy endpoint" (ErrOpen, ErrNoResponders).
 //
-// It imports config and events of the daemon and nothing else of it: never
-// gateway, netpoll, sessions or dispatch.
+// It imports config, events and the leaves redact and traceparent of the
+// daemon and nothing else of it: never gateway, netpoll, sessions or
+// dispatch.
 package backends

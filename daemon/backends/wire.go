@@ -1,12 +1,12 @@
 package backends
 
 import (
-	"encoding/hex"
-	"math/rand/v2"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/segmentio/encoding/json"
+
+	"github.com/orchestratord/orchestratord/daemon/traceparent"
 )
 
 // maxMessageBytes bounds a backend message passed on to the client.
@@ -58,22 +58,8 @@ func traceParent(req *Request) string {
 	if req.TraceParent != "" {
 		return req.TraceParent
 	}
-	var raw [24]byte
-	for i := 0; i < 24; i += 8 {
-		v := rand.Uint64()
-		for j := range 8 {
-			raw[i+j] = byte(v >> (8 * j))
-		}
-	}
-	raw[0] |= 1  // a trace id is never all zeros
-	raw[16] |= 1 // nor a span id
-	var out [55]byte
-	copy(out[:], "00-")
-	hex.Encode(out[3:35], raw[:16])
-	out[35] = '-'
-	hex.Encode(out[36:52], raw[16:])
-	copy(out[52:], "-01")
-	return string(out[:])
+	tp, _ := traceparent.New("")
+	return tp
 }
 
 // safeMessage makes backend text fit for a client: valid UTF-8, no control

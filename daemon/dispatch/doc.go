@@ -6,6 +6,13 @@
 // message per accepted request id. It is the one place that turns an error
 // into a protocol error code (Code).
 //
-// It imports events, backends and config; sessions are reached through the
+// Trace ids (contract section 7): every request has a W3C trace id. It is
+// the one of the handshake's traceparent when the gateway trusted it
+// (Session.TraceID, kept in the session's record), else a new one per
+// request. The request's traceparent, sent to the backend, carries that
+// trace id and a new span id (daemon/traceparent); every log line about the
+// request has the trace id under "trace".
+//
+// It imports events, backends, config and traceparent; sessions are reached through the
 // Sessions interface declared here, and connections through a Reply func.
 package dispatch

@@ -6,6 +6,7 @@ import (
 
 	"github.com/orchestratord/orchestratord/daemon/backends"
 	"github.com/orchestratord/orchestratord/daemon/events"
+	"github.com/orchestratord/orchestratord/daemon/traceparent"
 )
 
 // CodeNodeLost is the terminal error of a request whose replica stopped
@@ -76,7 +77,7 @@ func (r *Router) Rerun(sessionID, user, requestID, route string, data []byte) bo
 	}
 	req := &backends.Request{ID: requestID, Type: rt.name, SessionID: sessionID, UserID: user, Data: data}
 	var trace string
-	req.TraceParent, trace = newTraceParent(s.TraceID())
+	req.TraceParent, trace = traceparent.New(s.TraceID())
 	go r.run(ctx, cancel, s, rt, req, trace, true)
 	return true
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/orchestratord/orchestratord/daemon/auth"
 	"github.com/orchestratord/orchestratord/daemon/backends"
 	"github.com/orchestratord/orchestratord/daemon/events"
+	"github.com/orchestratord/orchestratord/daemon/traceparent"
 )
 
 // Metrics is what dispatch reports. Implementations must be cheap and safe
@@ -203,7 +204,7 @@ func (r *Router) Handle(s Session, payload []byte, reply Reply) {
 		Data:      append(json.RawMessage(nil), env.Data...),
 	}
 	var trace string
-	req.TraceParent, trace = newTraceParent(s.TraceID())
+	req.TraceParent, trace = traceparent.New(s.TraceID())
 	go r.run(ctx, cancel, s, rt, req, trace, false)
 }
 
@@ -223,7 +224,7 @@ func (r *Router) inlineEcho(s Session, rt *route, env *events.Envelope, _ Reply,
 		rt.inlineDone(d)
 	}
 	if r.access.Load() {
-		_, trace := newTraceParent(s.TraceID())
+		_, trace := traceparent.New(s.TraceID())
 		r.accessLine(s, rt, env.ID, "result", d, len(env.Data), len(msg), trace)
 	}
 }

@@ -5,46 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/orchestratord/orchestratord/daemon/backends"
 	"github.com/orchestratord/orchestratord/daemon/config"
+	"github.com/orchestratord/orchestratord/daemon/traceparent"
 )
-
-func TestTraceIDFromParent(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "4bf92f3577b34da6a3ce929d0e0e4736"},
-		{"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-extra", "4bf92f3577b34da6a3ce929d0e0e4736"},
-		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", ""}, // version 00 has no extra fields
-		{"00-00000000000000000000000000000000-00f067aa0ba902b7-01", ""},
-		{"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", ""},
-		{"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", ""},
-		{"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", ""},
-		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", ""},
-		{"", ""},
-	}
-	for _, tc := range tests {
-		if got := TraceIDFromParent(tc.in); got != tc.want {
-			t.Errorf("TraceIDFromParent(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
-// FuzzTraceIDFromParent: whatever the header, the result is "" or a valid
-// trace id that the header carries.
-func FuzzTraceIDFromParent(f *testing.F) {
-	f.Add("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-	f.Add("zz")
-	f.Fuzz(func(t *testing.T, tp string) {
-		got := TraceIDFromParent(tp)
-		if got != "" && (!ValidTraceID(got) || !strings.Contains(tp, got)) {
-			t.Fatalf("TraceIDFromParent(%q) = %q", tp, got)
-		}
-	})
-}
 
 // syncBuffer is a log sink safe for the request goroutines.
 type syncBuffer struct {
@@ -109,7 +77,7 @@ func TestTraceAndAccessLog(t *testing.T) {
 	st.waitEnd(t, "c")
 
 	mu.Lock()
-	ta, tb, tc := TraceIDFromParent(seen["a"]), TraceIDFromParent(seen["b"]), TraceIDFromParent(seen["c"])
+	ta, tb, tc := traceparent.TraceID(seen["a"]), traceparent.TraceID(seen["b"]), traceparent.TraceID(seen["c"])
 	mu.Unlock()
 	if ta == "" || tb == "" || ta == tb {
 		t.Errorf("untrusted requests' trace ids = %q, %q; want two distinct valid ids", ta, tb)

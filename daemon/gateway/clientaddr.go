@@ -3,6 +3,8 @@ package gateway
 import (
 	"net/http"
 	"net/netip"
+
+	"github.com/orchestratord/orchestratord/daemon/traceparent"
 )
 
 // clientString formats a client address for logs and the admin page: with
@@ -20,25 +22,8 @@ func clientString(a netip.AddrPort) string {
 // handshakes from trusted proxies: a client cannot choose its trace id.
 func handshakeTraceparent(h http.Header) string {
 	vals := h.Values("Traceparent")
-	if len(vals) != 1 {
+	if len(vals) != 1 || !traceparent.Valid00(vals[0]) {
 		return ""
 	}
-	v := vals[0]
-	if len(v) != 55 || v[:3] != "00-" || v[35] != '-' || v[52] != '-' {
-		return ""
-	}
-	if !lowerHex(v[3:35]) || !lowerHex(v[36:52]) || !lowerHex(v[53:55]) ||
-		v[3:35] == "00000000000000000000000000000000" || v[36:52] == "0000000000000000" {
-		return ""
-	}
-	return v
-}
-
-func lowerHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
+	return vals[0]
 }

@@ -6,6 +6,6 @@
 // page on the client listener, and carries out the connection side of a
 // drain.
 //
-// It knows netpoll, auth, sessions and dispatch; nothing depends on it but
-// the command.
+// It knows netpoll, auth, sessions, dispatch and traceparent; nothing
+// depends on it but the command.
 package gateway

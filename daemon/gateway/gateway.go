@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/orchestratord/orchestratord/daemon/auth"
-	"github.com/orchestratord/orchestratord/daemon/dispatch"
 	"github.com/orchestratord/orchestratord/daemon/events"
 	"github.com/orchestratord/orchestratord/daemon/sessions"
+	"github.com/orchestratord/orchestratord/daemon/traceparent"
 	"github.com/orchestratord/orchestratord/netpoll"
 )
 
@@ -203,7 +203,7 @@ func (g *Gateway) attach(st *conn) {
 		st.c.Close(netpoll.CloseInternalError, "session store unavailable")
 		return
 	}
-	rec.SetTraceID(dispatch.TraceIDFromParent(pre.traceparent))
+	rec.SetTraceID(traceparent.TraceID(pre.traceparent))
 	st.mu.Lock()
 	if st.state == connClosed {
 		st.mu.Unlock()

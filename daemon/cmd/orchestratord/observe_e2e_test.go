@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orchestratord/orchestratord/daemon/dispatch"
+	"github.com/orchestratord/orchestratord/daemon/traceparent"
 )
 
 // observeYAML adds to baseYAML an http backend whose URL carries a
@@ -206,7 +206,7 @@ func TestObservability(t *testing.T) {
 	sql.mu.Lock()
 	sent := append([]string(nil), sql.traces...)
 	sql.mu.Unlock()
-	if len(sent) != 1 || dispatch.TraceIDFromParent(sent[0]) == "" {
+	if len(sent) != 1 || traceparent.TraceID(sent[0]) == "" {
 		t.Fatalf("traceparents sent to the backend = %q, want one valid", sent)
 	}
 	access := map[string]map[string]any{}
@@ -226,11 +226,11 @@ func TestObservability(t *testing.T) {
 	if !sawOpen {
 		t.Errorf("no debug line for the connection opening")
 	}
-	if q := access["q1"]; q == nil || q["trace"] != dispatch.TraceIDFromParent(sent[0]) || q["backend"] != "sql" || q["outcome"] != "result" {
-		t.Errorf("access line of q1 = %v, want trace %s", q, dispatch.TraceIDFromParent(sent[0]))
+	if q := access["q1"]; q == nil || q["trace"] != traceparent.TraceID(sent[0]) || q["backend"] != "sql" || q["outcome"] != "result" {
+		t.Errorf("access line of q1 = %v, want trace %s", q, traceparent.TraceID(sent[0]))
 	}
 	for _, id := range []string{"e1", "e2", "r1"} {
-		if l := access[id]; l == nil || !dispatch.ValidTraceID(l["trace"].(string)) {
+		if l := access[id]; l == nil || !traceparent.ValidTraceID(l["trace"].(string)) {
 			t.Errorf("access line of %s = %v, want a trace id", id, l)
 		}
 	}

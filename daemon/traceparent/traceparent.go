@@ -1,4 +1,4 @@
-package dispatch
+package traceparent
 
 import (
 	"encoding/hex"
@@ -6,21 +6,16 @@ import (
 	"strings"
 )
 
-// Trace ids (contract section 7): every request has a W3C trace id. It is
-// the one of the handshake's traceparent when the gateway trusted it
-// (Session.TraceID, kept in the session's record), else a new one per request. The request's
-// traceparent, sent to the backend, carries that trace id and a new span
-// id; every log line about the request has the trace id under "trace".
-
-// ValidTraceID reports whether id is a W3C trace id: 32 lowercase hex
-// digits, not all zero.
+// ValidTraceID reports whether id is a W3C trace id: 32 lowercase hex digits,
+// not all zero.
 func ValidTraceID(id string) bool {
 	return len(id) == 32 && isLowerHex(id) && strings.Trim(id, "0") != ""
 }
 
-// TraceIDFromParent returns the trace id of a W3C traceparent header
-// ("00-<trace id>-<parent id>-<flags>"), or "" when tp is not a valid one.
-func TraceIDFromParent(tp string) string {
+// TraceID returns the trace id of a W3C traceparent header
+// ("<version>-<trace id>-<parent id>-<flags>"), or "" when tp is not a
+// valid one. Versions after 00 may append fields; version ff is invalid.
+func TraceID(tp string) string {
 	// version 00 is exactly 55 bytes; later versions may append fields.
 	if len(tp) < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' || (len(tp) > 55 && tp[55] != '-') {
 		return ""
@@ -33,6 +28,14 @@ func TraceIDFromParent(tp string) string {
 	return trace
 }
 
+// Valid00 reports whether tp is a well-formed version-00 traceparent:
+// 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>, lowercase, ids
+// not all zero, nothing appended. It is the only form the gateway keeps
+// from a trusted proxy's handshake.
+func Valid00(tp string) bool {
+	return len(tp) == 55 && tp[:3] == "00-" && TraceID(tp) != ""
+}
+
 func isLowerHex(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
@@ -42,9 +45,10 @@ func isLowerHex(s string) bool {
 	return true
 }
 
-// newTraceParent returns a traceparent with traceID (a new one when "")
-// and a new span id, sampled, and the trace id it carries.
-func newTraceParent(traceID string) (traceparent, trace string) {
+// New returns a version-00 traceparent with traceID (a new random
+// one when "") and a new random span id, sampled, and the trace id it
+// carries. traceID, when given, must be a valid trace id (ValidTraceID).
+func New(traceID string) (traceparent, id string) {
 	var raw [24]byte
 	for i := 0; i < 24; i += 8 {
 		v := rand.Uint64()
