@@ -23,23 +23,6 @@ import (
 // nginxStreamConf is the stream (PROXY protocol) sample of docs/deploy.md.
 const nginxStreamConf = "../../../docs/nginx/orchestratord-stream.conf"
 
-// findNginx returns the nginx binary, skipping (or failing with CI=true)
-// when it is missing.
-func findNginx(t *testing.T) string {
-	t.Helper()
-	nginx, err := exec.LookPath("nginx")
-	if err != nil {
-		nginx, err = exec.LookPath("/usr/sbin/nginx")
-	}
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("nginx is required with CI=true (.ci/run installs it): %v", err)
-		}
-		t.Skip("nginx not installed")
-	}
-	return nginx
-}
-
 // nginxStreamModule returns the directive that loads nginx's stream module
 // ("" when it is built in), skipping (or failing with CI=true) when nginx
 // has none: Debian's nginx-light builds it as a module shipped separately
@@ -72,7 +55,7 @@ func nginxStreamModule(t *testing.T, nginx string) string {
 	return missing("nginx -V lists no --with-stream")
 }
 
-// startNginx runs nginx with main-context lines main and, when httpInclude
+// startNginxMain runs nginx with main-context lines main and, when httpInclude
 // is set, an http block including it.
 func startNginxMain(t *testing.T, nginx, dir, front, main, httpInclude string) {
 	t.Helper()
@@ -270,7 +253,7 @@ func checkClientAddresses(t *testing.T, d *proc, front string, withPort bool) {
 // checkClientAddresses. A client outside the trusted list, talking to the
 // daemon directly, cannot set its address with X-Forwarded-For.
 func (e *e2e) testNginxClientAddress(t *testing.T) {
-	nginx := findNginx(t)
+	nginx := lookNginx(t)
 	dir := t.TempDir()
 	d := e.clientAddrDaemon(t, dir, false)
 	front := freePort(t)
@@ -317,7 +300,7 @@ func (e *e2e) testNginxClientAddress(t *testing.T) {
 // untrusted peer's PROXY header is a 400, and a trusted peer without one is
 // closed without a response.
 func (e *e2e) testNginxStreamProxyProtocol(t *testing.T) {
-	nginx := findNginx(t)
+	nginx := lookNginx(t)
 	load := nginxStreamModule(t, nginx)
 	dir := t.TempDir()
 	d := e.clientAddrDaemon(t, dir, true)

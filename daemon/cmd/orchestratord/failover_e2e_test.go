@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -89,9 +88,7 @@ func testStoreFailover(t *testing.T, bin, nginx, url string, kill func(ids []str
 	// the store and appends to it), half call a slow echo (no store).
 	llm := httptest.NewServer(http.HandlerFunc(fakeOpenAI))
 	defer llm.Close()
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yaml")
-	writeFile(t, cfg, configYAML("127.0.0.1:1", "127.0.0.1:1", 100*time.Millisecond, 3*time.Second, fmt.Sprintf(`sessions:
+	reps, front := startReplicas(t, bin, nginx, "failover.conf", [2]string{"replica-a", "replica-b"}, fmt.Sprintf(`sessions:
   store: redis
   redis_url: %q
 backends:
@@ -100,17 +97,7 @@ backends:
 routes:
   slow: {backend: slow, timeout: 10s}
   chat: {backend: llm, timeout: 10s}
-`, url, llm.URL+"/v1")))
-	var reps [2]*proc
-	for i, name := range []string{"replica-a", "replica-b"} {
-		client, admin := freePort(t), freePort(t)
-		reps[i] = startProc(t, client, admin, []string{"ORCH_LISTEN_CLIENT=" + client, "ORCH_LISTEN_ADMIN=" + admin, "ORCH_NODE=" + name},
-			nil, bin, "serve", "--config", cfg)
-	}
-	for _, r := range reps {
-		r.waitReady(15 * time.Second)
-	}
-	front := startNginxConf(t, nginx, "failover.conf", reps[0].client, reps[1].client)
+`, url, llm.URL+"/v1"))
 
 	// Sessions that resumers take over and over, through nginx.
 	const resumers, clients = 4, 16

@@ -2,10 +2,7 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -22,20 +19,7 @@ const nginxConf = "../../../docs/nginx/orchestratord.conf"
 // retried on the other one), and the drained replica's clients get
 // reconnect and 1012 through the proxy.
 func (e *e2e) testNginxDrain(t *testing.T) {
-	nginx, err := exec.LookPath("nginx")
-	if err != nil {
-		nginx, err = exec.LookPath("/usr/sbin/nginx")
-	}
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("nginx is required with CI=true (.ci/run installs it): %v", err)
-		}
-		t.Skip("nginx not installed")
-	}
-	sample, err := os.ReadFile(nginxConf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nginx := lookNginx(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.yaml")
 	writeFile(t, cfg, configYAML("127.0.0.1:1", "127.0.0.1:1", 500*time.Millisecond, 3*time.Second, `backends:
@@ -54,34 +38,12 @@ routes:
 	}
 
 	front := freePort(t)
-	conf := string(sample)
-	for old, repl := range map[string]string{
+	writeFile(t, filepath.Join(dir, "orchestratord.conf"), sample(t, nginxConf, map[string]string{
 		"10.0.0.11:8080": replicas[0].client,
 		"10.0.0.12:8080": replicas[1].client,
 		"listen 80;":     "listen " + front + ";",
-	} {
-		if !strings.Contains(conf, old) {
-			t.Fatalf("%s no longer contains %q: update this test", nginxConf, old)
-		}
-		conf = strings.ReplaceAll(conf, old, repl)
-	}
-	writeFile(t, filepath.Join(dir, "orchestratord.conf"), conf)
-	writeFile(t, filepath.Join(dir, "nginx.conf"), fmt.Sprintf(`daemon off;
-master_process off;
-pid %[1]s/nginx.pid;
-error_log stderr warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path %[1]s;
-  proxy_temp_path %[1]s;
-  fastcgi_temp_path %[1]s;
-  uwsgi_temp_path %[1]s;
-  scgi_temp_path %[1]s;
-  include %[1]s/orchestratord.conf;
-}
-`, dir))
-	startProc(t, front, "", nil, nil, nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
+	}))
+	startNginxMain(t, nginx, dir, front, "", filepath.Join(dir, "orchestratord.conf"))
 	eventually(t, 5*time.Second, "nginx answering /healthz", func() bool { return status(front, "/healthz") == 200 })
 
 	// Clients through nginx, spread over both replicas (least_conn).

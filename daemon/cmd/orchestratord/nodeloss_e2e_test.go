@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -37,9 +36,11 @@ func TestNodeLossE2E(t *testing.T) {
 	defer stream.Close()
 
 	const lossAfter = 2 * time.Second
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yaml")
-	writeFile(t, cfg, configYAML("127.0.0.1:1", "127.0.0.1:1", 100*time.Millisecond, 3*time.Second, fmt.Sprintf(`sessions:
+	// Node names of their own: the shared Redis keeps node keys by name.
+	var tag [4]byte
+	_, _ = rand.Read(tag[:])
+	names := [2]string{"nl-a-" + hex.EncodeToString(tag[:]), "nl-b-" + hex.EncodeToString(tag[:])}
+	reps, front := startReplicas(t, bin, nginx, "replicas.conf", names, fmt.Sprintf(`sessions:
   store: redis
   redis_url: redis://127.0.0.1:6379/0
   outbox_max: 1000
@@ -49,21 +50,7 @@ backends:
 routes:
   stream: {backend: stream, timeout: 90s, idle_timeout: 5s}
   again: {backend: stream, timeout: 90s, idle_timeout: 5s, retry_on_node_loss: true}
-`, lossAfter, stream.URL+"/stream")))
-	// Node names of their own: the shared Redis keeps node keys by name.
-	var tag [4]byte
-	_, _ = rand.Read(tag[:])
-	names := []string{"nl-a-" + hex.EncodeToString(tag[:]), "nl-b-" + hex.EncodeToString(tag[:])}
-	var reps [2]*proc
-	for i, name := range names {
-		client, admin := freePort(t), freePort(t)
-		reps[i] = startProc(t, client, admin, []string{"ORCH_LISTEN_CLIENT=" + client, "ORCH_LISTEN_ADMIN=" + admin, "ORCH_NODE=" + name},
-			nil, bin, "serve", "--config", cfg)
-	}
-	for _, r := range reps {
-		r.waitReady(15 * time.Second)
-	}
-	front := startNginx(t, nginx, reps[0].client, reps[1].client)
+`, lossAfter, stream.URL+"/stream"))
 	a := reps[0]
 
 	const sessionsN = 50

@@ -54,9 +54,7 @@ func testReplicas(t *testing.T, bin, nginx, store string) {
 	stream := httptest.NewServer(http.HandlerFunc(slowNDJSON))
 	defer stream.Close()
 
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yaml")
-	writeFile(t, cfg, configYAML("127.0.0.1:1", "127.0.0.1:1", 100*time.Millisecond, 3*time.Second, fmt.Sprintf(`sessions:
+	reps, front := startReplicas(t, bin, nginx, "replicas.conf", [2]string{"replica-a", "replica-b"}, fmt.Sprintf(`sessions:
   store: redis
 %sbackends:
   llm: {kind: openai, endpoints: [%q], model: test-model, system_prompt: "be brief"}
@@ -66,17 +64,7 @@ routes:
   chat: {backend: llm, timeout: 10s}
   stream: {backend: stream, timeout: 30s, idle_timeout: 3s}
   slow: {backend: slow, timeout: 5s}
-`, store, llm.URL+"/v1", stream.URL+"/stream")))
-	var reps [2]*proc
-	for i, name := range []string{"replica-a", "replica-b"} {
-		client, admin := freePort(t), freePort(t)
-		reps[i] = startProc(t, client, admin, []string{"ORCH_LISTEN_CLIENT=" + client, "ORCH_LISTEN_ADMIN=" + admin, "ORCH_NODE=" + name},
-			nil, bin, "serve", "--config", cfg)
-	}
-	for _, r := range reps {
-		r.waitReady(15 * time.Second)
-	}
-	front := startNginx(t, nginx, reps[0].client, reps[1].client)
+`, store, llm.URL+"/v1", stream.URL+"/stream"))
 	a, b := reps[0], reps[1]
 
 	t.Run("takeover_4009_across_replicas", func(t *testing.T) {
@@ -283,6 +271,8 @@ func waitForNode(t *testing.T, admin, field string, want float64) {
 	})
 }
 
+// lookNginx returns the nginx binary, skipping (or failing with CI=true)
+// when it is missing.
 func lookNginx(t *testing.T) string {
 	t.Helper()
 	for _, p := range []string{"nginx", "/usr/sbin/nginx"} {
@@ -297,14 +287,29 @@ func lookNginx(t *testing.T) string {
 	return ""
 }
 
-// startNginx runs nginx with testdata/nginx/replicas.conf in front of a
-// and b, and returns its address.
-func startNginx(t *testing.T, nginx, a, b string) string {
+// startReplicas writes a config with the e2e defaults (configYAML) and
+// extra (sessions, backends, routes), starts one daemon on it per node
+// name, each with client and admin ports of its own, waits until both are
+// ready and puts nginx with the template testdata/nginx/<nginxConf> in
+// front of them. It returns the replicas, in the order of names, and
+// nginx's address.
+func startReplicas(t *testing.T, bin, nginx, nginxConf string, names [2]string, extra string) (reps [2]*proc, front string) {
 	t.Helper()
-	return startNginxConf(t, nginx, "replicas.conf", a, b)
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	writeFile(t, cfg, configYAML("127.0.0.1:1", "127.0.0.1:1", 100*time.Millisecond, 3*time.Second, extra))
+	for i, name := range names {
+		client, admin := freePort(t), freePort(t)
+		reps[i] = startProc(t, client, admin, []string{"ORCH_LISTEN_CLIENT=" + client, "ORCH_LISTEN_ADMIN=" + admin, "ORCH_NODE=" + name},
+			nil, bin, "serve", "--config", cfg)
+	}
+	for _, r := range reps {
+		r.waitReady(15 * time.Second)
+	}
+	return reps, startNginxConf(t, nginx, nginxConf, reps[0].client, reps[1].client)
 }
 
-// startNginxConf is startNginx with another template of testdata/nginx.
+// startNginxConf runs nginx with the template testdata/nginx/<name> in
+// front of a and b, and returns its address.
 func startNginxConf(t *testing.T, nginx, name, a, b string) string {
 	t.Helper()
 	tmpl, err := os.ReadFile("../../../testdata/nginx/" + name)
