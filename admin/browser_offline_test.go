@@ -13,37 +13,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/orchestratord/orchestratord/daemon/config"
+	"github.com/orchestratord/orchestratord/internal/browsertest"
 )
-
-// newBrowser starts headless Chromium for one test.
-func newBrowser(t *testing.T) context.Context {
-	t.Helper()
-	if _, err := os.Stat(chromium); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s missing (CI=true): %v", chromium, err)
-		}
-		t.Skipf("%s missing: %v", chromium, err)
-	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1366, 900),
-	)
-	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
-	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
-	t.Cleanup(func() { cancelT(); cancel(); cancelAlloc() })
-	return ctx
-}
 
 // serveOn runs s on addr ("127.0.0.1:0" for any port) until stop is
 // called; it returns the address.
@@ -87,7 +58,7 @@ func serveOn(t *testing.T, s *Server, addr string) (string, func()) {
 // again it goes back to live. UPDATE_SCREENSHOTS=1 rewrites
 // docs/img/admin-disconnected.png.
 func TestBrowserDisconnected(t *testing.T) {
-	ctx := newBrowser(t)
+	ctx := browsertest.Start(t, browsertest.Options{Width: 1366, Height: 900, Timeout: 90 * time.Second}).Ctx
 	f := newFixture(3)
 	f.detached.set(DetachedRow{ID: "s_away", User: "zoe", Since: time.Now().Add(-time.Minute), Owed: 2, OwedBytes: 512})
 	s, err := New(config.Admin{User: "admin", MetricsPublic: true}, "127.0.0.1:0", f.deps(), nil, testLogger(t))

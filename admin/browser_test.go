@@ -14,9 +14,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/orchestratord/orchestratord/daemon/config"
+	"github.com/orchestratord/orchestratord/internal/browsertest"
 )
-
-const chromium = "/usr/bin/chromium"
 
 // tickingNode counts messages as if traffic flowed at a steady rate, so the
 // page shows live msgs/s.
@@ -38,12 +37,7 @@ func (n tickingNode) Counters() Counters {
 // confirmation) calls Kick, and Drain (after confirmation) calls Drain and
 // turns /readyz 503. UPDATE_SCREENSHOTS=1 rewrites docs/img/admin.png.
 func TestBrowser(t *testing.T) {
-	if _, err := os.Stat(chromium); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s missing (CI=true): %v", chromium, err)
-		}
-		t.Skipf("%s missing: %v", chromium, err)
-	}
+	browsertest.Require(t)
 	f := newFixture(0)
 	now := time.Now()
 	users := []string{"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"}
@@ -89,50 +83,13 @@ func TestBrowser(t *testing.T) {
 	}()
 	base := "http://" + ln.Addr().String()
 
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1366, 900),
-	)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
-	defer cancel()
 	// Chromium's start is not the page's business and gets its own bound:
 	// on a loaded machine it alone took 6 to 21 s of what was one 30 s
-	// budget. The first Do starts the browser; it must have no deadline
-	// of its own (that deadline would stop the browser).
-	t0 := time.Now()
-	started := make(chan error, 1)
-	go func() { started <- chromedp.Do(ctx) }()
-	select {
-	case err := <-started:
-		if err != nil {
-			t.Fatalf("start chromium: %v", err)
-		}
-	case <-time.After(90 * time.Second):
-		cancel()
-		t.Fatal("chromium did not start within 90s")
-	}
-	t.Logf("chromium started in %s", time.Since(t0).Round(time.Millisecond))
-	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second) // generous: CI machines run this under -race and load
-	defer cancelT()
-
-	run := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
+	// budget. The page's bound is generous: CI machines run this under
+	// -race and load.
+	b := browsertest.Start(t, browsertest.Options{Width: 1366, Height: 900, Timeout: 90 * time.Second, StartWithin: 90 * time.Second})
+	defer b.Stop() // the browser stops before the server shuts down
+	ctx, run := b.Ctx, b.Run
 	run("open page", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS(`#live.on`)))
 
 	// A session that connects after the page loaded appears live.

@@ -1,7 +1,6 @@
 package web
 
 import (
-	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -17,6 +16,8 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+
+	"github.com/orchestratord/orchestratord/internal/browsertest"
 )
 
 func TestDemoHandler(t *testing.T) {
@@ -147,13 +148,7 @@ func (g *fakeGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // TestDemoPageBrowser drives the demo chat page in headless Chromium against
 // a fake gateway. CI=true makes a missing Chromium a failure.
 func TestDemoPageBrowser(t *testing.T) {
-	const chromium = "/usr/bin/chromium"
-	if _, err := os.Stat(chromium); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s missing (CI=true): %v", chromium, err)
-		}
-		t.Skipf("%s missing: %v", chromium, err)
-	}
+	browsertest.Require(t)
 	gw := &fakeGateway{t: t}
 	mux := http.NewServeMux()
 	mux.Handle("/ws", gw)
@@ -166,32 +161,9 @@ func TestDemoPageBrowser(t *testing.T) {
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(900, 700),
-	)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 45*time.Second)
-	defer cancelT()
-	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	eval := func(expr string) string {
-		t.Helper()
-		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
-		if err != nil {
-			t.Fatalf("evaluate %s: %v", expr, err)
-		}
-		return v
-	}
+	b := browsertest.Start(t, browsertest.Options{Width: 900, Height: 700, Timeout: 45 * time.Second})
+	defer b.Stop()
+	ctx, run, eval := b.Ctx, b.Run, b.Eval
 	// The library numbers requests itself: the k-th request's entry is the
 	// k-th <li data-id> of the log.
 	sel := func(k int) string {

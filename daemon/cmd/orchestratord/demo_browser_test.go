@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/cookiejar"
@@ -12,9 +11,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-)
 
-const chromiumPath = "/usr/bin/chromium"
+	"github.com/orchestratord/orchestratord/internal/browsertest"
+)
 
 // demoYAML is the demo setup (anonymous, demo page) on test ports.
 const demoYAML = `
@@ -40,14 +39,10 @@ drain:
 // and says so; a click on the status reconnects and resumes the same
 // session. UPDATE_SCREENSHOTS=1 rewrites docs/img/demo-live.png.
 func TestDemoPageInBrowser(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s missing (CI=true): %v", chromiumPath, err)
-		}
-		t.Skipf("%s missing: %v", chromiumPath, err)
-	}
+	browsertest.Require(t)
 	s := startStack(t, demoYAML)
-	ctx, run := browser(t)
+	b := browser(t)
+	ctx, run := b.Ctx, b.Run
 
 	run("open page", chromedp.Navigate("http://"+s.addr+"/"),
 		chromedp.WaitVisible(chromedp.CSS(`#status[data-state="open"]`)))
@@ -85,30 +80,9 @@ func TestDemoPageInBrowser(t *testing.T) {
 
 // browser starts headless Chromium for t and returns its context and a
 // runner of actions that fails t.
-func browser(t *testing.T) (context.Context, func(string, ...chromedp.Action[chromedp.Void])) {
+func browser(t *testing.T) *browsertest.Browser {
 	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s missing (CI=true): %v", chromiumPath, err)
-		}
-		t.Skipf("%s missing: %v", chromiumPath, err)
-	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromiumPath), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 800))
-	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
-	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
-	t.Cleanup(func() { cancelT(); cancel(); cancelAlloc() })
-	return ctx, func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
+	return browsertest.Start(t, browsertest.Options{Width: 1280, Height: 800, Timeout: 60 * time.Second})
 }
 
 // TestAdminPageInBrowser drives the admin page against the real daemon: a
@@ -118,7 +92,8 @@ func browser(t *testing.T) (context.Context, func(string, ...chromedp.Action[chr
 // reconnect and 1012.
 func TestAdminPageInBrowser(t *testing.T) {
 	s := startStack(t, baseYAML)
-	ctx, run := browser(t)
+	b := browser(t)
+	ctx, run := b.Ctx, b.Run
 	run("open admin page", chromedp.Navigate("http://"+s.admin+"/"), chromedp.WaitVisible(chromedp.CSS(`#live.on`)))
 
 	c := s.dial(t, "alice", "")

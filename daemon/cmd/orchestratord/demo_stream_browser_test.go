@@ -18,15 +18,8 @@ import (
 // reload.
 func TestDemoStreamInBrowser(t *testing.T) {
 	s := startStack(t, demoYAML)
-	ctx, run := browser(t)
-	eval := func(expr string) string {
-		t.Helper()
-		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
-		if err != nil {
-			t.Fatalf("evaluate %s: %v", expr, err)
-		}
-		return v
-	}
+	b := browser(t)
+	run, eval := b.Run, b.Eval
 	words := func(n int, p string) string {
 		w := make([]string, n)
 		for i := range w {
