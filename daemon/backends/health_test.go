@@ -1,7 +1,6 @@
 package backends
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,33 +15,16 @@ import (
 	"github.com/facebookgo/clock"
 	"github.com/orchestratord/orchestratord/daemon/config"
 	"github.com/orchestratord/orchestratord/daemon/telemetry"
+	"github.com/orchestratord/orchestratord/internal/logbuf"
 	dto "github.com/prometheus/client_model/go"
 )
 
-// logBuffer is a concurrency-safe sink for a JSON logger.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // newObservedSet builds a Set with a telemetry meter and a captured debug
 // log, closed with the test.
-func newObservedSet(t *testing.T, cfg map[string]config.Backend) (*Set, *telemetry.Metrics, *logBuffer) {
+func newObservedSet(t *testing.T, cfg map[string]config.Backend) (*Set, *telemetry.Metrics, *logbuf.Buffer) {
 	t.Helper()
 	m := telemetry.New("test")
-	lb := new(logBuffer)
+	lb := new(logbuf.Buffer)
 	log := slog.New(slog.NewJSONHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := newSet(cfg, nil, log, clock.New(), WithMeter(m))
 	if err != nil {

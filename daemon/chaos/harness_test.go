@@ -5,7 +5,6 @@ package chaos
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -16,12 +15,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/orchestratord/orchestratord/daemon/auth"
+	"github.com/orchestratord/orchestratord/internal/logbuf"
 )
 
 // secret is the HS256 key every daemon of the suite verifies tokens with.
@@ -115,29 +114,11 @@ func poll(timeout time.Duration, cond func() bool) bool {
 	return true
 }
 
-// logBuf collects a process's output.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // daemon is one orchestratord subprocess.
 type daemon struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	logs   *logBuf
+	logs   *logbuf.Buffer
 	done   chan struct{}
 	err    error
 	client string // client listener host:port
@@ -192,7 +173,7 @@ func newDaemon(t *testing.T, node, client, admin, extra string, env ...string) *
 func (d *daemon) start() {
 	t := d.t
 	t.Helper()
-	d.logs, d.done = &logBuf{}, make(chan struct{})
+	d.logs, d.done = &logbuf.Buffer{}, make(chan struct{})
 	d.cmd = exec.Command(daemonBin, "serve", "--config", d.cfg)
 	var env []string
 	for _, kv := range os.Environ() {
@@ -226,7 +207,7 @@ func (d *daemon) start() {
 }
 
 // checkLog fails the test when the log shows a panic or a data race.
-func (d *daemon) checkLog(logs *logBuf) {
+func (d *daemon) checkLog(logs *logbuf.Buffer) {
 	s := logs.String()
 	for _, bad := range []string{"panic", "DATA RACE", "fatal error:"} {
 		if strings.Contains(s, bad) {

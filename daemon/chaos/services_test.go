@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/orchestratord/orchestratord/internal/logbuf"
 )
 
 // service is an external process the test starts, kills and restarts on
@@ -23,7 +25,7 @@ type service struct {
 	argv []string
 	cmd  *exec.Cmd
 	done chan struct{}
-	logs *logBuf
+	logs *logbuf.Buffer
 }
 
 // startService runs argv and waits until addr accepts connections.
@@ -37,7 +39,7 @@ func startService(t *testing.T, name, addr string, argv ...string) *service {
 
 func (s *service) start() {
 	s.t.Helper()
-	s.logs, s.done = &logBuf{}, make(chan struct{})
+	s.logs, s.done = &logbuf.Buffer{}, make(chan struct{})
 	s.cmd = exec.Command(s.argv[0], s.argv[1:]...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	if err := s.cmd.Start(); err != nil {

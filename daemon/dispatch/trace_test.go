@@ -12,25 +12,16 @@ import (
 	"github.com/orchestratord/orchestratord/daemon/backends"
 	"github.com/orchestratord/orchestratord/daemon/config"
 	"github.com/orchestratord/orchestratord/daemon/traceparent"
+	"github.com/orchestratord/orchestratord/internal/logbuf"
 )
 
 // syncBuffer is a log sink safe for the request goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type syncBuffer struct{ logbuf.Buffer }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
+// lines returns the JSON log lines written so far.
 func (s *syncBuffer) lines() []map[string]any {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var out []map[string]any
-	for _, l := range bytes.Split(bytes.TrimSpace(s.b.Bytes()), []byte("\n")) {
+	for _, l := range bytes.Split(bytes.TrimSpace(s.Bytes()), []byte("\n")) {
 		var m map[string]any
 		if json.Unmarshal(l, &m) == nil {
 			out = append(out, m)
@@ -116,9 +107,7 @@ func TestTraceAndAccessLog(t *testing.T) {
 	}
 
 	// Off by default: no access line.
-	logs.mu.Lock()
-	logs.b.Reset()
-	logs.mu.Unlock()
+	logs.Reset()
 	r.SetAccessLog(false)
 	r.Handle(s, []byte(`{"type":"sql","id":"d","data":1}`), rp.reply)
 	st.waitEnd(t, "d")

@@ -1,13 +1,14 @@
 package lifecycle
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/orchestratord/orchestratord/internal/logbuf"
 )
 
 // recorder records what a drain or Run did, stamped with the time since
@@ -43,27 +44,9 @@ func recordingNotifier(r *recorder, log *slog.Logger) *Notifier {
 	return n
 }
 
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testLogger logs to the test's output and to the returned buffer.
-func testLogger(t *testing.T) (*slog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func testLogger(t *testing.T) (*slog.Logger, *logbuf.Buffer) {
+	buf := &logbuf.Buffer{}
 	h := slog.NewTextHandler(&teeWriter{a: buf, b: t.Output()}, &slog.HandlerOptions{Level: slog.LevelDebug})
 	return slog.New(h), buf
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,24 +29,7 @@ type stack struct {
 	admin  string // admin listener host:port
 	cancel context.CancelFunc
 	done   chan error
-	logs   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs   *logBuffer
 }
 
 // baseYAML is the config every stack test starts from: HS256 auth, echo
@@ -87,7 +69,7 @@ func startStack(t *testing.T, yaml string, extraEnv ...string) *stack {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &stack{t: t, addr: cl.Addr().String(), admin: al.Addr().String(), cancel: cancel, done: make(chan error, 1), logs: &syncBuffer{}}
+	s := &stack{t: t, addr: cl.Addr().String(), admin: al.Addr().String(), cancel: cancel, done: make(chan error, 1), logs: &logBuffer{}}
 	go func() {
 		s.done <- serve(ctx, cfg, func() (config.Config, error) { return cfg, nil }, "test", s.logs,
 			map[string]net.Listener{lifecycle.SocketClient: cl, lifecycle.SocketAdmin: al})
