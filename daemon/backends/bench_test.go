@@ -59,6 +59,11 @@ func newRealSet(b *testing.B, cfg map[string]config.Backend) *Set {
 
 func BenchmarkEcho(b *testing.B) {
 	s, _ := newTestSet(b, map[string]config.Backend{"e": {Kind: config.KindEcho}}, nil)
+	benchEchoCalls(b, s)
+}
+
+// benchEchoCalls measures calls of the echo pool "e" of s.
+func benchEchoCalls(b *testing.B, s *Set) {
 	p := mustPool(b, s, "e")
 	req := &Request{ID: "1", Data: []byte(`{"hello":"world"}`)}
 	b.ReportAllocs()
@@ -77,14 +82,7 @@ func BenchmarkEchoMetered(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(s.Close)
-	p := mustPool(b, s, "e")
-	req := &Request{ID: "1", Data: []byte(`{"hello":"world"}`)}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := p.Call(context.Background(), req, noEmit); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchEchoCalls(b, s)
 }
 
 // BenchmarkHTTPJSON: one http kind call with a JSON answer on loopback
