@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -12,16 +10,7 @@ import (
 
 func apiNode(t *testing.T, s *stack) admin.NodeView {
 	t.Helper()
-	resp, err := http.Get("http://" + s.admin + "/api/node")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var v admin.NodeView
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
-		t.Fatal(err)
-	}
-	return v
+	return getJSON[admin.NodeView](t, "http://"+s.admin+"/api/node")
 }
 
 // TestAdminShowsVersionUptimeAndDrain: the wired daemon's admin API gives
@@ -66,16 +55,7 @@ func TestAdminShowsVersionUptimeAndDrain(t *testing.T) {
 func TestAdminShowsDetachedSessions(t *testing.T) {
 	s := startStack(t, baseYAML)
 	detached := func() admin.DetachedPage {
-		resp, err := http.Get("http://" + s.admin + "/api/detached")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var p admin.DetachedPage
-		if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
-			t.Fatal(err)
-		}
-		return p
+		return getJSON[admin.DetachedPage](t, "http://"+s.admin+"/api/detached")
 	}
 	if p := detached(); p.Total != 0 || len(p.Sessions) != 0 {
 		t.Fatalf("detached at start: %+v", p)

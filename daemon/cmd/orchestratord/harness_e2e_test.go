@@ -58,14 +58,36 @@ func buildDaemon(t *testing.T, dir string) string {
 // 127.0.0.1:6379.
 func requireRedis(t *testing.T) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", "127.0.0.1:6379", time.Second)
+	requireServer(t, "redis", "127.0.0.1:6379")
+}
+
+// requireServer skips t (or, with CI=true, fails it) when nothing accepts
+// connections on addr, where the server name should listen.
+func requireServer(t *testing.T, name, addr string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis at 127.0.0.1:6379 is required (CI=true): %v", err)
+			t.Fatalf("%s at %s is required (CI=true): %v", name, addr, err)
 		}
-		t.Skipf("redis at 127.0.0.1:6379 not reachable: %v", err)
+		t.Skipf("%s at %s not reachable: %v", name, addr, err)
 	}
 	c.Close()
+}
+
+// getJSON GETs url and decodes its JSON body as a T, failing t on error.
+func getJSON[T any](t *testing.T, url string) T {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v T
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 // freePort returns a loopback address with a port free a moment ago.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"net/http"
 	"testing"
 	"time"
@@ -119,15 +118,7 @@ func TestNodeTotalsSurviveClosedConnections(t *testing.T) {
 
 func nodeView(t *testing.T, s *stack) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + s.admin + "/api/node")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var raw map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&raw); err != nil {
-		t.Fatal(err)
-	}
+	raw := getJSON[map[string]any](t, "http://"+s.admin+"/api/node")
 	out := map[string]float64{}
 	for k, v := range raw {
 		if f, ok := v.(float64); ok {

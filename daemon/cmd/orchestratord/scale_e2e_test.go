@@ -1,10 +1,7 @@
 package main
 
 import (
-	"net"
-	"os"
 	"testing"
-	"time"
 )
 
 // Ports of this package's Redis Cluster (34300-34399) and Sentinel setup
@@ -18,12 +15,5 @@ const (
 // 127.0.0.1:4222.
 func requireNATS(t *testing.T) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", "127.0.0.1:4222", time.Second)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("nats at 127.0.0.1:4222 is required (CI=true): %v", err)
-		}
-		t.Skipf("nats at 127.0.0.1:4222 not reachable: %v", err)
-	}
-	c.Close()
+	requireServer(t, "nats", "127.0.0.1:4222")
 }
