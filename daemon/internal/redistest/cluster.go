@@ -24,22 +24,12 @@ const NodeTimeout = 1000 * time.Millisecond
 // base..base+99 (their cluster bus ports too), joins them with `redis-cli --cluster create
 // --cluster-replicas 1`, and waits until every slot is served and every
 // replica is in sync. Close removes it.
-func StartCluster(base int) (c *Cluster, err error) {
-	// A port free a moment ago may be taken by an outgoing connection
-	// before redis-server binds it: start over on other ports.
-	for range 3 {
-		if c, err = startCluster(base); err == nil {
-			return c, nil
-		}
-	}
-	return nil, err
+func StartCluster(base int) (*Cluster, error) {
+	return startOver(func() (*Cluster, error) { return startCluster(base) })
 }
 
 func startCluster(base int) (_ *Cluster, err error) {
-	if err := Require(); err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "redis-cluster-")
+	dir, ports, err := prepare("redis-cluster-", base, 12)
 	if err != nil {
 		return nil, err
 	}
@@ -49,10 +39,6 @@ func startCluster(base int) (_ *Cluster, err error) {
 			c.Close()
 		}
 	}()
-	ports, err := freePorts(base, 100, 12)
-	if err != nil {
-		return nil, err
-	}
 	addrs := make([]string, 6)
 	for i := range 6 {
 		p := ports[i]

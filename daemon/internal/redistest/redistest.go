@@ -187,6 +187,33 @@ func start(dir string, port int, args ...string) (*Server, error) {
 	}
 }
 
+// startOver calls start up to three times: a port free a moment ago may be
+// taken by an outgoing connection before redis-server binds it, and the
+// next try picks other ports.
+func startOver[T any](start func() (T, error)) (v T, err error) {
+	for range 3 {
+		if v, err = start(); err == nil {
+			return v, nil
+		}
+	}
+	return v, err
+}
+
+// prepare is the start of a topology: the binaries are there, a new
+// temporary directory named after prefix, n free ports in base..base+99.
+func prepare(prefix string, base, n int) (dir string, ports []int, err error) {
+	if err := Require(); err != nil {
+		return "", nil, err
+	}
+	if ports, err = freePorts(base, 100, n); err != nil {
+		return "", nil, err
+	}
+	if dir, err = os.MkdirTemp("", prefix); err != nil {
+		return "", nil, err
+	}
+	return dir, ports, nil
+}
+
 // freePorts returns n ports of base..base+span-1 free a moment ago. They
 // need not be consecutive: outgoing connections of the machine take
 // ephemeral ports from the same numbers.

@@ -24,20 +24,12 @@ type Sentinel struct {
 // StartSentinel starts the setup on free ports from base (5 ports within
 // base..base+99) and waits until the Sentinels see the replica and each
 // other. Close removes it.
-func StartSentinel(base int) (s *Sentinel, err error) {
-	for range 3 { // as StartCluster: a port may be taken under our feet
-		if s, err = startSentinel(base); err == nil {
-			return s, nil
-		}
-	}
-	return nil, err
+func StartSentinel(base int) (*Sentinel, error) {
+	return startOver(func() (*Sentinel, error) { return startSentinel(base) })
 }
 
 func startSentinel(base int) (_ *Sentinel, err error) {
-	if err := Require(); err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "redis-sentinel-")
+	dir, ports, err := prepare("redis-sentinel-", base, 5)
 	if err != nil {
 		return nil, err
 	}
@@ -47,10 +39,6 @@ func startSentinel(base int) (_ *Sentinel, err error) {
 			s.Close()
 		}
 	}()
-	ports, err := freePorts(base, 100, 5)
-	if err != nil {
-		return nil, err
-	}
 	p0 := ports[0]
 	if s.Master, err = start(dir, p0); err != nil {
 		return nil, err
