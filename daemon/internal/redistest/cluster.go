@@ -65,13 +65,7 @@ func startCluster(base int) (_ *Cluster, err error) {
 // CI=true) without redis-server, closed at the end of the test.
 func StartClusterT(t testing.TB, base int) *Cluster {
 	t.Helper()
-	SkipUnlessInstalled(t)
-	c, err := StartCluster(base)
-	if err != nil {
-		t.Fatalf("start redis cluster: %v", err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return startT(t, "redis cluster", func() (*Cluster, error) { return StartCluster(base) })
 }
 
 // URL is the sessions.redis_url of the cluster: the first live server,

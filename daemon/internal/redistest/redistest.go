@@ -187,6 +187,19 @@ func start(dir string, port int, args ...string) (*Server, error) {
 	}
 }
 
+// startT starts a topology (what) for one test: skipped (failed under
+// CI=true) without redis-server, closed at the end of the test.
+func startT[T interface{ Close() }](t testing.TB, what string, start func() (T, error)) T {
+	t.Helper()
+	SkipUnlessInstalled(t)
+	v, err := start()
+	if err != nil {
+		t.Fatalf("start %s: %v", what, err)
+	}
+	t.Cleanup(v.Close)
+	return v
+}
+
 // startOver calls start up to three times: a port free a moment ago may be
 // taken by an outgoing connection before redis-server binds it, and the
 // next try picks other ports.

@@ -89,13 +89,7 @@ func startSentinel(base int) (_ *Sentinel, err error) {
 // CI=true) without redis-server, closed at the end of the test.
 func StartSentinelT(t testing.TB, base int) *Sentinel {
 	t.Helper()
-	SkipUnlessInstalled(t)
-	s, err := StartSentinel(base)
-	if err != nil {
-		t.Fatalf("start redis sentinel setup: %v", err)
-	}
-	t.Cleanup(s.Close)
-	return s
+	return startT(t, "redis sentinel setup", func() (*Sentinel, error) { return StartSentinel(base) })
 }
 
 // URL is the sessions.redis_url: the Sentinels' addresses and the master
