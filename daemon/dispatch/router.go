@@ -151,7 +151,8 @@ func (r *Router) Handle(s Session, payload []byte, reply Reply) {
 	if ok {
 		label = rt.name
 	}
-	if !r.rate.Load().AllowAt(s.RateState(), time.Now()) {
+	now := time.Now()
+	if !r.rate.Load().AllowAt(s.RateState(), now) {
 		r.refuse(reply, env.ID, label, CodeRateLimited, "message rate limit exceeded")
 		return
 	}
@@ -164,7 +165,7 @@ func (r *Router) Handle(s Session, payload []byte, reply Reply) {
 		return
 	}
 	if rt.inline && r.inlineOK {
-		r.inlineEcho(s, rt, &env, reply, t)
+		r.inlineEcho(s, rt, &env, now)
 		return
 	}
 	// Count the request before the last draining check, so a drain's Wait
@@ -210,9 +211,9 @@ func (r *Router) Handle(s Session, payload []byte, reply Reply) {
 
 // inlineEcho answers an echo route on the worker: no goroutine. Its
 // result is a terminal like any other: numbered, logged and delivered by
-// the session store, which does it in memory (Router.inlineOK).
-func (r *Router) inlineEcho(s Session, rt *route, env *events.Envelope, _ Reply, _ *Table) {
-	start := time.Now()
+// the session store, which does it in memory (Router.inlineOK). start is
+// when Handle took the frame (the rate check's clock reading, reused).
+func (r *Router) inlineEcho(s Session, rt *route, env *events.Envelope, start time.Time) {
 	bp := getBuf()
 	defer putBuf(bp)
 	msg := events.AppendResult((*bp)[:0], env.ID, env.Data)

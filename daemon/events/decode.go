@@ -1,6 +1,8 @@
 package events
 
 import (
+	"unsafe"
+
 	"github.com/segmentio/encoding/json"
 )
 
@@ -40,13 +42,20 @@ func Decode(b []byte, e *Envelope) error {
 	if i >= len(b) || b[i] != '{' {
 		return &DecodeError{Reason: "message must be a JSON object"}
 	}
-	rest, err := json.Parse(b, e, json.ZeroCopy)
-	if err != nil {
-		// A wrong type for one field still lets us report a valid id.
-		return &DecodeError{ID: salvageID(b), Reason: "invalid JSON envelope"}
-	}
-	if skipSpace(rest, 0) != len(rest) {
-		return &DecodeError{Reason: "trailing data after the JSON object"}
+	if !decodeCommon(b, i, e) {
+		// The general case, by reflection; the envelope is decoded into
+		// a copy so that e itself does not escape (Decode's callers keep
+		// it on their stack).
+		var g Envelope
+		rest, err := json.Parse(b, &g, json.ZeroCopy)
+		if err != nil {
+			// A wrong type for one field still lets us report a valid id.
+			return &DecodeError{ID: salvageID(b), Reason: "invalid JSON envelope"}
+		}
+		if skipSpace(rest, 0) != len(rest) {
+			return &DecodeError{Reason: "trailing data after the JSON object"}
+		}
+		*e = g
 	}
 	if e.Type == TypeAck && e.ID == "" {
 		return nil
@@ -121,3 +130,110 @@ func AckPos(raw []byte) (pos uint64, ok bool) {
 	}
 	return pos, true
 }
+
+// decodeCommon decodes the envelope every client sends, without
+// reflection: {"type":"<t>","id":"<i>","data":<value>} (type and id in
+// either order, each optional, data optional and last, any whitespace
+// between tokens), where the strings are printable ASCII without escapes.
+// It gives e exactly what json.Parse with json.ZeroCopy gives (the fields
+// alias b; FuzzDecodeCommon compares the two) and returns false, e
+// untouched, for anything else: other or repeated keys, escapes, a data
+// that is not last or not valid JSON, trailing bytes. Then Decode takes
+// the general path, which also words the errors. b[open] is the '{'.
+func decodeCommon(b []byte, open int, e *Envelope) bool {
+	var typ, id string
+	var data []byte
+	seen := 0
+	i := open + 1
+	for {
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != '"' {
+			return false
+		}
+		key, next, ok := plainString(b, i)
+		if !ok {
+			return false
+		}
+		i = skipSpace(b, next)
+		if i >= len(b) || b[i] != ':' {
+			return false
+		}
+		i = skipSpace(b, i+1)
+		switch key {
+		case "type", "id":
+			bit := 1
+			if key == "id" {
+				bit = 2
+			}
+			if seen&bit != 0 || i >= len(b) || b[i] != '"' {
+				return false
+			}
+			seen |= bit
+			v, next, ok := plainString(b, i)
+			if !ok {
+				return false
+			}
+			if bit == 1 {
+				typ = v
+			} else {
+				id = v
+			}
+			i = skipSpace(b, next)
+			if i >= len(b) {
+				return false
+			}
+			switch b[i] {
+			case ',':
+				i++
+				continue
+			case '}':
+				if skipSpace(b, i+1) != len(b) {
+					return false
+				}
+			default:
+				return false
+			}
+		case "data":
+			// The last key: its value runs to the object's closing brace.
+			end := len(b) - 1
+			for end > i && isSpace(b[end]) {
+				end--
+			}
+			if end <= i || b[end] != '}' {
+				return false
+			}
+			v := b[i:end]
+			for len(v) > 0 && isSpace(v[len(v)-1]) {
+				v = v[:len(v)-1]
+			}
+			if len(v) == 0 || !json.Valid(v) {
+				return false
+			}
+			data = v
+		default:
+			return false
+		}
+		break
+	}
+	*e = Envelope{Type: typ, ID: id, Data: data}
+	return true
+}
+
+// plainString returns the JSON string starting at b[i] (a '"') when it
+// is printable ASCII without escapes, aliasing b, and the index past its
+// closing quote.
+func plainString(b []byte, i int) (s string, next int, ok bool) {
+	j := i + 1
+	for j < len(b) && b[j] >= 0x20 && b[j] <= 0x7e && b[j] != '"' && b[j] != '\\' {
+		j++
+	}
+	if j >= len(b) || b[j] != '"' {
+		return "", 0, false
+	}
+	if j == i+1 {
+		return "", j + 1, true
+	}
+	return unsafe.String(&b[i+1], j-i-1), j + 1, true
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }

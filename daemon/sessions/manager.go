@@ -102,8 +102,12 @@ type Manager struct {
 	pendGaps  map[string]int // positions of terminals dropped past maxPending, per session; pendMu
 	pendBytes atomic.Int64
 	retryKick chan struct{} // nil with the memory store
-	lastWarn  atomic.Int64  // unix nanos of the last rate-limited warning
-	muted     atomic.Int64  // warnings dropped since
+	// clock0 is the origin of Record.touched: a monotonic reading
+	// TouchEvery before the manager opened, so that a record never
+	// touched (0) is due. time.Since(clock0) reads one clock, time.Now two.
+	clock0    time.Time
+	lastWarn  atomic.Int64 // unix nanos of the last rate-limited warning
+	muted     atomic.Int64 // warnings dropped since
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -130,7 +134,8 @@ func OpenOptions(ctx context.Context, cfg config.Sessions, node string, log *slo
 		opts.TouchEvery = min(max(lim.ttl/100, time.Second), time.Minute)
 	}
 	opts.Redis = opts.Redis.withDefaults()
-	m := &Manager{node: node, log: log, opts: opts, seed: maphash.MakeSeed(), lim: lim, pendBy: make(map[string]int), pendGaps: make(map[string]int)}
+	m := &Manager{node: node, log: log, opts: opts, seed: maphash.MakeSeed(), lim: lim, pendBy: make(map[string]int), pendGaps: make(map[string]int),
+		clock0: time.Now().Add(-opts.TouchEvery)}
 	for i := range m.shards {
 		m.shards[i].m = make(map[string]*Record)
 	}
@@ -292,7 +297,7 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 	l.sent, l.user, l.detached = claim.Pos, user, 0
 	l.conns++
 	l.epoch = max(l.epoch, claim.Epoch)
-	l.touched.Store(time.Now().UnixNano())
+	l.touched.Store(int64(time.Since(m.clock0)))
 	w := events.Welcome{Session: id, Resumed: resumed, Recovered: claim.Missed == 0, Missed: claim.Missed, Replay: len(claim.Log)}
 	streams := l.sortedStreams()
 	if resumed {
@@ -371,7 +376,7 @@ func (m *Manager) Touch(id string) {
 
 // touch is Touch; l is the session's record if the caller has it.
 func (m *Manager) touch(id string, l *Record) {
-	now := time.Now().UnixNano()
+	now := int64(time.Since(m.clock0))
 	if l == nil {
 		if l = m.lockLocal(id, false); l != nil {
 			l.mu.Unlock()

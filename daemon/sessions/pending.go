@@ -31,6 +31,9 @@ type pendingTerm struct {
 
 // deferring reports whether session id has terminals waiting.
 func (m *Manager) deferring(id string) bool {
+	if m.retryKick == nil {
+		return false // the memory store: nothing ever waits (deferTerminal)
+	}
 	m.pendMu.Lock()
 	defer m.pendMu.Unlock()
 	return m.pendBy[id] > 0 || m.pendGaps[id] > 0

@@ -51,7 +51,7 @@ type Record struct {
 	dead     bool
 
 	trace   atomic.Pointer[string] // the attached connection's trusted trace id (dispatch.Session.TraceID); nil: none
-	touched atomic.Int64           // unix nanos of the last TTL refresh sent
+	touched atomic.Int64           // when the last TTL refresh was sent: nanos since Manager.clock0
 	tat     atomic.Int64           // dispatch's message rate limiter (GCRA theoretical arrival time)
 }
 

@@ -287,11 +287,14 @@ func (s *MemoryStore) dropLocked(e *memEntry, n int) {
 		e.log = nil
 		return
 	}
-	// Shift down rather than reslice, so that the array does not grow
-	// forever at the front.
-	k := copy(e.log, e.log[n:])
-	clear(e.log[k:])
-	e.log = e.log[:k]
+	// Reslice rather than shift down: a full log drops its oldest entry
+	// on every append, and shifting copied the whole log each time (with
+	// a write barrier per entry while the GC runs). The dropped front of
+	// the array (cleared above) is given back when append next
+	// reallocates, which copies only the live entries: the array stays
+	// under about twice the log, and a full log costs one entry copy per
+	// append, amortized.
+	e.log = e.log[n:]
 }
 
 // ReadLog implements Store.
