@@ -50,14 +50,14 @@ type runRec struct {
 	state           atomic.Int32
 	sent            chan struct{} // closed once the recorder's write returned
 	stored          bool          // the write was confirmed; set before sent is closed
-	settled         atomic.Bool   // End passed the check; its terminal may be written
 }
 
 // heldEnd is a terminal whose check could not reach the store: it waits,
 // and is retried, so that it is neither lost nor doubled.
 type heldEnd struct {
-	s   *Stream
-	msg []byte
+	s     *Stream
+	msg   []byte
+	maybe bool // an attempt may have run (runTerm.maybeDone)
 }
 
 // nodeLoss is the node-loss machinery of a Manager on the Redis store. It
@@ -268,55 +268,110 @@ func (n *nodeLoss) flushEnded(ctx context.Context) {
 	}
 }
 
-// settleRun is the node-loss check in front of a request's terminal (see
-// Stream.End). It reports whether the caller writes msg now. False: the
-// terminal was dropped (a survivor already ended the request with
-// node_lost) or is held until the store answers (it is then written from
-// the recorder goroutine). Called on the request's goroutine, never on a
-// poller, with no lock held: it may wait one store round trip.
-func (m *Manager) settleRun(s *Stream, msg []byte) bool {
+// runEnd is the node-loss part of a request's end (see Stream.End): nil
+// when its terminal is written as any other (no record, never written,
+// or its write failed), else how the terminal's script settles the run
+// (luaRunTerm: the marker is deleted in the same step as the terminal is
+// logged, or the terminal is dropped when a survivor took the run over).
+// Called on the request's goroutine with no lock held: it may wait for
+// the recorder's write under way (one store round trip at most).
+func (m *Manager) runEnd(s *Stream) *runTerm {
 	n, r := m.nl, s.run
-	if n == nil || r == nil || r.settled.Load() {
-		return true
+	if n == nil || r == nil {
+		return nil
 	}
 	switch r.state.Swap(runEnded) {
-	case runQueued:
-		return true // never written: no survivor can know of it
-	case runEnded:
-		return true // a second End: Stream.End ignores it
+	case runQueued, runEnded:
+		return nil // never written: no survivor can know of it
 	case runSending:
-		<-r.sent // its write is bounded by the store's op timeout
+		select {
+		case <-r.sent: // bounded by the store's op timeout
+		case <-n.ctx.Done():
+			return nil
+		}
 	}
 	if !r.stored {
 		// The write failed (the store was unreachable): no survivor can
 		// have seen it, or, if it landed after all, the marker is removed
-		// below before anyone takes it (unless this node is cut off for
-		// longer than node_loss_after: docs/sessions.md, windows).
+		// by the recorder before anyone takes it (unless this node is cut
+		// off for longer than node_loss_after: docs/sessions.md, windows).
 		n.mu.Lock()
 		n.unsure = append(n.unsure, r)
 		n.mu.Unlock()
-		r.settled.Store(true)
-		return true
+		return nil
 	}
-	owned, err := n.rs.endRun(n.ctx, n.token, r.sid, r.req)
+	return &runTerm{token: n.token}
+}
+
+// endRunDone handles what the terminal of a recorded run (rt not nil)
+// returned: the run's inflight entry is cleared once settled; a terminal
+// that could not be settled is held and retried by the recorder.
+func (m *Manager) endRunDone(s *Stream, msg []byte, rt *runTerm, err error) {
+	n, r := m.nl, s.run
+	if rt == nil || n == nil {
+		return
+	}
 	switch {
-	case err != nil:
-		m.warn("request end not settled in the session store; terminal held until it answers",
-			slog.String("session", r.sid), slog.String("request", r.req), slog.Any("err", err))
+	case errors.Is(err, errRunHeld):
+		l := s.l
+		l.mu.Lock()
+		l.held++ // released by retryHeld
+		l.mu.Unlock()
 		n.mu.Lock()
-		n.held = append(n.held, heldEnd{s: s, msg: slices.Clone(msg)})
+		n.held = append(n.held, heldEnd{s: s, msg: slices.Clone(msg), maybe: rt.maybeDone || heldMaybeRan(err)})
 		n.mu.Unlock()
-		return false
-	case !owned:
-		n.endedRun(r)
+		return
+	case errors.Is(err, ErrClosed):
+		return // logged; the entry stays for a survivor (the marker is still there)
+	case errors.Is(err, errRunDropped):
 		m.log.Warn("late terminal dropped: a surviving replica already ended this request with node_lost",
 			slog.String("session", r.sid), slog.String("request", r.req))
-		n.dropStream(s)
-		return false
+	case errors.Is(err, errRunSettled):
+		m.log.Warn("request end settled by an earlier attempt whose answer was lost: its terminal is in the log, replayed on resume",
+			slog.String("session", r.sid), slog.String("request", r.req))
 	}
 	n.endedRun(r)
-	r.settled.Store(true)
-	return true
+}
+
+// heldMaybeRan reports whether the attempt that returned err (wrapping
+// errRunHeld) may have run its script: a store error other than a refused
+// dial; a hold behind waiting terminals ran nothing.
+func heldMaybeRan(err error) bool {
+	u, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return false // errRunHeld alone: nothing was sent
+	}
+	for _, e := range u.Unwrap() {
+		if e != errRunHeld {
+			return maybeRan(e)
+		}
+	}
+	return false
+}
+
+// Recorded waits until the stream's node-loss record is in the store (or
+// its write failed, or the manager closed) and reports whether it is.
+// Dispatch calls it on the request's goroutine before calling the backend
+// (contract v1.1 section 4a: a request is accepted once it is recorded,
+// so a replica that dies after that leaves a record a survivor ends with
+// node_lost, and one that dies before has started nothing: the request
+// is not in the welcome's inflight list and has no terminal, the client
+// sends it again). True at once for a stream without a record (memory
+// store, Begin). The wait is the recorder's batch: one pipelined round
+// trip shared by the requests begun meanwhile. Never call it on a poller
+// or under a lock.
+func (s *Stream) Recorded(ctx context.Context) bool {
+	r := s.run
+	if r == nil || s.m.nl == nil {
+		return true
+	}
+	select {
+	case <-r.sent:
+		return r.stored
+	case <-ctx.Done():
+	case <-s.m.nl.ctx.Done():
+	}
+	return false
 }
 
 // endedRun queues the removal of r's inflight entry for the recorder.
@@ -353,7 +408,7 @@ func (n *nodeLoss) clearUnsure() {
 	}
 }
 
-// retryHeld settles held ends again (recorder goroutine).
+// retryHeld settles held ends again, oldest first (recorder goroutine).
 func (n *nodeLoss) retryHeld() {
 	n.clearUnsure()
 	n.mu.Lock()
@@ -361,36 +416,18 @@ func (n *nodeLoss) retryHeld() {
 	n.held = nil
 	n.mu.Unlock()
 	for i, h := range held {
-		r := h.s.run
-		owned, err := n.rs.endRun(n.ctx, n.token, r.sid, r.req)
-		if err != nil {
+		rt := &runTerm{token: n.token, maybeDone: h.maybe}
+		_, err := n.m.terminal(n.ctx, h.s.l, h.s.req, h.msg, h.s, rt)
+		if errors.Is(err, errRunHeld) {
+			held[i].maybe = h.maybe || heldMaybeRan(err)
 			n.mu.Lock()
-			n.held = append(n.held, held[i:]...)
+			n.held = append(held[i:], n.held...)
 			n.mu.Unlock()
 			return
 		}
-		n.endedRun(r)
-		if !owned {
-			n.m.log.Warn("late terminal dropped: a surviving replica already ended this request with node_lost",
-				slog.String("session", r.sid), slog.String("request", r.req))
-			n.dropStream(h.s)
-			continue
-		}
-		r.settled.Store(true)
-		h.s.End(h.msg)
+		n.m.unhold(h.s.l)
+		n.m.endRunDone(h.s, h.msg, rt, err)
 	}
-}
-
-// dropStream forgets a stream whose terminal is dropped.
-func (n *nodeLoss) dropStream(s *Stream) {
-	l := s.l
-	l.mu.Lock()
-	if !s.ended {
-		s.ended = true
-		s.unregisterLocked()
-	}
-	n.m.releaseLocked(l)
-	l.mu.Unlock()
 }
 
 // sweeper checks the registered nodes every sweep period.
@@ -470,10 +507,36 @@ func (n *nodeLoss) sweepNode(ctx context.Context, node, live string) bool {
 		}
 	}
 	complete := true
-	if len(orphans) > 0 {
-		taken, errs := n.rs.takeRuns(ctx, orphans)
-		won, rerun := 0, 0
-		for i, r := range orphans {
+	// Runs whose route retries go through the take-then-rerun path; the
+	// others are taken and answered with node_lost in one script each.
+	var retry, lost []runRecord
+	for _, r := range orphans {
+		if r.Data != nil && n.rerun.Load() != nil {
+			retry = append(retry, r)
+		} else {
+			lost = append(lost, r)
+		}
+	}
+	won, rerun := 0, 0
+	if len(lost) > 0 {
+		for i, err := range n.takeLost(ctx, lost) {
+			switch {
+			case err == nil:
+				won++
+			case errors.Is(err, errRunNotTaken) || errors.Is(err, ErrNotFound):
+			default:
+				if complete && ctx.Err() == nil {
+					n.m.warn("node-loss sweep: take a run over", slog.String("node", node), slog.Any("err", err))
+				}
+				complete = false
+				continue // its record stays: the next sweep (here or on another survivor) retries
+			}
+			settled = append(settled, lost[i])
+		}
+	}
+	if len(retry) > 0 {
+		taken, errs := n.rs.takeRuns(ctx, retry)
+		for i, r := range retry {
 			if errs[i] != nil {
 				if complete && ctx.Err() == nil {
 					n.m.warn("node-loss sweep: take a run over", slog.String("node", node), slog.Any("err", errs[i]))
@@ -492,11 +555,11 @@ func (n *nodeLoss) sweepNode(ctx context.Context, node, live string) bool {
 			}
 			n.owing = append(n.owing, r)
 		}
-		if won > 0 {
-			n.m.log.Warn("replica lost: its requests end with node_lost, or run again here where their route says so",
-				slog.String("node", node), slog.Int("requests", won), slog.Int("run_again", rerun))
-		}
 		n.writeOwed(ctx)
+	}
+	if won > 0 {
+		n.m.log.Warn("replica lost: its requests end with node_lost, or run again here where their route says so",
+			slog.String("node", node), slog.Int("requests", won), slog.Int("run_again", rerun))
 	}
 	left := int64(-1)
 	if len(settled) > 0 {
@@ -513,6 +576,35 @@ func (n *nodeLoss) sweepNode(ctx context.Context, node, live string) bool {
 		}
 	}
 	return complete
+}
+
+// takeLost takes each orphaned run of runs over and writes its node_lost
+// terminal in the same script (luaRunTerm, mode take): the marker leaves
+// the store only with its terminal in the log, so a survivor that dies
+// mid-sweep loses nothing (what it had not taken is still recorded, and
+// the next sweep, here or elsewhere, takes it). Each run goes through its
+// session's turn, like any terminal of this node; up to takeBatch run at
+// once (rueidis pipelines them). errs[i] is nil when this node won
+// runs[i], errRunNotTaken when its node or another survivor settled it,
+// ErrNotFound when the session expired (the marker is removed), else the
+// store's error (nothing done).
+func (n *nodeLoss) takeLost(ctx context.Context, runs []runRecord) []error {
+	errs := make([]error, len(runs))
+	sem := make(chan struct{}, takeBatch)
+	var wg sync.WaitGroup
+	for i, r := range runs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			msg := events.AppendError(nil, r.Req, CodeNodeLost, nodeLostMessage)
+			l := n.m.holdLocal(r.SID)
+			defer n.m.unhold(l)
+			_, errs[i] = n.m.terminal(ctx, l, r.Req, msg, nil, &runTerm{token: r.Token, take: true})
+		}()
+	}
+	wg.Wait()
+	return errs
 }
 
 // Rerun runs again, on this node, a request taken over from a lost replica

@@ -14,7 +14,7 @@ import (
 //
 //   - connection binding: the live Outlet, its connection number, and how
 //     many gateway connections still hold the record (conns);
-//   - delivery (delivery.go): termMu, the positions sent (a contiguous mark
+//   - delivery (delivery.go): the turn (turn.go), the positions sent (a contiguous mark
 //     and those sent ahead of a gap), a paced replay's backlog, a delivered cursor
 //     not yet written, the holder on another node as last learnt;
 //   - requests: their streams (output kept for a resume) and dispatch's
@@ -29,7 +29,6 @@ import (
 type Record struct {
 	m      *Manager
 	mu     sync.Mutex
-	termMu sync.Mutex // orders numbering and delivery; see delivery.go. Taken before mu, never while holding it; never on the poller.
 
 	id   string
 	user string // the session's user, once attached here (to restore a lost session); guarded by mu
@@ -47,6 +46,7 @@ type Record struct {
 	dlv      uint64                             // a delivered cursor not written to the store yet
 	detached int64                              // Redis store: unix nanos its last connection here went (0: attached or not kept)
 	held     int32                              // Terminal calls and retries using l
+	turn     turnQueue                          // orders numbering, claims and delivery (turn.go)
 	conns    int32                              // gateway connections holding l (Bind .. Detach)
 	dead     bool
 

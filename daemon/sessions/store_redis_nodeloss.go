@@ -2,13 +2,17 @@ package sessions
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/orchestratord/orchestratord/daemon/events"
 )
 
 // Node-loss keys in Redis (docs/sessions.md, "Node loss"). Node-wide keys
@@ -78,6 +82,14 @@ func parseRunRecord(field, value string) (runRecord, bool) {
 	return rec, true
 }
 
+// maybeRan reports whether a store call that failed with err may still
+// have executed: anything but a refused or failed dial (the command was
+// never sent).
+func maybeRan(err error) bool {
+	var op *net.OpError
+	return !(errors.As(err, &op) && op.Op == "dial")
+}
+
 // runValue encodes an inflight entry; the route is path-escaped (a route
 // name may hold a space), data (nil: none) comes last, verbatim.
 func runValue(token string, started time.Time, route string, data []byte) string {
@@ -114,6 +126,110 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1`)
+
+// luaRunTerm settles a recorded run AND appends its terminal to the
+// session's log in one script (one slot: every key is the session's), so
+// that a marker leaves the store only together with the terminal that
+// answers it: a process that dies before or after the script leaves
+// either the marker (a survivor still finds it) or the terminal (in the
+// log), never neither.
+//
+//   - mode "end" (the node running the request, its normal end): the
+//     marker names this process's token: deleted, the terminal appended;
+//     a survivor's tombstone names it: the tombstone is deleted and {-2}
+//     returned (the late terminal is dropped); neither (never recorded):
+//     appended; but when an earlier attempt of this very script may have
+//     run with its answer lost (ARGV[10] "1": it timed out or the
+//     connection broke), the log is searched for this terminal first
+//     (same text around its position): found, {-4}, that attempt settled
+//     the run and the terminal is in the log already; not found (the
+//     store lost the marker with its data, a Redis restarted empty), it
+//     is appended.
+//   - mode "take" (a survivor, token: the dead process's): the marker must
+//     still name the dead token, else {-3} (its node ended it or another
+//     survivor took it); it is deleted, a tombstone left, and the
+//     node_lost terminal appended. A session that expired answers {-1}
+//     with the marker removed.
+//
+// Then luaAppendBody: {pos, holder node, holder conn, epoch} or {-1}.
+// KEYS: session, log, run, lost. ARGV: head, tail, max, max bytes, ttl
+// ms, "0", req, token, mode, maybe done ("1"/"0").
+var luaRunTerm = rueidis.NewLuaScript(`
+local req, tok = ARGV[7], ARGV[8]
+if ARGV[9] == 'take' then
+  if redis.call('HGET', KEYS[3], req) ~= tok then return {-3} end
+  redis.call('HDEL', KEYS[3], req)
+  redis.call('HSET', KEYS[4], req, tok)
+  redis.call('PEXPIRE', KEYS[4], ARGV[5])
+elseif redis.call('HGET', KEYS[3], req) == tok then
+  redis.call('HDEL', KEYS[3], req)
+elseif redis.call('HGET', KEYS[4], req) == tok then
+  redis.call('HDEL', KEYS[4], req)
+  return {-2}
+elseif ARGV[10] == '1' then
+  local h, t = ARGV[1], ARGV[2]
+  for _, e in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+    if string.sub(e, 1, #h) == h and (#t == 0 or string.sub(e, -#t) == t) then return {-4} end
+  end
+end
+` + luaAppendBody)
+
+// Outcomes of appendRun besides success and ErrNotFound.
+var (
+	// errRunDropped: a survivor had taken the run over (mode end): the
+	// terminal was not appended and must be dropped.
+	errRunDropped = errors.New("run taken over by a surviving replica: late terminal dropped")
+	// errRunNotTaken: the run was settled already (mode take): by its
+	// node's normal end or by another survivor.
+	errRunNotTaken = errors.New("run already settled")
+	// errRunSettled: the normal end found its run settled by an earlier
+	// attempt whose answer was lost: the terminal is in the log (a
+	// resume replays it), not appended twice.
+	errRunSettled = errors.New("run settled by an earlier attempt: terminal already logged")
+)
+
+// appendRun is Append for the terminal of a recorded run (luaRunTerm):
+// take false is the normal end by the process of token, take true a
+// survivor's takeover of the dead token's run; maybeDone: an earlier
+// attempt may have run (see luaRunTerm). One round trip.
+func (s *RedisStore) appendRun(ctx context.Context, id string, msg []byte, at int, req, token string, take, maybeDone bool) (Appended, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	mode, rec := "end", "0"
+	if take {
+		mode = "take"
+	}
+	if maybeDone {
+		rec = "1"
+	}
+	head, tail := events.SplitPos(msg, at)
+	r, err := luaRunTerm.Exec(ctx, s.c, []string{s.kSession(id), s.kLog(id), s.kRun(id), s.kLost(id)},
+		[]string{string(head), string(tail), strconv.Itoa(s.lim.replayMax),
+			strconv.FormatInt(s.lim.replayBytes, 10), s.ttlMS(), "0", req, token, mode, rec}).ToArray()
+	if err != nil {
+		return Appended{}, fmt.Errorf("settle run %s/%s and log its terminal: %w", id, req, err)
+	}
+	p, _ := r[0].AsInt64()
+	switch p {
+	case -1:
+		return Appended{}, notFound(id)
+	case -2:
+		return Appended{}, errRunDropped
+	case -3:
+		return Appended{}, errRunNotTaken
+	case -4:
+		return Appended{}, errRunSettled
+	}
+	if p < 0 || len(r) < 4 {
+		return Appended{}, fmt.Errorf("settle run %s/%s: unexpected answer %d", id, req, p)
+	}
+	h, err := holderOf(r[1:])
+	if err != nil {
+		return Appended{}, err
+	}
+	pos := uint64(p)
+	return Appended{Pos: pos, Msg: events.AppendPos(make([]byte, 0, len(msg)+24), msg, at, pos), Holder: h}, nil
+}
 
 // luaInflightDel deletes inflight entries whose value is still the one
 // given and returns how many entries are left.

@@ -1,0 +1,104 @@
+package sessions
+
+import (
+	"context"
+	"slices"
+)
+
+// The session's turn: an ordered queue, per session on this node, of the
+// operations that number or claim the session in the store (Terminal,
+// the node-loss take, the retries of terminals that waited for the store,
+// Restore, and Bind's claim). Each one is a store round trip followed by
+// a delivery under l.mu; they run one at a time, in the order they asked
+// for the turn (FIFO), and no lock is held while one waits on the store.
+//
+// Why a queue and not a mutex (the former termMu): nothing that can wait
+// on a store runs under a per-session lock. A turn is asked for under
+// l.mu (a slot is reserved in the queue, O(1), never waiting), then l.mu
+// is released; the caller waits on a channel of its own, which a waiter
+// for Bind's claim gives up when its context ends (an attach behind a
+// stalled store fails at its deadline instead of blocking). The turn is
+// passed on, under l.mu, to the oldest waiter by closing its channel.
+//
+// Correctness argument (what Terminal and Bind rely on, delivery.go):
+//
+//  1. Mutual exclusion. turn.busy is read and set only under l.mu. A
+//     caller holds the turn when it set busy itself (busy was false) or
+//     when its channel was closed; a channel is closed only by next, and
+//     only for the head of the queue, which is removed in the same
+//     critical section; next is called exactly once per turn held (the
+//     holder's release, or the abandoning waiter that finds its channel
+//     already closed). So at any time at most one caller holds the turn:
+//     busy stays true from the moment one holder takes it until a release
+//     finds the queue empty.
+//  2. Order. Waiters are appended under l.mu and handed the turn from the
+//     head: turns are granted in the order they were asked for. A waiter
+//     that gives up removes itself under l.mu before the turn reaches it,
+//     or, if the turn reached it first, passes it on at once: the turn is
+//     never lost and nobody else is skipped.
+//  3. What the order buys, the same as termMu gave: between Bind's claim
+//     (store) and its binding of the new connection (l.mu), no terminal
+//     of this node for the session is appended or delivered. A terminal
+//     appended before the claim has a position <= the claim's Pos: it is
+//     in the claim's replay, and its live delivery, before the binding,
+//     goes to the older connection (then the takeover's backlog drops it
+//     if that peer acknowledged it) or, after, is dropped by
+//     markSentLocked (pos <= l.sent = claim.Pos). A terminal appended
+//     after the claim is delivered after the binding, to the new
+//     connection. So none is both in a replay and sent live to the same
+//     connection, and none is neither. The terminals of one session
+//     produced on this node are numbered in the order they asked for the
+//     turn, hence delivered in position order (deliver runs inside the
+//     turn, and the connection's queue is FIFO).
+//  4. No deadlock. A holder never asks for the turn of any session while
+//     holding one (terminal, take, restore, retries and Bind's claim do
+//     not call one another), and l.mu is only held for O(1) sections that
+//     never wait. The sweeper ends many sessions' runs concurrently, each
+//     on its own goroutine holding one turn.
+type turnQueue struct {
+	busy bool            // a caller holds the turn; guarded by Record.mu
+	wait []chan struct{} // waiting callers, oldest first; guarded by Record.mu
+}
+
+// takeTurn returns once the caller holds the session's turn (true), or
+// when ctx ended first (false: the caller does not hold it). A caller
+// that holds it must call giveTurn.
+func (l *Record) takeTurn(ctx context.Context) bool {
+	l.mu.Lock()
+	if !l.turn.busy {
+		l.turn.busy = true
+		l.mu.Unlock()
+		return true
+	}
+	ch := make(chan struct{})
+	l.turn.wait = append(l.turn.wait, ch)
+	l.mu.Unlock()
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+	}
+	l.mu.Lock()
+	if i := slices.Index(l.turn.wait, ch); i >= 0 {
+		l.turn.wait = slices.Delete(l.turn.wait, i, i+1)
+		l.mu.Unlock()
+		return false
+	}
+	l.mu.Unlock()
+	l.giveTurn() // it reached us meanwhile: pass it on
+	return false
+}
+
+// giveTurn passes the turn to the oldest waiter, or frees it.
+func (l *Record) giveTurn() {
+	l.mu.Lock()
+	if len(l.turn.wait) == 0 {
+		l.turn.busy, l.turn.wait = false, nil
+	} else {
+		ch := l.turn.wait[0]
+		l.turn.wait[0] = nil
+		l.turn.wait = l.turn.wait[1:]
+		close(ch)
+	}
+	l.mu.Unlock()
+}
