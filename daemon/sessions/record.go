@@ -27,8 +27,8 @@ import (
 // from the registry (dead set) once nothing holds it: no connection, no
 // request, no pending write, not kept as detached.
 type Record struct {
-	m      *Manager
-	mu     sync.Mutex
+	m  *Manager
+	mu sync.Mutex
 
 	id   string
 	user string // the session's user, once attached here (to restore a lost session); guarded by mu
