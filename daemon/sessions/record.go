@@ -46,9 +46,10 @@ type Record struct {
 	dlv      uint64                             // a delivered cursor not written to the store yet
 	detached int64                              // Redis store: unix nanos its last connection here went (0: attached or not kept)
 	held     int32                              // Terminal calls and retries using l
-	turn     turnQueue                          // orders numbering, claims and delivery (turn.go)
+	turnQ    *[]chan struct{}                   // the session's turn (turn.go): callers waiting for it, oldest first
 	conns    int32                              // gateway connections holding l (Bind .. Detach)
 	dead     bool
+	turnBusy bool // the session's turn is held (turn.go)
 
 	trace   atomic.Pointer[string] // the attached connection's trusted trace id (dispatch.Session.TraceID); nil: none
 	touched atomic.Int64           // unix nanos of the last TTL refresh sent

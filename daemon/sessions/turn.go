@@ -22,7 +22,7 @@ import (
 //
 // Correctness argument (what Terminal and Bind rely on, delivery.go):
 //
-//  1. Mutual exclusion. turn.busy is read and set only under l.mu. A
+//  1. Mutual exclusion. turnBusy is read and set only under l.mu. A
 //     caller holds the turn when it set busy itself (busy was false) or
 //     when its channel was closed; a channel is closed only by next, and
 //     only for the head of the queue, which is removed in the same
@@ -55,23 +55,25 @@ import (
 //     not call one another), and l.mu is only held for O(1) sections that
 //     never wait. The sweeper ends many sessions' runs concurrently, each
 //     on its own goroutine holding one turn.
-type turnQueue struct {
-	busy bool            // a caller holds the turn; guarded by Record.mu
-	wait []chan struct{} // waiting callers, oldest first; guarded by Record.mu
-}
+//
+// State, in the Record, guarded by its mu: turnBusy (a caller holds the
+// turn) and turnQ (the waiting callers, oldest first; nil: none).
 
 // takeTurn returns once the caller holds the session's turn (true), or
 // when ctx ended first (false: the caller does not hold it). A caller
 // that holds it must call giveTurn.
 func (l *Record) takeTurn(ctx context.Context) bool {
 	l.mu.Lock()
-	if !l.turn.busy {
-		l.turn.busy = true
+	if !l.turnBusy {
+		l.turnBusy = true
 		l.mu.Unlock()
 		return true
 	}
 	ch := make(chan struct{})
-	l.turn.wait = append(l.turn.wait, ch)
+	if l.turnQ == nil {
+		l.turnQ = new([]chan struct{})
+	}
+	*l.turnQ = append(*l.turnQ, ch)
 	l.mu.Unlock()
 	select {
 	case <-ch:
@@ -79,10 +81,15 @@ func (l *Record) takeTurn(ctx context.Context) bool {
 	case <-ctx.Done():
 	}
 	l.mu.Lock()
-	if i := slices.Index(l.turn.wait, ch); i >= 0 {
-		l.turn.wait = slices.Delete(l.turn.wait, i, i+1)
-		l.mu.Unlock()
-		return false
+	if l.turnQ != nil {
+		if i := slices.Index(*l.turnQ, ch); i >= 0 {
+			*l.turnQ = slices.Delete(*l.turnQ, i, i+1)
+			if len(*l.turnQ) == 0 {
+				l.turnQ = nil
+			}
+			l.mu.Unlock()
+			return false
+		}
 	}
 	l.mu.Unlock()
 	l.giveTurn() // it reached us meanwhile: pass it on
@@ -92,13 +99,18 @@ func (l *Record) takeTurn(ctx context.Context) bool {
 // giveTurn passes the turn to the oldest waiter, or frees it.
 func (l *Record) giveTurn() {
 	l.mu.Lock()
-	if len(l.turn.wait) == 0 {
-		l.turn.busy, l.turn.wait = false, nil
+	if l.turnQ == nil {
+		l.turnBusy = false
 	} else {
-		ch := l.turn.wait[0]
-		l.turn.wait[0] = nil
-		l.turn.wait = l.turn.wait[1:]
-		close(ch)
+		q := *l.turnQ
+		ch := q[0]
+		q[0] = nil
+		if len(q) == 1 {
+			l.turnQ = nil
+		} else {
+			*l.turnQ = q[1:]
+		}
+		close(ch) // the turn passes to ch's caller: turnBusy stays true
 	}
 	l.mu.Unlock()
 }
