@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -334,5 +335,47 @@ func TestRunTermScript(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkNodeLossAcceptWait measures what accepting a request only once
+// its record is in the store costs the request (Stream.Recorded, before
+// the backend call): the wait from BeginRoute to Recorded's return
+// (accept-µs/op), against one Redis round trip measured the same way in
+// the same loop (ping-µs/op), alone (par1) and with 32 requests at a time
+// on 2 cores (par16: the recorder batches them).
+func BenchmarkNodeLossAcceptWait(b *testing.B) {
+	for _, be := range benchBackends(b) {
+		if !be.redis {
+			continue
+		}
+		for _, par := range []int{1, 16} {
+			b.Run(fmt.Sprintf("par%d", par), func(b *testing.B) {
+				m, id := benchManager(b, be)
+				rs := m.store.(*RedisStore)
+				ctx := b.Context()
+				var n, wait, rtt atomic.Int64
+				b.SetParallelism(par)
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						req := fmt.Sprintf("r%d", n.Add(1))
+						t0 := time.Now()
+						s := m.BeginRoute(id, req, "stream", nil)
+						if !s.Recorded(ctx) {
+							b.Error("not recorded")
+						}
+						wait.Add(int64(time.Since(t0)))
+						t1 := time.Now()
+						if err := rs.Ping(ctx); err != nil {
+							b.Error(err)
+						}
+						rtt.Add(int64(time.Since(t1)))
+						s.End(resultMsg(req))
+					}
+				})
+				b.ReportMetric(float64(wait.Load())/float64(b.N)/1e3, "accept-µs/op")
+				b.ReportMetric(float64(rtt.Load())/float64(b.N)/1e3, "ping-µs/op")
+			})
+		}
 	}
 }

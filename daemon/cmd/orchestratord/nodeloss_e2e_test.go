@@ -47,11 +47,16 @@ func TestNodeLossE2E(t *testing.T) {
 	defer stream.Close()
 	// hang never answers; it records which requests reached it.
 	var called sync.Map // "<session> <request>" -> true
+	stopHang := make(chan struct{})
 	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		called.Store(r.Header.Get("X-Session-Id")+" "+r.Header.Get("X-Request-Id"), true)
-		<-r.Context().Done()
+		select {
+		case <-r.Context().Done():
+		case <-stopHang:
+		}
 	}))
 	defer hang.Close()
+	defer close(stopHang) // before Close, which waits for the handlers
 
 	const lossAfter = 2 * time.Second
 	dir := t.TempDir()
