@@ -693,7 +693,9 @@ func (m *Manager) BeginRoute(id, reqID, route string, retry []byte) *Stream {
 
 // Running returns the ids of the session's requests recorded as in flight
 // on some replica (Redis store), or in flight on this node (memory store).
-// A request begun less than one store round trip ago may be missing.
+// Every accepted request (Stream.Recorded returned true) is listed until
+// its terminal is in the log; one begun and not yet accepted may be
+// missing.
 func (m *Manager) Running(ctx context.Context, sessionID string) ([]string, error) {
 	if m.nl != nil {
 		return m.nl.rs.runningIn(ctx, sessionID)

@@ -36,20 +36,22 @@ import (
 //     that gives up removes itself under l.mu before the turn reaches it,
 //     or, if the turn reached it first, passes it on at once: the turn is
 //     never lost and nobody else is skipped.
-//  3. What the order buys, the same as termMu gave: between Bind's claim
-//     (store) and its binding of the new connection (l.mu), no terminal
-//     of this node for the session is appended or delivered. A terminal
-//     appended before the claim has a position <= the claim's Pos: it is
-//     in the claim's replay, and its live delivery, before the binding,
-//     goes to the older connection (then the takeover's backlog drops it
-//     if that peer acknowledged it) or, after, is dropped by
-//     markSentLocked (pos <= l.sent = claim.Pos). A terminal appended
-//     after the claim is delivered after the binding, to the new
-//     connection. So none is both in a replay and sent live to the same
-//     connection, and none is neither. The terminals of one session
-//     produced on this node are numbered in the order they asked for the
-//     turn, hence delivered in position order (deliver runs inside the
-//     turn, and the connection's queue is FIFO).
+//  3. What exclusion buys (what termMu gave before): a terminal's turn
+//     (append, then deliver) and Bind's turn (claim, then bind the new
+//     connection under l.mu) never overlap on this node. If the
+//     terminal's turn came first, it was appended before the claim: its
+//     position is <= the claim's Pos, so it is in the claim's replay; it
+//     was delivered before the binding, to the older connection (whose
+//     takeover backlog then drops it from the replay if that peer
+//     acknowledged it) or to none. If it came after, it was appended after
+//     the claim (position > Pos, not in the replay) and is delivered to the
+//     new connection. So no terminal of this node is both replayed and
+//     sent live to one connection, and none is neither. Terminals that
+//     another replica produces reach this node by relay, as before (they
+//     were never under termMu either). And since turns are FIFO, the
+//     terminals of one session produced here are numbered in the order
+//     they asked for the turn and delivered in position order (deliver
+//     runs inside the turn; the connection's queue is FIFO).
 //  4. No deadlock. A holder never asks for the turn of any session while
 //     holding one (terminal, take, restore, retries and Bind's claim do
 //     not call one another), and l.mu is only held for O(1) sections that
