@@ -49,11 +49,11 @@ type Record struct {
 	turnQ    *[]chan struct{}                   // the session's turn (turn.go): callers waiting for it, oldest first
 	conns    int32                              // gateway connections holding l (Bind .. Detach)
 	dead     bool
-	turnBusy bool // the session's turn is held (turn.go)
 
 	trace   atomic.Pointer[string] // the attached connection's trusted trace id (dispatch.Session.TraceID); nil: none
 	touched atomic.Int64           // unix nanos of the last TTL refresh sent
 	tat     atomic.Int64           // dispatch's message rate limiter (GCRA theoretical arrival time)
+	turn    atomic.Int32           // the session's turn: turnFree, turnHeld, turnQueued (turn.go)
 }
 
 type localShard struct {

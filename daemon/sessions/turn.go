@@ -13,24 +13,26 @@ import (
 // for the turn (FIFO), and no lock is held while one waits on the store.
 //
 // Why a queue and not a mutex (the former termMu): nothing that can wait
-// on a store runs under a per-session lock. A turn is asked for under
-// l.mu (a slot is reserved in the queue, O(1), never waiting), then l.mu
-// is released; the caller waits on a channel of its own, which a waiter
+// on a store runs under a per-session lock. A turn is taken by one
+// compare-and-swap when free; otherwise a slot is reserved in the queue
+// under l.mu (O(1), never waiting), then l.mu is released; the caller waits on a channel of its own, which a waiter
 // for Bind's claim gives up when its context ends (an attach behind a
 // stalled store fails at its deadline instead of blocking). The turn is
 // passed on, under l.mu, to the oldest waiter by closing its channel.
 //
 // Correctness argument (what Terminal and Bind rely on, delivery.go):
 //
-//  1. Mutual exclusion. turnBusy is read and set only under l.mu. A
-//     caller holds the turn when it set busy itself (busy was false) or
-//     when its channel was closed; a channel is closed only by next, and
-//     only for the head of the queue, which is removed in the same
-//     critical section; next is called exactly once per turn held (the
-//     holder's release, or the abandoning waiter that finds its channel
-//     already closed). So at any time at most one caller holds the turn:
-//     busy stays true from the moment one holder takes it until a release
-//     finds the queue empty.
+//  1. Mutual exclusion. A caller holds the turn when its compare-and-
+//     swap moved it from free to held, or when its channel was closed; a
+//     channel is closed only by giveTurn, and only for the head of the
+//     queue, which is removed in the same critical section, with the
+//     state left not free; giveTurn is called exactly once per turn held
+//     (the holder's release, or the abandoning waiter that finds its
+//     channel already closed). The state is free only after a release
+//     that found no waiter: by compare-and-swap from held (no waiter can
+//     be queued then: queueing first moves held to queued, under l.mu),
+//     or under l.mu with the queue empty. So at any time at most one
+//     caller holds the turn.
 //  2. Order. Waiters are appended under l.mu and handed the turn from the
 //     head: turns are granted in the order they were asked for. A waiter
 //     that gives up removes itself under l.mu before the turn reaches it,
@@ -58,18 +60,41 @@ import (
 //     never wait. The sweeper ends many sessions' runs concurrently, each
 //     on its own goroutine holding one turn.
 //
-// State, in the Record, guarded by its mu: turnBusy (a caller holds the
-// turn) and turnQ (the waiting callers, oldest first; nil: none).
+// State, in the Record: turn (atomic: turnFree, turnHeld, or turnQueued:
+// held with callers waiting) and turnQ (the waiting callers, oldest
+// first; nil: none; guarded by mu). The uncontended path is one
+// compare-and-swap each way and takes no lock; a caller that must wait
+// queues itself under l.mu, and the holder that sees turnQueued hands
+// the turn over under l.mu. turnQueued is set only under l.mu, by the
+// caller about to queue, and left only under l.mu, when the queue
+// empties: so a release by compare-and-swap (turnHeld -> turnFree) never
+// leaves a waiter behind.
+const (
+	turnFree int32 = iota
+	turnHeld
+	turnQueued
+)
 
 // takeTurn returns once the caller holds the session's turn (true), or
 // when ctx ended first (false: the caller does not hold it). A caller
 // that holds it must call giveTurn.
 func (l *Record) takeTurn(ctx context.Context) bool {
-	l.mu.Lock()
-	if !l.turnBusy {
-		l.turnBusy = true
-		l.mu.Unlock()
+	if l.turn.CompareAndSwap(turnFree, turnHeld) {
 		return true
+	}
+	l.mu.Lock()
+	for queued := false; !queued; {
+		switch l.turn.Load() {
+		case turnFree:
+			if l.turn.CompareAndSwap(turnFree, turnHeld) {
+				l.mu.Unlock()
+				return true
+			}
+		case turnHeld:
+			queued = l.turn.CompareAndSwap(turnHeld, turnQueued)
+		default:
+			queued = true
+		}
 	}
 	ch := make(chan struct{})
 	if l.turnQ == nil {
@@ -88,6 +113,7 @@ func (l *Record) takeTurn(ctx context.Context) bool {
 			*l.turnQ = slices.Delete(*l.turnQ, i, i+1)
 			if len(*l.turnQ) == 0 {
 				l.turnQ = nil
+				l.turn.Store(turnHeld) // still held, by someone else, with no waiter
 			}
 			l.mu.Unlock()
 			return false
@@ -100,19 +126,23 @@ func (l *Record) takeTurn(ctx context.Context) bool {
 
 // giveTurn passes the turn to the oldest waiter, or frees it.
 func (l *Record) giveTurn() {
+	if l.turn.CompareAndSwap(turnHeld, turnFree) {
+		return
+	}
 	l.mu.Lock()
 	if l.turnQ == nil {
-		l.turnBusy = false
+		l.turn.Store(turnFree) // the last waiter gave up meanwhile
 	} else {
 		q := *l.turnQ
 		ch := q[0]
 		q[0] = nil
 		if len(q) == 1 {
 			l.turnQ = nil
+			l.turn.Store(turnHeld) // by ch's caller, with no waiter
 		} else {
 			*l.turnQ = q[1:]
 		}
-		close(ch) // the turn passes to ch's caller: turnBusy stays true
+		close(ch) // the turn passes to ch's caller
 	}
 	l.mu.Unlock()
 }
