@@ -106,12 +106,12 @@ func (m *Manager) terminal(ctx context.Context, l *Record, req string, msg []byt
 		m.unregister(l, s)
 		m.log.Debug("terminal for an expired session dropped", slog.String("session", l.id), slog.String("request", req))
 		return 0, err
+	case rt != nil && rt.take:
+		return 0, err // nothing done: the run's record stays for the next sweep
 	case errors.Is(err, ErrClosed) || m.ctx.Err() != nil:
 		m.unregister(l, s)
 		m.log.Error("terminal lost: session manager closed", slog.String("session", l.id), slog.String("request", req))
 		return 0, fmt.Errorf("terminal of %s: %w", req, ErrClosed)
-	case rt != nil && rt.take:
-		return 0, err
 	case rt != nil:
 		m.warn("request end not settled in the session store; terminal held until it answers",
 			slog.String("session", l.id), slog.String("request", req), slog.Any("err", err))
