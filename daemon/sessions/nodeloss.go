@@ -52,6 +52,22 @@ type runRec struct {
 	stored          bool          // the write was confirmed; set before sent is closed
 }
 
+// swapping is a rerun being handed over to this node (luaRunSwap): its
+// record, written to this node's inflight hash before the swap, and
+// whether an attempt may have run with its answer lost.
+type swapping struct {
+	rec   *runRec
+	maybe bool
+}
+
+// owedEnd is a run this node took over for a rerun that was refused: it
+// ends with node_lost through the normal end's script (the marker names
+// this node's token).
+type owedEnd struct {
+	rec   *runRec
+	maybe bool
+}
+
 // heldEnd is a terminal whose check could not reach the store: it waits,
 // and is retried, so that it is neither lost nor doubled.
 type heldEnd struct {
@@ -84,9 +100,15 @@ type nodeLoss struct {
 	seq   atomic.Uint64         // run numbers
 	rerun atomic.Pointer[Rerun] // set by SetRerun (dispatch), read by the sweeper
 
-	sweepMu sync.Mutex        // one sweep at a time; guards seen and owing
-	seen    map[string]string // node -> live token whose records were read
-	owing   []runRecord       // runs taken over whose terminal is not written yet
+	// adopt: reruns this node took over (their marker names its token,
+	// their inflight entry is written), waiting for the BeginRoute of the
+	// Rerun hook; key "<sid> <req>"; guarded by mu.
+	adopt map[string]*runRec
+
+	sweepMu sync.Mutex           // one sweep at a time; guards seen, swaps and owing
+	seen    map[string]string    // node -> live token whose records were read
+	swaps   map[string]*swapping // reruns being handed over to this node, key "<sid> <req>"
+	owing   []owedEnd            // reruns taken over and refused, whose node_lost is not written yet
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -104,7 +126,8 @@ func startNodeLoss(ctx context.Context, m *Manager, rs *RedisStore, after time.D
 	_, _ = rand.Read(inc[:])
 	n := &nodeLoss{m: m, rs: rs, token: m.node + "/" + hex.EncodeToString(inc[:]),
 		after: after, ttl: after / 2, refresh: after / 6, sweep: after / 5,
-		kick: make(chan struct{}, 1), seen: make(map[string]string)}
+		kick: make(chan struct{}, 1), seen: make(map[string]string),
+		adopt: make(map[string]*runRec), swaps: make(map[string]*swapping)}
 	// A few attempts: a fresh connection under load may miss one short
 	// operation timeout.
 	var prev string
@@ -535,26 +558,12 @@ func (n *nodeLoss) sweepNode(ctx context.Context, node, live string) bool {
 		}
 	}
 	if len(retry) > 0 {
-		taken, errs := n.rs.takeRuns(ctx, retry)
-		for i, r := range retry {
-			if errs[i] != nil {
-				if complete && ctx.Err() == nil {
-					n.m.warn("node-loss sweep: take a run over", slog.String("node", node), slog.Any("err", errs[i]))
-				}
-				complete = false
-				continue
-			}
-			settled = append(settled, r)
-			if !taken[i] {
-				continue
-			}
-			won++
-			if n.runAgain(ctx, r) {
-				rerun++
-				continue
-			}
-			n.owing = append(n.owing, r)
-		}
+		w, r, gone, ok := n.handOver(ctx, node, retry)
+		won, rerun = won+w, rerun+r
+		complete = complete && ok
+		settled = append(settled, gone...)
+	}
+	if len(n.owing) > 0 {
 		n.writeOwed(ctx)
 	}
 	if won > 0 {
@@ -622,57 +631,145 @@ func (m *Manager) SetRerun(fn Rerun) {
 	}
 }
 
-// runAgain hands a taken-over run whose route retries to the Rerun hook;
-// false: it ends with node_lost instead.
-func (n *nodeLoss) runAgain(ctx context.Context, r runRecord) bool {
+// handOver takes over the orphaned runs of node whose route retries, to
+// run them again here, without a moment where a crash of this node would
+// leave them unanswered: (1) this node's inflight entries for the reruns
+// are written first (one HSET); (2) per run, luaRunSwap makes the marker
+// name this node's token instead of the dead one (one script in the
+// session's slot); (3) the Rerun hook runs it, and its BeginRoute adopts
+// the record written in (1) instead of recording anew. If this node dies
+// at any point, the run is recorded either under the dead token (before
+// the swap) or under this node's, with this node's entry: the next
+// survivor takes it over. A rerun the hook refuses ends with node_lost
+// through the normal end's script. It returns the runs won and run
+// again, the dead node's entries settled, and whether all were settled.
+func (n *nodeLoss) handOver(ctx context.Context, node string, retry []runRecord) (won, rerun int, settled []runRecord, complete bool) {
+	complete = true
 	fn := n.rerun.Load()
-	if r.Data == nil || fn == nil {
-		return false
+	sw := make([]*swapping, len(retry))
+	recs := make([]*runRec, len(retry))
+	for i, r := range retry {
+		key := r.SID + " " + r.Req
+		st := n.swaps[key]
+		if st == nil {
+			rec := &runRec{seq: n.seq.Add(1), sid: r.SID, req: r.Req, route: r.Route, data: r.Data,
+				started: time.Now(), sent: make(chan struct{}), stored: true}
+			rec.state.Store(runSent)
+			close(rec.sent)
+			st = &swapping{rec: rec}
+			n.swaps[key] = st
+		}
+		sw[i], recs[i] = st, st.rec
 	}
-	user, err := n.m.store.Owner(ctx, r.SID)
-	if err != nil {
-		return false // expired (endOrphan drops it) or the store failed (node_lost, retried)
+	if err := n.rs.recordAdopted(ctx, n.m.node, n.token, recs); err != nil {
+		if ctx.Err() == nil {
+			n.m.warn("node-loss sweep: record reruns", slog.String("node", node), slog.Any("err", err))
+		}
+		return 0, 0, nil, false
 	}
-	if !(*fn)(r.SID, user, r.Req, r.Route, r.Data) {
-		return false
+	var lost []runRecord
+	for i, r := range retry {
+		key, st := r.SID+" "+r.Req, sw[i]
+		user, err := n.m.store.Owner(ctx, r.SID)
+		if errors.Is(err, ErrNotFound) && !st.maybe {
+			// Expired: nothing to run or answer; the take removes the
+			// marker, and this node's entry goes.
+			delete(n.swaps, key)
+			n.endedRun(st.rec)
+			lost = append(lost, r)
+			continue
+		}
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			complete = false
+			continue
+		}
+		ok, err := n.rs.swapRun(ctx, r.SID, r.Req, r.Token, n.token, st.maybe)
+		if err != nil {
+			if complete && ctx.Err() == nil {
+				n.m.warn("node-loss sweep: hand a run over", slog.String("node", node), slog.Any("err", err))
+			}
+			st.maybe = st.maybe || maybeRan(err)
+			complete = false
+			continue
+		}
+		delete(n.swaps, key)
+		settled = append(settled, r)
+		if !ok {
+			n.endedRun(st.rec) // settled by its node or another survivor
+			continue
+		}
+		won++
+		n.mu.Lock()
+		n.adopt[key] = st.rec
+		n.mu.Unlock()
+		if fn != nil && user != "" && (*fn)(r.SID, user, r.Req, r.Route, r.Data) {
+			rerun++
+			n.m.log.Info("request of a lost replica runs again here", slog.String("session", r.SID),
+				slog.String("request", r.Req), slog.String("route", r.Route))
+			continue
+		}
+		n.mu.Lock()
+		if n.adopt[key] == st.rec {
+			delete(n.adopt, key)
+		}
+		n.mu.Unlock()
+		n.owing = append(n.owing, owedEnd{rec: st.rec})
 	}
-	n.m.log.Info("request of a lost replica runs again here", slog.String("session", r.SID),
-		slog.String("request", r.Req), slog.String("route", r.Route))
-	return true
+	if len(lost) > 0 {
+		for i, err := range n.takeLost(ctx, lost) {
+			if err == nil || errors.Is(err, errRunNotTaken) || errors.Is(err, ErrNotFound) {
+				settled = append(settled, lost[i])
+			} else {
+				complete = false
+			}
+		}
+	}
+	return won, rerun, settled, complete
 }
 
-// writeOwed writes the node_lost terminal of every run this node took
-// over; those the store refuses wait for the next sweep.
+// adopted returns the record of a rerun this node took over for request
+// req of session sid whose data is data (the same slice the Rerun hook was
+// given: a request the client sent again is not mistaken for it), and
+// forgets it; nil if none.
+func (n *nodeLoss) adopted(sid, req string, data []byte) *runRec {
+	if len(data) == 0 {
+		return nil
+	}
+	key := sid + " " + req
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r := n.adopt[key]
+	if r == nil || len(r.data) == 0 || &r.data[0] != &data[0] {
+		return nil
+	}
+	delete(n.adopt, key)
+	return r
+}
+
+// writeOwed ends with node_lost every rerun this node took over and that
+// was refused; those the store refuses wait for the next sweep (their
+// marker names this node: if it dies meanwhile, a survivor takes them).
 func (n *nodeLoss) writeOwed(ctx context.Context) {
-	var keep []runRecord
-	for i, r := range n.owing {
-		msg := events.AppendError(nil, r.Req, CodeNodeLost, nodeLostMessage)
-		if err := n.m.endOrphan(ctx, r.SID, r.Req, msg); err != nil {
+	var keep []owedEnd
+	for _, o := range n.owing {
+		r := o.rec
+		msg := events.AppendError(nil, r.req, CodeNodeLost, nodeLostMessage)
+		l := n.m.holdLocal(r.sid)
+		_, err := n.m.terminal(ctx, l, r.req, msg, nil, &runTerm{token: n.token, maybeDone: o.maybe})
+		n.m.unhold(l)
+		switch {
+		case err == nil, errors.Is(err, ErrNotFound), errors.Is(err, errRunDropped), errors.Is(err, errRunSettled):
+			n.endedRun(r)
+		default:
 			if ctx.Err() == nil {
-				n.m.warn("node_lost terminal not written yet, retried", slog.String("session", r.SID),
-					slog.String("request", r.Req), slog.Any("err", err))
+				n.m.warn("node_lost terminal not written yet, retried", slog.String("session", r.sid),
+					slog.String("request", r.req), slog.Any("err", err))
 			}
-			keep = append(keep, n.owing[i:]...)
-			break
+			o.maybe = o.maybe || heldMaybeRan(err)
+			keep = append(keep, o)
 		}
 	}
 	n.owing = keep
-}
-
-// endOrphan writes the node_lost terminal msg of request requestID of
-// session sessionID, taken over from a lost replica: Manager.Terminal
-// numbers it, appends it to the session's replay log and delivers it to
-// the session's connection wherever it is. This is the one place a
-// node_lost terminal is written. A session that expired meanwhile needs
-// none.
-func (m *Manager) endOrphan(ctx context.Context, sessionID, requestID string, msg []byte) error {
-	_, err := m.Terminal(ctx, sessionID, requestID, msg)
-	if errors.Is(err, ErrNotFound) {
-		m.log.Debug("node_lost terminal for an expired session dropped", slog.String("session", sessionID),
-			slog.String("request", requestID))
-		return nil
-	}
-	return err
 }
 
 // BeginRoute is Begin for a request of route that runs on its own
@@ -686,7 +783,9 @@ func (m *Manager) endOrphan(ctx context.Context, sessionID, requestID string, ms
 func (m *Manager) BeginRoute(id, reqID, route string, retry []byte) *Stream {
 	s := m.Begin(id, reqID)
 	if m.nl != nil {
-		s.run = m.nl.record(id, reqID, route, retry)
+		if s.run = m.nl.adopted(id, reqID, retry); s.run == nil {
+			s.run = m.nl.record(id, reqID, route, retry)
+		}
 	}
 	return s
 }

@@ -379,3 +379,63 @@ func BenchmarkNodeLossAcceptWait(b *testing.B) {
 		}
 	}
 }
+
+// TestNodeLossRerunSurvivorKilled: A dies with a request of a
+// retry_on_node_loss route; survivor B takes it over to run it again and
+// dies right after (its Rerun hook accepted it but nothing of the rerun
+// began). Survivor C finds it, under B's token in B's records, and runs
+// it: exactly one terminal, the rerun's result, in the session's log.
+func TestNodeLossRerunSurvivorKilled(t *testing.T) {
+	for _, b := range nodeLossBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			a := b.openManager(t, "A", nodeLossLimits)
+			bb := b.openManager(t, "B", nodeLossLimits)
+			cc := b.openManager(t, "C", nodeLossLimits)
+			raw := rawRedis(t, b)
+			var mu sync.Mutex
+			var calls []string
+			bb.SetRerun(func(sid, user, req, route string, data []byte) bool {
+				mu.Lock()
+				calls = append(calls, "B "+req)
+				mu.Unlock()
+				return true // accepted; B dies before the rerun begins
+			})
+			cc.SetRerun(func(sid, user, req, route string, data []byte) bool {
+				mu.Lock()
+				calls = append(calls, "C "+req)
+				mu.Unlock()
+				s := cc.BeginRoute(sid, req, route, data)
+				if !s.Recorded(t.Context()) {
+					t.Error("rerun not recorded")
+				}
+				s.Chunk(chunkMsg(req, 0))
+				s.End(resultMsg(req))
+				return true
+			})
+			o := &fakeOutlet{}
+			id, _ := attach(t, a, "alice", "", o)
+			a.Detach(id, o, 0)
+			if !a.BeginRoute(id, "again", "chat", []byte(`{"text":"hi"}`)).Recorded(t.Context()) {
+				t.Fatal("not recorded")
+			}
+			crash(a)
+			lapse(t, raw, b, "A")
+			bb.SweepForTest(t.Context())
+			crash(bb)
+			lapse(t, raw, b, "B")
+			cc.SweepForTest(t.Context())
+			mu.Lock()
+			got := slices.Clone(calls)
+			mu.Unlock()
+			if !slices.Equal(got, []string{"B again", "C again"}) {
+				t.Fatalf("rerun calls %v, want B's then C's", got)
+			}
+			if logged := logTerminals(t, cc, id)["again"]; len(logged) != 1 || logged[0] != "result" {
+				t.Fatalf("log of again: %v, want exactly one result (the rerun's on C)", logged)
+			}
+			if left, _ := cc.Running(t.Context(), id); len(left) != 0 {
+				t.Fatalf("runs %v still recorded", left)
+			}
+		})
+	}
+}

@@ -116,17 +116,6 @@ if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
 end
 return 1`)
 
-// luaRunTake takes an orphaned run over: only when the marker still names
-// the dead token is it deleted, a tombstone left, and 1 returned; the one
-// caller that gets 1 writes the node_lost terminal.
-// KEYS: run, lost. ARGV: req, token, ttl ms.
-var luaRunTake = rueidis.NewLuaScript(`
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return 1`)
-
 // luaRunTerm settles a recorded run AND appends its terminal to the
 // session's log in one script (one slot: every key is the session's), so
 // that a marker leaves the store only together with the terminal that
@@ -173,6 +162,58 @@ elseif ARGV[10] == '1' then
   end
 end
 ` + luaAppendBody)
+
+// luaRunSwap hands an orphaned run of a retry_on_node_loss route over to
+// the survivor that runs it again: only when the marker still names the
+// dead token, it is made to name the survivor's (whose inflight entry for
+// the rerun is written before), and a tombstone is left for the dead
+// token; 1 returned. The marker never leaves the store, so a survivor
+// that dies before its rerun is recorded leaves a run the next survivor
+// finds (in its own inflight hash). With ARGV[5] "1" (an earlier attempt
+// of this survivor may have run, its answer lost), a marker already
+// naming the survivor with the dead token's tombstone also answers 1.
+// KEYS: run, lost. ARGV: req, dead token, survivor token, ttl ms, again.
+var luaRunSwap = rueidis.NewLuaScript(`
+local m = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[5] == '1' and m == ARGV[3] and redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then return 1 end
+if m ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1`)
+
+// recordAdopted writes the inflight entries of reruns this node is about
+// to take over (their markers are set by swapRun), in one HSET.
+func (s *RedisStore) recordAdopted(ctx context.Context, node, token string, runs []*runRec) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	hs := s.c.B().Hset().Key(s.kInflight(node)).FieldValue()
+	for _, r := range runs {
+		hs = hs.FieldValue(runField(r.sid, r.seq, r.req), runValue(token, r.started, r.route, r.data))
+	}
+	if err := s.c.Do(ctx, hs.Build()).Error(); err != nil {
+		return fmt.Errorf("record reruns on %s: %w", node, err)
+	}
+	return nil
+}
+
+// swapRun runs luaRunSwap: won reports whether the run is now this
+// survivor's (token) to run again.
+func (s *RedisStore) swapRun(ctx context.Context, sid, req, dead, token string, again bool) (won bool, err error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	a := "0"
+	if again {
+		a = "1"
+	}
+	n, err := luaRunSwap.Exec(ctx, s.c, []string{s.kRun(sid), s.kLost(sid)},
+		[]string{req, dead, token, s.ttlMS(), a}).AsInt64()
+	if err != nil {
+		return false, fmt.Errorf("hand run %s/%s over: %w", sid, req, err)
+	}
+	return n == 1, nil
+}
 
 // Outcomes of appendRun besides success and ErrNotFound.
 var (
@@ -396,35 +437,8 @@ func (s *RedisStore) scanRuns(ctx context.Context, node string) ([]runRecord, er
 	}
 }
 
-// takeBatch bounds the takes pipelined under one operation timeout.
+// takeBatch bounds the takes (luaRunTerm, mode take) under way at once.
 const takeBatch = 32
-
-// takeRuns tries to take each orphaned run over (luaRunTake), pipelined in
-// batches. taken[i] reports whether this caller won runs[i]; errs[i] is
-// non-nil when its script failed (neither taken nor lost: the next sweep
-// retries).
-func (s *RedisStore) takeRuns(ctx context.Context, runs []runRecord) (taken []bool, errs []error) {
-	ttl := strconv.FormatInt(s.lim.ttl.Milliseconds(), 10)
-	taken, errs = make([]bool, len(runs)), make([]error, len(runs))
-	for lo := 0; lo < len(runs); lo += takeBatch {
-		hi := min(lo+takeBatch, len(runs))
-		execs := make([]rueidis.LuaExec, 0, hi-lo)
-		for _, r := range runs[lo:hi] {
-			execs = append(execs, rueidis.LuaExec{Keys: []string{s.kRun(r.SID), s.kLost(r.SID)}, Args: []string{r.Req, r.Token, ttl}})
-		}
-		octx, cancel := s.op(ctx)
-		for j, x := range luaRunTake.ExecMulti(octx, s.c, execs...) {
-			i := lo + j
-			n, err := x.AsInt64()
-			taken[i] = err == nil && n == 1
-			if err != nil {
-				errs[i] = fmt.Errorf("take run %s/%s over: %w", runs[i].SID, runs[i].Req, err)
-			}
-		}
-		cancel()
-	}
-	return taken, errs
-}
 
 // clearRuns removes settled entries from node's inflight hash (only those
 // still holding the value read) and returns how many entries are left.
