@@ -19,9 +19,13 @@ import (
 // runs where a survivor can find them, and sweeps the records of replicas
 // whose liveness lapsed: each orphaned request gets exactly one node_lost
 // terminal, written by the one survivor whose compare-and-delete of the
-// request's marker (in the session's slot) succeeded. The normal end of a
-// request goes through the same compare-and-delete, so a replica that was
-// only cut off and comes back cannot add a second terminal.
+// request's marker (in the session's slot) succeeded, in the same script
+// that appends the terminal to the session's log (luaRunTerm). The normal
+// end of a request goes through the same script, so a replica that was
+// only cut off and comes back cannot add a second terminal, and no
+// process can die between settling a run and logging its answer. A
+// request counts as accepted once recorded (Stream.Recorded, waited for
+// by dispatch before the backend call).
 //
 // The memory store serves one node: there is no survivor and nothing to
 // record, so m.nl is nil and every hook below is a no-op.
