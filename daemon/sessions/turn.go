@@ -15,10 +15,15 @@ import (
 // Why a queue and not a mutex (the former termMu): nothing that can wait
 // on a store runs under a per-session lock. A turn is taken by one
 // compare-and-swap when free; otherwise a slot is reserved in the queue
-// under l.mu (O(1), never waiting), then l.mu is released; the caller waits on a channel of its own, which a waiter
-// for Bind's claim gives up when its context ends (an attach behind a
-// stalled store fails at its deadline instead of blocking). The turn is
-// passed on, under l.mu, to the oldest waiter by closing its channel.
+// under l.mu (O(1), never waiting), then l.mu is released and the caller
+// waits on a channel of its own, which a waiter for Bind's claim gives up
+// when its context ends (an attach behind a stalled store fails at its
+// deadline instead of blocking). The turn is passed on, under l.mu, to
+// the oldest waiter by closing its channel. What a turn holds across its
+// round trips (the store's, and a relay's publish to the holder's node in
+// deliver) is the session's position in this node's sequence, not a lock
+// any other path needs: l.mu, which connection workers and the poller
+// take, is free meanwhile.
 //
 // Correctness argument (what Terminal and Bind rely on, delivery.go):
 //
