@@ -436,6 +436,12 @@ func TestNodeLossRerunSurvivorKilled(t *testing.T) {
 			if left, _ := cc.Running(t.Context(), id); len(left) != 0 {
 				t.Fatalf("runs %v still recorded", left)
 			}
+			// The rerun adopted the record C wrote for the hand-over: once
+			// it ended, nothing of it is left in C's records.
+			eventually(t, 5*time.Second, "C's inflight records cleared", func() bool {
+				n, err := raw.Do(t.Context(), raw.B().Hlen().Key(b.prefix+"{node:C}:inflight").Build()).AsInt64()
+				return err == nil && n == 0
+			})
 		})
 	}
 }
