@@ -23,6 +23,28 @@ type RouteBeginner interface {
 	BeginRoute(sessionID, requestID, route string, retry []byte) Output
 }
 
+// RecordWaiter is implemented by an Output whose request is recorded for
+// node-loss recovery asynchronously (sessions.Stream): Recorded returns
+// once the record is in the store (true) or could not be written.
+type RecordWaiter interface {
+	Recorded(ctx context.Context) bool
+}
+
+// waitRecorded holds a request's backend call until its node-loss record
+// is in the store (contract v1.1 section 4a): a replica that dies after
+// that leaves a record that a survivor ends with node_lost; one that dies
+// before has called nothing, and the request is neither in the resume's
+// inflight list nor answered, so the client sends it again. The wait is
+// one pipelined round trip shared by the requests begun meanwhile, on the
+// request's own goroutine (never a poller, no lock held). A record that
+// could not be written (the store unreachable) does not stop the request:
+// it runs unrecorded, as its terminal then waits in memory anyway.
+func waitRecorded(ctx context.Context, out Output) {
+	if w, ok := out.(RecordWaiter); ok {
+		w.Recorded(ctx)
+	}
+}
+
 // beginRun starts the output of a request that runs on its own goroutine
 // (never on a poller worker: its End may wait one store round trip). A
 // request run again after node loss starts with the restart notice.

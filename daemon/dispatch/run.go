@@ -21,6 +21,7 @@ func (r *Router) run(ctx context.Context, cancel context.CancelCauseFunc, s Sess
 	defer r.wg.Done()
 	start := time.Now()
 	out := beginRun(r.store, rt, req, restart) // NODELOSS HOOK: recorded for node-loss recovery
+	waitRecorded(ctx, out)                     // NODELOSS HOOK: accepted once recorded
 
 	ctx, stop := context.WithTimeoutCause(ctx, rt.timeout, ErrTimeout)
 	defer stop()

@@ -21,15 +21,19 @@ import (
 //   - it is then sent, tagged with its position, to the session's live
 //     connection on this node, or relayed to the holder's node.
 //
-// A local's termMu orders numbering and delivery of the terminals produced
-// on this node, and Attach takes it around its claim, so a resume's replay
-// and live terminals never cross: a terminal is either in the claim's
-// replay or sent live after it, never both, never neither. termMu is held
-// across a store round trip, but only by Terminal and Attach, which run on
-// request goroutines and the attach goroutine: never by a connection
-// worker or the poller (with the Redis store dispatch sends even an
-// inline echo answer through a goroutine). l.mu, which workers take, is
-// never held across a round trip.
+// The session's turn (turn.go) orders numbering and delivery of the
+// terminals produced on this node, and Bind takes it around its claim, so
+// a resume's replay and live terminals never cross: a terminal is either
+// in the claim's replay or sent live after it, never both, never neither.
+// The turn is a per-session FIFO queue, not a lock: a caller waits for it
+// on a channel of its own, and no lock is held across the store round
+// trip that a turn makes. It is asked for only by Terminal, the node-loss
+// sweeper, the retries of terminals that waited for the store, Restore
+// and Bind, which run on request goroutines, the sweeper, the retry
+// goroutine and the attach goroutine: never by a connection worker or
+// the poller (with the Redis store dispatch sends even an inline echo
+// answer through a goroutine). l.mu, which workers take, is never held
+// across a round trip.
 
 // ErrDeferred reports a terminal that the store could not take now: it is
 // kept in memory (bounded) and logged, numbered and delivered, in order,
@@ -45,39 +49,113 @@ var ErrDeferred = errors.New("terminal kept in memory until the session store is
 func (m *Manager) Terminal(ctx context.Context, sessionID, requestID string, msg []byte) (uint64, error) {
 	l := m.holdLocal(sessionID)
 	defer m.unhold(l)
-	return m.terminal(ctx, l, requestID, msg, nil)
+	return m.terminal(ctx, l, requestID, msg, nil, nil)
 }
 
+// runTerm says that a terminal settles a node-loss run in the same store
+// script (luaRunTerm): the normal end of this process's run (take false,
+// token: this process's), or a survivor's takeover of a dead process's
+// run (take true, token: the dead one's).
+type runTerm struct {
+	token string
+	take  bool
+	// maybeDone: an earlier attempt of this end failed in a way that may
+	// have left the script executed (a timeout, not a refused dial): a
+	// marker found gone then means that attempt settled the run.
+	maybeDone bool
+}
+
+// errRunHeld: a recorded run's end could not be settled now (the store
+// failed, or the session's terminals wait for it): the caller holds the
+// terminal and retries; its stream stays registered.
+var errRunHeld = errors.New("request end held until the session store settles it")
+
 // terminal is Terminal on a held local; s, if set, is the request's
-// stream, unregistered in the same step (so a resume sees either its
-// chunks and then its terminal live, or its terminal in the replay).
-func (m *Manager) terminal(ctx context.Context, l *Record, req string, msg []byte, s *Stream) (uint64, error) {
+// stream, unregistered in the same turn (so a resume sees either its
+// chunks and then its terminal live, or its terminal in the replay). rt,
+// if set, settles a node-loss run in the same script: then it may also
+// return errRunHeld, errRunDropped, errRunNotTaken or errRunSettled, or,
+// for a take, the store's error (nothing was done: the sweeper retries).
+func (m *Manager) terminal(ctx context.Context, l *Record, req string, msg []byte, s *Stream, rt *runTerm) (uint64, error) {
 	at := events.PosIndex(msg)
-	l.termMu.Lock()
-	defer l.termMu.Unlock()
-	if s != nil {
-		l.mu.Lock()
-		s.unregisterLocked()
-		l.mu.Unlock()
-	}
-	if m.deferring(l.id) {
+	l.takeTurn(context.Background()) // a terminal always gets its turn
+	defer l.giveTurn()
+	var (
+		a   Appended
+		err error
+	)
+	switch {
+	case rt != nil && !rt.take && m.deferring(l.id):
+		// Behind terminals waiting for the store: settled (and logged)
+		// after them, by the node-loss retry.
+		return 0, errRunHeld
+	case rt == nil && m.deferring(l.id):
+		m.unregister(l, s)
 		return 0, m.deferTerminal(l.id, req, msg, at)
+	case rt != nil:
+		a, err = m.appendRun(ctx, l, msg, at, req, rt)
+	default:
+		a, err = m.append(ctx, l, msg, at)
 	}
-	a, err := m.append(ctx, l, msg, at)
 	switch {
 	case err == nil:
+	case errors.Is(err, errRunDropped), errors.Is(err, errRunNotTaken), errors.Is(err, errRunSettled):
+		m.unregister(l, s)
+		return 0, err
 	case errors.Is(err, ErrNotFound):
+		m.unregister(l, s)
 		m.log.Debug("terminal for an expired session dropped", slog.String("session", l.id), slog.String("request", req))
 		return 0, err
+	case rt != nil && rt.take:
+		return 0, err // nothing done: the run's record stays for the next sweep
 	case errors.Is(err, ErrClosed) || m.ctx.Err() != nil:
+		m.unregister(l, s)
 		m.log.Error("terminal lost: session manager closed", slog.String("session", l.id), slog.String("request", req))
 		return 0, fmt.Errorf("terminal of %s: %w", req, ErrClosed)
+	case rt != nil:
+		m.warn("request end not settled in the session store; terminal held until it answers",
+			slog.String("session", l.id), slog.String("request", req), slog.Any("err", err))
+		return 0, fmt.Errorf("%w: %w", errRunHeld, err)
 	default:
+		m.unregister(l, s)
 		m.warn("session store unavailable, terminal kept in memory", slog.String("session", l.id), slog.Any("err", err))
 		return 0, m.deferTerminal(l.id, req, msg, at)
 	}
+	m.unregister(l, s)
 	m.deliver(l, req, a)
 	return a.Pos, nil
+}
+
+// unregister removes stream s (nil: none) from l.
+func (m *Manager) unregister(l *Record, s *Stream) {
+	if s == nil {
+		return
+	}
+	l.mu.Lock()
+	s.unregisterLocked()
+	l.mu.Unlock()
+}
+
+// appendRun is append for a terminal that settles a node-loss run
+// (RedisStore.appendRun); a session the store lost is restored as in
+// append (normal end only: a survivor's take of an expired session has
+// nothing to answer).
+func (m *Manager) appendRun(ctx context.Context, l *Record, msg []byte, at int, req string, rt *runTerm) (Appended, error) {
+	rs, ok := m.store.(*RedisStore) // set before the sweeper starts (m.nl is not yet)
+	if !ok {
+		return Appended{}, errors.New("node-loss run settled on a store without runs")
+	}
+	a, err := rs.appendRun(ctx, l.id, msg, at, req, rt.token, rt.take, rt.maybeDone)
+	if errors.Is(err, ErrNotFound) && !rt.take {
+		l.mu.Lock()
+		user := l.user
+		l.mu.Unlock()
+		// The store lost the session, and the run's marker with it.
+		if user != "" && m.restore(ctx, l, user) == nil {
+			a, err = rs.appendRun(ctx, l.id, msg, at, req, rt.token, false, false)
+		}
+	}
+	return a, err
 }
 
 // append is Store.Append; when the store lost the session (a Redis that
@@ -102,8 +180,8 @@ func (m *Manager) append(ctx context.Context, l *Record, msg []byte, at int) (Ap
 
 // restore re-creates a session the store lost (Manager.Restore, append);
 // the new log first takes the positions this node numbered for the
-// session's connection as a gap. l.termMu held, so that two restores of
-// the session on this node do not both add the gap.
+// session's connection as a gap. The session's turn held, so that two
+// restores of the session on this node do not both add the gap.
 func (m *Manager) restore(ctx context.Context, l *Record, user string) error {
 	if _, err := m.store.Get(ctx, l.id); err == nil || !errors.Is(err, ErrNotFound) {
 		return err

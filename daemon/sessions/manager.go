@@ -256,7 +256,10 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 			from = Resume{}
 		}
 		l = m.holdLocal(id)
-		l.termMu.Lock()
+		if !l.takeTurn(ctx) {
+			m.unhold(l)
+			return nil, false, fmt.Errorf("attach session %s: %w", id, ctx.Err())
+		}
 		l.mu.Lock()
 		from.Delivered = max(from.Delivered, l.dlv)
 		if l.out != nil {
@@ -271,7 +274,7 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 		if err == nil {
 			break
 		}
-		l.termMu.Unlock()
+		l.giveTurn()
 		m.unhold(l)
 		if retry(err) {
 			continue
@@ -301,10 +304,20 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 	w := events.Welcome{Session: id, Resumed: resumed, Recovered: claim.Missed == 0, Missed: claim.Missed, Replay: len(claim.Log)}
 	streams := l.sortedStreams()
 	if resumed {
-		w.Inflight = make([]string, 0, len(streams))
+		// The session's requests in flight on any replica: those
+		// recorded in the store (read with the claim: each is either
+		// listed there or its terminal is in the log), and those running
+		// here (a request not recorded: the inline echo, the memory
+		// store, or one whose record write failed).
+		w.Inflight = make([]string, 0, len(streams)+len(claim.Running))
 		for _, s := range streams {
-			if !s.ended {
-				w.Inflight = append(w.Inflight, s.req)
+			// Registered: not ended, or its terminal is not logged yet
+			// (it waits for the turn this claim holds, or for the store).
+			w.Inflight = append(w.Inflight, s.req)
+		}
+		for _, r := range claim.Running {
+			if !slices.Contains(w.Inflight, r) {
+				w.Inflight = append(w.Inflight, r)
 			}
 		}
 	}
@@ -321,7 +334,7 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 		m.replayLocked(l, msgs)
 	}
 	l.mu.Unlock()
-	l.termMu.Unlock()
+	l.giveTurn()
 	m.unhold(l)
 	if older != nil {
 		older.Kick()
@@ -351,8 +364,10 @@ func (m *Manager) Get(ctx context.Context, id string) (*Session, error) { return
 func (m *Manager) Restore(ctx context.Context, id, user string) error {
 	l := m.holdLocal(id)
 	defer m.unhold(l)
-	l.termMu.Lock()
-	defer l.termMu.Unlock()
+	if !l.takeTurn(ctx) {
+		return ctx.Err()
+	}
+	defer l.giveTurn()
 	return m.restore(ctx, l, user)
 }
 

@@ -19,9 +19,13 @@ import (
 // runs where a survivor can find them, and sweeps the records of replicas
 // whose liveness lapsed: each orphaned request gets exactly one node_lost
 // terminal, written by the one survivor whose compare-and-delete of the
-// request's marker (in the session's slot) succeeded. The normal end of a
-// request goes through the same compare-and-delete, so a replica that was
-// only cut off and comes back cannot add a second terminal.
+// request's marker (in the session's slot) succeeded, in the same script
+// that appends the terminal to the session's log (luaRunTerm). The normal
+// end of a request goes through the same script, so a replica that was
+// only cut off and comes back cannot add a second terminal, and no
+// process can die between settling a run and logging its answer. A
+// request counts as accepted once recorded (Stream.Recorded, waited for
+// by dispatch before the backend call).
 //
 // The memory store serves one node: there is no survivor and nothing to
 // record, so m.nl is nil and every hook below is a no-op.
@@ -50,14 +54,30 @@ type runRec struct {
 	state           atomic.Int32
 	sent            chan struct{} // closed once the recorder's write returned
 	stored          bool          // the write was confirmed; set before sent is closed
-	settled         atomic.Bool   // End passed the check; its terminal may be written
+}
+
+// swapping is a rerun being handed over to this node (luaRunSwap): its
+// record, written to this node's inflight hash before the swap, and
+// whether an attempt may have run with its answer lost.
+type swapping struct {
+	rec   *runRec
+	maybe bool
+}
+
+// owedEnd is a run this node took over for a rerun that was refused: it
+// ends with node_lost through the normal end's script (the marker names
+// this node's token).
+type owedEnd struct {
+	rec   *runRec
+	maybe bool
 }
 
 // heldEnd is a terminal whose check could not reach the store: it waits,
 // and is retried, so that it is neither lost nor doubled.
 type heldEnd struct {
-	s   *Stream
-	msg []byte
+	s     *Stream
+	msg   []byte
+	maybe bool // an attempt may have run (runTerm.maybeDone)
 }
 
 // nodeLoss is the node-loss machinery of a Manager on the Redis store. It
@@ -84,9 +104,15 @@ type nodeLoss struct {
 	seq   atomic.Uint64         // run numbers
 	rerun atomic.Pointer[Rerun] // set by SetRerun (dispatch), read by the sweeper
 
-	sweepMu sync.Mutex        // one sweep at a time; guards seen and owing
-	seen    map[string]string // node -> live token whose records were read
-	owing   []runRecord       // runs taken over whose terminal is not written yet
+	// adopt: reruns this node took over (their marker names its token,
+	// their inflight entry is written), waiting for the BeginRoute of the
+	// Rerun hook; key "<sid> <req>"; guarded by mu.
+	adopt map[string]*runRec
+
+	sweepMu sync.Mutex           // one sweep at a time; guards seen, swaps and owing
+	seen    map[string]string    // node -> live token whose records were read
+	swaps   map[string]*swapping // reruns being handed over to this node, key "<sid> <req>"
+	owing   []owedEnd            // reruns taken over and refused, whose node_lost is not written yet
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -104,7 +130,8 @@ func startNodeLoss(ctx context.Context, m *Manager, rs *RedisStore, after time.D
 	_, _ = rand.Read(inc[:])
 	n := &nodeLoss{m: m, rs: rs, token: m.node + "/" + hex.EncodeToString(inc[:]),
 		after: after, ttl: after / 2, refresh: after / 6, sweep: after / 5,
-		kick: make(chan struct{}, 1), seen: make(map[string]string)}
+		kick: make(chan struct{}, 1), seen: make(map[string]string),
+		adopt: make(map[string]*runRec), swaps: make(map[string]*swapping)}
 	// A few attempts: a fresh connection under load may miss one short
 	// operation timeout.
 	var prev string
@@ -268,55 +295,110 @@ func (n *nodeLoss) flushEnded(ctx context.Context) {
 	}
 }
 
-// settleRun is the node-loss check in front of a request's terminal (see
-// Stream.End). It reports whether the caller writes msg now. False: the
-// terminal was dropped (a survivor already ended the request with
-// node_lost) or is held until the store answers (it is then written from
-// the recorder goroutine). Called on the request's goroutine, never on a
-// poller, with no lock held: it may wait one store round trip.
-func (m *Manager) settleRun(s *Stream, msg []byte) bool {
+// runEnd is the node-loss part of a request's end (see Stream.End): nil
+// when its terminal is written as any other (no record, never written,
+// or its write failed), else how the terminal's script settles the run
+// (luaRunTerm: the marker is deleted in the same step as the terminal is
+// logged, or the terminal is dropped when a survivor took the run over).
+// Called on the request's goroutine with no lock held: it may wait for
+// the recorder's write under way (one store round trip at most).
+func (m *Manager) runEnd(s *Stream) *runTerm {
 	n, r := m.nl, s.run
-	if n == nil || r == nil || r.settled.Load() {
-		return true
+	if n == nil || r == nil {
+		return nil
 	}
 	switch r.state.Swap(runEnded) {
-	case runQueued:
-		return true // never written: no survivor can know of it
-	case runEnded:
-		return true // a second End: Stream.End ignores it
+	case runQueued, runEnded:
+		return nil // never written: no survivor can know of it
 	case runSending:
-		<-r.sent // its write is bounded by the store's op timeout
+		select {
+		case <-r.sent: // bounded by the store's op timeout
+		case <-n.ctx.Done():
+			return nil
+		}
 	}
 	if !r.stored {
 		// The write failed (the store was unreachable): no survivor can
 		// have seen it, or, if it landed after all, the marker is removed
-		// below before anyone takes it (unless this node is cut off for
-		// longer than node_loss_after: docs/sessions.md, windows).
+		// by the recorder before anyone takes it (unless this node is cut
+		// off for longer than node_loss_after: docs/sessions.md, windows).
 		n.mu.Lock()
 		n.unsure = append(n.unsure, r)
 		n.mu.Unlock()
-		r.settled.Store(true)
-		return true
+		return nil
 	}
-	owned, err := n.rs.endRun(n.ctx, n.token, r.sid, r.req)
+	return &runTerm{token: n.token}
+}
+
+// endRunDone handles what the terminal of a recorded run (rt not nil)
+// returned: the run's inflight entry is cleared once settled; a terminal
+// that could not be settled is held and retried by the recorder.
+func (m *Manager) endRunDone(s *Stream, msg []byte, rt *runTerm, err error) {
+	n, r := m.nl, s.run
+	if rt == nil || n == nil {
+		return
+	}
 	switch {
-	case err != nil:
-		m.warn("request end not settled in the session store; terminal held until it answers",
-			slog.String("session", r.sid), slog.String("request", r.req), slog.Any("err", err))
+	case errors.Is(err, errRunHeld):
+		l := s.l
+		l.mu.Lock()
+		l.held++ // released by retryHeld
+		l.mu.Unlock()
 		n.mu.Lock()
-		n.held = append(n.held, heldEnd{s: s, msg: slices.Clone(msg)})
+		n.held = append(n.held, heldEnd{s: s, msg: slices.Clone(msg), maybe: rt.maybeDone || heldMaybeRan(err)})
 		n.mu.Unlock()
-		return false
-	case !owned:
-		n.endedRun(r)
+		return
+	case errors.Is(err, ErrClosed):
+		return // logged; the entry stays for a survivor (the marker is still there)
+	case errors.Is(err, errRunDropped):
 		m.log.Warn("late terminal dropped: a surviving replica already ended this request with node_lost",
 			slog.String("session", r.sid), slog.String("request", r.req))
-		n.dropStream(s)
-		return false
+	case errors.Is(err, errRunSettled):
+		m.log.Warn("request end settled by an earlier attempt whose answer was lost: its terminal is in the log, replayed on resume",
+			slog.String("session", r.sid), slog.String("request", r.req))
 	}
 	n.endedRun(r)
-	r.settled.Store(true)
-	return true
+}
+
+// heldMaybeRan reports whether the attempt that returned err (wrapping
+// errRunHeld) may have run its script: a store error other than a refused
+// dial; a hold behind waiting terminals ran nothing.
+func heldMaybeRan(err error) bool {
+	u, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return false // errRunHeld alone: nothing was sent
+	}
+	for _, e := range u.Unwrap() {
+		if e != errRunHeld {
+			return maybeRan(e)
+		}
+	}
+	return false
+}
+
+// Recorded waits until the stream's node-loss record is in the store (or
+// its write failed, or the manager closed) and reports whether it is.
+// Dispatch calls it on the request's goroutine before calling the backend
+// (contract v1.1 section 4a: a request is accepted once it is recorded,
+// so a replica that dies after that leaves a record a survivor ends with
+// node_lost, and one that dies before has started nothing: the request
+// is not in the welcome's inflight list and has no terminal, the client
+// sends it again). True at once for a stream without a record (memory
+// store, Begin). The wait is the recorder's batch: one pipelined round
+// trip shared by the requests begun meanwhile. Never call it on a poller
+// or under a lock.
+func (s *Stream) Recorded(ctx context.Context) bool {
+	r := s.run
+	if r == nil || s.m.nl == nil {
+		return true
+	}
+	select {
+	case <-r.sent:
+		return r.stored
+	case <-ctx.Done():
+	case <-s.m.nl.ctx.Done():
+	}
+	return false
 }
 
 // endedRun queues the removal of r's inflight entry for the recorder.
@@ -353,7 +435,7 @@ func (n *nodeLoss) clearUnsure() {
 	}
 }
 
-// retryHeld settles held ends again (recorder goroutine).
+// retryHeld settles held ends again, oldest first (recorder goroutine).
 func (n *nodeLoss) retryHeld() {
 	n.clearUnsure()
 	n.mu.Lock()
@@ -361,36 +443,18 @@ func (n *nodeLoss) retryHeld() {
 	n.held = nil
 	n.mu.Unlock()
 	for i, h := range held {
-		r := h.s.run
-		owned, err := n.rs.endRun(n.ctx, n.token, r.sid, r.req)
-		if err != nil {
+		rt := &runTerm{token: n.token, maybeDone: h.maybe}
+		_, err := n.m.terminal(n.ctx, h.s.l, h.s.req, h.msg, h.s, rt)
+		if errors.Is(err, errRunHeld) {
+			held[i].maybe = h.maybe || heldMaybeRan(err)
 			n.mu.Lock()
-			n.held = append(n.held, held[i:]...)
+			n.held = append(held[i:], n.held...)
 			n.mu.Unlock()
 			return
 		}
-		n.endedRun(r)
-		if !owned {
-			n.m.log.Warn("late terminal dropped: a surviving replica already ended this request with node_lost",
-				slog.String("session", r.sid), slog.String("request", r.req))
-			n.dropStream(h.s)
-			continue
-		}
-		r.settled.Store(true)
-		h.s.End(h.msg)
+		n.m.unhold(h.s.l)
+		n.m.endRunDone(h.s, h.msg, rt, err)
 	}
-}
-
-// dropStream forgets a stream whose terminal is dropped.
-func (n *nodeLoss) dropStream(s *Stream) {
-	l := s.l
-	l.mu.Lock()
-	if !s.ended {
-		s.ended = true
-		s.unregisterLocked()
-	}
-	n.m.releaseLocked(l)
-	l.mu.Unlock()
 }
 
 // sweeper checks the registered nodes every sweep period.
@@ -470,33 +534,45 @@ func (n *nodeLoss) sweepNode(ctx context.Context, node, live string) bool {
 		}
 	}
 	complete := true
-	if len(orphans) > 0 {
-		taken, errs := n.rs.takeRuns(ctx, orphans)
-		won, rerun := 0, 0
-		for i, r := range orphans {
-			if errs[i] != nil {
+	// Runs whose route retries go through the take-then-rerun path; the
+	// others are taken and answered with node_lost in one script each.
+	var retry, lost []runRecord
+	for _, r := range orphans {
+		if r.Data != nil && n.rerun.Load() != nil {
+			retry = append(retry, r)
+		} else {
+			lost = append(lost, r)
+		}
+	}
+	won, rerun := 0, 0
+	if len(lost) > 0 {
+		for i, err := range n.takeLost(ctx, lost) {
+			switch {
+			case err == nil:
+				won++
+			case errors.Is(err, errRunNotTaken) || errors.Is(err, ErrNotFound):
+			default:
 				if complete && ctx.Err() == nil {
-					n.m.warn("node-loss sweep: take a run over", slog.String("node", node), slog.Any("err", errs[i]))
+					n.m.warn("node-loss sweep: take a run over", slog.String("node", node), slog.Any("err", err))
 				}
 				complete = false
-				continue
+				continue // its record stays: the next sweep (here or on another survivor) retries
 			}
-			settled = append(settled, r)
-			if !taken[i] {
-				continue
-			}
-			won++
-			if n.runAgain(ctx, r) {
-				rerun++
-				continue
-			}
-			n.owing = append(n.owing, r)
+			settled = append(settled, lost[i])
 		}
-		if won > 0 {
-			n.m.log.Warn("replica lost: its requests end with node_lost, or run again here where their route says so",
-				slog.String("node", node), slog.Int("requests", won), slog.Int("run_again", rerun))
-		}
+	}
+	if len(retry) > 0 {
+		w, r, gone, ok := n.handOver(ctx, node, retry)
+		won, rerun = won+w, rerun+r
+		complete = complete && ok
+		settled = append(settled, gone...)
+	}
+	if len(n.owing) > 0 {
 		n.writeOwed(ctx)
+	}
+	if won > 0 {
+		n.m.log.Warn("replica lost: its requests end with node_lost, or run again here where their route says so",
+			slog.String("node", node), slog.Int("requests", won), slog.Int("run_again", rerun))
 	}
 	left := int64(-1)
 	if len(settled) > 0 {
@@ -515,6 +591,35 @@ func (n *nodeLoss) sweepNode(ctx context.Context, node, live string) bool {
 	return complete
 }
 
+// takeLost takes each orphaned run of runs over and writes its node_lost
+// terminal in the same script (luaRunTerm, mode take): the marker leaves
+// the store only with its terminal in the log, so a survivor that dies
+// mid-sweep loses nothing (what it had not taken is still recorded, and
+// the next sweep, here or elsewhere, takes it). Each run goes through its
+// session's turn, like any terminal of this node; up to takeBatch run at
+// once (rueidis pipelines them). errs[i] is nil when this node won
+// runs[i], errRunNotTaken when its node or another survivor settled it,
+// ErrNotFound when the session expired (the marker is removed), else the
+// store's error (nothing done).
+func (n *nodeLoss) takeLost(ctx context.Context, runs []runRecord) []error {
+	errs := make([]error, len(runs))
+	sem := make(chan struct{}, takeBatch)
+	var wg sync.WaitGroup
+	for i, r := range runs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			msg := events.AppendError(nil, r.Req, CodeNodeLost, nodeLostMessage)
+			l := n.m.holdLocal(r.SID)
+			defer n.m.unhold(l)
+			_, errs[i] = n.m.terminal(ctx, l, r.Req, msg, nil, &runTerm{token: r.Token, take: true})
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
 // Rerun runs again, on this node, a request taken over from a lost replica
 // whose route has retry_on_node_loss (dispatch's Router.Rerun): it begins
 // the request anew with BeginRoute and sends a restart notice first. It
@@ -530,57 +635,145 @@ func (m *Manager) SetRerun(fn Rerun) {
 	}
 }
 
-// runAgain hands a taken-over run whose route retries to the Rerun hook;
-// false: it ends with node_lost instead.
-func (n *nodeLoss) runAgain(ctx context.Context, r runRecord) bool {
+// handOver takes over the orphaned runs of node whose route retries, to
+// run them again here, without a moment where a crash of this node would
+// leave them unanswered: (1) this node's inflight entries for the reruns
+// are written first (one HSET); (2) per run, luaRunSwap makes the marker
+// name this node's token instead of the dead one (one script in the
+// session's slot); (3) the Rerun hook runs it, and its BeginRoute adopts
+// the record written in (1) instead of recording anew. If this node dies
+// at any point, the run is recorded either under the dead token (before
+// the swap) or under this node's, with this node's entry: the next
+// survivor takes it over. A rerun the hook refuses ends with node_lost
+// through the normal end's script. It returns the runs won and run
+// again, the dead node's entries settled, and whether all were settled.
+func (n *nodeLoss) handOver(ctx context.Context, node string, retry []runRecord) (won, rerun int, settled []runRecord, complete bool) {
+	complete = true
 	fn := n.rerun.Load()
-	if r.Data == nil || fn == nil {
-		return false
+	sw := make([]*swapping, len(retry))
+	recs := make([]*runRec, len(retry))
+	for i, r := range retry {
+		key := r.SID + " " + r.Req
+		st := n.swaps[key]
+		if st == nil {
+			rec := &runRec{seq: n.seq.Add(1), sid: r.SID, req: r.Req, route: r.Route, data: r.Data,
+				started: time.Now(), sent: make(chan struct{}), stored: true}
+			rec.state.Store(runSent)
+			close(rec.sent)
+			st = &swapping{rec: rec}
+			n.swaps[key] = st
+		}
+		sw[i], recs[i] = st, st.rec
 	}
-	user, err := n.m.store.Owner(ctx, r.SID)
-	if err != nil {
-		return false // expired (endOrphan drops it) or the store failed (node_lost, retried)
+	if err := n.rs.recordAdopted(ctx, n.m.node, n.token, recs); err != nil {
+		if ctx.Err() == nil {
+			n.m.warn("node-loss sweep: record reruns", slog.String("node", node), slog.Any("err", err))
+		}
+		return 0, 0, nil, false
 	}
-	if !(*fn)(r.SID, user, r.Req, r.Route, r.Data) {
-		return false
+	var lost []runRecord
+	for i, r := range retry {
+		key, st := r.SID+" "+r.Req, sw[i]
+		user, err := n.m.store.Owner(ctx, r.SID)
+		if errors.Is(err, ErrNotFound) && !st.maybe {
+			// Expired: nothing to run or answer; the take removes the
+			// marker, and this node's entry goes.
+			delete(n.swaps, key)
+			n.endedRun(st.rec)
+			lost = append(lost, r)
+			continue
+		}
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			complete = false
+			continue
+		}
+		ok, err := n.rs.swapRun(ctx, r.SID, r.Req, r.Token, n.token, st.maybe)
+		if err != nil {
+			if complete && ctx.Err() == nil {
+				n.m.warn("node-loss sweep: hand a run over", slog.String("node", node), slog.Any("err", err))
+			}
+			st.maybe = st.maybe || maybeRan(err)
+			complete = false
+			continue
+		}
+		delete(n.swaps, key)
+		settled = append(settled, r)
+		if !ok {
+			n.endedRun(st.rec) // settled by its node or another survivor
+			continue
+		}
+		won++
+		n.mu.Lock()
+		n.adopt[key] = st.rec
+		n.mu.Unlock()
+		if fn != nil && user != "" && (*fn)(r.SID, user, r.Req, r.Route, r.Data) {
+			rerun++
+			n.m.log.Info("request of a lost replica runs again here", slog.String("session", r.SID),
+				slog.String("request", r.Req), slog.String("route", r.Route))
+			continue
+		}
+		n.mu.Lock()
+		if n.adopt[key] == st.rec {
+			delete(n.adopt, key)
+		}
+		n.mu.Unlock()
+		n.owing = append(n.owing, owedEnd{rec: st.rec})
 	}
-	n.m.log.Info("request of a lost replica runs again here", slog.String("session", r.SID),
-		slog.String("request", r.Req), slog.String("route", r.Route))
-	return true
+	if len(lost) > 0 {
+		for i, err := range n.takeLost(ctx, lost) {
+			if err == nil || errors.Is(err, errRunNotTaken) || errors.Is(err, ErrNotFound) {
+				settled = append(settled, lost[i])
+			} else {
+				complete = false
+			}
+		}
+	}
+	return won, rerun, settled, complete
 }
 
-// writeOwed writes the node_lost terminal of every run this node took
-// over; those the store refuses wait for the next sweep.
+// adopted returns the record of a rerun this node took over for request
+// req of session sid whose data is data (the same slice the Rerun hook was
+// given: a request the client sent again is not mistaken for it), and
+// forgets it; nil if none.
+func (n *nodeLoss) adopted(sid, req string, data []byte) *runRec {
+	if len(data) == 0 {
+		return nil
+	}
+	key := sid + " " + req
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r := n.adopt[key]
+	if r == nil || len(r.data) == 0 || &r.data[0] != &data[0] {
+		return nil
+	}
+	delete(n.adopt, key)
+	return r
+}
+
+// writeOwed ends with node_lost every rerun this node took over and that
+// was refused; those the store refuses wait for the next sweep (their
+// marker names this node: if it dies meanwhile, a survivor takes them).
 func (n *nodeLoss) writeOwed(ctx context.Context) {
-	var keep []runRecord
-	for i, r := range n.owing {
-		msg := events.AppendError(nil, r.Req, CodeNodeLost, nodeLostMessage)
-		if err := n.m.endOrphan(ctx, r.SID, r.Req, msg); err != nil {
+	var keep []owedEnd
+	for _, o := range n.owing {
+		r := o.rec
+		msg := events.AppendError(nil, r.req, CodeNodeLost, nodeLostMessage)
+		l := n.m.holdLocal(r.sid)
+		_, err := n.m.terminal(ctx, l, r.req, msg, nil, &runTerm{token: n.token, maybeDone: o.maybe})
+		n.m.unhold(l)
+		switch {
+		case err == nil, errors.Is(err, ErrNotFound), errors.Is(err, errRunDropped), errors.Is(err, errRunSettled):
+			n.endedRun(r)
+		default:
 			if ctx.Err() == nil {
-				n.m.warn("node_lost terminal not written yet, retried", slog.String("session", r.SID),
-					slog.String("request", r.Req), slog.Any("err", err))
+				n.m.warn("node_lost terminal not written yet, retried", slog.String("session", r.sid),
+					slog.String("request", r.req), slog.Any("err", err))
 			}
-			keep = append(keep, n.owing[i:]...)
-			break
+			o.maybe = o.maybe || heldMaybeRan(err)
+			keep = append(keep, o)
 		}
 	}
 	n.owing = keep
-}
-
-// endOrphan writes the node_lost terminal msg of request requestID of
-// session sessionID, taken over from a lost replica: Manager.Terminal
-// numbers it, appends it to the session's replay log and delivers it to
-// the session's connection wherever it is. This is the one place a
-// node_lost terminal is written. A session that expired meanwhile needs
-// none.
-func (m *Manager) endOrphan(ctx context.Context, sessionID, requestID string, msg []byte) error {
-	_, err := m.Terminal(ctx, sessionID, requestID, msg)
-	if errors.Is(err, ErrNotFound) {
-		m.log.Debug("node_lost terminal for an expired session dropped", slog.String("session", sessionID),
-			slog.String("request", requestID))
-		return nil
-	}
-	return err
 }
 
 // BeginRoute is Begin for a request of route that runs on its own
@@ -594,14 +787,18 @@ func (m *Manager) endOrphan(ctx context.Context, sessionID, requestID string, ms
 func (m *Manager) BeginRoute(id, reqID, route string, retry []byte) *Stream {
 	s := m.Begin(id, reqID)
 	if m.nl != nil {
-		s.run = m.nl.record(id, reqID, route, retry)
+		if s.run = m.nl.adopted(id, reqID, retry); s.run == nil {
+			s.run = m.nl.record(id, reqID, route, retry)
+		}
 	}
 	return s
 }
 
 // Running returns the ids of the session's requests recorded as in flight
 // on some replica (Redis store), or in flight on this node (memory store).
-// A request begun less than one store round trip ago may be missing.
+// Every accepted request (Stream.Recorded returned true) is listed until
+// its terminal is in the log; one begun and not yet accepted may be
+// missing.
 func (m *Manager) Running(ctx context.Context, sessionID string) ([]string, error) {
 	if m.nl != nil {
 		return m.nl.rs.runningIn(ctx, sessionID)

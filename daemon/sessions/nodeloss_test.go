@@ -407,8 +407,12 @@ func TestNodeLossHeldWhileStoreDown(t *testing.T) {
 	d := m.BeginRoute(id, "d", "stream", nil)
 	<-d.run.sent
 	d.End(resultMsg("d"))
-	if d.run.stored || !d.run.settled.Load() {
-		t.Fatalf("run begun with the store down: stored %v settled %v, want not stored and settled", d.run.stored, d.run.settled.Load())
+	m.nl.mu.Lock()
+	held := len(m.nl.held)
+	m.nl.mu.Unlock()
+	if d.run.stored || held != 1 || m.waitingForStore() != 1 {
+		t.Fatalf("run begun with the store down: stored %v, %d held (want 1: h), %d waiting for the store (want 1: d)",
+			d.run.stored, held, m.waitingForStore())
 	}
 	r.start()
 	eventually(t, 10*time.Second, "held terminal delivered once the store is back", func() bool {

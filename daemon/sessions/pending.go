@@ -138,7 +138,7 @@ func (m *Manager) retryOne() bool {
 
 	l := m.holdLocal(p.id)
 	defer m.unhold(l)
-	l.termMu.Lock()
+	l.takeTurn(context.Background())
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.Redis.OpTimeout)
 	var (
 		a   Appended
@@ -151,7 +151,7 @@ func (m *Manager) retryOne() bool {
 	}
 	cancel()
 	if err != nil && !errors.Is(err, ErrNotFound) {
-		l.termMu.Unlock()
+		l.giveTurn()
 		return false
 	}
 	if err == nil && p.msg != nil {
@@ -171,7 +171,7 @@ func (m *Manager) retryOne() bool {
 		}
 	}
 	m.pendMu.Unlock()
-	l.termMu.Unlock()
+	l.giveTurn()
 	return true
 }
 
@@ -180,8 +180,8 @@ func (m *Manager) retryOne() bool {
 func (m *Manager) retryGaps(id string) bool {
 	l := m.holdLocal(id)
 	defer m.unhold(l)
-	l.termMu.Lock()
-	defer l.termMu.Unlock()
+	l.takeTurn(context.Background())
+	defer l.giveTurn()
 	m.pendMu.Lock()
 	n := m.pendGaps[id]
 	m.pendMu.Unlock()

@@ -14,7 +14,7 @@ import (
 //
 //   - connection binding: the live Outlet, its connection number, and how
 //     many gateway connections still hold the record (conns);
-//   - delivery (delivery.go): termMu, the positions sent (a contiguous mark
+//   - delivery (delivery.go): the turn (turn.go), the positions sent (a contiguous mark
 //     and those sent ahead of a gap), a paced replay's backlog, a delivered cursor
 //     not yet written, the holder on another node as last learnt;
 //   - requests: their streams (output kept for a resume) and dispatch's
@@ -27,9 +27,8 @@ import (
 // from the registry (dead set) once nothing holds it: no connection, no
 // request, no pending write, not kept as detached.
 type Record struct {
-	m      *Manager
-	mu     sync.Mutex
-	termMu sync.Mutex // orders numbering and delivery; see delivery.go. Taken before mu, never while holding it; never on the poller.
+	m  *Manager
+	mu sync.Mutex
 
 	id   string
 	user string // the session's user, once attached here (to restore a lost session); guarded by mu
@@ -47,12 +46,14 @@ type Record struct {
 	dlv      uint64                             // a delivered cursor not written to the store yet
 	detached int64                              // Redis store: unix nanos its last connection here went (0: attached or not kept)
 	held     int32                              // Terminal calls and retries using l
+	turnQ    *[]chan struct{}                   // the session's turn (turn.go): callers waiting for it, oldest first
 	conns    int32                              // gateway connections holding l (Bind .. Detach)
 	dead     bool
 
 	trace   atomic.Pointer[string] // the attached connection's trusted trace id (dispatch.Session.TraceID); nil: none
 	touched atomic.Int64           // when the last TTL refresh was sent: nanos since Manager.clock0
 	tat     atomic.Int64           // dispatch's message rate limiter (GCRA theoretical arrival time)
+	turn    atomic.Int32           // the session's turn: turnFree, turnHeld, turnQueued (turn.go)
 }
 
 type localShard struct {

@@ -59,6 +59,10 @@ type Claim struct {
 	// Missed counts the terminals after After that the log no longer
 	// holds (trimmed by its bounds or the memory budget, or lost).
 	Missed uint64
+	// Running lists the session's requests recorded as in flight on any
+	// replica (Redis store, node-loss markers), read atomically with the
+	// claim; nil for the memory store.
+	Running []string
 }
 
 // Resume says where a claim's replay starts: after Last when the client

@@ -257,7 +257,11 @@ func (s *RedisStore) AppendHistory(ctx context.Context, id string, turns []event
 // {-1} if the session is gone. An empty head and tail append ARGV[6]
 // (a count) lost positions instead.
 // KEYS: session, log. ARGV: head, tail, max, max bytes, ttl ms, gaps.
-var luaAppend2 = rueidis.NewLuaScript(`
+var luaAppend2 = rueidis.NewLuaScript(luaAppendBody)
+
+// luaAppendBody is luaAppend2's text; luaRunTerm (node loss) runs it
+// after its own checks.
+const luaAppendBody = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local pos, n, lb
 local gaps = tonumber(ARGV[6])
@@ -285,7 +289,7 @@ if dropped > 0 then redis.call('HSET', KEYS[1], 'lb', lb) end
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 local h = redis.call('HMGET', KEYS[1], 'hnode', 'hconn', 'epoch')
-return {pos, h[1] or '', h[2] or '0', h[3] or '0'}`)
+return {pos, h[1] or '', h[2] or '0', h[3] or '0'}`
 
 // Append implements Store: one round trip (a Lua script).
 func (s *RedisStore) Append(ctx context.Context, id string, msg []byte, at int) (Appended, error) {
@@ -459,8 +463,11 @@ func toBytes(v []string) [][]byte {
 // {epoch, {nodes before}, pos, first, {log entries after the resume
 // point}, resume point}; nil if the session is gone, {-1} if it is
 // another user's.
-// KEYS: session, log, nodes, history. ARGV: node, conn, ttl ms, now ms,
-// user, has last ("1"/"0"), last, delivered.
+// The 7th element lists the request ids recorded as running on any
+// replica (the node-loss markers, read in the same step: a request is
+// either listed there or its terminal is in the log).
+// KEYS: session, log, nodes, history, runs. ARGV: node, conn, ttl ms,
+// now ms, user, has last ("1"/"0"), last, delivered.
 var luaClaim = rueidis.NewLuaScript(`
 local u = redis.call('HGET', KEYS[1], 'user')
 if not u then return false end
@@ -486,7 +493,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
 redis.call('PEXPIRE', KEYS[4], ARGV[3])
-return {ep, nodes, pos, first, entries, after}`)
+return {ep, nodes, pos, first, entries, after, redis.call('HKEYS', KEYS[5])}`)
 
 // Claim implements Store.
 func (s *RedisStore) Claim(ctx context.Context, id, user, node string, conn uint64, from Resume) (Claim, error) {
@@ -497,7 +504,7 @@ func (s *RedisStore) Claim(ctx context.Context, id, user, node string, conn uint
 		hasLast = "1"
 	}
 	r, err := luaClaim.Exec(ctx, s.c,
-		[]string{s.kSession(id), s.kLog(id), s.kNodes(id), s.kHistory(id)},
+		[]string{s.kSession(id), s.kLog(id), s.kNodes(id), s.kHistory(id), s.kRun(id)},
 		[]string{node, strconv.FormatUint(conn, 10), s.ttlMS(), nowMS(), user, hasLast,
 			strconv.FormatUint(from.Last, 10), strconv.FormatUint(from.Delivered, 10)}).ToArray()
 	if rueidis.IsRedisNil(err) {
@@ -529,6 +536,9 @@ func (s *RedisStore) Claim(ctx context.Context, id, user, node string, conn uint
 	}
 	c.Pos = pos
 	c.Log, c.Missed = replayOf(entries, c.After, pos)
+	if len(r) > 6 {
+		c.Running, _ = r[6].AsStrSlice()
+	}
 	return c, nil
 }
 

@@ -2,13 +2,17 @@ package sessions
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/orchestratord/orchestratord/daemon/events"
 )
 
 // Node-loss keys in Redis (docs/sessions.md, "Node loss"). Node-wide keys
@@ -78,6 +82,14 @@ func parseRunRecord(field, value string) (runRecord, bool) {
 	return rec, true
 }
 
+// maybeRan reports whether a store call that failed with err may still
+// have executed: anything but a refused or failed dial (the command was
+// never sent).
+func maybeRan(err error) bool {
+	var op *net.OpError
+	return !(errors.As(err, &op) && op.Op == "dial")
+}
+
 // runValue encodes an inflight entry; the route is path-escaped (a route
 // name may hold a space), data (nil: none) comes last, verbatim.
 func runValue(token string, started time.Time, route string, data []byte) string {
@@ -104,16 +116,161 @@ if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
 end
 return 1`)
 
-// luaRunTake takes an orphaned run over: only when the marker still names
-// the dead token is it deleted, a tombstone left, and 1 returned; the one
-// caller that gets 1 writes the node_lost terminal.
-// KEYS: run, lost. ARGV: req, token, ttl ms.
-var luaRunTake = rueidis.NewLuaScript(`
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
+// luaRunTerm settles a recorded run AND appends its terminal to the
+// session's log in one script (one slot: every key is the session's), so
+// that a marker leaves the store only together with the terminal that
+// answers it: a process that dies before or after the script leaves
+// either the marker (a survivor still finds it) or the terminal (in the
+// log), never neither.
+//
+//   - mode "end" (the node running the request, its normal end): the
+//     marker names this process's token: deleted, the terminal appended;
+//     a survivor's tombstone names it: the tombstone is deleted and {-2}
+//     returned (the late terminal is dropped); neither (never recorded):
+//     appended; but when an earlier attempt of this very script may have
+//     run with its answer lost (ARGV[10] "1": it timed out or the
+//     connection broke), the log is searched for this terminal first
+//     (same text around its position): found, {-4}, that attempt settled
+//     the run and the terminal is in the log already; not found (the
+//     store lost the marker with its data, a Redis restarted empty), it
+//     is appended.
+//   - mode "take" (a survivor, token: the dead process's): the marker must
+//     still name the dead token, else {-3} (its node ended it or another
+//     survivor took it); it is deleted, a tombstone left, and the
+//     node_lost terminal appended. A session that expired answers {-1}
+//     with the marker removed.
+//
+// Then luaAppendBody: {pos, holder node, holder conn, epoch} or {-1}.
+// KEYS: session, log, run, lost. ARGV: head, tail, max, max bytes, ttl
+// ms, "0", req, token, mode, maybe done ("1"/"0").
+var luaRunTerm = rueidis.NewLuaScript(`
+local req, tok = ARGV[7], ARGV[8]
+if ARGV[9] == 'take' then
+  if redis.call('HGET', KEYS[3], req) ~= tok then return {-3} end
+  redis.call('HDEL', KEYS[3], req)
+  redis.call('HSET', KEYS[4], req, tok)
+  redis.call('PEXPIRE', KEYS[4], ARGV[5])
+elseif redis.call('HGET', KEYS[3], req) == tok then
+  redis.call('HDEL', KEYS[3], req)
+elseif redis.call('HGET', KEYS[4], req) == tok then
+  redis.call('HDEL', KEYS[4], req)
+  return {-2}
+elseif ARGV[10] == '1' then
+  local h, t = ARGV[1], ARGV[2]
+  for _, e in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+    if string.sub(e, 1, #h) == h and (#t == 0 or string.sub(e, -#t) == t) then return {-4} end
+  end
+end
+` + luaAppendBody)
+
+// luaRunSwap hands an orphaned run of a retry_on_node_loss route over to
+// the survivor that runs it again: only when the marker still names the
+// dead token, it is made to name the survivor's (whose inflight entry for
+// the rerun is written before), and a tombstone is left for the dead
+// token; 1 returned. The marker never leaves the store, so a survivor
+// that dies before its rerun is recorded leaves a run the next survivor
+// finds (in its own inflight hash). With ARGV[5] "1" (an earlier attempt
+// of this survivor may have run, its answer lost), a marker already
+// naming the survivor with the dead token's tombstone also answers 1.
+// KEYS: run, lost. ARGV: req, dead token, survivor token, ttl ms, again.
+var luaRunSwap = rueidis.NewLuaScript(`
+local m = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[5] == '1' and m == ARGV[3] and redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then return 1 end
+if m ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1`)
+
+// recordAdopted writes the inflight entries of reruns this node is about
+// to take over (their markers are set by swapRun), in one HSET.
+func (s *RedisStore) recordAdopted(ctx context.Context, node, token string, runs []*runRec) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	hs := s.c.B().Hset().Key(s.kInflight(node)).FieldValue()
+	for _, r := range runs {
+		hs = hs.FieldValue(runField(r.sid, r.seq, r.req), runValue(token, r.started, r.route, r.data))
+	}
+	if err := s.c.Do(ctx, hs.Build()).Error(); err != nil {
+		return fmt.Errorf("record reruns on %s: %w", node, err)
+	}
+	return nil
+}
+
+// swapRun runs luaRunSwap: won reports whether the run is now this
+// survivor's (token) to run again.
+func (s *RedisStore) swapRun(ctx context.Context, sid, req, dead, token string, again bool) (won bool, err error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	a := "0"
+	if again {
+		a = "1"
+	}
+	n, err := luaRunSwap.Exec(ctx, s.c, []string{s.kRun(sid), s.kLost(sid)},
+		[]string{req, dead, token, s.ttlMS(), a}).AsInt64()
+	if err != nil {
+		return false, fmt.Errorf("hand run %s/%s over: %w", sid, req, err)
+	}
+	return n == 1, nil
+}
+
+// Outcomes of appendRun besides success and ErrNotFound.
+var (
+	// errRunDropped: a survivor had taken the run over (mode end): the
+	// terminal was not appended and must be dropped.
+	errRunDropped = errors.New("run taken over by a surviving replica: late terminal dropped")
+	// errRunNotTaken: the run was settled already (mode take): by its
+	// node's normal end or by another survivor.
+	errRunNotTaken = errors.New("run already settled")
+	// errRunSettled: the normal end found its run settled by an earlier
+	// attempt whose answer was lost: the terminal is in the log (a
+	// resume replays it), not appended twice.
+	errRunSettled = errors.New("run settled by an earlier attempt: terminal already logged")
+)
+
+// appendRun is Append for the terminal of a recorded run (luaRunTerm):
+// take false is the normal end by the process of token, take true a
+// survivor's takeover of the dead token's run; maybeDone: an earlier
+// attempt may have run (see luaRunTerm). One round trip.
+func (s *RedisStore) appendRun(ctx context.Context, id string, msg []byte, at int, req, token string, take, maybeDone bool) (Appended, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	mode, rec := "end", "0"
+	if take {
+		mode = "take"
+	}
+	if maybeDone {
+		rec = "1"
+	}
+	head, tail := events.SplitPos(msg, at)
+	r, err := luaRunTerm.Exec(ctx, s.c, []string{s.kSession(id), s.kLog(id), s.kRun(id), s.kLost(id)},
+		[]string{string(head), string(tail), strconv.Itoa(s.lim.replayMax),
+			strconv.FormatInt(s.lim.replayBytes, 10), s.ttlMS(), "0", req, token, mode, rec}).ToArray()
+	if err != nil {
+		return Appended{}, fmt.Errorf("settle run %s/%s and log its terminal: %w", id, req, err)
+	}
+	p, _ := r[0].AsInt64()
+	switch p {
+	case -1:
+		return Appended{}, notFound(id)
+	case -2:
+		return Appended{}, errRunDropped
+	case -3:
+		return Appended{}, errRunNotTaken
+	case -4:
+		return Appended{}, errRunSettled
+	}
+	if p < 0 || len(r) < 4 {
+		return Appended{}, fmt.Errorf("settle run %s/%s: unexpected answer %d", id, req, p)
+	}
+	h, err := holderOf(r[1:])
+	if err != nil {
+		return Appended{}, err
+	}
+	pos := uint64(p)
+	return Appended{Pos: pos, Msg: events.AppendPos(make([]byte, 0, len(msg)+24), msg, at, pos), Holder: h}, nil
+}
 
 // luaInflightDel deletes inflight entries whose value is still the one
 // given and returns how many entries are left.
@@ -280,35 +437,8 @@ func (s *RedisStore) scanRuns(ctx context.Context, node string) ([]runRecord, er
 	}
 }
 
-// takeBatch bounds the takes pipelined under one operation timeout.
+// takeBatch bounds the takes (luaRunTerm, mode take) under way at once.
 const takeBatch = 32
-
-// takeRuns tries to take each orphaned run over (luaRunTake), pipelined in
-// batches. taken[i] reports whether this caller won runs[i]; errs[i] is
-// non-nil when its script failed (neither taken nor lost: the next sweep
-// retries).
-func (s *RedisStore) takeRuns(ctx context.Context, runs []runRecord) (taken []bool, errs []error) {
-	ttl := strconv.FormatInt(s.lim.ttl.Milliseconds(), 10)
-	taken, errs = make([]bool, len(runs)), make([]error, len(runs))
-	for lo := 0; lo < len(runs); lo += takeBatch {
-		hi := min(lo+takeBatch, len(runs))
-		execs := make([]rueidis.LuaExec, 0, hi-lo)
-		for _, r := range runs[lo:hi] {
-			execs = append(execs, rueidis.LuaExec{Keys: []string{s.kRun(r.SID), s.kLost(r.SID)}, Args: []string{r.Req, r.Token, ttl}})
-		}
-		octx, cancel := s.op(ctx)
-		for j, x := range luaRunTake.ExecMulti(octx, s.c, execs...) {
-			i := lo + j
-			n, err := x.AsInt64()
-			taken[i] = err == nil && n == 1
-			if err != nil {
-				errs[i] = fmt.Errorf("take run %s/%s over: %w", runs[i].SID, runs[i].Req, err)
-			}
-		}
-		cancel()
-	}
-	return taken, errs
-}
 
 // clearRuns removes settled entries from node's inflight hash (only those
 // still holding the value read) and returns how many entries are left.

@@ -112,14 +112,11 @@ func (s *Stream) Chunk(msg []byte) {
 
 // End writes the request's terminal message through Manager.Terminal
 // (numbered, logged, delivered) and unregisters the stream. Later calls
-// are ignored.
+// are ignored. For a request recorded for node loss (BeginRoute), the
+// same store script settles the record: a run a surviving replica already
+// ended with node_lost gets no second terminal; one the store cannot
+// settle now is held and retried (nodeloss.go).
 func (s *Stream) End(msg []byte) {
-	// NODELOSS HOOK (in front of Manager.terminal): a run a surviving
-	// replica already ended with node_lost gets no second terminal; one
-	// whose check cannot reach the store is held and retried.
-	if !s.m.settleRun(s, msg) {
-		return
-	}
 	l, m := s.l, s.m
 	l.mu.Lock()
 	if s.ended {
@@ -130,7 +127,9 @@ func (s *Stream) End(msg []byte) {
 	l.held++ // the stream's hold passes to the terminal
 	l.mu.Unlock()
 	defer m.unhold(l)
-	_, _ = m.terminal(m.ctx, l, s.req, msg, s)
+	rt := m.runEnd(s) // NODELOSS HOOK
+	_, err := m.terminal(m.ctx, l, s.req, msg, s, rt)
+	m.endRunDone(s, msg, rt, err)
 }
 
 // unregisterLocked removes the stream from its session; l.mu held.

@@ -311,6 +311,9 @@ type msg struct {
 	Seq     int             `json:"seq"`
 	Pos     uint64          `json:"pos"`
 	Data    json.RawMessage `json:"data"`
+	// Welcome of a resume (v1.1): terminals replayed, requests in flight.
+	Replay   int      `json:"replay"`
+	Inflight []string `json:"inflight"`
 }
 
 // terminal reports whether m ends a request.

@@ -24,6 +24,16 @@ import (
 // max) are logged. Five more sessions on A stream on a route with
 // retry_on_node_loss: their requests run again on B (restart notice,
 // chunks from seq 0, one result).
+//
+// Acceptance (contract v1.1 section 4a): 20 more sessions on A each send
+// a request H to a backend that never answers, and A is killed the moment
+// the backend has received all of them (a request's backend is called
+// only once its record is in the store): each H still gets exactly one
+// node_lost. Each of those sessions also sends Z just before the kill:
+// Z is either accepted (listed in the resume's inflight, or answered)
+// and gets exactly one node_lost, or was never accepted: no terminal, not
+// listed, and the backend never saw it. The resume's welcome lists the
+// requests in flight on A (inflight, read from the store by B).
 func TestNodeLossE2E(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: builds and runs the binary")
@@ -34,6 +44,18 @@ func TestNodeLossE2E(t *testing.T) {
 
 	stream := httptest.NewServer(http.HandlerFunc(slowNDJSON))
 	defer stream.Close()
+	// hang never answers; it records which requests reached it.
+	var called sync.Map // "<session> <request>" -> true
+	stopHang := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		called.Store(r.Header.Get("X-Session-Id")+" "+r.Header.Get("X-Request-Id"), true)
+		select {
+		case <-r.Context().Done():
+		case <-stopHang:
+		}
+	}))
+	defer hang.Close()
+	defer close(stopHang) // before Close, which waits for the handlers
 
 	const lossAfter = 2 * time.Second
 	// Node names of their own: the shared Redis keeps node keys by name.
@@ -47,10 +69,12 @@ func TestNodeLossE2E(t *testing.T) {
   node_loss_after: %s
 backends:
   stream: {kind: http, endpoints: [%q]}
+  hang: {kind: http, endpoints: [%q]}
 routes:
   stream: {backend: stream, timeout: 90s, idle_timeout: 5s}
   again: {backend: stream, timeout: 90s, idle_timeout: 5s, retry_on_node_loss: true}
-`, lossAfter, stream.URL+"/stream"))
+  hang: {backend: hang, timeout: 90s}
+`, lossAfter, stream.URL+"/stream", hang.URL+"/hang"))
 	a := reps[0]
 
 	const sessionsN = 50
@@ -129,10 +153,50 @@ routes:
 		t.Fatal(err)
 	}
 
+	// Accepted, then killed: H reaches the backend (so it was recorded),
+	// Z is sent just before the kill.
+	const acceptN = 20
+	acceptIDs := make([]string, acceptN)
+	acceptConns := make([]*wsClient, acceptN)
+	for i := range acceptN {
+		c, err := dialWS(a.client, "", 5*time.Second)
+		if err != nil {
+			t.Fatalf("accept session %d: dial A: %v", i, err)
+		}
+		acceptConns[i], acceptIDs[i] = c, c.welcome.Session
+		if err := c.request("hang", "H", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		seen := 0
+		for _, id := range acceptIDs {
+			if _, ok := called.Load(id + " H"); ok {
+				seen++
+			}
+		}
+		if seen == acceptN {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hang backend saw %d of %d requests", seen, acceptN)
+		}
+		time.Sleep(time.Millisecond) // polling the backend's record, not synchronisation
+	}
+	for _, c := range acceptConns {
+		if err := c.request("hang", "Z", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	killed := time.Now()
 	a.signal(syscall.SIGKILL)
 	<-a.done
 	for _, c := range conns {
+		c.close()
+	}
+	for _, c := range acceptConns {
 		c.close()
 	}
 
@@ -160,6 +224,15 @@ routes:
 			if !c.welcome.Resumed || c.welcome.Node != names[1] {
 				res.err = fmt.Errorf("welcome %+v, want resumed on %s", c.welcome, names[1])
 				return
+			}
+			// The streams ran on A: listed in flight by B's welcome
+			// (read from the store), unless a sweep had already ended
+			// them (their node_lost is then in the replay).
+			for _, id := range streams {
+				if !slices.Contains(c.welcome.Inflight, id) && c.welcome.Replay == 0 {
+					res.err = fmt.Errorf("welcome %+v: %s neither in flight nor replayed", c.welcome, id)
+					return
+				}
 			}
 			got := map[string]int{}
 			// Read until both streams ended, then on for as long again
@@ -209,6 +282,15 @@ routes:
 			}
 		}()
 	}
+	acceptErrs := make([]error, acceptN)
+	acceptedZ := make([]bool, acceptN)
+	for i := range acceptN {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			acceptedZ[i], acceptErrs[i] = acceptedSeen(front, acceptIDs[i], names[1], lossAfter, &called)
+		}()
+	}
 	retryErrs := make([]error, retryN)
 	for i := range retryN {
 		wg.Add(1)
@@ -218,6 +300,17 @@ routes:
 		}()
 	}
 	wg.Wait()
+	zs := 0
+	for i, err := range acceptErrs {
+		if err != nil {
+			t.Fatalf("accept session %d (%s): %v", i, acceptIDs[i], err)
+		}
+		if acceptedZ[i] {
+			zs++
+		}
+	}
+	t.Logf("%d requests accepted just before SIGKILL: one node_lost each; of %d sent at the kill, %d had been accepted (one node_lost each), %d not (no terminal, not in flight, backend not called)",
+		acceptN, acceptN, zs, acceptN-zs)
 	for i, err := range retryErrs {
 		if err != nil {
 			t.Fatalf("retry session %d (%s): %v", i, retryIDs[i], err)
@@ -312,6 +405,59 @@ func rerunSeen(front, sid, node string) error {
 			return fmt.Errorf("terminal %+v, want the rerun's result", m)
 		}
 	}
+}
+
+// acceptedSeen resumes session sid through front (on node) and checks the
+// promise for its requests H (accepted: its backend was called) and Z
+// (sent at the kill): H gets exactly one node_lost; Z gets exactly one
+// node_lost if it was accepted (in flight per the welcome, or answered),
+// else nothing, and then the backend never saw it. It reports whether Z
+// was accepted.
+func acceptedSeen(front, sid, node string, lossAfter time.Duration, called *sync.Map) (bool, error) {
+	c, err := dialWS(front, "session="+sid+"&last=0", 5*time.Second)
+	if err != nil {
+		return false, fmt.Errorf("resume through nginx: %w", err)
+	}
+	defer c.close()
+	if !c.welcome.Resumed || c.welcome.Node != node {
+		return false, fmt.Errorf("welcome %+v, want resumed on %s", c.welcome, node)
+	}
+	got := map[string]int{}
+	// Everything owed arrives within node_loss_after of the kill; read
+	// that long and as long again for a second terminal.
+	end := time.Now().Add(2*lossAfter + 2*time.Second)
+	for time.Until(end) > 0 {
+		m, err := c.read(time.Until(end))
+		if err != nil {
+			if isTimeout(err) {
+				break
+			}
+			return false, fmt.Errorf("read (terminals so far %v): %w", got, err)
+		}
+		if !m.terminal() {
+			continue
+		}
+		if m.Type != "error" || m.Code != "node_lost" || (m.ID != "H" && m.ID != "Z") {
+			return false, fmt.Errorf("terminal %+v, want node_lost for H or Z", m)
+		}
+		got[m.ID]++
+	}
+	if got["H"] != 1 {
+		return false, fmt.Errorf("accepted request H: %d terminals, want exactly one node_lost (welcome %+v)", got["H"], c.welcome)
+	}
+	zListed := slices.Contains(c.welcome.Inflight, "Z")
+	_, zCalled := called.Load(sid + " Z")
+	switch {
+	case got["Z"] > 1:
+		return true, fmt.Errorf("Z: %d terminals, want at most one", got["Z"])
+	case got["Z"] == 1:
+		return true, nil
+	case zListed:
+		return true, fmt.Errorf("Z listed in flight (welcome %+v) but never answered", c.welcome)
+	case zCalled:
+		return false, fmt.Errorf("Z reached the backend but was neither in flight nor answered")
+	}
+	return false, nil
 }
 
 // isTimeout reports whether err is a read deadline passing.
