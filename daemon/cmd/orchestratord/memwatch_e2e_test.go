@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ type memWatch struct {
 	heapBefore, rssBefore uint64
 	peak                  atomic.Uint64
 	stop                  chan struct{}
+	halt                  sync.Once
 }
 
 func rssKB() uint64 {
@@ -34,6 +36,7 @@ func rssKB() uint64 {
 }
 
 func heapAfterGC() uint64 {
+	runtime.GC() // twice: sync.Pool's victims survive one
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -44,6 +47,7 @@ func watchMemory(t *testing.T) *memWatch {
 	t.Helper()
 	w := &memWatch{heapBefore: heapAfterGC(), rssBefore: rssKB(), stop: make(chan struct{})}
 	w.peak.Store(w.rssBefore)
+	t.Cleanup(func() { w.halt.Do(func() { close(w.stop) }) })
 	go func() {
 		tk := time.NewTicker(50 * time.Millisecond)
 		defer tk.Stop()
@@ -63,9 +67,28 @@ func watchMemory(t *testing.T) *memWatch {
 
 // report logs the figures (the test process: daemon and clients).
 func (w *memWatch) report(t *testing.T) {
-	close(w.stop)
+	w.halt.Do(func() { close(w.stop) })
 	heap := heapAfterGC()
 	t.Logf("memory (test process, daemon in it): heap after GC %.1f MiB before, %.1f MiB after; RSS %.1f MiB before, %.1f MiB peak, %.1f MiB after",
 		float64(w.heapBefore)/(1<<20), float64(heap)/(1<<20),
 		float64(w.rssBefore)/1024, float64(w.peak.Load())/1024, float64(rssKB())/1024)
+}
+
+// rssBack waits until RSS is back near its start: within 10 % of the rise
+// to the peak, and at least 16 MiB, above it. It fails with the figures if
+// that does not happen within the time given, and reports them either way.
+func (w *memWatch) rssBack(t *testing.T, within time.Duration) {
+	t.Helper()
+	defer w.report(t)
+	peak := w.peak.Load()
+	near := w.rssBefore + max(16<<10, (peak-min(peak, w.rssBefore))/10)
+	deadline := time.Now().Add(within)
+	for rssKB() > near {
+		if time.Now().After(deadline) {
+			t.Errorf("RSS %.1f MiB %v after the sessions expired; started at %.1f MiB, peaked at %.1f MiB, want at most %.1f MiB",
+				float64(rssKB())/1024, within, float64(w.rssBefore)/1024, float64(peak)/1024, float64(near)/1024)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
