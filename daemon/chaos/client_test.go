@@ -293,7 +293,12 @@ func TestSlowReaders(t *testing.T) {
 	if limit := int64(base.rssKB) + int64(n)*2*1024 + 64*1024; peak.Load() > limit {
 		t.Errorf("daemon RSS peaked at %d KiB with %d slow readers, over %d KiB", peak.Load(), n, limit)
 	}
-	if v := d.metric(`orchestratord_closes_total{code="4008"}`); int(v) != n {
+	// The counter moves when the daemon finalizes a connection (OnClose),
+	// which can come after its peer read the close frame (the daemon waits
+	// for the peer's close, at most its CloseWait): wait for it.
+	closes := func() int { return int(d.metric(`orchestratord_closes_total{code="4008"}`)) }
+	poll(10*time.Second, func() bool { return closes() >= n })
+	if v := closes(); v != n {
 		t.Errorf("orchestratord_closes_total{code=\"4008\"} = %v, want %d", v, n)
 	}
 	// Ids a slow reader wrote that the daemon never read (it closed the
