@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -290,7 +291,13 @@ func TestSlowReaders(t *testing.T) {
 		}
 	}
 	t.Logf("slow readers: close codes %v; daemon RSS peak %.1f MiB (baseline %.1f MiB)", codes, float64(peak.Load())/1024, float64(base.rssKB)/1024)
-	if limit := int64(base.rssKB) + int64(n)*2*1024 + 64*1024; peak.Load() > limit {
+	limit := int64(base.rssKB) + int64(n)*2*1024 + 64*1024
+	if os.Getenv("CHAOS_RACE") == "1" {
+		// A daemon built with -race keeps shadow memory for its heap
+		// (measured: 214 MiB peak here against 68 MiB without).
+		limit = int64(base.rssKB) + 3*(int64(n)*2*1024+64*1024)
+	}
+	if peak.Load() > limit {
 		t.Errorf("daemon RSS peaked at %d KiB with %d slow readers, over %d KiB", peak.Load(), n, limit)
 	}
 	// The counter moves when the daemon finalizes a connection (OnClose),
