@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -123,4 +124,90 @@ func TestOSReturn(t *testing.T) {
 	if d := newOSReturn(256 << 20); d.min != 16<<20 || d.every != 10*time.Second || d.free == nil {
 		t.Errorf("newOSReturn(256 MiB) = min %d every %v", d.min, d.every)
 	}
+}
+
+// FuzzTrimToBudget: whatever the sessions, their logs, cursors and
+// detach times, a trim keeps each log contiguous and ending at the
+// session's position, keeps the byte count exact, never drops what an
+// attached session is owed, reports what it freed, and stops at 90 % of
+// the budget unless nothing more may go.
+func FuzzTrimToBudget(f *testing.F) {
+	f.Add([]byte{3, 10, 2, 1, 5, 0, 7, 9, 4, 1}, uint16(2000))
+	f.Add([]byte{8, 8, 8, 0, 0, 0, 1, 1, 1}, uint16(100))
+	f.Fuzz(func(t *testing.T, spec []byte, budget uint16) {
+		ctx := context.Background()
+		cfg := config.Default().Sessions
+		cfg.MemoryBudgetBytes = 1 << 40
+		s := NewMemoryStore(cfg, slog.New(slog.DiscardHandler))
+		defer s.Close()
+		type sess struct {
+			id       string
+			n, dlv   uint64
+			attached bool
+		}
+		var ss []sess
+		t0 := time.Now()
+		// Three bytes a session: entries (1..16), delivered, detached
+		// order (0: attached).
+		for i := 0; i+2 < len(spec) && len(ss) < 16; i += 3 {
+			n := uint64(spec[i]%16) + 1
+			se, err := s.Create(ctx, "u")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k := range n {
+				msg := events.AppendResult(nil, "r", []byte(`"`+strings.Repeat("y", int(k*37%200))+`"`))
+				if _, err := s.Append(ctx, se.ID, msg, events.PosIndex(msg)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dlv := uint64(spec[i+1]) % (n + 1)
+			if err := s.Delivered(ctx, se.ID, dlv); err != nil {
+				t.Fatal(err)
+			}
+			var at time.Time
+			if spec[i+2] != 0 {
+				at = t0.Add(time.Duration(spec[i+2]) * time.Millisecond)
+			}
+			s.SetDetached(se.ID, at)
+			ss = append(ss, sess{se.ID, n, dlv, at.IsZero()})
+		}
+		s.lim.budget = int64(budget) + 1
+		before := s.Bytes()
+		freed := s.trimToBudget()
+		var sum int64
+		canGo := false // something trimmable is left
+		for _, x := range ss {
+			les, err := s.ReadLog(ctx, x.id, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			se, err := s.Get(ctx, x.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum += int64(len(se.Context)) // counted too, never trimmed
+			for k, le := range les {
+				if k > 0 && le.Pos != les[k-1].Pos+1 {
+					t.Fatalf("log of %s not contiguous: %d after %d", x.id, le.Pos, les[k-1].Pos)
+				}
+				sum += int64(len(le.Msg))
+				if !x.attached || le.Pos <= x.dlv {
+					canGo = true
+				}
+			}
+			if len(les) > 0 && les[len(les)-1].Pos != x.n {
+				t.Fatalf("log of %s ends at %d, want %d", x.id, les[len(les)-1].Pos, x.n)
+			}
+			if x.attached && uint64(len(les)) < x.n-x.dlv {
+				t.Fatalf("attached %s: %d entries left, owed %d", x.id, len(les), x.n-x.dlv)
+			}
+		}
+		if sum != s.Bytes() || freed != before-s.Bytes() {
+			t.Fatalf("bytes %d counted, %d in the logs; freed %d of %d", s.Bytes(), sum, freed, before)
+		}
+		if target := s.lim.budget / 10 * 9; before > s.lim.budget && s.Bytes() > target && canGo {
+			t.Fatalf("stopped at %d B over the target %d B with something left to trim", s.Bytes(), target)
+		}
+	})
 }
