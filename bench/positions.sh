@@ -44,10 +44,16 @@ trap cleanup EXIT
 run() {
   taskset -c 0 "$BIN/orchestratord-$1" serve --config "$CFG" >/dev/null 2>&1 &
   SRV=$!
+  up=0
   for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$((BASE + 80))/healthz" >/dev/null 2>&1 && break
+    if curl -fs "http://127.0.0.1:$((BASE + 80))/healthz" >/dev/null 2>&1; then up=1; break; fi
+    kill -0 "$SRV" 2>/dev/null || break
     sleep 0.1
   done
+  if [ "$up" != 1 ]; then
+    echo "orchestratord-$1 did not come up on 127.0.0.1:$((BASE + 80)) (port taken? set POS_PORT_BASE)" >&2
+    exit 1
+  fi
   taskset -c 1 "$BIN/orchestratord-load" -mode echo -url "ws://127.0.0.1:$((BASE + 80))/ws" \
     -jwt-secret "$ORCH_JWT_SECRET" -conns "$CONNS" -workers "$WORKERS" -payload "$PAYLOAD" \
     -duration "$DURATION" -server-pid "$SRV" -json "$2" -label "positions $1" >"$2.log" 2>&1
