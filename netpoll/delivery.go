@@ -168,7 +168,7 @@ func (c *Conn) closeDeliveryLocked() (reset bool) {
 // again in a v1 resume. Measured again here, only the few microseconds
 // between this ioctl and the close can still move, not the whole close
 // sequence (chaos TestSlowReaders with -race and CHAOS_RACE=1 on a loaded
-// machine: 13 duplicates in 1 run of 6 without it, none in 6 with it).
+// machine: 13 duplicates in 1 run of 6 without it, none in 14 with it).
 // c.mu held.
 func (c *Conn) settleResetLocked() {
 	d := c.dv
