@@ -10,7 +10,7 @@ PKGS      := ./...
 
 CLIENT    := web/client
 
-.PHONY: help build run test test-client test-scale test-short check-fmt check-generate vet lint generate fuzz bench chaos soak load-build bench-report load-scale bench-vet clean
+.PHONY: help build run test test-client test-scale test-short check-fmt check-generate vet lint generate fuzz bench chaos soak load-build bench-report load-scale bench-positions bench-vet clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -41,8 +41,9 @@ check-fmt: ## fail when gofmt would change a file
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_templ.go$$')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-vet: ## go vet
+vet: ## go vet (and of the benchmark-only build of make bench-positions, so that it keeps compiling)
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags benchnolog ./daemon/sessions/ ./daemon/cmd/orchestratord/
 
 check-generate: ## fail when the generated templ files are stale
 	@$(GO) tool templ generate >/dev/null
@@ -78,6 +79,9 @@ bench-report: ## side by side with gorilla/gws/nbio; rewrites docs/benchmarks.md
 
 load-scale: ## hold SCALE_CONNS (default 100000) idle connections over SO_REUSEPORT daemons; rewrites the scale section
 	bench/scale.sh
+
+bench-positions: ## what positions and the replay log cost on the echo path: product vs a -tags benchnolog build, ABAB pairs (POS_PAIRS=3 POS_DURATION=10s POS_PORT_BASE=28000)
+	bench/positions.sh
 
 bench-vet: ## vet, build and test the separate bench/ module
 	cd bench && $(GO) vet ./... && $(GO) build ./... && $(GO) test ./...

@@ -461,6 +461,9 @@ func (e *Engine) detach(c *Conn, fd int) {
 	delete(e.netConns, fd)
 	e.mu.Unlock()
 	e.wheel.remove(c)
+	c.mu.Lock()
+	c.settleResetLocked() // delivery.go: the last look before a reset
+	c.mu.Unlock()
 	closeSocket(fd, nc)
 }
 

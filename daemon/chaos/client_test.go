@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -290,10 +291,21 @@ func TestSlowReaders(t *testing.T) {
 		}
 	}
 	t.Logf("slow readers: close codes %v; daemon RSS peak %.1f MiB (baseline %.1f MiB)", codes, float64(peak.Load())/1024, float64(base.rssKB)/1024)
-	if limit := int64(base.rssKB) + int64(n)*2*1024 + 64*1024; peak.Load() > limit {
+	limit := int64(base.rssKB) + int64(n)*2*1024 + 64*1024
+	if os.Getenv("CHAOS_RACE") == "1" {
+		// A daemon built with -race keeps shadow memory for its heap
+		// (measured: 214 MiB peak here against 68 MiB without).
+		limit = int64(base.rssKB) + 3*(int64(n)*2*1024+64*1024)
+	}
+	if peak.Load() > limit {
 		t.Errorf("daemon RSS peaked at %d KiB with %d slow readers, over %d KiB", peak.Load(), n, limit)
 	}
-	if v := d.metric(`orchestratord_closes_total{code="4008"}`); int(v) != n {
+	// The counter moves when the daemon finalizes a connection (OnClose),
+	// which can come after its peer read the close frame (the daemon waits
+	// for the peer's close, at most its CloseWait): wait for it.
+	closes := func() int { return int(d.metric(`orchestratord_closes_total{code="4008"}`)) }
+	poll(10*time.Second, func() bool { return closes() >= n })
+	if v := closes(); v != n {
 		t.Errorf("orchestratord_closes_total{code=\"4008\"} = %v, want %d", v, n)
 	}
 	// Ids a slow reader wrote that the daemon never read (it closed the
@@ -311,9 +323,11 @@ func TestSlowReaders(t *testing.T) {
 	// The replay logs keep their terminals until the session TTL (contract
 	// 1.1, section 4a), within the memory budget: the heap comes back to
 	// the baseline plus what /metrics says the sessions hold.
+	// The heap holds them in size classes (a 16 KiB answer and its
+	// position take an 18 KiB object): an eighth more than their bytes.
 	held := int(d.metric("orchestratord_session_bytes")) >> 20
 	t.Logf("slow readers: the session logs hold %d MiB after the resumes", held)
-	d.settles(base, 8+held)
+	d.settles(base, 8+held+held/8)
 	if lost := answered - received; lost != 0 {
 		msg := fmt.Sprintf("%d terminals the daemon answered were lost: they sat in the outbound queue when the connection was closed 4008 and went neither to the socket nor to the outbox", lost)
 		t.Error(msg)

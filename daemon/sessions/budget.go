@@ -3,6 +3,7 @@ package sessions
 import (
 	"cmp"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"time"
 )
@@ -51,50 +52,91 @@ func (s *MemoryStore) kickTrim() {
 	}
 }
 
-// trimToBudget trims the logs of detached sessions, oldest detached first,
-// until the store holds at most 90 % of its budget.
-func (s *MemoryStore) trimToBudget() {
+// trimToBudget trims logs until the store holds at most 90 % of its
+// budget, and returns the bytes it freed. It drops the oldest entries of
+// a log (its positions stay contiguous), no more than needed, in three
+// passes, each oldest detached first: (1) the terminals of detached
+// sessions that their peer already received (at or below the delivered
+// cursor: only a resume with a ?last= below the cursor, a page reload,
+// would have asked for them), (2) the rest of the logs of detached
+// sessions (what they are owed: their next resume says recovered:false
+// with missed), (3) the received terminals of attached sessions. What an attached session is owed is
+// never trimmed: it is bounded by replay_max and replay_bytes.
+func (s *MemoryStore) trimToBudget() int64 {
 	target := s.lim.budget / 10 * 9
-	if s.bytes.Load() <= s.lim.budget {
-		return
+	start := s.bytes.Load()
+	if start <= s.lim.budget {
+		return 0
 	}
 	type cand struct {
-		id    string
-		since time.Time
+		id       string
+		detached int64 // unix nanos; 0: attached (last)
 	}
 	var cs []cand
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		for id, e := range sh.m {
-			if e.detached != 0 && e.logBytes > 0 {
-				cs = append(cs, cand{id, time.Unix(0, e.detached)})
+			if e.logBytes > 0 {
+				cs = append(cs, cand{id, e.detached})
 			}
 		}
 		sh.mu.Unlock()
 	}
-	slices.SortFunc(cs, func(a, b cand) int { return a.since.Compare(b.since) })
-	trimmed := 0
-	for _, c := range cs {
-		if s.bytes.Load() <= target {
-			break
+	slices.SortFunc(cs, func(a, b cand) int {
+		if (a.detached == 0) != (b.detached == 0) {
+			if a.detached == 0 {
+				return 1
+			}
+			return -1
 		}
-		sh := s.shard(c.id)
-		sh.mu.Lock()
-		if e := sh.m[c.id]; e != nil && e.detached != 0 {
-			s.dropLocked(e, len(e.log))
-			trimmed++
+		return cmp.Compare(a.detached, b.detached)
+	})
+	var received, owed, attached int
+	for pass := range 3 {
+		for _, c := range cs {
+			if s.bytes.Load() <= target {
+				break
+			}
+			if (pass < 2) != (c.detached != 0) {
+				continue
+			}
+			sh := s.shard(c.id)
+			sh.mu.Lock()
+			if e := sh.m[c.id]; e != nil && (e.detached != 0) == (pass < 2) {
+				// The oldest entries, only as many as needed; passes 0
+				// and 2 stop at the delivered cursor.
+				n, over := 0, s.bytes.Load()-target
+				for n < len(e.log) && over > 0 && (pass == 1 || e.log[n].Pos <= e.dlv) {
+					over -= int64(len(e.log[n].Msg))
+					n++
+				}
+				if n > 0 {
+					s.dropLocked(e, n)
+					switch pass {
+					case 0:
+						received++
+					case 1:
+						owed++
+					default:
+						attached++
+					}
+				}
+			}
+			sh.mu.Unlock()
 		}
-		sh.mu.Unlock()
 	}
-	if trimmed > 0 {
-		s.log.Warn("session memory budget reached: replay logs of detached sessions trimmed",
-			slog.Int("sessions", trimmed), slog.Int64("bytes", s.bytes.Load()), slog.Int64("budget", s.lim.budget))
-	}
-	if s.bytes.Load() > s.lim.budget {
-		s.log.Warn("session memory budget exceeded by attached sessions",
+	if owed+received+attached > 0 {
+		s.log.Warn("session memory budget reached: replay logs trimmed",
+			slog.Int("detached_received", received), slog.Int("detached_owed", owed),
+			slog.Int("attached_received", attached),
 			slog.Int64("bytes", s.bytes.Load()), slog.Int64("budget", s.lim.budget))
 	}
+	if s.bytes.Load() > s.lim.budget {
+		s.log.Warn("session memory budget exceeded by what attached sessions are owed",
+			slog.Int64("bytes", s.bytes.Load()), slog.Int64("budget", s.lim.budget))
+	}
+	return max(start-s.bytes.Load(), 0)
 }
 
 // DetachedInfo is one detached session kept for resume (the admin page).
@@ -140,4 +182,41 @@ func (s *MemoryStore) detached(dst []DetachedInfo, limit int) ([]DetachedInfo, i
 		dst = dst[:start+limit]
 	}
 	return dst, n
+}
+
+// osReturn gives memory the store freed back to the operating system.
+// Go's runtime returns freed heap pages by itself only slowly: the heap
+// goal shrinks at the next GC, which an idle daemon runs only every two
+// minutes, and the background scavenger then releases the excess at a
+// bounded pace. After a large release (the budget trimmed logs, sessions
+// expired) the store's sweeper calls debug.FreeOSMemory (a full GC, then
+// every free page returned), so the process's RSS comes back near where
+// it was instead of staying at its peak. Only on the sweeper goroutine,
+// never on a request or connection path; at most once per every, and only
+// once at least min bytes were freed since the last return (a release
+// that comes too soon waits for the sweeper's next tick).
+type osReturn struct {
+	min     int64
+	every   time.Duration
+	pending int64     // bytes freed since the last return
+	last    time.Time // the last return
+	free    func()    // debug.FreeOSMemory (a test seam)
+}
+
+// newOSReturn: a return is worth it from a sixteenth of the budget (at
+// least 1 MiB) freed, at most once per 10 s.
+func newOSReturn(budget int64) osReturn {
+	return osReturn{min: max(budget/16, 1<<20), every: 10 * time.Second, free: debug.FreeOSMemory}
+}
+
+// freed records n bytes freed (0: only check a waiting return) and
+// returns the memory to the OS if that is due. Sweeper goroutine only.
+func (r *osReturn) freed(n int64, now time.Time) bool {
+	r.pending += n
+	if r.pending < r.min || now.Sub(r.last) < r.every {
+		return false
+	}
+	r.pending, r.last = 0, now
+	r.free()
+	return true
 }

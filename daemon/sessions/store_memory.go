@@ -29,6 +29,7 @@ type MemoryStore struct {
 
 	bytes atomic.Int64 // process memory held: logs, contexts, histories
 	trimq chan struct{}
+	ret   osReturn // the sweeper's: freed memory back to the OS (budget.go)
 
 	nodesMu sync.Mutex
 	nodes   map[string][]string // one read-only []string{node} per node name (Claim)
@@ -67,6 +68,7 @@ func NewMemoryStore(cfg config.Sessions, log *slog.Logger) *MemoryStore {
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 		trimq: make(chan struct{}, 1),
+		ret:   newOSReturn(limitsOf(cfg).budget),
 	}
 	for i := range s.shards {
 		s.shards[i].m = make(map[string]*memEntry)
@@ -91,11 +93,12 @@ func (s *MemoryStore) sweep(every time.Duration) {
 		case <-s.stop:
 			return
 		case <-s.trimq:
-			s.trimToBudget()
+			s.ret.freed(s.trimToBudget(), time.Now())
 			continue
 		case <-t.C:
 		}
 		now := s.now()
+		before := s.bytes.Load()
 		for i := range s.shards {
 			sh := &s.shards[i]
 			sh.mu.Lock()
@@ -106,6 +109,7 @@ func (s *MemoryStore) sweep(every time.Duration) {
 			}
 			sh.mu.Unlock()
 		}
+		s.ret.freed(max(before-s.bytes.Load(), 0), time.Now())
 	}
 }
 
@@ -376,6 +380,9 @@ func (s *MemoryStore) SetDetached(id string, at time.Time) {
 		ns = at.UnixNano()
 	}
 	_ = s.with(id, func(e *memEntry) error { e.detached = ns; return nil })
+	if ns != 0 && s.bytes.Load() > s.lim.budget {
+		s.kickTrim() // now trimmable: no need to wait for the next append
+	}
 }
 
 // Holder implements Store.
