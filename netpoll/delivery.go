@@ -208,7 +208,7 @@ func (c *Conn) takeDrainedLocked() func() {
 	if d == nil || d.drained == nil {
 		return nil
 	}
-	if c.wq != nil && c.wq.size > d.below && c.state != stClosed && !c.broken {
+	if c.wq != nil && c.wq.size > d.below && c.state != stClosed && c.mflags&mfBroken == 0 {
 		return nil
 	}
 	fn := d.drained
