@@ -70,8 +70,8 @@ func heapStack() uint64 {
 }
 
 // TestIdleConnCost checks what an idle upgraded connection costs: Go heap
-// and stack (at most 320 B: the RSS goal is 0.5 KB), exactly one fd, and no goroutine. The full
-// measurement with RSS is netpoll/internal/idlebench.
+// and stack (at most 320 B; the RSS goal is 0.5 KB), exactly one fd, and no
+// goroutine. The full measurement with RSS is netpoll/internal/idlebench.
 func TestIdleConnCost(t *testing.T) {
 	n := 2000
 	h := &countingHandler{}
