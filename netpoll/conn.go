@@ -453,7 +453,7 @@ func (c *Conn) readFrames(w *poller, hup bool) {
 			c.pending.Or(evRead)
 			break
 		}
-		n, err := unix.Read(int(c.fd), w.buf)
+		n, err := readRaw(int(c.fd), w.buf)
 		if err == unix.EINTR {
 			continue
 		}
@@ -528,7 +528,7 @@ func (c *Conn) setErr(err error) {
 // discard reads and drops input until EAGAIN or EOF (after an HTTP response).
 func (c *Conn) discard(w *poller) {
 	for range 64 {
-		n, err := unix.Read(int(c.fd), w.buf)
+		n, err := readRaw(int(c.fd), w.buf)
 		if err == unix.EINTR {
 			continue
 		}
@@ -691,7 +691,7 @@ const maxDrainInput = 1 << 20
 func drainInput(fd int) {
 	var b [8192]byte
 	for read := 0; read < maxDrainInput; {
-		n, err := unix.Read(fd, b[:])
+		n, err := readRaw(fd, b[:])
 		read += max(n, 0)
 		if err == unix.EINTR {
 			continue

@@ -71,7 +71,7 @@ func (c *Conn) readHead(w *poller, hup bool) bool {
 	e := c.e
 	max := e.cfg.MaxHeaderBytes
 	for c.oflags&ofEOF == 0 {
-		n, err := unix.Read(int(c.fd), w.buf)
+		n, err := readRaw(int(c.fd), w.buf)
 		if err == unix.EINTR {
 			continue
 		}

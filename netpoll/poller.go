@@ -115,7 +115,7 @@ func (p *poller) drain() bool {
 		if p.stop.Load() {
 			return true
 		}
-		n, err := unix.EpollWait(p.epfd, p.events, 0)
+		n, err := epollPoll(p.epfd, p.events)
 		if err != nil {
 			if err == unix.EINTR {
 				continue

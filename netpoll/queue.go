@@ -2,7 +2,6 @@ package netpoll
 
 import (
 	"errors"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -114,14 +113,11 @@ func writev(fd int, bufs [][]byte) (int, error) {
 		return 0, nil
 	}
 	for {
-		r, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
-		if e == unix.EINTR {
+		r, err := writevRaw(fd, iov[:n])
+		if err == unix.EINTR {
 			continue
 		}
-		if e != 0 {
-			return 0, e
-		}
-		return int(r), nil
+		return r, err
 	}
 }
 
