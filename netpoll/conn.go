@@ -645,7 +645,10 @@ func (c *Conn) finalize(code CloseCode, err error) {
 		c.wq = nil
 	}
 	drained := c.takeDrainedLocked()
-	shut := c.mflags&mfShutWr == 0 && c.mflags&mfBroken == 0 && !reset
+	// After the peer's end (EOF read) nothing more can arrive and close
+	// sends FIN by itself: shutdown would be a system call for nothing (it
+	// fails with ENOTCONN when the peer reset).
+	shut := c.mflags&mfShutWr == 0 && c.mflags&mfBroken == 0 && !reset && c.oflags&ofEOF == 0
 	c.mflags |= mfShutWr
 	c.mu.Unlock()
 	if drained != nil {
@@ -658,8 +661,8 @@ func (c *Conn) finalize(code CloseCode, err error) {
 		// Tagged frames the peer has not acknowledged are still in the
 		// kernel's send queue: discard them (delivery.go).
 		_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-	} else if c.oflags&ofEOF == 0 {
-		drainInput(fd)
+	} else if c.oflags&ofEOF == 0 && drainInput(fd) {
+		shut = false // the peer's end was read: as above
 	}
 	if shut {
 		_ = unix.Shutdown(fd, unix.SHUT_WR)
@@ -687,8 +690,9 @@ const maxDrainInput = 1 << 20
 // drainInput discards what is left in the socket's receive buffer, until
 // EAGAIN or EOF (at most maxDrainInput bytes), so that closing it sends FIN
 // rather than RST (which could destroy the close frame or response still
-// in flight to the peer).
-func drainInput(fd int) {
+// in flight to the peer). It reports whether it read the peer's end (EOF
+// or a reset).
+func drainInput(fd int) (end bool) {
 	var b [8192]byte
 	for read := 0; read < maxDrainInput; {
 		n, err := readRaw(fd, b[:])
@@ -697,7 +701,8 @@ func drainInput(fd int) {
 			continue
 		}
 		if err != nil || n <= 0 {
-			return
+			return err != unix.EAGAIN
 		}
 	}
+	return false
 }

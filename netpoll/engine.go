@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -319,10 +320,13 @@ func (e *Engine) acceptRaw(rc syscallRawConn) error {
 		_ = f.SetReadDeadline(time.Now().Add(time.Second))
 		err := frc.Read(func(fd uintptr) bool {
 			for {
-				nfd, sa, err := unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+				nfd, peer, ip, err := accept4(int(fd))
 				switch {
 				case err == nil:
-					e.addConn(nfd, sa, nil)
+					if ip {
+						_ = unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+					}
+					e.addConn(nfd, peer, nil)
 					continue
 				case err == unix.EAGAIN:
 					return false
@@ -395,25 +399,15 @@ func (e *Engine) acceptNet(ln net.Listener) error {
 			_ = nc.Close()
 			continue
 		}
-		e.addConn(fd, nil, nc)
+		e.addConn(fd, remoteOf(nc), nc)
 	}
 }
 
 // addConn registers an accepted socket: table slot, handshake deadline, and
 // its single epoll registration.
-func (e *Engine) addConn(fd int, sa unix.Sockaddr, nc net.Conn) {
+func (e *Engine) addConn(fd int, peer netip.AddrPort, nc net.Conn) {
 	c := &Conn{e: e, fd: int32(fd), id: e.newID(time.Now())}
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		c.setRemote(netipAddrPort4(a))
-		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	case *unix.SockaddrInet6:
-		c.setRemote(netipAddrPort6(a))
-		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	}
-	if nc != nil {
-		c.setRemote(remoteOf(nc))
-	}
+	c.setRemote(peer)
 	e.mu.Lock()
 	if e.closing {
 		e.mu.Unlock()
