@@ -110,9 +110,11 @@ const (
 )
 
 const (
-	mfOpened uint8 = 1 << iota // OnOpen was called: OnClose is owed
-	mfBroken                   // a write failed
-	mfShutWr                   // shutdown(SHUT_WR) done
+	mfOpened  uint8 = 1 << iota // OnOpen was called: OnClose is owed
+	mfBroken                    // a write failed
+	mfShutWr                    // shutdown(SHUT_WR) done
+	mfSettle1                   // two bits: rounds the close waited for acknowledgements (delivery.go)
+	mfSettle2
 )
 
 const (
@@ -633,11 +635,27 @@ func (c *Conn) finalize(code CloseCode, err error) {
 		c.mu.Unlock()
 		return
 	}
+	if c.awaitAcksLocked() {
+		// Tagged frames are on their way or received but not yet
+		// acknowledged: wait for the peer's TCP, writing nothing more
+		// (delivery.go). The state timer brings the close back here.
+		if c.wq != nil {
+			c.wq.release(&e.bufs)
+			e.putQueue(c.wq)
+			c.wq = nil
+		}
+		e.wheel.set(c, tmState, e.wheel.after(ackSettleWait))
+		c.mu.Unlock()
+		return
+	}
 	opened := c.mflags&mfOpened != 0
 	fd := int(c.fd)
 	// Delivery hook: what the peer acknowledged is read from the kernel
 	// before anything else touches the socket (delivery.go).
 	reset := c.closeDeliveryLocked()
+	// A close that held the kernel's queue for acknowledgements resets:
+	// a FIN would wait behind the held queue.
+	reset = reset || c.mflags&(mfSettle1|mfSettle2) != 0
 	c.state = stClosed
 	if c.wq != nil {
 		c.wq.release(&e.bufs)
