@@ -11,10 +11,10 @@ import (
 // peer's (Remote). Set before the Gatekeeper runs and never changed after.
 // An address learnt from a header has port 0: the header does not carry it.
 func (c *Conn) Client() netip.AddrPort {
-	if c.client != nil {
-		return *c.client
+	if c.addrs != nil && c.addrs.client.IsValid() {
+		return c.addrs.client
 	}
-	return c.remote
+	return c.Remote()
 }
 
 // forwardedClient returns the client address that a trusted proxy reported
@@ -70,16 +70,16 @@ func parseForwardedAddr(s string) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// resolveClient sets c.client from the request headers when the TCP peer is
+// resolveClient sets the client address from the request headers when the TCP peer is
 // a trusted proxy and the address does not come from a PROXY header. It
 // runs on the admit goroutine before the Gatekeeper.
 func (c *Conn) resolveClient(h http.Header) {
 	e := c.e
-	if e.cfg.ProxyProtocol || len(e.cfg.TrustedProxies) == 0 || !e.trusted(c.remote.Addr()) {
+	if e.cfg.ProxyProtocol || len(e.cfg.TrustedProxies) == 0 || !e.trusted(c.Remote().Addr()) {
 		return
 	}
 	if a, ok := forwardedClient(h, e.trusted); ok {
 		ap := netip.AddrPortFrom(a, 0)
-		c.client = &ap
+		c.setClient(ap)
 	}
 }

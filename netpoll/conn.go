@@ -44,53 +44,166 @@ const (
 
 // Conn is one client connection. Its methods may be called from any
 // goroutine. Per-connection memory is kept small on purpose: an idle
-// connection holds this struct, its epoll callback and its table slot, and
-// no buffer and no goroutine.
+// connection holds this struct (192 bytes, TestConnSize) and its fd-table
+// slot, and no buffer and no goroutine. What only some connections need
+// lives behind pointers that are nil otherwise: an IPv6 peer or a client
+// reported by a trusted proxy (addrs), a scheduled close (closeAt), the
+// close's code and cause (cl), a partly read message (rs), a request head
+// (hs), unsent bytes (wq), tagged frames (dv). Flags are bits of one byte
+// per owner (the processing goroutine, c.mu, the wheel's lock), so that no
+// two owners ever write the same byte.
 type Conn struct {
-	e      *Engine
-	id     uint64
-	since  int64 // unix nanoseconds
-	remote netip.AddrPort
-	client *netip.AddrPort // reported by a trusted proxy (clientaddr.go); nil: remote
-	value  any
+	e     *Engine
+	id    uint64 // accept time in unix ms << idSeqBits, made unique (newID)
+	value any
+
+	// Set before the connection is shared (addConn, the handshake).
+	addrs *connAddrs // nil: the peer is the IPv4 r4:rport, no proxied client
+
+	// Owned by the goroutine that processes the connection (sched running).
+	rs *frameReader // borrowed while a frame or message is partly read
+	hs *handshake   // exists while the request head is read and admitted
+
+	// Guarded by mu.
+	wq *outQueue  // nil unless bytes are pending
+	dv *delivery  // tagged frames and NotifyDrained (delivery.go); nil until used
+	cl *closeInfo // the close's code and cause; nil until known
+
+	// Guarded by e.wheel.mu.
+	wnext, wprev *Conn
+	closeAt      *closeAtArgs // code and reason of a scheduled close (CloseAt)
+
+	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
 
 	sched   atomic.Uint32
 	pending atomic.Uint32
 
-	// Owned by the goroutine that processes the connection (sched running).
-	rs         *frameReader // borrowed while a frame or message is partly read
-	hs         *handshake   // exists while the request head is read and admitted
-	lastRead   uint32       // wheel tick of the last byte read
-	lastPing   uint32       // wheel tick of the last ping sent
-	peerClosed bool         // the peer's close frame was read
-	rfail      bool         // a violation was read: discard input until EOF
-	eof        bool         // read returned EOF or an error
+	lastRead uint32 // wheel tick of the last byte read (owner)
+	lastPing uint32 // wheel tick of the last ping sent (owner)
 
-	mu        sync.Mutex // guards the fields below
-	fd        int32
-	state     connState
-	opened    bool  // OnOpen was called: OnClose is owed
-	broken    bool  // a write failed
-	shutWr    bool  // shutdown(SHUT_WR) done
-	cork      uint8 // corkOn, corkWrote, corkQueued: see writeLocked
-	closeCode CloseCode
-	wq        *outQueue // nil unless bytes are pending
-	dv        *delivery // tagged frames and NotifyDrained (delivery.go); nil until used
-	closeErr  error
+	mu sync.Mutex // guards the fields marked so
+	fd int32      // guarded by mu
 
 	// Guarded by e.wheel.mu.
-	wnext, wprev  *Conn
-	wat           uint32
-	tState        uint32
-	tCloseAt      uint32
-	tBeat         uint32
-	tKinds        uint8
-	wIn           bool
-	wDead         bool // removed for good
-	closeAtCode   CloseCode
-	closeAtReason string
+	wat      uint32
+	tState   uint32
+	tCloseAt uint32
+	tBeat    uint32
 
-	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
+	r4    [4]byte // IPv4 peer (when rport != 0)
+	rport uint16
+
+	state  connState // guarded by mu
+	mflags uint8     // mf* bits, guarded by mu
+	cork   uint8     // corkOn, corkWrote, corkQueued (guarded by mu): see writeLocked
+	oflags uint8     // of* bits, owner only
+	tKinds uint8     // armed timers, guarded by e.wheel.mu
+	wflags uint8     // wf* bits, guarded by e.wheel.mu
+}
+
+// Flag bits of Conn.oflags (owner), Conn.mflags (c.mu) and Conn.wflags
+// (wheel lock).
+const (
+	ofPeerClosed uint8 = 1 << iota // the peer's close frame was read
+	ofRFail                        // a violation was read: discard input until EOF
+	ofEOF                          // read returned EOF or an error
+)
+
+const (
+	mfOpened  uint8 = 1 << iota // OnOpen was called: OnClose is owed
+	mfBroken                    // a write failed
+	mfShutWr                    // shutdown(SHUT_WR) done
+	mfSettle1                   // two bits: rounds the close waited for acknowledgements (delivery.go)
+	mfSettle2
+)
+
+const (
+	wfIn   uint8 = 1 << iota // linked in a wheel slot
+	wfDead                   // removed for good
+)
+
+// connAddrs holds the addresses that do not fit Conn's inline IPv4 peer.
+type connAddrs struct {
+	remote netip.AddrPort // the peer, when it is not IPv4
+	client netip.AddrPort // reported by a trusted proxy (clientaddr.go); invalid: none
+}
+
+// closeInfo is how a connection closes: the code sent or to report, and the
+// cause (nil for a clean close).
+type closeInfo struct {
+	code CloseCode
+	err  error
+}
+
+// closeAtArgs are the close code and reason of a scheduled close.
+type closeAtArgs struct {
+	code   CloseCode
+	reason string
+}
+
+// idSeqBits is how many low bits of a connection id count connections
+// accepted within the same millisecond.
+const idSeqBits = 20
+
+// newID returns a fresh connection id for a connection accepted at now: the
+// millisecond in the high bits (Conn.Since reads it back), strictly
+// increasing so that ids are unique.
+func (e *Engine) newID(now time.Time) uint64 {
+	ms := uint64(now.UnixMilli()) << idSeqBits
+	for {
+		old := e.lastID.Load()
+		id := max(old+1, ms)
+		if e.lastID.CompareAndSwap(old, id) {
+			return id
+		}
+	}
+}
+
+// setRemote records the peer's address; called before the connection is
+// shared.
+func (c *Conn) setRemote(ap netip.AddrPort) {
+	switch {
+	case ap.Addr().Is4() && ap.Port() != 0:
+		c.r4, c.rport = ap.Addr().As4(), ap.Port()
+	case ap.IsValid():
+		c.addrs = &connAddrs{remote: ap}
+	}
+}
+
+// setClient records the client address a trusted proxy reported; called by
+// the owner during the handshake, before the connection is shared.
+func (c *Conn) setClient(ap netip.AddrPort) {
+	if c.addrs == nil {
+		c.addrs = &connAddrs{}
+	}
+	c.addrs.client = ap
+}
+
+// closeCodeErrLocked returns the close's code and cause. c.mu must be held.
+func (c *Conn) closeCodeErrLocked() (CloseCode, error) {
+	if c.cl == nil {
+		return 0, nil
+	}
+	return c.cl.code, c.cl.err
+}
+
+// setCloseLocked records the close's code and cause. c.mu must be held.
+func (c *Conn) setCloseLocked(code CloseCode, err error) {
+	if c.cl == nil {
+		c.cl = &closeInfo{}
+	}
+	c.cl.code, c.cl.err = code, err
+}
+
+// setErrLocked records err as the close's cause unless one is known. c.mu
+// must be held.
+func (c *Conn) setErrLocked(err error) {
+	if c.cl == nil {
+		c.cl = &closeInfo{}
+	}
+	if c.cl.err == nil {
+		c.cl.err = err
+	}
 }
 
 // ConnStats are a connection's counters since it was accepted.
@@ -102,13 +215,21 @@ type ConnStats struct {
 func (c *Conn) ID() uint64 { return c.id }
 
 // Remote returns the peer's address (invalid for non-IP listeners).
-func (c *Conn) Remote() netip.AddrPort { return c.remote }
+func (c *Conn) Remote() netip.AddrPort {
+	if c.rport != 0 {
+		return netip.AddrPortFrom(netip.AddrFrom4(c.r4), c.rport)
+	}
+	if c.addrs != nil {
+		return c.addrs.remote
+	}
+	return netip.AddrPort{}
+}
 
 // Value returns Decision.Value given by the Gatekeeper.
 func (c *Conn) Value() any { return c.value }
 
 // Since returns when the connection was accepted.
-func (c *Conn) Since() time.Time { return time.Unix(0, c.since) }
+func (c *Conn) Since() time.Time { return time.UnixMilli(int64(c.id >> idSeqBits)) }
 
 // Stats returns the connection's counters.
 func (c *Conn) Stats() ConnStats {
@@ -170,7 +291,7 @@ func (c *Conn) CloseAt(t time.Time, code CloseCode, reason string) {
 // c.mu must be held and c.state be stOpen.
 func (c *Conn) beginCloseLocked(code CloseCode, reason string, err error) {
 	c.state = stClosing
-	c.closeCode, c.closeErr = code, err
+	c.setCloseLocked(code, err)
 	var pb [maxControlPayload]byte
 	p := pb[:0]
 	if code != CloseNoStatus {
@@ -266,7 +387,7 @@ func (c *Conn) onTimer() bool {
 			return true
 		case stClosing:
 			c.mu.Lock()
-			code, err := c.closeCode, c.closeErr
+			code, err := c.closeCodeErrLocked()
 			c.mu.Unlock()
 			if err == nil {
 				err = ErrCloseTimeout
@@ -329,12 +450,12 @@ func (c *Conn) readFrames(w *poller, hup bool) {
 	c.cork = corkOn
 	c.mu.Unlock()
 	defer c.uncork()
-	for budget := maxReadPerPass; !c.eof; {
+	for budget := maxReadPerPass; c.oflags&ofEOF == 0; {
 		if budget <= 0 {
 			c.pending.Or(evRead)
 			break
 		}
-		n, err := unix.Read(int(c.fd), w.buf)
+		n, err := readRaw(int(c.fd), w.buf)
 		if err == unix.EINTR {
 			continue
 		}
@@ -342,7 +463,7 @@ func (c *Conn) readFrames(w *poller, hup bool) {
 			break
 		}
 		if err != nil || n <= 0 {
-			c.eof = true
+			c.oflags |= ofEOF
 			if err != nil {
 				c.setErr(err)
 			}
@@ -381,7 +502,7 @@ func (c *Conn) uncork() {
 
 // decode feeds p to the frame reader unless input is being discarded.
 func (c *Conn) decode(p []byte) {
-	if c.rfail || c.peerClosed {
+	if c.oflags&ofRFail != 0 || c.oflags&ofPeerClosed != 0 {
 		return
 	}
 	if c.rs == nil {
@@ -390,7 +511,7 @@ func (c *Conn) decode(p []byte) {
 	err := c.rs.feed(p, c)
 	var pe *protocolError
 	if errors.As(err, &pe) {
-		c.rfail = true
+		c.oflags |= ofRFail
 		c.mu.Lock()
 		if c.state == stOpen {
 			c.beginCloseLocked(pe.code, "", pe)
@@ -402,16 +523,14 @@ func (c *Conn) decode(p []byte) {
 // setErr records the read error as the close cause unless one is known.
 func (c *Conn) setErr(err error) {
 	c.mu.Lock()
-	if c.closeErr == nil {
-		c.closeErr = err
-	}
+	c.setErrLocked(err)
 	c.mu.Unlock()
 }
 
 // discard reads and drops input until EAGAIN or EOF (after an HTTP response).
 func (c *Conn) discard(w *poller) {
 	for range 64 {
-		n, err := unix.Read(int(c.fd), w.buf)
+		n, err := readRaw(int(c.fd), w.buf)
 		if err == unix.EINTR {
 			continue
 		}
@@ -419,7 +538,7 @@ func (c *Conn) discard(w *poller) {
 			return
 		}
 		if err != nil || n <= 0 {
-			c.eof = true
+			c.oflags |= ofEOF
 			return
 		}
 	}
@@ -455,7 +574,7 @@ func (c *Conn) onPong([]byte) {}
 // onClose answers the peer's close frame by echoing its code, unless the
 // close handshake was started by this side.
 func (c *Conn) onClose(code CloseCode, _ []byte) {
-	c.peerClosed = true
+	c.oflags |= ofPeerClosed
 	c.mu.Lock()
 	if c.state == stOpen {
 		c.beginCloseLocked(code, "", nil)
@@ -467,12 +586,12 @@ func (c *Conn) onClose(code CloseCode, _ []byte) {
 // half-closes one that only waits for its peer to go.
 func (c *Conn) settle() {
 	c.mu.Lock()
-	st, flushed, broken := c.state, c.wq == nil, c.broken
-	code, err := c.closeCode, c.closeErr
+	st, flushed, broken := c.state, c.wq == nil, c.mflags&mfBroken != 0
+	code, err := c.closeCodeErrLocked()
 	c.mu.Unlock()
 	switch st {
 	case stOpen, stHandshake:
-		if broken || c.eof {
+		if broken || c.oflags&ofEOF != 0 {
 			if err == nil {
 				err = ErrPeerGone
 			}
@@ -482,14 +601,14 @@ func (c *Conn) settle() {
 		switch {
 		case broken:
 			c.finalize(code, err)
-		case flushed && (c.peerClosed || c.eof):
+		case flushed && (c.oflags&ofPeerClosed != 0 || c.oflags&ofEOF != 0):
 			c.finalize(code, err)
-		case flushed && c.rfail:
+		case flushed && c.oflags&ofRFail != 0:
 			c.shutdownWrite()
 		}
 	case stHTTPDone:
 		switch {
-		case broken || c.eof:
+		case broken || c.oflags&ofEOF != 0:
 			c.finalize(CloseAbnormal, nil)
 		case flushed:
 			c.shutdownWrite()
@@ -500,8 +619,8 @@ func (c *Conn) settle() {
 // shutdownWrite sends FIN once, so that the peer sees the end and closes.
 func (c *Conn) shutdownWrite() {
 	c.mu.Lock()
-	if !c.shutWr && c.state != stClosed {
-		c.shutWr = true
+	if c.mflags&mfShutWr == 0 && c.state != stClosed {
+		c.mflags |= mfShutWr
 		_ = unix.Shutdown(int(c.fd), unix.SHUT_WR)
 	}
 	c.mu.Unlock()
@@ -516,11 +635,27 @@ func (c *Conn) finalize(code CloseCode, err error) {
 		c.mu.Unlock()
 		return
 	}
-	opened := c.opened
+	if c.awaitAcksLocked() {
+		// Tagged frames are on their way or received but not yet
+		// acknowledged: wait for the peer's TCP, writing nothing more
+		// (delivery.go). The state timer brings the close back here.
+		if c.wq != nil {
+			c.wq.release(&e.bufs)
+			e.putQueue(c.wq)
+			c.wq = nil
+		}
+		e.wheel.set(c, tmState, e.wheel.after(ackSettleWait))
+		c.mu.Unlock()
+		return
+	}
+	opened := c.mflags&mfOpened != 0
 	fd := int(c.fd)
 	// Delivery hook: what the peer acknowledged is read from the kernel
 	// before anything else touches the socket (delivery.go).
 	reset := c.closeDeliveryLocked()
+	// A close that held the kernel's queue for acknowledgements resets:
+	// a FIN would wait behind the held queue.
+	reset = reset || c.mflags&(mfSettle1|mfSettle2) != 0
 	c.state = stClosed
 	if c.wq != nil {
 		c.wq.release(&e.bufs)
@@ -528,8 +663,11 @@ func (c *Conn) finalize(code CloseCode, err error) {
 		c.wq = nil
 	}
 	drained := c.takeDrainedLocked()
-	shut := !c.shutWr && !c.broken && !reset
-	c.shutWr = true
+	// After the peer's end (EOF read) nothing more can arrive and close
+	// sends FIN by itself: shutdown would be a system call for nothing (it
+	// fails with ENOTCONN when the peer reset).
+	shut := c.mflags&mfShutWr == 0 && c.mflags&mfBroken == 0 && !reset && c.oflags&ofEOF == 0
+	c.mflags |= mfShutWr
 	c.mu.Unlock()
 	if drained != nil {
 		drained()
@@ -541,8 +679,8 @@ func (c *Conn) finalize(code CloseCode, err error) {
 		// Tagged frames the peer has not acknowledged are still in the
 		// kernel's send queue: discard them (delivery.go).
 		_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
-	} else if !c.eof {
-		drainInput(fd)
+	} else if c.oflags&ofEOF == 0 && drainInput(fd) {
+		shut = false // the peer's end was read: as above
 	}
 	if shut {
 		_ = unix.Shutdown(fd, unix.SHUT_WR)
@@ -570,17 +708,19 @@ const maxDrainInput = 1 << 20
 // drainInput discards what is left in the socket's receive buffer, until
 // EAGAIN or EOF (at most maxDrainInput bytes), so that closing it sends FIN
 // rather than RST (which could destroy the close frame or response still
-// in flight to the peer).
-func drainInput(fd int) {
+// in flight to the peer). It reports whether it read the peer's end (EOF
+// or a reset).
+func drainInput(fd int) (end bool) {
 	var b [8192]byte
 	for read := 0; read < maxDrainInput; {
-		n, err := unix.Read(fd, b[:])
+		n, err := readRaw(fd, b[:])
 		read += max(n, 0)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil || n <= 0 {
-			return
+			return err != unix.EAGAIN
 		}
 	}
+	return false
 }

@@ -2,6 +2,7 @@ package netpoll
 
 import (
 	"errors"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -181,6 +182,59 @@ func (c *Conn) settleResetLocked() {
 	d.marks = nil
 }
 
+// Waiting for acknowledgements before a reset. A peer's TCP may hold
+// frames it received but has not acknowledged yet (a delayed ACK, up to
+// 200 ms on Linux), and frames may be on their way to it: counted
+// unacknowledged at the reset, the peer still reads them, and a v1 resume
+// replays them (a duplicate). So a server-initiated close (stClosing:
+// 4008, 4009, 1001, a close timeout) of a live peer that finds tagged
+// frames written to the kernel but not acknowledged, with segments in
+// flight (tcpi_unacked), first writes nothing more and waits
+// ackSettleWait (at least one wheel tick) for the acknowledgements, up to
+// maxSettleRounds times while segments stay in flight (a peer that keeps
+// reading gets more of the kernel's queue meanwhile). With nothing in
+// flight, everything the kernel sent is acknowledged and what it did not
+// send the reset discards: the count is exact. A peer still reading
+// after the last round can get a frame counted unacknowledged: the one
+// case left where a v1 resume repeats a terminal (a client passing
+// ?last= never sees it).
+const (
+	ackSettleWait   = 100 * time.Millisecond
+	maxSettleRounds = 3
+)
+
+// awaitAcksLocked reports whether the close must wait for the peer's
+// acknowledgements first, counting the round. Only the owner calls it
+// (finalize). c.mu held.
+func (c *Conn) awaitAcksLocked() bool {
+	d := c.dv
+	rounds := int(c.mflags&(mfSettle1|mfSettle2)) / int(mfSettle1)
+	if d == nil || d.final || len(d.marks) == 0 || c.state != stClosing ||
+		c.mflags&mfBroken != 0 || c.oflags&ofEOF != 0 || rounds >= maxSettleRounds {
+		return false
+	}
+	off, ok := c.ackedOffset()
+	if !ok {
+		return false
+	}
+	d.ackUpTo(off)
+	if len(d.marks) == 0 || d.marks[0].end > int64(c.bytesOut.Load()) {
+		return false // every frame written is acknowledged; the rest never left
+	}
+	ti, err := unix.GetsockoptTCPInfo(int(c.fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil || ti.Unacked == 0 {
+		return false
+	}
+	if rounds == 0 {
+		// Hold the kernel's queue: at a pacing rate of 1 byte/s the next
+		// segment waits for hours, so what the peer can get stops growing
+		// and its acknowledgements catch up. (0 would mean no pacing.)
+		_ = unix.SetsockoptUint64(int(c.fd), unix.SOL_SOCKET, unix.SO_MAX_PACING_RATE, 1)
+	}
+	c.mflags = c.mflags&^(mfSettle1|mfSettle2) | uint8(rounds+1)*mfSettle1
+	return true
+}
+
 // Acked returns, in and after OnClose, the largest tag T such that every
 // tagged frame up to T was written completely and acknowledged by the
 // peer's TCP; 0 if none. Before the close it asks the kernel (one ioctl)
@@ -232,7 +286,7 @@ func (c *Conn) takeDrainedLocked() func() {
 	if d == nil || d.drained == nil {
 		return nil
 	}
-	if c.wq != nil && c.wq.size > d.below && c.state != stClosed && !c.broken {
+	if c.wq != nil && c.wq.size > d.below && c.state != stClosed && c.mflags&mfBroken == 0 {
 		return nil
 	}
 	fn := d.drained

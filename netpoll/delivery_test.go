@@ -170,3 +170,52 @@ func TestAckedAfterFullRead(t *testing.T) {
 		t.Fatal("no OnClose")
 	}
 }
+
+// TestAckedReadingPeerExact: the peer reads slowly, all the while, so that
+// the close (4008 after the close wait) finds frames on their way or
+// received but not yet acknowledged. Acked must then be exact in both
+// directions: the peer reads every frame up to Acked (none lost) and none
+// above it (a v1 resume would replay those: a duplicate).
+func TestAckedReadingPeerExact(t *testing.T) {
+	for i := range 8 {
+		h := &ackHandler{echoHandler: newEchoHandler(), acked: make(chan uint64, 1)}
+		_, addr := startEngine(t, Config{OutboundQueueBytes: 64 << 10, CloseWait: 100 * time.Millisecond}, h, acceptAll{}, nil)
+		c := dialSmallBuffer(t, addr)
+		sc := h.waitOpen(t)
+		read := make(chan uint64, 1)
+		go func() {
+			// Slow, steady reads: a few KiB every millisecond.
+			var got uint64
+			defer func() { read <- got }()
+			_ = c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for {
+				hd, p, err := c.readFrame()
+				if err != nil || hd.OpCode != ws.OpText {
+					return
+				}
+				got = binary.BigEndian.Uint64(p)
+				time.Sleep(time.Millisecond)
+			}
+		}()
+		payload := make([]byte, 3000)
+		var sent uint64
+		for tag := uint64(1); ; tag++ {
+			binary.BigEndian.PutUint64(payload, tag)
+			if err := sc.SendTagged(payload, tag); err != nil {
+				break
+			}
+			sent = tag
+		}
+		var acked uint64
+		select {
+		case acked = <-h.acked:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no OnClose")
+		}
+		got := <-read
+		t.Logf("run %d: sent %d, acked %d, read by the peer %d", i, sent, acked, got)
+		if got != acked {
+			t.Errorf("run %d: the peer read frames up to %d, Acked said %d", i, got, acked)
+		}
+	}
+}

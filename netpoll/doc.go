@@ -39,10 +39,12 @@
 //
 // Buffers exist only while bytes are in flight: the request head while it
 // arrives, the frame reader while a frame or message is partly read, the
-// outbound queue while the socket does not take everything. An idle
-// connection holds its Conn (256 bytes) and two fd-table slots (16 bytes),
-// no buffer, no goroutine, no epoll callback (netpoll/internal/idlebench and
-// bench/run.sh measure it).
+// outbound queue while the socket does not take everything. An idle IPv4
+// connection holds its Conn (192 bytes: what only some connections need,
+// an IPv6 peer, a proxied client, a scheduled close, the close's cause,
+// hangs off nil pointers) and one fd-table slot (8 bytes; the table grows
+// by doubling), no buffer, no goroutine, no epoll callback
+// (netpoll/internal/idlebench and bench/run.sh measure it).
 //
 // # Ownership
 //

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -66,11 +67,14 @@ type Engine struct {
 	plain http.Handler
 	log   *slog.Logger
 
-	pollers []*poller                              // a connection belongs to pollers[fd % len]
-	tab     atomic.Pointer[[]atomic.Pointer[Conn]] // fd -> Conn, read by the pollers without locks
-	wheel   *wheel
-	admitQ  *runQueue
-	bufs    bufPool
+	pollers []*poller // a connection belongs to pollers[fd % len]
+	// tab maps fd -> Conn: read by the pollers without locks, written
+	// (and replaced by a larger copy) under mu. It is the engine's only
+	// registry of connections.
+	tab    atomic.Pointer[[]atomic.Pointer[Conn]]
+	wheel  *wheel
+	admitQ *runQueue
+	bufs   bufPool
 
 	readers sync.Pool // *frameReader
 	queues  sync.Pool // *outQueue
@@ -78,14 +82,13 @@ type Engine struct {
 	beatTicks uint32
 
 	mu        sync.RWMutex
-	conns     []*Conn // indexed by fd; guarded by mu
 	netConns  map[int]net.Conn
 	listeners []net.Listener
 	lnFiles   []*os.File // dup'ed listener sockets the accept loops wait on
 	closing   bool
 
 	open   atomic.Int64
-	nextID atomic.Uint64
+	lastID atomic.Uint64 // the last connection id given (newID)
 
 	probe      *Conn        // a pseudo-connection cycled through the admit pool
 	proxyLogAt atomic.Int64 // unix ns of the last "no PROXY header" warning
@@ -317,10 +320,13 @@ func (e *Engine) acceptRaw(rc syscallRawConn) error {
 		_ = f.SetReadDeadline(time.Now().Add(time.Second))
 		err := frc.Read(func(fd uintptr) bool {
 			for {
-				nfd, sa, err := unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+				nfd, peer, ip, err := accept4(int(fd))
 				switch {
 				case err == nil:
-					e.addConn(nfd, sa, nil)
+					if ip {
+						_ = unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+					}
+					e.addConn(nfd, peer, nil)
 					continue
 				case err == unix.EAGAIN:
 					return false
@@ -393,44 +399,29 @@ func (e *Engine) acceptNet(ln net.Listener) error {
 			_ = nc.Close()
 			continue
 		}
-		e.addConn(fd, nil, nc)
+		e.addConn(fd, remoteOf(nc), nc)
 	}
 }
 
 // addConn registers an accepted socket: table slot, handshake deadline, and
 // its single epoll registration.
-func (e *Engine) addConn(fd int, sa unix.Sockaddr, nc net.Conn) {
-	c := &Conn{e: e, fd: int32(fd), id: e.nextID.Add(1), since: time.Now().UnixNano()}
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		c.remote = netipAddrPort4(a)
-		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	case *unix.SockaddrInet6:
-		c.remote = netipAddrPort6(a)
-		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	}
-	if nc != nil {
-		c.remote = remoteOf(nc)
-	}
+func (e *Engine) addConn(fd int, peer netip.AddrPort, nc net.Conn) {
+	c := &Conn{e: e, fd: int32(fd), id: e.newID(time.Now())}
+	c.setRemote(peer)
 	e.mu.Lock()
 	if e.closing {
 		e.mu.Unlock()
 		closeSocket(fd, nc)
 		return
 	}
-	if fd >= len(e.conns) {
-		n := max(2*len(e.conns), fd+1, 1024)
-		nc := make([]*Conn, n)
-		copy(nc, e.conns)
-		e.conns = nc
-		old := *e.tab.Load()
+	if old := *e.tab.Load(); fd >= len(old) {
+		n := max(2*len(old), fd+1, 1024)
 		t := make([]atomic.Pointer[Conn], n)
 		for i := range old {
 			t[i].Store(old[i].Load())
 		}
 		e.tab.Store(&t)
 	}
-	e.conns[fd] = c
 	(*e.tab.Load())[fd].Store(c)
 	if nc != nil {
 		e.netConns[fd] = nc
@@ -453,9 +444,8 @@ func (e *Engine) addConn(fd int, sa unix.Sockaddr, nc net.Conn) {
 func (e *Engine) detach(c *Conn, fd int) {
 	e.pollerOf(c).del(fd)
 	e.mu.Lock()
-	if fd < len(e.conns) && e.conns[fd] == c {
-		e.conns[fd] = nil
-		(*e.tab.Load())[fd].Store(nil)
+	if t := *e.tab.Load(); fd < len(t) && t[fd].Load() == c {
+		t[fd].Store(nil)
 	}
 	nc := e.netConns[fd]
 	delete(e.netConns, fd)
@@ -485,19 +475,18 @@ func (e *Engine) Range(fn func(*Conn) bool) {
 	var batch [256]*Conn
 	for i := 0; ; {
 		n := 0
-		e.mu.RLock()
-		for ; i < len(e.conns) && n < len(batch); i++ {
-			if c := e.conns[i]; c != nil {
+		t := *e.tab.Load()
+		for ; i < len(t) && n < len(batch); i++ {
+			if c := t[i].Load(); c != nil {
 				batch[n] = c
 				n++
 			}
 		}
-		done := i >= len(e.conns)
-		e.mu.RUnlock()
+		done := i >= len(t)
 		for j, c := range batch[:n] {
 			batch[j] = nil
 			c.mu.Lock()
-			open := c.opened && c.state != stClosed
+			open := c.mflags&mfOpened != 0 && c.state != stClosed
 			c.mu.Unlock()
 			if open && !fn(c) {
 				return
@@ -538,8 +527,9 @@ func (e *Engine) Close() error {
 		e.acceptWG.Wait()
 		var all []*Conn
 		e.mu.RLock()
-		for _, c := range e.conns {
-			if c != nil {
+		t := *e.tab.Load()
+		for i := range t {
+			if c := t[i].Load(); c != nil {
 				all = append(all, c)
 			}
 		}

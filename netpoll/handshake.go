@@ -70,8 +70,8 @@ func (h *handshake) release(bufs *bufPool) {
 func (c *Conn) readHead(w *poller, hup bool) bool {
 	e := c.e
 	max := e.cfg.MaxHeaderBytes
-	for !c.eof {
-		n, err := unix.Read(int(c.fd), w.buf)
+	for c.oflags&ofEOF == 0 {
+		n, err := readRaw(int(c.fd), w.buf)
 		if err == unix.EINTR {
 			continue
 		}
@@ -79,12 +79,12 @@ func (c *Conn) readHead(w *poller, hup bool) bool {
 			return false
 		}
 		if err != nil || n <= 0 {
-			c.eof = true
+			c.oflags |= ofEOF
 			return false
 		}
 		c.bytesIn.Add(uint64(n))
 		if c.hs == nil {
-			c.hs = &handshake{buf: e.bufs.get(n), proxy: e.expectsProxy(c.remote)}
+			c.hs = &handshake{buf: e.bufs.get(n), proxy: e.expectsProxy(c.Remote())}
 		}
 		hs := c.hs
 		prev := len(*hs.buf)
@@ -105,7 +105,7 @@ func (c *Conn) readHead(w *poller, hup bool) bool {
 			}
 			hs.proxy = false
 			if src.IsValid() {
-				c.client = &src
+				c.setClient(src)
 			}
 			b = b[:copy(b, b[pn:])]
 			*hs.buf = b
@@ -225,8 +225,8 @@ func (c *Conn) admit() {
 	if e.g != nil {
 		d = e.g.Admit(&Request{
 			Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery,
-			Header: req.Header, Remote: c.remote, Client: c.Client(),
-			Trusted: e.trusted(c.remote.Addr()),
+			Header: req.Header, Remote: c.Remote(), Client: c.Client(),
+			Trusted: e.trusted(c.Remote().Addr()),
 		})
 	}
 	if r := d.Refusal; r != nil {
@@ -257,7 +257,7 @@ func (c *Conn) admit() {
 		return
 	}
 	c.state = stOpen
-	c.opened = true
+	c.mflags |= mfOpened
 	c.mu.Unlock()
 	e.open.Add(1)
 	now := e.wheel.now.Load()

@@ -90,7 +90,7 @@ func (c *Conn) servePlain(req *http.Request) {
 func (c *Conn) runPlain(rw *plainResponse, req *http.Request) (ok bool) {
 	defer func() {
 		if p := recover(); p != nil {
-			c.e.log.Error("plain handler panicked", "remote", c.remote.String(), "err", fmt.Sprint(p))
+			c.e.log.Error("plain handler panicked", "remote", c.Remote().String(), "err", fmt.Sprint(p))
 			ok = false
 		}
 	}()

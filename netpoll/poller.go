@@ -106,15 +106,16 @@ func (p *poller) run() {
 	}
 }
 
-// drain processes ready events until epoll reports none and no connection
-// asked for another pass; it returns true only when the poller must stop
-// (false parks the goroutine until the epoll fd is readable again).
+// drain processes ready events until a call returns fewer than a full
+// batch and no connection asked for another pass; it returns true only
+// when the poller must stop (false parks the goroutine until the epoll fd
+// is readable again).
 func (p *poller) drain() bool {
 	for {
 		if p.stop.Load() {
 			return true
 		}
-		n, err := unix.EpollWait(p.epfd, p.events, 0)
+		n, err := epollPoll(p.epfd, p.events)
 		if err != nil {
 			if err == unix.EINTR {
 				continue
@@ -145,7 +146,12 @@ func (p *poller) drain() bool {
 			}
 			continue
 		}
-		if n == 0 {
+		if n < len(p.events) {
+			// The ready list was emptied by this call: park rather than
+			// ask again. An event queued meanwhile made the epoll fd
+			// readable, and the runtime (which polls it edge-triggered)
+			// wakes the goroutine at once; an empty epoll_wait(..., 0)
+			// before each park cost one system call per wakeup.
 			return false
 		}
 	}

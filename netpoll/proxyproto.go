@@ -224,7 +224,7 @@ func (c *Conn) refuseProxy(err error) {
 	e := c.e
 	if t, last := time.Now().UnixNano(), e.proxyLogAt.Load(); t-last >= proxyLogEvery && e.proxyLogAt.CompareAndSwap(last, t) {
 		e.log.Warn("connection from a trusted proxy closed: no valid PROXY protocol header (check listen.proxy_protocol and the proxy's config)",
-			"remote", c.remote.String(), "err", err)
+			"remote", c.Remote().String(), "err", err)
 	}
 	c.finalize(CloseAbnormal, err)
 }

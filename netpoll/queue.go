@@ -2,7 +2,6 @@ package netpoll
 
 import (
 	"errors"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -114,14 +113,11 @@ func writev(fd int, bufs [][]byte) (int, error) {
 		return 0, nil
 	}
 	for {
-		r, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
-		if e == unix.EINTR {
+		r, err := writevRaw(fd, iov[:n])
+		if err == unix.EINTR {
 			continue
 		}
-		if e != 0 {
-			return 0, e
-		}
-		return int(r), nil
+		return r, err
 	}
 }
 
@@ -143,7 +139,7 @@ func (c *Conn) writeFrameLocked(op byte, payload []byte, bounded bool) error {
 // one writev, when the pass ends (uncork). Outside a pass, a frame is
 // written at once when nothing is queued. c.mu must be held.
 func (c *Conn) writeLocked(a, b []byte, bounded bool) error {
-	if c.broken || c.state == stClosed {
+	if c.mflags&mfBroken != 0 || c.state == stClosed {
 		return ErrClosed
 	}
 	total := len(a) + len(b)
@@ -199,7 +195,7 @@ func (c *Conn) writeLocked(a, b []byte, bounded bool) error {
 // edge-triggered, brings the connection back, so it does not try again
 // into EAGAIN. c.mu must be held.
 func (c *Conn) flushLocked() {
-	for c.wq != nil && !c.broken {
+	for c.wq != nil && c.mflags&mfBroken == 0 {
 		var vb [maxIovecs][]byte
 		v := c.wq.iovecs(vb[:0])
 		want := 0
@@ -232,13 +228,11 @@ func (c *Conn) flushLocked() {
 // breakLocked records that the socket failed; the owner finalizes the
 // connection on its next pass. c.mu must be held.
 func (c *Conn) breakLocked(err error) {
-	if c.broken {
+	if c.mflags&mfBroken != 0 {
 		return
 	}
-	c.broken = true
-	if c.closeErr == nil {
-		c.closeErr = err
-	}
+	c.mflags |= mfBroken
+	c.setErrLocked(err)
 	if c.wq != nil {
 		c.wq.release(&c.e.bufs)
 		c.e.putQueue(c.wq)

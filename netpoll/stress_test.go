@@ -63,11 +63,10 @@ func TestIdleHalfOpen(t *testing.T) {
 		}
 	}
 	eventually(t, 10*time.Second, "all half-open conns accepted and read", func() bool {
-		e.mu.RLock()
-		defer e.mu.RUnlock()
 		k, heads := 0, 0
-		for _, c := range e.conns {
-			if c != nil {
+		t := *e.tab.Load()
+		for i := range t {
+			if c := t[i].Load(); c != nil {
 				k++
 				c.mu.Lock()
 				if c.state == stHandshake && c.bytesIn.Load() > 0 {

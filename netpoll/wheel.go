@@ -71,7 +71,7 @@ func (w *wheel) at(t time.Time) uint32 {
 // set arms timer kind on c for tick at, replacing an earlier value.
 func (w *wheel) set(c *Conn, kind uint8, at uint32) {
 	w.mu.Lock()
-	if c.wDead {
+	if c.wflags&wfDead != 0 {
 		w.mu.Unlock()
 		return
 	}
@@ -91,11 +91,12 @@ func (w *wheel) set(c *Conn, kind uint8, at uint32) {
 // setCloseAt arms the scheduled close of c.
 func (w *wheel) setCloseAt(c *Conn, at uint32, code CloseCode, reason string) {
 	w.mu.Lock()
-	if c.wDead {
+	if c.wflags&wfDead != 0 {
 		w.mu.Unlock()
 		return
 	}
-	c.tCloseAt, c.closeAtCode, c.closeAtReason = at, code, reason
+	c.tCloseAt = at
+	c.closeAt = &closeAtArgs{code: code, reason: reason}
 	c.tKinds |= tmCloseAt
 	w.reschedLocked(c)
 	w.mu.Unlock()
@@ -105,6 +106,9 @@ func (w *wheel) setCloseAt(c *Conn, at uint32, code CloseCode, reason string) {
 func (w *wheel) clear(c *Conn, kind uint8) {
 	w.mu.Lock()
 	c.tKinds &^= kind
+	if kind&tmCloseAt != 0 {
+		c.closeAt = nil
+	}
 	w.reschedLocked(c)
 	w.mu.Unlock()
 }
@@ -113,7 +117,8 @@ func (w *wheel) clear(c *Conn, kind uint8) {
 // a racing CloseAt cannot keep a finalized connection on the wheel.
 func (w *wheel) remove(c *Conn) {
 	w.mu.Lock()
-	c.tKinds, c.wDead = 0, true
+	c.tKinds, c.closeAt = 0, nil
+	c.wflags |= wfDead
 	w.unlinkLocked(c)
 	w.mu.Unlock()
 }
@@ -128,8 +133,10 @@ func (w *wheel) take(c *Conn) (kinds uint8, code CloseCode, reason string) {
 	}
 	if c.tKinds&tmCloseAt != 0 && !tickBefore(now, c.tCloseAt) {
 		kinds |= tmCloseAt
-		code, reason = c.closeAtCode, c.closeAtReason
-		c.closeAtReason = ""
+		if a := c.closeAt; a != nil {
+			code, reason = a.code, a.reason
+		}
+		c.closeAt = nil
 	}
 	if c.tKinds&tmBeat != 0 && !tickBefore(now, c.tBeat) {
 		kinds |= tmBeat
@@ -159,12 +166,13 @@ func (w *wheel) reschedLocked(c *Conn) {
 	if now := w.now.Load(); !tickBefore(now, at) {
 		at = now + 1
 	}
-	if c.wIn && c.wat == at {
+	if c.wflags&wfIn != 0 && c.wat == at {
 		return
 	}
 	w.unlinkLocked(c)
 	s := &w.slots[at&w.mask]
-	c.wat, c.wIn = at, true
+	c.wat = at
+	c.wflags |= wfIn
 	c.wprev, c.wnext = nil, *s
 	if *s != nil {
 		(*s).wprev = c
@@ -174,7 +182,7 @@ func (w *wheel) reschedLocked(c *Conn) {
 
 // unlinkLocked takes c out of its slot, if any.
 func (w *wheel) unlinkLocked(c *Conn) {
-	if !c.wIn {
+	if c.wflags&wfIn == 0 {
 		return
 	}
 	if c.wprev != nil {
@@ -185,7 +193,8 @@ func (w *wheel) unlinkLocked(c *Conn) {
 	if c.wnext != nil {
 		c.wnext.wprev = c.wprev
 	}
-	c.wnext, c.wprev, c.wIn = nil, nil, false
+	c.wnext, c.wprev = nil, nil
+	c.wflags &^= wfIn
 }
 
 // advance moves the wheel up to the tick for time now, calling fire for each

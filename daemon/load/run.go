@@ -118,20 +118,31 @@ func Run(ctx context.Context, o Options, log *slog.Logger) (*Result, error) {
 		srv.Connected = smp.Take(ctx)
 		return nil
 	}
+	// The phase ends before the connections close: their teardown is
+	// server CPU of no phase (see runLocal).
+	var after *Sample
+	finished := func() {
+		if after == nil {
+			sm := smp.Take(ctx)
+			after = &sm
+		}
+	}
 	var shards []ShardResult
 	if o.Procs == 1 {
-		r, err := runLocal(ctx, o, log, func(c ConnectReport) error { return ready([]ConnectReport{c}) })
+		r, err := runLocal(ctx, o, log, func(c ConnectReport) error { return ready([]ConnectReport{c}) },
+			func(ShardResult) error { finished(); return nil })
 		if err != nil {
 			return nil, err
 		}
 		shards = []ShardResult{r}
 	} else {
-		shards, err = runChildren(ctx, o, log, ready)
+		shards, err = runChildren(ctx, o, log, ready, finished)
 		if err != nil {
 			return nil, err
 		}
 	}
-	srv.After = smp.Take(ctx)
+	finished() // a shard without connections returns without the hook
+	srv.After = *after
 	res := merge(o, shards)
 	res.LoadBefore, res.LoadAfter = loadBefore, loadAvg()
 	srv.Conns = res.Alive
@@ -228,8 +239,9 @@ type childMsg struct {
 }
 
 // RunChild is a shard process: it reads its options from ChildEnv, connects,
-// writes {"ready":…} on out, waits for a line on in, runs the measured phase
-// and writes {"result":…}.
+// writes {"ready":…} on out, waits for a line on in, runs the measured phase,
+// writes {"result":…} and keeps its connections open until in gives another
+// line or ends (the parent samples the server in between).
 func RunChild(ctx context.Context, in io.Reader, out io.Writer, log *slog.Logger) error {
 	var o Options
 	if err := json.Unmarshal([]byte(os.Getenv(ChildEnv)), &o); err != nil {
@@ -238,6 +250,7 @@ func RunChild(ctx context.Context, in io.Reader, out io.Writer, log *slog.Logger
 	o.Token = os.Getenv(tokenEnv)
 	enc := json.NewEncoder(out)
 	br := bufio.NewReader(in)
+	sent := false
 	r, err := runLocal(ctx, o, log, func(c ConnectReport) error {
 		if err := enc.Encode(childMsg{Ready: &c}); err != nil {
 			return fmt.Errorf("write ready: %w", err)
@@ -246,10 +259,22 @@ func RunChild(ctx context.Context, in io.Reader, out io.Writer, log *slog.Logger
 			return fmt.Errorf("wait for go: %w", err)
 		}
 		return nil
+	}, func(r ShardResult) error {
+		sent = true
+		if err := enc.Encode(childMsg{Result: &r}); err != nil {
+			return fmt.Errorf("write result: %w", err)
+		}
+		_, _ = br.ReadString('\n') // a line or the end of in: close
+		return nil
 	})
 	if err != nil {
-		_ = enc.Encode(childMsg{Error: err.Error()})
+		if !sent {
+			_ = enc.Encode(childMsg{Error: err.Error()})
+		}
 		return err
+	}
+	if sent {
+		return nil
 	}
 	return enc.Encode(childMsg{Result: &r})
 }
@@ -272,7 +297,7 @@ func (c *child) next() (childMsg, error) {
 	return m, nil
 }
 
-func runChildren(ctx context.Context, o Options, log *slog.Logger, ready func([]ConnectReport) error) ([]ShardResult, error) {
+func runChildren(ctx context.Context, o Options, log *slog.Logger, ready func([]ConnectReport) error, finished func()) ([]ShardResult, error) {
 	children := make([]*child, 0, o.Procs)
 	defer func() {
 		for _, c := range children {
@@ -335,6 +360,11 @@ func runChildren(ctx context.Context, o Options, log *slog.Logger, ready func([]
 		}
 		return err
 	})
+	if err == nil {
+		// Every shard still holds its connections (RunChild waits for
+		// the end of its stdin, which the deferred cleanup closes).
+		finished()
+	}
 	return results, err
 }
 

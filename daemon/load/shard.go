@@ -225,8 +225,13 @@ func (s *shard) execute(ctx context.Context) ShardResult {
 
 // runLocal runs one shard in this process between the hooks: ready is called
 // with the connect report once every connection is up and must return when
-// the measured phase may start.
-func runLocal(ctx context.Context, o Options, log *slog.Logger, ready func(ConnectReport) error) (ShardResult, error) {
+// the measured phase may start; finished (if not nil) is called with the
+// result when the measured phase is over, while every connection is still
+// open, and must return when they may be closed. The server's end-of-phase
+// sample belongs there: closing thousands of connections costs the server
+// CPU (one teardown per connection) that is no part of what a phase
+// measures (an idle hold would otherwise report the teardown as idle CPU).
+func runLocal(ctx context.Context, o Options, log *slog.Logger, ready func(ConnectReport) error, finished func(ShardResult) error) (ShardResult, error) {
 	s, err := newShard(o, log)
 	if err != nil {
 		return ShardResult{}, err
@@ -245,6 +250,11 @@ func runLocal(ctx context.Context, o Options, log *slog.Logger, ready func(Conne
 	cpu0 := selfCPU()
 	r := s.execute(ctx)
 	r.CPUSeconds = selfCPU() - cpu0
+	if finished != nil {
+		if err := finished(r); err != nil {
+			return r, err
+		}
+	}
 	return r, nil
 }
 
