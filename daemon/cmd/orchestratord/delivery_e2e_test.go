@@ -266,30 +266,21 @@ func TestSlowConsumersResume(t *testing.T) {
 				if r.recovered != (r.missed == 0) {
 					t.Errorf("client %d: recovered %v with missed %d", i, r.recovered, r.missed)
 				}
-				// Positions 1..n: each received or replayed, at most one
-				// twice, or reported missed.
+				// Positions 1..n: each received or replayed, exactly
+				// once, or reported missed. netpoll waits for the peer's
+				// acknowledgements before a reset, so a terminal the peer
+				// had is never counted owed (netpoll/delivery.go).
 				pos := map[uint64]bool{}
-				var lastRecv uint64
 				for _, p := range r.received {
 					pos[p] = true
-					lastRecv = max(lastRecv, p)
 				}
 				twice := 0
 				for id, p := range r.replayed {
 					if _, ok := r.received[id]; ok {
-						// Only a terminal that the peer's TCP had but had
-						// not acknowledged when the daemon reset the
-						// connection (in flight, its ACK delayed) may come
-						// again: the last one received.
 						twice++
-						if !r.reset || p != lastRecv {
-							t.Errorf("client %d: id %s at position %d received and replayed (received up to %d, reset %v)", i, id, p, lastRecv, r.reset)
-						}
+						t.Errorf("client %d: id %s at position %d received and replayed (reset %v)", i, id, p, r.reset)
 					}
 					pos[p] = true
-				}
-				if twice > 1 {
-					t.Errorf("client %d: %d terminals received and replayed", i, twice)
 				}
 				for p := range pos {
 					if p == 0 || p > r.n {
