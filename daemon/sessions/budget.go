@@ -20,8 +20,9 @@ const entryOverhead = 64
 
 // sizeOf returns the bytes of e's context and history.
 func sizeOf(e *memEntry) int64 {
-	n := int64(len(e.s.Context))
-	for _, t := range e.s.History {
+	x := e.data()
+	n := int64(len(x.ctx))
+	for _, t := range x.history {
 		n += int64(len(t.Role)+len(t.Content)) + 32
 	}
 	return n
@@ -30,15 +31,21 @@ func sizeOf(e *memEntry) int64 {
 // resizeLocked recounts e's context and history bytes.
 func (s *MemoryStore) resizeLocked(e *memEntry) {
 	n := sizeOf(e)
-	s.bytes.Add(n - e.size)
-	e.size = n
+	if n == e.data().size {
+		return
+	}
+	x := e.dataW()
+	s.bytes.Add(n - x.size)
+	x.size = n
 }
 
 // removeLocked deletes the entry and its bytes; sh.mu held.
 func (s *MemoryStore) removeLocked(sh *memShard, id string, e *memEntry) {
 	delete(sh.m, id)
-	s.bytes.Add(-(e.logBytes + e.size))
-	e.logBytes, e.size = 0, 0
+	if x := e.x; x != nil {
+		s.bytes.Add(-(x.logBytes + x.size))
+		x.logBytes, x.size = 0, 0
+	}
 }
 
 // Bytes returns the bytes the store holds for sessions in process memory.
@@ -67,7 +74,7 @@ func (s *MemoryStore) trimToBudget() {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		for id, e := range sh.m {
-			if e.detached != 0 && e.logBytes > 0 {
+			if e.detached != 0 && e.data().logBytes > 0 {
 				cs = append(cs, cand{id, time.Unix(0, e.detached)})
 			}
 		}
@@ -82,7 +89,7 @@ func (s *MemoryStore) trimToBudget() {
 		sh := s.shard(c.id)
 		sh.mu.Lock()
 		if e := sh.m[c.id]; e != nil && e.detached != 0 {
-			s.dropLocked(e, len(e.log))
+			s.dropLocked(e, len(e.data().log))
 			trimmed++
 		}
 		sh.mu.Unlock()
@@ -121,8 +128,8 @@ func (s *MemoryStore) detached(dst []DetachedInfo, limit int) ([]DetachedInfo, i
 			if dst == nil && limit == 0 {
 				continue
 			}
-			d := DetachedInfo{ID: id, User: e.s.User, Since: time.Unix(0, e.detached)}
-			for _, le := range e.log {
+			d := DetachedInfo{ID: id, User: e.user, Since: time.Unix(0, e.detached)}
+			for _, le := range e.data().log {
 				if le.Pos > e.dlv && len(le.Msg) > 0 {
 					d.Owed++
 					d.OwedBytes += int64(len(le.Msg))

@@ -125,6 +125,15 @@ func TestRecordSize(t *testing.T) {
 	}
 }
 
+// TestMemEntrySize guards the memory store's idle footprint: an idle
+// session's entry is one 128-byte object (what only a session with a
+// context, history or log needs is made on first use).
+func TestMemEntrySize(t *testing.T) {
+	if sz := unsafe.Sizeof(memEntry{}); sz > 128 {
+		t.Fatalf("memEntry is %d bytes, want at most 128 (idle sessions)", sz)
+	}
+}
+
 // nopOutlet is an idle connection.
 type nopOutlet struct{}
 
