@@ -7,5 +7,5 @@
 // into a protocol error code (Code).
 //
 // It imports events, backends and config; sessions are reached through the
-// Sessions interface declared here, and connections through a Reply func.
+// Sessions interface declared here, and connections through a Reply.
 package dispatch
