@@ -41,7 +41,7 @@ func (s *MemoryStore) resizeLocked(e *memEntry) {
 
 // removeLocked deletes the entry and its bytes; sh.mu held.
 func (s *MemoryStore) removeLocked(sh *memShard, id string, e *memEntry) {
-	delete(sh.m, id)
+	sh.m.del(e)
 	if x := e.x; x != nil {
 		s.bytes.Add(-(x.logBytes + x.size))
 		x.logBytes, x.size = 0, 0
@@ -73,9 +73,9 @@ func (s *MemoryStore) trimToBudget() {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for id, e := range sh.m {
+		for e := range sh.m.all() {
 			if e.detached != 0 && e.data().logBytes > 0 {
-				cs = append(cs, cand{id, time.Unix(0, e.detached)})
+				cs = append(cs, cand{e.id, time.Unix(0, e.detached)})
 			}
 		}
 		sh.mu.Unlock()
@@ -88,7 +88,7 @@ func (s *MemoryStore) trimToBudget() {
 		}
 		sh := s.shard(c.id)
 		sh.mu.Lock()
-		if e := sh.m[c.id]; e != nil && e.detached != 0 {
+		if e := sh.m.get(c.id); e != nil && e.detached != 0 {
 			s.dropLocked(e, len(e.data().log))
 			trimmed++
 		}
@@ -120,7 +120,7 @@ func (s *MemoryStore) detached(dst []DetachedInfo, limit int) ([]DetachedInfo, i
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for id, e := range sh.m {
+		for e := range sh.m.all() {
 			if e.detached == 0 {
 				continue
 			}
@@ -128,7 +128,7 @@ func (s *MemoryStore) detached(dst []DetachedInfo, limit int) ([]DetachedInfo, i
 			if dst == nil && limit == 0 {
 				continue
 			}
-			d := DetachedInfo{ID: id, User: e.user, Since: time.Unix(0, e.detached)}
+			d := DetachedInfo{ID: e.id, User: e.user, Since: time.Unix(0, e.detached)}
 			for _, le := range e.data().log {
 				if le.Pos > e.dlv && len(le.Msg) > 0 {
 					d.Owed++

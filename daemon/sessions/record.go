@@ -57,8 +57,10 @@ type Record struct {
 
 type localShard struct {
 	mu sync.Mutex
-	m  map[string]*Record // guarded by mu
+	m  idIndex[Record, *Record] // guarded by mu
 }
+
+func (l *Record) indexID() string { return l.id }
 
 // lockLocal returns the session's record, locked, creating it when create
 // is set; nil if it does not exist and create is not set.
@@ -66,14 +68,14 @@ func (m *Manager) lockLocal(id string, create bool) *Record {
 	sh := m.shard(id)
 	for {
 		sh.mu.Lock()
-		l := sh.m[id]
+		l := sh.m.get(id)
 		if l == nil {
 			if !create {
 				sh.mu.Unlock()
 				return nil
 			}
 			l = &Record{m: m, id: id} // maps are made by the first request
-			sh.m[id] = l
+			sh.m.put(l)
 		}
 		sh.mu.Unlock()
 		l.mu.Lock()
@@ -93,9 +95,7 @@ func (m *Manager) releaseLocked(l *Record) {
 	}
 	sh := m.shard(l.id)
 	sh.mu.Lock()
-	if sh.m[l.id] == l {
-		delete(sh.m, l.id)
-	}
+	sh.m.del(l)
 	sh.mu.Unlock()
 	l.dead = true
 }
@@ -135,7 +135,7 @@ func (m *Manager) records() []*Record {
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()
-		for _, l := range sh.m {
+		for l := range sh.m.all() {
 			ls = append(ls, l)
 		}
 		sh.mu.Unlock()

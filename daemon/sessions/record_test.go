@@ -18,7 +18,7 @@ func registered(m *Manager) int {
 	n := 0
 	for i := range m.shards {
 		m.shards[i].mu.Lock()
-		n += len(m.shards[i].m)
+		n += m.shards[i].m.Len()
 		m.shards[i].mu.Unlock()
 	}
 	return n

@@ -40,8 +40,10 @@ type MemoryStore struct {
 
 type memShard struct {
 	mu sync.Mutex
-	m  map[string]*memEntry // guarded by mu
+	m  idIndex[memEntry, *memEntry] // guarded by mu
 }
+
+func (e *memEntry) indexID() string { return e.id }
 
 // memEntry is one session; guarded by its shard's mu. An idle session
 // (empty context, no history, empty log) is this one 128-byte object and
@@ -129,9 +131,6 @@ func NewMemoryStore(cfg config.Sessions, log *slog.Logger) *MemoryStore {
 		done:  make(chan struct{}),
 		trimq: make(chan struct{}, 1),
 	}
-	for i := range s.shards {
-		s.shards[i].m = make(map[string]*memEntry)
-	}
 	go s.sweep(sweepEvery(s.lim.ttl))
 	return s
 }
@@ -157,16 +156,22 @@ func (s *MemoryStore) sweep(every time.Duration) {
 		case <-t.C:
 		}
 		now := s.now()
+		var expired []*memEntry
 		for i := range s.shards {
 			sh := &s.shards[i]
 			sh.mu.Lock()
-			for id, e := range sh.m {
+			expired = expired[:0]
+			for e := range sh.m.all() {
 				if now.UnixNano() > e.expires {
-					s.removeLocked(sh, id, e)
+					expired = append(expired, e)
 				}
+			}
+			for _, e := range expired {
+				s.removeLocked(sh, e.id, e)
 			}
 			sh.mu.Unlock()
 		}
+		clear(expired)
 	}
 }
 
@@ -176,8 +181,8 @@ func (s *MemoryStore) shard(id string) *memShard {
 
 // entryLocked returns the live entry of id; sh.mu must be held.
 func (s *MemoryStore) entryLocked(sh *memShard, id string) (*memEntry, error) {
-	e, ok := sh.m[id]
-	if !ok {
+	e := sh.m.get(id)
+	if e == nil {
 		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
 	}
 	if s.now().UnixNano() > e.expires {
@@ -233,7 +238,10 @@ func (s *MemoryStore) Create(_ context.Context, user string) (*Session, error) {
 	e := s.newEntry(NewID(), user)
 	sh := s.shard(e.id)
 	sh.mu.Lock()
-	sh.m[e.id] = e
+	if old := sh.m.get(e.id); old != nil { // never for random ids; as a map would
+		s.removeLocked(sh, old.id, old)
+	}
+	sh.m.put(e)
 	sh.mu.Unlock()
 	return e.session(), nil
 }
@@ -246,8 +254,8 @@ func (s *MemoryStore) Restore(_ context.Context, id, user string) error {
 	sh := s.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if _, ok := sh.m[id]; !ok {
-		sh.m[id] = s.newEntry(id, user)
+	if sh.m.get(id) == nil {
+		sh.m.put(s.newEntry(id, user))
 	}
 	return nil
 }
@@ -469,7 +477,7 @@ func (s *MemoryStore) Len() int {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		n += len(sh.m)
+		n += sh.m.Len()
 		sh.mu.Unlock()
 	}
 	return n
