@@ -120,8 +120,8 @@ func memManager(t testing.TB) *Manager {
 // TestRecordSize guards the idle footprint: one record per session, in
 // one size class of the allocator.
 func TestRecordSize(t *testing.T) {
-	if sz := unsafe.Sizeof(Record{}); sz > 208 {
-		t.Fatalf("Record is %d bytes, want at most 208 (idle sessions)", sz)
+	if sz := unsafe.Sizeof(Record{}); sz > 192 {
+		t.Fatalf("Record is %d bytes, want at most 192 (idle sessions)", sz)
 	}
 }
 
