@@ -73,15 +73,12 @@ type memData struct {
 	size     int64 // context and history bytes, counted in MemoryStore.bytes
 }
 
-// noData is the memData of an idle entry, read-only.
-var noData memData
-
-// data returns e's memData for reading (a shared empty one when none).
-func (e *memEntry) data() *memData {
+// data returns a copy of e's memData for reading (empty when none).
+func (e *memEntry) data() memData {
 	if e.x == nil {
-		return &noData
+		return memData{}
 	}
-	return e.x
+	return *e.x
 }
 
 // dataW returns e's memData for writing, made on first use.
