@@ -186,7 +186,7 @@ func TestImmediateRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r, _, s := testRouter(t, routes, config.Limits{})
 			var rp replies
-			r.Handle(s, []byte(tc.in), rp.reply)
+			r.Handle(s, []byte(tc.in), ReplyFunc(rp.reply))
 			if got := rp.last(); !strings.Contains(got, tc.want) {
 				t.Fatalf("reply = %s, want it to contain %s", got, tc.want)
 			}
@@ -207,7 +207,7 @@ func TestStreamThenOneTerminal(t *testing.T) {
 	}}
 	r, st, s := testRouter(t, map[string]*route{"rag": {name: "rag", pool: pool, timeout: time.Second, needsSession: true}}, config.Limits{})
 	var rp replies
-	r.Handle(s, []byte(`{"type":"rag","id":"42","data":{"q":1}}`), rp.reply)
+	r.Handle(s, []byte(`{"type":"rag","id":"42","data":{"q":1}}`), ReplyFunc(rp.reply))
 	got := st.waitEnd(t, "42")
 	want := []string{
 		`{"type":"chunk","id":"42","seq":0,"data":{"n":0}}`,
@@ -261,7 +261,7 @@ func TestInFlightCoversTheTerminal(t *testing.T) {
 		st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	st.r = r
 	s := st.session("s", "u")
-	r.Handle(s, []byte(`{"type":"x","id":"1"}`), (&replies{}).reply)
+	r.Handle(s, []byte(`{"type":"x","id":"1"}`), ReplyFunc((&replies{}).reply))
 	if n := <-st.atEnd; n != 1 {
 		t.Fatalf("InFlight while the terminal was written = %d, want 1", n)
 	}
@@ -285,7 +285,7 @@ func TestErrorCodes(t *testing.T) {
 				return backends.Result{}, tc.err
 			}}
 			r, st, s := testRouter(t, map[string]*route{"x": {name: "x", pool: pool, timeout: time.Second}}, config.Limits{})
-			r.Handle(s, []byte(`{"type":"x","id":"1"}`), (&replies{}).reply)
+			r.Handle(s, []byte(`{"type":"x","id":"1"}`), ReplyFunc((&replies{}).reply))
 			got := st.waitEnd(t, "1")
 			if len(got) != 1 || !strings.Contains(got[0], tc.want) {
 				t.Fatalf("got %v, want one terminal containing %s", got, tc.want)
@@ -302,7 +302,7 @@ func TestFallbackWhenOpen(t *testing.T) {
 		return backends.Result{Data: json.RawMessage(`"from fallback"`)}, nil
 	}}
 	r, st, s := testRouter(t, map[string]*route{"x": {name: "x", pool: primary, fallback: fb, timeout: time.Second}}, config.Limits{})
-	r.Handle(s, []byte(`{"type":"x","id":"1"}`), (&replies{}).reply)
+	r.Handle(s, []byte(`{"type":"x","id":"1"}`), ReplyFunc((&replies{}).reply))
 	if got := st.waitEnd(t, "1"); len(got) != 1 || got[0] != `{"type":"result","id":"1","data":"from fallback"}` {
 		t.Fatalf("got %v", got)
 	}
@@ -325,19 +325,19 @@ func TestCancelDuplicateAndCaps(t *testing.T) {
 	lim.SessionInflight = 2
 	r, st, s := testRouter(t, map[string]*route{"x": {name: "x", pool: pool, timeout: time.Minute}}, lim)
 	var rp replies
-	r.Handle(s, []byte(`{"type":"x","id":"a"}`), rp.reply)
+	r.Handle(s, []byte(`{"type":"x","id":"a"}`), ReplyFunc(rp.reply))
 	<-started
-	r.Handle(s, []byte(`{"type":"x","id":"a"}`), rp.reply)
+	r.Handle(s, []byte(`{"type":"x","id":"a"}`), ReplyFunc(rp.reply))
 	if got := rp.last(); !strings.Contains(got, `"id":"a","code":"duplicate_id"`) {
 		t.Fatalf("second a: %s, want duplicate_id", got)
 	}
-	r.Handle(s, []byte(`{"type":"x","id":"b"}`), rp.reply)
+	r.Handle(s, []byte(`{"type":"x","id":"b"}`), ReplyFunc(rp.reply))
 	<-started
-	r.Handle(s, []byte(`{"type":"x","id":"c"}`), rp.reply)
+	r.Handle(s, []byte(`{"type":"x","id":"c"}`), ReplyFunc(rp.reply))
 	if got := rp.last(); !strings.Contains(got, `"id":"c","code":"overloaded"`) {
 		t.Fatalf("third request: %s, want overloaded", got)
 	}
-	r.Handle(s, []byte(`{"type":"cancel","id":"k","data":{"id":"a"}}`), rp.reply)
+	r.Handle(s, []byte(`{"type":"cancel","id":"k","data":{"id":"a"}}`), ReplyFunc(rp.reply))
 	if got := rp.last(); got != `{"type":"result","id":"k","data":{"canceled":true}}` {
 		t.Fatalf("cancel reply %s", got)
 	}
@@ -351,7 +351,7 @@ func TestCancelDuplicateAndCaps(t *testing.T) {
 	st.mu.Lock()
 	delete(st.ended, "a")
 	st.mu.Unlock()
-	r.Handle(s, []byte(`{"type":"x","id":"a"}`), rp.reply)
+	r.Handle(s, []byte(`{"type":"x","id":"a"}`), ReplyFunc(rp.reply))
 	<-started
 	r.CancelAll(ErrDraining)
 	for _, id := range []string{"b", "a"} {
@@ -386,7 +386,7 @@ func TestDeadlines(t *testing.T) {
 			rt.name, rt.pool = "x", pool
 			r, st, s := testRouter(t, map[string]*route{"x": &rt}, config.Limits{})
 			start := time.Now()
-			r.Handle(s, []byte(`{"type":"x","id":"1"}`), (&replies{}).reply)
+			r.Handle(s, []byte(`{"type":"x","id":"1"}`), ReplyFunc((&replies{}).reply))
 			got := st.waitEnd(t, "1")
 			if len(got) != tc.emits+1 || !strings.Contains(got[tc.emits], `"code":"timeout"`) {
 				t.Fatalf("got %v, want %d chunks then timeout", got, tc.emits)
@@ -408,7 +408,7 @@ func TestRateLimitAndDraining(t *testing.T) {
 	r, st, s := testRouter(t, map[string]*route{"x": {name: "x", pool: pool, timeout: time.Second}}, lim)
 	var rp replies
 	for i := 0; i < 3; i++ {
-		r.Handle(s, []byte(fmt.Sprintf(`{"type":"x","id":"%d"}`, i)), rp.reply)
+		r.Handle(s, []byte(fmt.Sprintf(`{"type":"x","id":"%d"}`, i)), ReplyFunc(rp.reply))
 	}
 	st.waitEnd(t, "0")
 	st.waitEnd(t, "1")
@@ -417,7 +417,7 @@ func TestRateLimitAndDraining(t *testing.T) {
 	}
 	r2, _, s2 := testRouter(t, map[string]*route{"x": {name: "x", pool: pool, timeout: time.Second}}, config.Limits{})
 	r2.SetDraining(true)
-	r2.Handle(s2, []byte(`{"type":"x","id":"d"}`), rp.reply)
+	r2.Handle(s2, []byte(`{"type":"x","id":"d"}`), ReplyFunc(rp.reply))
 	if got := rp.last(); !strings.Contains(got, `"id":"d","code":"draining"`) {
 		t.Fatalf("while draining: %s", got)
 	}
@@ -430,7 +430,7 @@ func TestStoreFailureIsClearError(t *testing.T) {
 	pool := echoPool()
 	r, st, s := testRouter(t, map[string]*route{"x": {name: "x", pool: pool, timeout: time.Second, needsSession: true}}, config.Limits{})
 	st.loadErr = errors.New("connection refused")
-	r.Handle(s, []byte(`{"type":"x","id":"1"}`), (&replies{}).reply)
+	r.Handle(s, []byte(`{"type":"x","id":"1"}`), ReplyFunc((&replies{}).reply))
 	got := st.waitEnd(t, "1")
 	if len(got) != 1 || !strings.Contains(got[0], `"message":"session store unavailable"`) || pool.count() != 0 {
 		t.Fatalf("got %v (backend calls %d), want one store error and no call", got, pool.count())
@@ -443,7 +443,7 @@ func TestStoreFailureIsClearError(t *testing.T) {
 func TestInlineEchoNoGoroutine(t *testing.T) {
 	r, st, s := testRouter(t, map[string]*route{"echo": {name: "echo", inline: true}}, config.Limits{})
 	var rp replies
-	r.Handle(s, []byte(`{"type":"echo","id":"e","data":{"x":[1]}}`), rp.reply)
+	r.Handle(s, []byte(`{"type":"echo","id":"e","data":{"x":[1]}}`), ReplyFunc(rp.reply))
 	if got := st.messages("e"); len(got) != 1 || got[0] != `{"type":"result","id":"e","data":{"x":[1]}}` {
 		t.Fatalf("inline echo terminal %q", got)
 	}
@@ -454,7 +454,7 @@ func TestInlineEchoNoGoroutine(t *testing.T) {
 func TestAck(t *testing.T) {
 	r, st, s := testRouter(t, map[string]*route{}, config.Limits{})
 	var rp replies
-	r.Handle(s, []byte(`{"type":"ack","pos":12}`), rp.reply)
+	r.Handle(s, []byte(`{"type":"ack","pos":12}`), ReplyFunc(rp.reply))
 	if got := rp.last(); got != "" {
 		t.Fatalf("ack answered %s", got)
 	}
@@ -465,7 +465,7 @@ func TestAck(t *testing.T) {
 		t.Fatalf("acks = %v, want [12]", acks)
 	}
 	for _, bad := range []string{`{"type":"ack"}`, `{"type":"ack","pos":-1}`, `{"type":"ack","pos":"3"}`, `{"type":"ack","pos":1.5}`, `{"type":"ack","pos":9007199254740992}`} {
-		r.Handle(s, []byte(bad), rp.reply)
+		r.Handle(s, []byte(bad), ReplyFunc(rp.reply))
 		if got := rp.last(); !strings.Contains(got, `"code":"bad_request"`) {
 			t.Errorf("%s answered %q, want bad_request", bad, got)
 		}
@@ -487,7 +487,7 @@ func BenchmarkHandleInlineEcho(b *testing.B) {
 		discardTerminals{st}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	s := st.session("s", "u")
 	msg := []byte(`{"type":"echo","id":"42","data":{"text":"hello world"}}`)
-	reply := func([]byte) error { return nil }
+	reply := ReplyFunc(func([]byte) error { return nil })
 	b.ReportAllocs()
 	for b.Loop() {
 		r.Handle(s, msg, reply)
@@ -506,7 +506,7 @@ func TestIDSurvivesBufferReuse(t *testing.T) {
 	}}
 	r, st, s := testRouter(t, map[string]*route{"x": {name: "x", pool: pool, timeout: time.Second}}, config.Limits{})
 	buf := []byte(`{"type":"x","id":"orig-id","data":null}`)
-	r.Handle(s, buf, (&replies{}).reply)
+	r.Handle(s, buf, ReplyFunc((&replies{}).reply))
 	<-started
 	copy(buf, []byte(`{"type":"x","id":"XXXXXXX","data":null}`))
 	close(release)
@@ -543,9 +543,9 @@ func TestMetricLabelsAreRouteNames(t *testing.T) {
 	buf := make([]byte, 0, 128)
 	for i := 0; i < 50; i++ {
 		buf = fmt.Appendf(buf[:0], `{"type":"made-up-%d","id":"%d"}`, i, i)
-		r.Handle(s, buf, (&replies{}).reply)
+		r.Handle(s, buf, ReplyFunc((&replies{}).reply))
 		buf = fmt.Appendf(buf[:0], `{"type":"echo","id":"e%d"}`, i)
-		r.Handle(s, buf, (&replies{}).reply)
+		r.Handle(s, buf, ReplyFunc((&replies{}).reply))
 	}
 	copy(buf, bytes.Repeat([]byte("X"), len(buf)))
 	if len(m.routes) != 2 || m.routes[unknownRoute] != 50 || m.routes["echo"] != 50 {

@@ -13,6 +13,7 @@
 // trace id and a new span id (daemon/traceparent); every log line about the
 // request has the trace id under "trace".
 //
-// It imports events, backends, config and traceparent; sessions are reached through the
-// Sessions interface declared here, and connections through a Reply func.
+// It imports events, backends, config and traceparent; sessions are
+// reached through the Sessions interface declared here, and connections
+// through a Reply.
 package dispatch

@@ -74,7 +74,7 @@ func TestRerun(t *testing.T) {
 	}
 	// An id in flight in the session is not run twice.
 	var rp replies
-	r.Handle(s, []byte(`{"type":"slow","id":"dup","data":2}`), rp.reply)
+	r.Handle(s, []byte(`{"type":"slow","id":"dup","data":2}`), ReplyFunc(rp.reply))
 	if r.Rerun("s_1", "alice", "dup", "slow", []byte(`2`)) {
 		t.Fatal("Rerun accepted an id already in flight")
 	}
@@ -84,12 +84,12 @@ func TestRerun(t *testing.T) {
 		t.Fatalf("a request of a retrying route recorded %q, want its data", d)
 	}
 	// Without data the record still says "retry" (JSON null).
-	r.Handle(s, []byte(`{"type":"again","id":"nodata"}`), rp.reply)
+	r.Handle(s, []byte(`{"type":"again","id":"nodata"}`), ReplyFunc(rp.reply))
 	st.waitEnd(t, "nodata")
 	if d := rec.begun["nodata"]; string(d) != `null` {
 		t.Fatalf("retry data of a request without data = %q, want null", d)
 	}
-	r.Handle(s, []byte(`{"type":"once","id":"plain"}`), rp.reply)
+	r.Handle(s, []byte(`{"type":"once","id":"plain"}`), ReplyFunc(rp.reply))
 	st.waitEnd(t, "plain")
 	if d, ok := rec.begun["plain"]; !ok || d != nil {
 		t.Fatalf("a route without retry recorded %q (begun %v), want nil", d, ok)

@@ -126,7 +126,7 @@ func (r *Router) Handle(s Session, payload []byte, reply Reply) {
 	case "ping":
 		bp := getBuf()
 		*bp = events.AppendPong((*bp)[:0], env.ID)
-		_ = reply(*bp)
+		_ = reply.Send(*bp)
 		putBuf(bp)
 		return
 	case "cancel":
@@ -252,7 +252,7 @@ func (r *Router) handleCancel(s Session, env *events.Envelope, reply Reply) {
 	}
 	bp := getBuf()
 	*bp = events.AppendResult((*bp)[:0], env.ID, cancelData(found))
-	_ = reply(*bp)
+	_ = reply.Send(*bp)
 	putBuf(bp)
 }
 
@@ -273,7 +273,7 @@ func cancelData(found bool) []byte {
 func (r *Router) refuse(reply Reply, id, routeName, code, msg string) {
 	bp := getBuf()
 	*bp = events.AppendError((*bp)[:0], id, code, msg)
-	_ = reply(*bp)
+	_ = reply.Send(*bp)
 	putBuf(bp)
 	if routeName != "" {
 		r.metrics.Request(routeName, code, 0)

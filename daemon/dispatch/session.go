@@ -41,9 +41,19 @@ type Sessions interface {
 	Hold(sessionID, user string) (s Session, release func())
 }
 
-// Reply writes one message on the connection the request came in on. It
-// returns an error when the connection is gone.
-type Reply func(msg []byte) error
+// Reply is the connection a request came in on. Send writes one message
+// on it and returns an error when the connection is gone. An interface
+// rather than a func, so that a connection's state can be its Reply
+// without a closure per connection (the gateway's conn is one).
+type Reply interface {
+	Send(msg []byte) error
+}
+
+// ReplyFunc is a func used as a Reply.
+type ReplyFunc func(msg []byte) error
+
+// Send calls f(msg).
+func (f ReplyFunc) Send(msg []byte) error { return f(msg) }
 
 // Session is a session's record as dispatch uses it: the one record of
 // the session on this node (sessions.Record), which keeps dispatch's

@@ -58,13 +58,13 @@ func TestTraceAndAccessLog(t *testing.T) {
 	s := st.session("s_1", "alice")
 	var rp replies
 
-	r.Handle(s, []byte(`{"type":"sql","id":"a","data":1}`), rp.reply)
-	r.Handle(s, []byte(`{"type":"sql","id":"b","data":2}`), rp.reply)
+	r.Handle(s, []byte(`{"type":"sql","id":"a","data":1}`), ReplyFunc(rp.reply))
+	r.Handle(s, []byte(`{"type":"sql","id":"b","data":2}`), ReplyFunc(rp.reply))
 	st.waitEnd(t, "a")
 	st.waitEnd(t, "b")
 	const trusted = "4bf92f3577b34da6a3ce929d0e0e4736"
 	s.setTraceID(trusted)
-	r.Handle(s, []byte(`{"type":"sql","id":"c","data":"fail"}`), rp.reply)
+	r.Handle(s, []byte(`{"type":"sql","id":"c","data":"fail"}`), ReplyFunc(rp.reply))
 	st.waitEnd(t, "c")
 
 	mu.Lock()
@@ -109,7 +109,7 @@ func TestTraceAndAccessLog(t *testing.T) {
 	// Off by default: no access line.
 	logs.Reset()
 	r.SetAccessLog(false)
-	r.Handle(s, []byte(`{"type":"sql","id":"d","data":1}`), rp.reply)
+	r.Handle(s, []byte(`{"type":"sql","id":"d","data":1}`), ReplyFunc(rp.reply))
 	st.waitEnd(t, "d")
 	if err := r.Wait(context.Background()); err != nil { // the request's goroutine has ended
 		t.Fatal(err)

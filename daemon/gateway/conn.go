@@ -4,21 +4,20 @@ import (
 	"sync"
 	"time"
 
-	"github.com/orchestratord/orchestratord/daemon/dispatch"
 	"github.com/orchestratord/orchestratord/daemon/events"
 	"github.com/orchestratord/orchestratord/daemon/sessions"
 	"github.com/orchestratord/orchestratord/netpoll"
 )
 
 // conn is the gateway's state of one connection, the netpoll Conn's
-// value: a few words pointing at the session's one record (rec), and the
-// session manager's Outlet for it. What only the handshake and the attach
+// value: a few words pointing at the session's one record (rec), the
+// session manager's Outlet for it and dispatch's Reply (64 bytes, no
+// closure). What only the handshake and the attach
 // need (the user, ?session=, ?last=, frames received meanwhile) lives in
 // pre and is dropped once attached.
 type conn struct {
-	g     *Gateway
-	c     wsConn
-	reply dispatch.Reply
+	g *Gateway
+	c wsConn
 
 	mu    sync.Mutex // guards the fields below
 	state connState

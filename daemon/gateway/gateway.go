@@ -130,7 +130,6 @@ func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
 	if r.Trusted {
 		st.pre.traceparent = handshakeTraceparent(r.Header)
 	}
-	st.reply = st.Send
 	d := netpoll.Decision{Value: st}
 	if offersSubprotocol(r.Header.Values("Sec-WebSocket-Protocol"), Subprotocol) {
 		d.Subprotocol = Subprotocol
@@ -214,7 +213,7 @@ func (g *Gateway) attach(st *conn) {
 	// Frames received meanwhile, in order, before any later one (OnMessage
 	// waits on st.mu).
 	for _, p := range st.pre.pending {
-		g.router.Handle(rec, p, st.reply)
+		g.router.Handle(rec, p, st)
 	}
 	st.pre = nil
 	st.state = connAttached
@@ -255,7 +254,7 @@ func (g *Gateway) message(st *conn, payload []byte) {
 		return // closed before it was attached
 	}
 	rec.Touch()
-	g.router.Handle(rec, payload, st.reply)
+	g.router.Handle(rec, payload, st)
 }
 
 // OnClose detaches the connection; its requests keep running and their

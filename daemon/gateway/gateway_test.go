@@ -4,6 +4,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"unsafe"
+
+	"github.com/orchestratord/orchestratord/daemon/dispatch"
 )
 
 func TestQueryValue(t *testing.T) {
@@ -62,4 +65,13 @@ func TestPlainHandlerPaths(t *testing.T) {
 			t.Errorf("GET %s = %d, want %d", tc.path, w.Code, tc.want)
 		}
 	}
+}
+
+// TestConnSize guards what the gateway keeps per idle connection: its
+// conn, one 64-byte object that is also dispatch's Reply (no closure).
+func TestConnSize(t *testing.T) {
+	if sz := unsafe.Sizeof(conn{}); sz > 64 {
+		t.Fatalf("conn is %d bytes, want at most 64 (idle connections)", sz)
+	}
+	var _ dispatch.Reply = (*conn)(nil)
 }

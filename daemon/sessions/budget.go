@@ -21,8 +21,9 @@ const entryOverhead = 64
 
 // sizeOf returns the bytes of e's context and history.
 func sizeOf(e *memEntry) int64 {
-	n := int64(len(e.s.Context))
-	for _, t := range e.s.History {
+	x := e.data()
+	n := int64(len(x.ctx))
+	for _, t := range x.history {
 		n += int64(len(t.Role)+len(t.Content)) + 32
 	}
 	return n
@@ -31,15 +32,21 @@ func sizeOf(e *memEntry) int64 {
 // resizeLocked recounts e's context and history bytes.
 func (s *MemoryStore) resizeLocked(e *memEntry) {
 	n := sizeOf(e)
-	s.bytes.Add(n - e.size)
-	e.size = n
+	if n == e.data().size {
+		return
+	}
+	x := e.dataW()
+	s.bytes.Add(n - x.size)
+	x.size = n
 }
 
 // removeLocked deletes the entry and its bytes; sh.mu held.
 func (s *MemoryStore) removeLocked(sh *memShard, id string, e *memEntry) {
-	delete(sh.m, id)
-	s.bytes.Add(-(e.logBytes + e.size))
-	e.logBytes, e.size = 0, 0
+	sh.m.del(e)
+	if x := e.x; x != nil {
+		s.bytes.Add(-(x.logBytes + x.size))
+		x.logBytes, x.size = 0, 0
+	}
 }
 
 // Bytes returns the bytes the store holds for sessions in process memory.
@@ -76,9 +83,9 @@ func (s *MemoryStore) trimToBudget() int64 {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for id, e := range sh.m {
-			if e.logBytes > 0 {
-				cs = append(cs, cand{id, e.detached})
+		for e := range sh.m.all() {
+			if e.x != nil && e.x.logBytes > 0 {
+				cs = append(cs, cand{e.id, e.detached})
 			}
 		}
 		sh.mu.Unlock()
@@ -103,12 +110,13 @@ func (s *MemoryStore) trimToBudget() int64 {
 			}
 			sh := s.shard(c.id)
 			sh.mu.Lock()
-			if e := sh.m[c.id]; e != nil && (e.detached != 0) == (pass < 2) {
+			if e := sh.m.get(c.id); e != nil && e.x != nil && (e.detached != 0) == (pass < 2) {
 				// The oldest entries, only as many as needed; passes 0
 				// and 2 stop at the delivered cursor.
 				n, over := 0, s.bytes.Load()-target
-				for n < len(e.log) && over > 0 && (pass == 1 || e.log[n].Pos <= e.dlv) {
-					over -= int64(len(e.log[n].Msg))
+				log := e.x.log
+				for n < len(log) && over > 0 && (pass == 1 || log[n].Pos <= e.dlv) {
+					over -= int64(len(log[n].Msg))
 					n++
 				}
 				if n > 0 {
@@ -155,7 +163,7 @@ func (s *MemoryStore) detached(dst []DetachedInfo, limit int) ([]DetachedInfo, i
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for id, e := range sh.m {
+		for e := range sh.m.all() {
 			if e.detached == 0 {
 				continue
 			}
@@ -163,8 +171,8 @@ func (s *MemoryStore) detached(dst []DetachedInfo, limit int) ([]DetachedInfo, i
 			if dst == nil && limit == 0 {
 				continue
 			}
-			d := DetachedInfo{ID: id, User: e.s.User, Since: time.Unix(0, e.detached)}
-			for _, le := range e.log {
+			d := DetachedInfo{ID: e.id, User: e.user, Since: time.Unix(0, e.detached)}
+			for _, le := range e.data().log {
 				if le.Pos > e.dlv && len(le.Msg) > 0 {
 					d.Owed++
 					d.OwedBytes += int64(len(le.Msg))

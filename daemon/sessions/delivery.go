@@ -67,7 +67,6 @@ func (m *Manager) sendUnlogged(l *Record, msg []byte) error {
 	return l.out.Send(msg)
 }
 
-
 // runTerm says that a terminal settles a node-loss run in the same store
 // script (luaRunTerm): the normal end of this process's run (take false,
 // token: this process's), or a survivor's takeover of a dead process's

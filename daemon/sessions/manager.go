@@ -136,9 +136,6 @@ func OpenOptions(ctx context.Context, cfg config.Sessions, node string, log *slo
 	opts.Redis = opts.Redis.withDefaults()
 	m := &Manager{node: node, log: log, opts: opts, seed: maphash.MakeSeed(), lim: lim, pendBy: make(map[string]int), pendGaps: make(map[string]int),
 		clock0: time.Now().Add(-opts.TouchEvery)}
-	for i := range m.shards {
-		m.shards[i].m = make(map[string]*Record)
-	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	switch cfg.Store {
 	case "", "memory":
@@ -493,8 +490,8 @@ func (m *Manager) Stats() Stats {
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()
-		ls := make([]*Record, 0, len(sh.m))
-		for _, l := range sh.m {
+		ls := make([]*Record, 0, sh.m.Len())
+		for l := range sh.m.all() {
 			ls = append(ls, l)
 		}
 		sh.mu.Unlock()

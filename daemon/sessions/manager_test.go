@@ -398,7 +398,7 @@ func TestManagerData(t *testing.T) {
 			// detached session it held (Counts); nothing else stays.
 			m.sweepDetached(time.Now().Add(m.lim.ttl + time.Minute))
 			for i := range m.shards {
-				if n := len(m.shards[i].m); n != 0 {
+				if n := m.shards[i].m.Len(); n != 0 {
 					t.Fatalf("shard %d still holds %d sessions after Detach", i, n)
 				}
 			}

@@ -18,12 +18,13 @@ import (
 //     and those sent ahead of a gap), a paced replay's backlog, a delivered cursor
 //     not yet written, the holder on another node as last learnt;
 //   - requests: their streams (output kept for a resume) and dispatch's
-//     in-flight registry (request id → cancel func) with its rate limiter
-//     state, used by dispatch through the Session interface it declares;
+//     in-flight registry (request id → cancel func, in req with the trace
+//     id) with its rate limiter state, used by dispatch through the
+//     Session interface it declares;
 //   - with the Redis store, when its last connection here went (Counts).
 //
-// An idle attached session is this struct and its map slot: no map is
-// made until a request runs, no goroutine, no timer. A record is removed
+// An idle attached session is this struct (184 bytes, a 192-byte object) and its index slot:
+// no map is made until a request runs, no goroutine, no timer. A record is removed
 // from the registry (dead set) once nothing holds it: no connection, no
 // request, no pending write, not kept as detached.
 type Record struct {
@@ -34,32 +35,51 @@ type Record struct {
 	user string // the session's user, once attached here (to restore a lost session); guarded by mu
 
 	// guarded by mu
-	out      Outlet                             // the live connection on this node, nil if none
-	conn     uint64                             // out's connection number
-	remote   *remote                            // the holder on another node, as last learnt (nil: unknown)
-	epoch    uint64                             // newest claim epoch seen for the session
-	streams  map[string]*Stream                 // nil while no request runs: idle sessions stay small
-	calls    map[string]context.CancelCauseFunc // dispatch's requests in flight; nil while none
-	sent     uint64                             // every position up to this one was sent to out (or came before its claim)
-	ahead    *[]uint64                          // positions above sent+1 sent to out already, ascending; nil: none
-	bl       *backlog                           // a paced replay under way on out, nil if none
-	dlv      uint64                             // a delivered cursor not written to the store yet
-	detached int64                              // Redis store: unix nanos its last connection here went (0: attached or not kept)
-	held     int32                              // Terminal calls and retries using l
-	turnQ    *[]chan struct{}                   // the session's turn (turn.go): callers waiting for it, oldest first
-	conns    int32                              // gateway connections holding l (Bind .. Detach)
-	dead     bool
+	out      Outlet             // the live connection on this node, nil if none
+	conn     uint64             // out's connection number
+	remote   *remote            // the holder on another node, as last learnt (nil: unknown)
+	epoch    uint64             // newest claim epoch seen for the session
+	streams  map[string]*Stream // nil while no request runs: idle sessions stay small
+	sent     uint64             // every position up to this one was sent to out (or came before its claim)
+	ahead    *[]uint64          // positions above sent+1 sent to out already, ascending; nil: none
+	bl       *backlog           // a paced replay under way on out, nil if none
+	dlv      uint64             // a delivered cursor not written to the store yet
+	detached int64              // Redis store: unix nanos its last connection here went (0: attached or not kept)
+	held     int32              // Terminal calls and retries using l; -1 once forgotten (dead)
+	conns    int32              // gateway connections holding l (Bind .. Detach)
+	turnQ    *[]chan struct{}   // the session's turn (turn.go): callers waiting for it, oldest first
 
-	trace   atomic.Pointer[string] // the attached connection's trusted trace id (dispatch.Session.TraceID); nil: none
+	req     atomic.Pointer[recReq] // dispatch's requests in flight and the trace id; nil while neither
 	touched atomic.Int64           // when the last TTL refresh was sent: nanos since Manager.clock0
 	tat     atomic.Int64           // dispatch's message rate limiter (GCRA theoretical arrival time)
 	turn    atomic.Int32           // the session's turn: turnFree, turnHeld, turnQueued (turn.go)
 }
 
+// recReq is what a record keeps for dispatch beyond its limiter state,
+// made when a request registers or a trace id is set: an idle session
+// without a trace id has none.
+type recReq struct {
+	trace string                             // the attached connection's trusted trace id; never changed once stored (SetTraceID stores a new recReq)
+	calls map[string]context.CancelCauseFunc // requests in flight; nil while none; guarded by the record's mu
+}
+
+// dead reports whether l was forgotten by the registry; l.mu held.
+func (l *Record) dead() bool { return l.held < 0 }
+
+// callsLocked returns dispatch's requests in flight; l.mu held.
+func (l *Record) callsLocked() map[string]context.CancelCauseFunc {
+	if r := l.req.Load(); r != nil {
+		return r.calls
+	}
+	return nil
+}
+
 type localShard struct {
 	mu sync.Mutex
-	m  map[string]*Record // guarded by mu
+	m  idIndex[Record, *Record] // guarded by mu
 }
+
+func (l *Record) indexID() string { return l.id }
 
 // lockLocal returns the session's record, locked, creating it when create
 // is set; nil if it does not exist and create is not set.
@@ -67,18 +87,18 @@ func (m *Manager) lockLocal(id string, create bool) *Record {
 	sh := m.shard(id)
 	for {
 		sh.mu.Lock()
-		l := sh.m[id]
+		l := sh.m.get(id)
 		if l == nil {
 			if !create {
 				sh.mu.Unlock()
 				return nil
 			}
 			l = &Record{m: m, id: id} // maps are made by the first request
-			sh.m[id] = l
+			sh.m.put(l)
 		}
 		sh.mu.Unlock()
 		l.mu.Lock()
-		if !l.dead {
+		if !l.dead() {
 			return l
 		}
 		l.mu.Unlock()
@@ -88,17 +108,15 @@ func (m *Manager) lockLocal(id string, create bool) *Record {
 // releaseLocked forgets l once nothing holds it on this node. l.mu must be
 // held; the caller still unlocks it.
 func (m *Manager) releaseLocked(l *Record) {
-	if l.out != nil || len(l.streams) > 0 || len(l.calls) > 0 || l.held > 0 || l.conns > 0 ||
-		l.dlv != 0 || l.detached != 0 || l.dead {
-		return
+	if l.out != nil || len(l.streams) > 0 || len(l.callsLocked()) > 0 || l.held != 0 || l.conns > 0 ||
+		l.dlv != 0 || l.detached != 0 {
+		return // held < 0: dead already
 	}
 	sh := m.shard(l.id)
 	sh.mu.Lock()
-	if sh.m[l.id] == l {
-		delete(sh.m, l.id)
-	}
+	sh.m.del(l)
 	sh.mu.Unlock()
-	l.dead = true
+	l.held = -1 // dead
 }
 
 // holdLocal returns the session's record and keeps it registered until
@@ -136,7 +154,7 @@ func (m *Manager) records() []*Record {
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()
-		for _, l := range sh.m {
+		for l := range sh.m.all() {
 			ls = append(ls, l)
 		}
 		sh.mu.Unlock()
@@ -191,16 +209,27 @@ func (l *Record) Touch() { l.m.touch(l.id, l) }
 // attached connection's trusted traceparent; "" for a new one per
 // request).
 func (l *Record) SetTraceID(id string) {
-	if id == "" && l.trace.Load() == nil {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.req.Load()
+	if r == nil && id == "" || r != nil && r.trace == id {
 		return
 	}
-	l.trace.Store(&id)
+	var calls map[string]context.CancelCauseFunc
+	if r != nil {
+		calls = r.calls
+	}
+	if id == "" && calls == nil {
+		l.req.Store(nil)
+		return
+	}
+	l.req.Store(&recReq{trace: id, calls: calls})
 }
 
 // TraceID returns the session's trace id, or "".
 func (l *Record) TraceID() string {
-	if p := l.trace.Load(); p != nil {
-		return *p
+	if r := l.req.Load(); r != nil {
+		return r.trace
 	}
 	return ""
 }
@@ -215,16 +244,23 @@ func (l *Record) RateState() *atomic.Int64 { return &l.tat }
 func (l *Record) Register(req string, cancel context.CancelCauseFunc, max int) (dup, full bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.calls[req]; ok {
+	calls := l.callsLocked()
+	if _, ok := calls[req]; ok {
 		return true, false
 	}
-	if len(l.calls) >= max {
+	if len(calls) >= max {
 		return false, true
 	}
-	if l.calls == nil {
-		l.calls = make(map[string]context.CancelCauseFunc, 2)
+	if calls == nil {
+		r := l.req.Load()
+		if r == nil {
+			r = new(recReq)
+			l.req.Store(r)
+		}
+		r.calls = make(map[string]context.CancelCauseFunc, 2)
+		calls = r.calls
 	}
-	l.calls[req] = cancel
+	calls[req] = cancel
 	return false, false
 }
 
@@ -232,10 +268,17 @@ func (l *Record) Register(req string, cancel context.CancelCauseFunc, max int) (
 func (l *Record) Unregister(req string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.calls, req)
-	n := len(l.calls)
+	r := l.req.Load()
+	if r == nil {
+		return 0
+	}
+	delete(r.calls, req)
+	n := len(r.calls)
 	if n == 0 {
-		l.calls = nil
+		r.calls = nil
+		if r.trace == "" {
+			l.req.Store(nil)
+		}
 		l.m.releaseLocked(l)
 	}
 	return n
@@ -244,7 +287,7 @@ func (l *Record) Unregister(req string) int {
 // Cancel stops request req with cause; false when it is not in flight.
 func (l *Record) Cancel(req string, cause error) bool {
 	l.mu.Lock()
-	c, ok := l.calls[req]
+	c, ok := l.callsLocked()[req]
 	l.mu.Unlock()
 	if ok {
 		c(cause)
@@ -255,8 +298,9 @@ func (l *Record) Cancel(req string, cause error) bool {
 // CancelAll stops every request of the session in flight with cause.
 func (l *Record) CancelAll(cause error) {
 	l.mu.Lock()
-	cs := make([]context.CancelCauseFunc, 0, len(l.calls))
-	for _, c := range l.calls {
+	calls := l.callsLocked()
+	cs := make([]context.CancelCauseFunc, 0, len(calls))
+	for _, c := range calls {
 		cs = append(cs, c)
 	}
 	l.mu.Unlock()
@@ -269,7 +313,7 @@ func (l *Record) CancelAll(cause error) {
 func (l *Record) InFlight() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.calls)
+	return len(l.callsLocked())
 }
 
 // sweepDetached forgets the detached records (Redis store) whose session

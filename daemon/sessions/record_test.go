@@ -18,7 +18,7 @@ func registered(m *Manager) int {
 	n := 0
 	for i := range m.shards {
 		m.shards[i].mu.Lock()
-		n += len(m.shards[i].m)
+		n += m.shards[i].m.Len()
 		m.shards[i].mu.Unlock()
 	}
 	return n
@@ -36,7 +36,7 @@ func TestRecordRequests(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rec.streams != nil || rec.calls != nil || rec.bl != nil || rec.remote != nil {
+			if rec.streams != nil || rec.req.Load() != nil || rec.bl != nil || rec.remote != nil {
 				t.Fatal("an idle session's record holds maps or buffers")
 			}
 			if rec.User() != "alice" || rec.ID() == "" {
@@ -120,8 +120,19 @@ func memManager(t testing.TB) *Manager {
 // TestRecordSize guards the idle footprint: one record per session, in
 // one size class of the allocator.
 func TestRecordSize(t *testing.T) {
-	if sz := unsafe.Sizeof(Record{}); sz > 208 {
-		t.Fatalf("Record is %d bytes, want at most 208 (idle sessions)", sz)
+	// 192 is the allocator's size class above 176: the session's turn
+	// (turn.go) took the record from 176 to 184 bytes.
+	if sz := unsafe.Sizeof(Record{}); sz > 192 {
+		t.Fatalf("Record is %d bytes, want at most 192 (idle sessions)", sz)
+	}
+}
+
+// TestMemEntrySize guards the memory store's idle footprint: an idle
+// session's entry is one 128-byte object (what only a session with a
+// context, history or log needs is made on first use).
+func TestMemEntrySize(t *testing.T) {
+	if sz := unsafe.Sizeof(memEntry{}); sz > 128 {
+		t.Fatalf("memEntry is %d bytes, want at most 128 (idle sessions)", sz)
 	}
 }
 

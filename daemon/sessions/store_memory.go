@@ -32,7 +32,7 @@ type MemoryStore struct {
 	ret   osReturn // the sweeper's: freed memory back to the OS (budget.go)
 
 	nodesMu sync.Mutex
-	nodes   map[string][]string // one read-only []string{node} per node name (Claim)
+	nodes   map[string]*[]string // one read-only []string{node} per node name (Claim)
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -41,21 +41,81 @@ type MemoryStore struct {
 
 type memShard struct {
 	mu sync.Mutex
-	m  map[string]*memEntry // guarded by mu
+	m  idIndex[memEntry, *memEntry] // guarded by mu
 }
 
-// memEntry is one session; guarded by its shard's mu.
+func (e *memEntry) indexID() string { return e.id }
+
+// memEntry is one session; guarded by its shard's mu. An idle session
+// (empty context, no history, empty log) is this one 128-byte object and
+// its map slot: times are unix nanos, the node list is shared, and what
+// only a session with content needs is in x, made on first use.
 type memEntry struct {
-	s        Session
-	log      []LogEntry // the replay log, oldest first, contiguous positions
-	logBytes int64
+	id       string
+	user     string
+	created  int64  // unix nanos
+	updated  int64  // unix nanos
+	expires  int64  // unix nanos
+	detached int64  // unix nanos its last connection went; zero while attached
 	pos      uint64 // the newest position
 	dlv      uint64 // the delivered cursor
 	holder   Holder
-	nodes    []string
-	expires  int64 // unix nanos
-	detached int64 // unix nanos its last connection went; zero while attached
+	nodes    *[]string // the nodes that held it; shared, read-only (oneNode)
+	x        *memData  // nil while the context is empty and history and log are
+}
+
+// memData is the part of a memEntry that only a session with a context,
+// a history or a replay log needs.
+type memData struct {
+	ctx      json.RawMessage // nil: emptyContext
+	history  []events.Turn
+	log      []LogEntry // the replay log, oldest first, contiguous positions
+	logBytes int64
 	size     int64 // context and history bytes, counted in MemoryStore.bytes
+}
+
+// data returns a copy of e's memData for reading (empty when none).
+func (e *memEntry) data() memData {
+	if e.x == nil {
+		return memData{}
+	}
+	return *e.x
+}
+
+// dataW returns e's memData for writing, made on first use.
+func (e *memEntry) dataW() *memData {
+	if e.x == nil {
+		e.x = new(memData)
+	}
+	return e.x
+}
+
+// compact drops e's memData once it holds nothing.
+func (e *memEntry) compact() {
+	if x := e.x; x != nil && x.ctx == nil && len(x.history) == 0 && len(x.log) == 0 && x.logBytes == 0 && x.size == 0 {
+		e.x = nil
+	}
+}
+
+// context returns the session's context ("{}" when empty).
+func (e *memEntry) context() json.RawMessage {
+	if e.x == nil || e.x.ctx == nil {
+		return emptyContext
+	}
+	return e.x.ctx
+}
+
+// session returns a copy of the session (Store.Get).
+func (e *memEntry) session() *Session {
+	x := e.data()
+	return &Session{ID: e.id, User: e.user, Created: time.Unix(0, e.created), Updated: time.Unix(0, e.updated),
+		Context: append(json.RawMessage(nil), e.context()...), History: append([]events.Turn(nil), x.history...)}
+}
+
+// newEntry returns the entry of a new session of user, created now.
+func (s *MemoryStore) newEntry(id, user string) *memEntry {
+	now := s.now().UnixNano()
+	return &memEntry{id: id, user: user, created: now, updated: now, expires: now + int64(s.lim.ttl)}
 }
 
 // NewMemoryStore returns a memory store and starts its sweeper.
@@ -69,9 +129,6 @@ func NewMemoryStore(cfg config.Sessions, log *slog.Logger) *MemoryStore {
 		done:  make(chan struct{}),
 		trimq: make(chan struct{}, 1),
 		ret:   newOSReturn(limitsOf(cfg).budget),
-	}
-	for i := range s.shards {
-		s.shards[i].m = make(map[string]*memEntry)
 	}
 	go s.sweep(sweepEvery(s.lim.ttl))
 	return s
@@ -99,16 +156,22 @@ func (s *MemoryStore) sweep(every time.Duration) {
 		}
 		now := s.now()
 		before := s.bytes.Load()
+		var expired []*memEntry
 		for i := range s.shards {
 			sh := &s.shards[i]
 			sh.mu.Lock()
-			for id, e := range sh.m {
+			expired = expired[:0]
+			for e := range sh.m.all() {
 				if now.UnixNano() > e.expires {
-					s.removeLocked(sh, id, e)
+					expired = append(expired, e)
 				}
+			}
+			for _, e := range expired {
+				s.removeLocked(sh, e.id, e)
 			}
 			sh.mu.Unlock()
 		}
+		clear(expired)
 		s.ret.freed(max(before-s.bytes.Load(), 0), time.Now())
 	}
 }
@@ -119,8 +182,8 @@ func (s *MemoryStore) shard(id string) *memShard {
 
 // entryLocked returns the live entry of id; sh.mu must be held.
 func (s *MemoryStore) entryLocked(sh *memShard, id string) (*memEntry, error) {
-	e, ok := sh.m[id]
-	if !ok {
+	e := sh.m.get(id)
+	if e == nil {
 		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
 	}
 	if s.now().UnixNano() > e.expires {
@@ -157,14 +220,14 @@ func (s *MemoryStore) isClosed() bool {
 // Get implements Store.
 func (s *MemoryStore) Get(_ context.Context, id string) (*Session, error) {
 	var out *Session
-	err := s.with(id, func(e *memEntry) error { out = e.s.clone(); return nil })
+	err := s.with(id, func(e *memEntry) error { out = e.session(); return nil })
 	return out, err
 }
 
 // Owner implements Store.
 func (s *MemoryStore) Owner(_ context.Context, id string) (string, error) {
 	var user string
-	err := s.with(id, func(e *memEntry) error { user = e.s.User; return nil })
+	err := s.with(id, func(e *memEntry) error { user = e.user; return nil })
 	return user, err
 }
 
@@ -173,17 +236,15 @@ func (s *MemoryStore) Create(_ context.Context, user string) (*Session, error) {
 	if s.isClosed() {
 		return nil, ErrClosed
 	}
-	now := s.now()
-	e := &memEntry{
-		s:       Session{ID: NewID(), User: user, Created: now, Updated: now, Context: emptyContext},
-		expires: now.Add(s.lim.ttl).UnixNano(),
-	}
-	sh := s.shard(e.s.ID)
+	e := s.newEntry(NewID(), user)
+	sh := s.shard(e.id)
 	sh.mu.Lock()
-	sh.m[e.s.ID] = e
-	s.resizeLocked(e)
+	if old := sh.m.get(e.id); old != nil { // never for random ids; as a map would
+		s.removeLocked(sh, old.id, old)
+	}
+	sh.m.put(e)
 	sh.mu.Unlock()
-	return e.s.clone(), nil
+	return e.session(), nil
 }
 
 // Restore implements Store.
@@ -191,17 +252,11 @@ func (s *MemoryStore) Restore(_ context.Context, id, user string) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
-	now := s.now()
 	sh := s.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if _, ok := sh.m[id]; !ok {
-		e := &memEntry{
-			s:       Session{ID: id, User: user, Created: now, Updated: now, Context: emptyContext},
-			expires: now.Add(s.lim.ttl).UnixNano(),
-		}
-		sh.m[id] = e
-		s.resizeLocked(e)
+	if sh.m.get(id) == nil {
+		sh.m.put(s.newEntry(id, user))
 	}
 	return nil
 }
@@ -209,11 +264,11 @@ func (s *MemoryStore) Restore(_ context.Context, id, user string) error {
 // PatchContext implements Store.
 func (s *MemoryStore) PatchContext(_ context.Context, id string, patch json.RawMessage) error {
 	return s.with(id, func(e *memEntry) error {
-		c, err := MergePatch(e.s.Context, patch)
+		c, err := MergePatch(e.context(), patch)
 		if err != nil {
 			return fmt.Errorf("patch context of %s: %w", id, err)
 		}
-		e.s.Context = c
+		e.dataW().ctx = c
 		s.resizeLocked(e)
 		s.activeLocked(e)
 		return nil
@@ -223,12 +278,14 @@ func (s *MemoryStore) PatchContext(_ context.Context, id string, patch json.RawM
 // AppendHistory implements Store.
 func (s *MemoryStore) AppendHistory(_ context.Context, id string, turns []events.Turn) error {
 	return s.with(id, func(e *memEntry) error {
-		h := append(e.s.History, turns...)
+		x := e.dataW()
+		h := append(x.history, turns...)
 		if over := len(h) - s.lim.historyMax; over > 0 {
 			h = slices.Clone(h[over:])
 		}
-		e.s.History = h
+		x.history = h
 		s.resizeLocked(e)
+		e.compact()
 		s.activeLocked(e)
 		return nil
 	})
@@ -265,30 +322,33 @@ func (s *MemoryStore) AppendGap(_ context.Context, id string, n int) error {
 
 // pushLocked appends one entry and trims the log to its bounds.
 func (s *MemoryStore) pushLocked(e *memEntry, le LogEntry) {
-	e.log = append(e.log, le)
-	e.logBytes += int64(len(le.Msg))
+	x := e.dataW()
+	x.log = append(x.log, le)
+	x.logBytes += int64(len(le.Msg))
 	s.bytes.Add(int64(len(le.Msg)))
 	drop := 0
-	for n, b := len(e.log), e.logBytes; n-drop > s.lim.replayMax || b > s.lim.replayBytes && n-drop > 1; drop++ {
-		b -= int64(len(e.log[drop].Msg))
+	for n, b := len(x.log), x.logBytes; n-drop > s.lim.replayMax || b > s.lim.replayBytes && n-drop > 1; drop++ {
+		b -= int64(len(x.log[drop].Msg))
 	}
 	s.dropLocked(e, drop)
 }
 
 // dropLocked removes the n oldest log entries.
 func (s *MemoryStore) dropLocked(e *memEntry, n int) {
-	if n <= 0 {
+	if n <= 0 || e.x == nil {
 		return
 	}
+	x := e.x
 	var freed int64
 	for i := range n {
-		freed += int64(len(e.log[i].Msg))
-		e.log[i] = LogEntry{}
+		freed += int64(len(x.log[i].Msg))
+		x.log[i] = LogEntry{}
 	}
-	e.logBytes -= freed
+	x.logBytes -= freed
 	s.bytes.Add(-freed)
-	if n == len(e.log) {
-		e.log = nil
+	if n == len(x.log) {
+		x.log = nil
+		e.compact()
 		return
 	}
 	// Reslice rather than shift down: a full log drops its oldest entry
@@ -298,14 +358,14 @@ func (s *MemoryStore) dropLocked(e *memEntry, n int) {
 	// reallocates, which copies only the live entries: the array stays
 	// under about twice the log, and a full log costs one entry copy per
 	// append, amortized.
-	e.log = e.log[n:]
+	x.log = x.log[n:]
 }
 
 // ReadLog implements Store.
 func (s *MemoryStore) ReadLog(_ context.Context, id string, after uint64) ([]LogEntry, error) {
 	var out []LogEntry
 	err := s.with(id, func(e *memEntry) error {
-		for _, le := range e.log {
+		for _, le := range e.data().log {
 			if le.Pos > after {
 				out = append(out, le)
 			}
@@ -328,8 +388,8 @@ func (s *MemoryStore) Ack(_ context.Context, id string, pos uint64) error {
 	return s.with(id, func(e *memEntry) error {
 		pos = min(pos, e.pos)
 		e.dlv = max(e.dlv, pos)
-		n := 0
-		for n < len(e.log) && e.log[n].Pos <= pos {
+		n, log := 0, e.data().log
+		for n < len(log) && log[n].Pos <= pos {
 			n++
 		}
 		s.dropLocked(e, n)
@@ -341,19 +401,24 @@ func (s *MemoryStore) Ack(_ context.Context, id string, pos uint64) error {
 func (s *MemoryStore) Claim(_ context.Context, id, user, node string, conn uint64, from Resume) (Claim, error) {
 	var c Claim
 	err := s.with(id, func(e *memEntry) error {
-		if e.s.User != user {
+		if e.user != user {
 			return fmt.Errorf("claim session %s: %w", id, ErrForbidden)
 		}
 		e.holder = Holder{Node: node, Conn: conn, Epoch: e.holder.Epoch + 1}
-		for _, n := range e.nodes {
+		var nodes []string
+		if e.nodes != nil {
+			nodes = *e.nodes
+		}
+		for _, n := range nodes {
 			if n != node {
 				c.Nodes = append(c.Nodes, n)
 			}
 		}
-		if len(e.nodes) == 0 {
-			e.nodes = s.oneNode(node) // shared, read-only: an append copies
-		} else if !slices.Contains(e.nodes, node) {
-			e.nodes = append(e.nodes, node)
+		if len(nodes) == 0 {
+			e.nodes = s.oneNode(node) // shared, read-only
+		} else if !slices.Contains(nodes, node) {
+			ns := append(slices.Clip(nodes), node) // copies: nodes may be shared
+			e.nodes = &ns
 		}
 		c.Epoch = e.holder.Epoch
 		e.dlv = max(e.dlv, min(from.Delivered, e.pos))
@@ -363,7 +428,7 @@ func (s *MemoryStore) Claim(_ context.Context, id, user, node string, conn uint6
 			e.dlv = max(e.dlv, after)
 		}
 		c.Pos, c.After = e.pos, after
-		c.Log, c.Missed = replayOf(e.log, after, e.pos)
+		c.Log, c.Missed = replayOf(e.data().log, after, e.pos)
 		e.detached = 0
 		s.activeLocked(e)
 		return nil
@@ -399,9 +464,9 @@ func (s *MemoryStore) Touch(_ context.Context, id string) error {
 
 // activeLocked records activity: updated time and TTL.
 func (s *MemoryStore) activeLocked(e *memEntry) {
-	now := s.now()
-	e.s.Updated = now
-	e.expires = now.Add(s.lim.ttl).UnixNano()
+	now := s.now().UnixNano()
+	e.updated = now
+	e.expires = now + int64(s.lim.ttl)
 }
 
 // Ping implements Store: the memory store is always reachable until closed.
@@ -419,7 +484,7 @@ func (s *MemoryStore) Len() int {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		n += len(sh.m)
+		n += sh.m.Len()
 		sh.mu.Unlock()
 	}
 	return n
@@ -437,18 +502,18 @@ func (s *MemoryStore) Close() error {
 // Get returns copies.
 var emptyContext = json.RawMessage("{}")
 
-// oneNode returns a shared []string{node} with len == cap, so that the
-// sessions that only ever had this node share it and an append copies.
-func (s *MemoryStore) oneNode(node string) []string {
+// oneNode returns a shared, read-only &[]string{node}, so that the
+// sessions that only ever had this node share it.
+func (s *MemoryStore) oneNode(node string) *[]string {
 	s.nodesMu.Lock()
 	defer s.nodesMu.Unlock()
 	ns, ok := s.nodes[node]
 	if !ok {
 		if s.nodes == nil {
-			s.nodes = make(map[string][]string)
+			s.nodes = make(map[string]*[]string)
 		}
-		ns = []string{node}
+		ns = &[]string{node}
 		s.nodes[node] = ns
 	}
-	return ns[:1:1]
+	return ns
 }
