@@ -11,10 +11,11 @@ import (
 // The memory store's byte budget (sessions.memory_budget_bytes, contract
 // 1.1 section 4a): every byte it holds for sessions (replay logs,
 // contexts, histories) is counted in MemoryStore.bytes; past the budget
-// the sweeper trims the logs of the detached sessions, oldest detached
-// first, down to 90 % of the budget. A trimmed session's next resume says
-// recovered:false with the count it missed. Attached sessions are never
-// trimmed: their logs are bounded by replay_max and replay_bytes each.
+// the sweeper trims replay logs down to 90 % of the budget, in the order
+// trimToBudget gives (what peers received first, oldest detached first).
+// A session trimmed of what it was owed resumes with recovered:false and
+// the count it missed. What an attached session is owed is never
+// trimmed: it is bounded by replay_max and replay_bytes.
 
 // entryOverhead approximates what one session costs beyond its bytes.
 const entryOverhead = 64
