@@ -8,8 +8,9 @@
 // # Shape
 //
 // Listeners that expose their socket are accepted from with accept4 directly
-// (one goroutine per Serve, waiting in poll(2)), so a connection never gets a
-// net.Conn: it costs one fd and a Conn. Each socket is registered once, by
+// (one goroutine per Serve, waiting in Go's netpoller on a dup of the
+// listening socket), so a connection never gets a net.Conn: it costs one fd
+// and a Conn. Each socket is registered once, by
 // its raw fd, with the epoll instance of one of the engine's pollers (one
 // per P, Config.Pollers; a connection belongs to pollers[fd % n] for its
 // life), edge-triggered for reads and writes (EPOLLET makes EPOLLOUT fire
@@ -24,7 +25,9 @@
 // connection is processed inline, on the poller goroutine: read into the
 // poller's scratch buffer, frames decoded, Handler.OnMessage called, replies
 // coalesced and flushed. Nothing is handed to another goroutine on the
-// message path.
+// message path, and its system calls (read, writev, epoll_wait with a zero
+// timeout, accept4), which never wait, are raw: no entersyscall/exitsyscall,
+// so the runtime never moves the P to another thread (rawsys.go).
 //
 // A small fixed pool (AdmitWorkers) runs what may wait: Gatekeeper.Admit and
 // the plain handler. The request head is read and parsed on the poller; an

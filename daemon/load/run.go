@@ -96,7 +96,8 @@ func loadAvg() string {
 }
 
 // Run executes a run: the server is sampled before connecting, once every
-// connection is up (after Settle), and after the measured phase. With
+// connection is up (after Settle), and after the measured phase, before
+// any connection is closed. With
 // Procs > 1 the shards run as child processes of Options.Executable, which
 // must call RunChild when ChildEnv is set.
 func Run(ctx context.Context, o Options, log *slog.Logger) (*Result, error) {
