@@ -366,7 +366,6 @@ func openLoop(conns []*websocket.Conn, p proto, base time.Time, w window, rate i
 		var writerDone atomic.Bool
 		quit := make(chan struct{}) // closed when the reader stops
 		wg.Go(func() {              // writer
-			defer writerDone.Store(true)
 			req := make([]byte, 0, p.size)
 			var seq uint64
 			for k := time.Duration(0); ; k++ {
@@ -400,6 +399,7 @@ func openLoop(conns []*websocket.Conn, p proto, base time.Time, w window, rate i
 				case <-time.After(5 * time.Millisecond):
 				}
 			}
+			writerDone.Store(true)
 			_ = c.SetReadDeadline(time.Now())
 		})
 		wg.Go(func() { // reader

@@ -44,7 +44,7 @@ import (
 	"time"
 )
 
-type config struct {
+type options struct {
 	bin, daemonConfig, secret string
 	comparisons               [][2]string
 	blocks                    int
@@ -61,7 +61,7 @@ type config struct {
 }
 
 func main() {
-	var c config
+	var c options
 	var compare, sources string
 	flag.StringVar(&c.bin, "bin", "/tmp/orchestratord-bench", "directory with the built servers (orchestratord, netpoll-echo, gws-echo, …)")
 	flag.StringVar(&c.daemonConfig, "daemon-config", "bench/config/daemon.yaml", "orchestratord config (its 127.0.0.1:28080/28090 are moved to port-base+80/+90)")
@@ -108,7 +108,7 @@ type server struct {
 	daemon bool
 }
 
-func (c *config) servers() (map[string]server, func(), error) {
+func (c *options) servers() (map[string]server, func(), error) {
 	p := func(off int) string { return fmt.Sprintf("127.0.0.1:%d", c.portBase+off) }
 	b, err := os.ReadFile(c.daemonConfig)
 	if err != nil {
@@ -191,7 +191,7 @@ type phase struct {
 	Errors        map[string]int64 `json:"errors,omitempty"`
 }
 
-func (c *config) main(ctx context.Context) error {
+func (c *options) main(ctx context.Context) error {
 	srv, cleanup, err := c.servers()
 	if err != nil {
 		return err
@@ -244,7 +244,7 @@ func (c *config) main(ctx context.Context) error {
 }
 
 // run starts s, measures both phases and stops it.
-func (c *config) run(ctx context.Context, s server) (*runResult, error) {
+func (c *options) run(ctx context.Context, s server) (*runResult, error) {
 	res := &runResult{Server: s.name, LoadBefore: loadavg()}
 	defer func() { res.LoadAfter = loadavg() }()
 	cmd := exec.Command("taskset", append([]string{"-c", c.serverCPU}, s.args...)...)
