@@ -10,7 +10,7 @@ PKGS      := ./...
 
 CLIENT    := web/client
 
-.PHONY: help build run test test-client test-scale test-short check-fmt check-generate vet lint generate fuzz bench chaos soak load-build bench-report load-scale bench-vet clean
+.PHONY: help build run test test-client test-scale test-short check-fmt check-generate vet lint generate fuzz bench chaos soak load-build bench-report load-scale bench-abba bench-vet clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ bench-report: ## side by side with gorilla/gws/nbio; rewrites docs/benchmarks.md
 
 load-scale: ## hold SCALE_CONNS (default 100000) idle connections over SO_REUSEPORT daemons; rewrites the scale section
 	bench/scale.sh
+
+bench-abba: ## independent check against gws: ABBA pairs at 1k connections with a gorilla/websocket client (netpoll-echo and the daemon vs gws-echo); prints markdown tables (ABBA_BLOCKS, ABBA_DURATION)
+	bench/abba.sh
 
 bench-vet: ## vet, build and test the separate bench/ module
 	cd bench && $(GO) vet ./... && $(GO) build ./... && $(GO) test ./...
