@@ -32,11 +32,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -58,13 +60,14 @@ type options struct {
 	dialers                   int
 	jsonOut                   string
 	cmdline                   string
+	current                   atomic.Pointer[proc] // the running server, stopped on SIGINT/SIGTERM
 }
 
 func main() {
 	var c options
 	var compare, sources string
 	flag.StringVar(&c.bin, "bin", "/tmp/orchestratord-bench", "directory with the built servers (orchestratord, netpoll-echo, gws-echo, …)")
-	flag.StringVar(&c.daemonConfig, "daemon-config", "bench/config/daemon.yaml", "orchestratord config (its 127.0.0.1:28080/28090 are moved to port-base+80/+90)")
+	flag.StringVar(&c.daemonConfig, "daemon-config", "bench/config/daemon.yaml", "orchestratord config (its 127.0.0.1:28080/28090 are moved to the run's ports)")
 	flag.StringVar(&c.secret, "jwt-secret", "bench-secret-0123456789abcdef-0123456789", "HS256 key given to the daemon; this tool signs its own JWT with it")
 	flag.StringVar(&compare, "compare", "netpoll-echo:gws,orchestratord:gws", "comparisons A:B, each run as ABBA blocks (servers: orchestratord, netpoll-echo, gws, gorilla, nbio)")
 	flag.IntVar(&c.blocks, "blocks", 2, "ABBA blocks per comparison (each gives two pairs)")
@@ -94,50 +97,57 @@ func main() {
 		c.comparisons = append(c.comparisons, [2]string{a, b})
 	}
 	c.cmdline = strings.Join(os.Args, " ")
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sig
+		if p := c.current.Load(); p != nil {
+			p.stop()
+		}
+		log.Fatalf("stopped by %v", s)
+	}()
 	if err := c.main(context.Background()); err != nil {
 		log.Fatal(err)
 	}
 }
 
-// server is one system under test.
+// server is one system under test. argv gives its command line for a
+// client port (the daemon's admin listener takes port+10).
 type server struct {
 	name   string
-	args   []string
+	off    int // first port: port-base+off
 	env    []string
-	addr   string
 	daemon bool
+	argv   func(port int) ([]string, error)
 }
 
-func (c *options) servers() (map[string]server, func(), error) {
-	p := func(off int) string { return fmt.Sprintf("127.0.0.1:%d", c.portBase+off) }
-	b, err := os.ReadFile(c.daemonConfig)
+func (c *options) servers(tmp string) (map[string]server, error) {
+	tmpl, err := os.ReadFile(c.daemonConfig)
 	if err != nil {
-		return nil, nil, err
-	}
-	s := strings.ReplaceAll(string(b), "127.0.0.1:28080", p(80))
-	s = strings.ReplaceAll(s, "127.0.0.1:28090", p(90))
-	f, err := os.CreateTemp("", "orchestratord-abba-*.yaml")
-	if err != nil {
-		return nil, nil, err
-	}
-	_, err = f.WriteString(s)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	cleanup := func() { _ = os.Remove(f.Name()) }
-	if err != nil {
-		cleanup()
-		return nil, nil, err
+		return nil, err
 	}
 	bin := func(n string) string { return filepath.Join(c.bin, n) }
+	echo := func(name, binName string, off int) server {
+		return server{name: name, off: off, argv: func(port int) ([]string, error) {
+			return []string{bin(binName), "-addr", fmt.Sprintf("127.0.0.1:%d", port)}, nil
+		}}
+	}
 	return map[string]server{
-		"orchestratord": {name: "orchestratord", args: []string{bin("orchestratord"), "serve", "--config", f.Name()},
-			env: []string{"ORCH_JWT_SECRET=" + c.secret}, addr: p(80), daemon: true},
-		"netpoll-echo": {name: "netpoll-echo", args: []string{bin("netpoll-echo"), "-addr", p(4)}, addr: p(4)},
-		"gorilla":      {name: "gorilla", args: []string{bin("gorilla-echo"), "-addr", p(1)}, addr: p(1)},
-		"gws":          {name: "gws", args: []string{bin("gws-echo"), "-addr", p(2)}, addr: p(2)},
-		"nbio":         {name: "nbio", args: []string{bin("nbio-echo"), "-addr", p(3)}, addr: p(3)},
-	}, cleanup, nil
+		"orchestratord": {name: "orchestratord", off: 80, daemon: true, env: []string{"ORCH_JWT_SECRET=" + c.secret},
+			argv: func(port int) ([]string, error) {
+				cfg := strings.ReplaceAll(string(tmpl), "127.0.0.1:28080", fmt.Sprintf("127.0.0.1:%d", port))
+				cfg = strings.ReplaceAll(cfg, "127.0.0.1:28090", fmt.Sprintf("127.0.0.1:%d", port+10))
+				path := filepath.Join(tmp, "daemon.yaml")
+				if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+					return nil, err
+				}
+				return []string{bin("orchestratord"), "serve", "--config", path}, nil
+			}},
+		"netpoll-echo": echo("netpoll-echo", "netpoll-echo", 4),
+		"gorilla":      echo("gorilla", "gorilla-echo", 1),
+		"gws":          echo("gws", "gws-echo", 2),
+		"nbio":         echo("nbio", "nbio-echo", 3),
+	}, nil
 }
 
 // report is everything one invocation measured.
@@ -192,11 +202,15 @@ type phase struct {
 }
 
 func (c *options) main(ctx context.Context) error {
-	srv, cleanup, err := c.servers()
+	tmp, err := os.MkdirTemp("", "orchestratord-abba-")
 	if err != nil {
 		return err
 	}
-	defer cleanup()
+	defer func() { _ = os.RemoveAll(tmp) }()
+	srv, err := c.servers(tmp)
+	if err != nil {
+		return err
+	}
 	for _, cmp := range c.comparisons {
 		for _, n := range cmp {
 			if _, ok := srv[n]; !ok {
@@ -247,24 +261,19 @@ func (c *options) main(ctx context.Context) error {
 func (c *options) run(ctx context.Context, s server) (*runResult, error) {
 	res := &runResult{Server: s.name, LoadBefore: loadavg()}
 	defer func() { res.LoadAfter = loadavg() }()
-	cmd := exec.Command("taskset", append([]string{"-c", c.serverCPU}, s.args...)...)
-	cmd.Env = append(os.Environ(), s.env...)
 	logf, err := os.CreateTemp("", "abba-"+s.name+"-*.log")
 	if err != nil {
 		return res, err
 	}
 	defer func() { _ = logf.Close(); _ = os.Remove(logf.Name()) }()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	sp, err := c.start(s, logf)
+	if err != nil {
 		return res, err
 	}
-	defer stop(cmd)
-	if err := waitPort(s.addr, 15*time.Second); err != nil {
-		return res, fmt.Errorf("did not listen: %w (log: %s)", err, tail(logf.Name()))
-	}
-	pid := cmd.Process.Pid // taskset execs the server: same pid
-	d := &dialer{url: "ws://" + s.addr + "/ws", sources: c.sources, daemon: s.daemon}
+	c.current.Store(sp)
+	defer func() { c.current.Store(nil); sp.stop() }()
+	pid := sp.cmd.Process.Pid // taskset execs the server: same pid
+	d := &dialer{url: "ws://" + sp.addr + "/ws", sources: c.sources, daemon: s.daemon}
 	if s.daemon {
 		tok, err := mintHS256([]byte(c.secret), "abba", time.Hour)
 		if err != nil {
@@ -383,36 +392,103 @@ func mintHS256(secret []byte, sub string, ttl time.Duration) (string, error) {
 	return msg + "." + enc.EncodeToString(m.Sum(nil)), nil
 }
 
-func waitPort(addr string, limit time.Duration) error {
+// proc is a running server.
+type proc struct {
+	cmd    *exec.Cmd
+	addr   string
+	exited chan struct{}
+}
+
+// start runs s on the server CPU and waits until it listens. The ports of
+// this range are inside the host's ephemeral range, so another program's
+// outgoing connection can hold one for a while: a port that cannot be
+// bound is skipped for the next of port-base+off, +100, … +900 (for at most
+// a minute).
+func (c *options) start(s server, logf *os.File) (*proc, error) {
+	giveUp := time.Now().Add(time.Minute)
+	for k := 0; ; k = (k + 1) % 10 {
+		if k == 0 && time.Now().After(giveUp) {
+			return nil, fmt.Errorf("%s: no free port among %d+%d+100k", s.name, c.portBase, s.off)
+		}
+		port := c.portBase + s.off + 100*k
+		if !bindable(port) || (s.daemon && !bindable(port+10)) {
+			if k == 9 {
+				time.Sleep(time.Second)
+			}
+			continue
+		}
+		argv, err := s.argv(port)
+		if err != nil {
+			return nil, err
+		}
+		off, _ := logf.Seek(0, io.SeekEnd)
+		cmd := exec.Command("taskset", append([]string{"-c", c.serverCPU}, argv...)...)
+		cmd.Env = append(os.Environ(), s.env...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		p := &proc{cmd: cmd, addr: fmt.Sprintf("127.0.0.1:%d", port), exited: make(chan struct{})}
+		go func() { _ = cmd.Wait(); close(p.exited) }()
+		if err := p.waitListening(15 * time.Second); err != nil {
+			out := tailFrom(logf.Name(), off)
+			p.stop()
+			if strings.Contains(out, "address already in use") {
+				log.Printf("%s: %s was taken meanwhile, trying another port", s.name, p.addr)
+				continue
+			}
+			return nil, fmt.Errorf("%s on %s: %w (log: %s)", s.name, p.addr, err, out)
+		}
+		return p, nil
+	}
+}
+
+// bindable reports whether 127.0.0.1:port can be listened on now.
+func bindable(port int) bool {
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	_ = ln.Close()
+	return true
+}
+
+func (p *proc) waitListening(limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		conn, err := net.DialTimeout("tcp", p.addr, time.Second)
 		if err == nil {
-			return c.Close()
+			return conn.Close()
+		}
+		select {
+		case <-p.exited:
+			return errors.New("exited before listening")
+		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return err
+			return fmt.Errorf("not listening after %s: %w", limit, err)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
 // stop sends SIGTERM to the server's process group, then SIGKILL after 10 s.
-func stop(cmd *exec.Cmd) {
-	pgid := cmd.Process.Pid
+func (p *proc) stop() {
+	pgid := p.cmd.Process.Pid
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-p.exited:
 	case <-time.After(10 * time.Second):
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-done
+		<-p.exited
 	}
 }
 
-func tail(path string) string {
+func tailFrom(path string, off int64) string {
 	b, _ := os.ReadFile(path)
+	if off > 0 && off <= int64(len(b)) {
+		b = b[off:]
+	}
 	if len(b) > 500 {
 		b = b[len(b)-500:]
 	}
