@@ -39,10 +39,23 @@ go build -trimpath -o "$BIN/orchestratord" ./daemon/cmd/orchestratord
 go build -trimpath -o "$BIN/orchestratord-load" ./daemon/cmd/orchestratord-load
 (cd bench && go build -trimpath -o "$BIN/" ./cmd/report)
 ulimit -n 20000 2>/dev/null || true
+# A port of the ephemeral range can be held by some other program's
+# outgoing connection from 127.0.0.1 (in TIME-WAIT too: a client socket has
+# no SO_REUSEADDR), and the listener's bind then fails: take the first port
+# from $1 on (step $2) that no socket on 127.0.0.1 or the wildcard uses.
+free_port() {
+  local p=$1
+  while [ -n "$(ss -Htan "sport = :$p" 2>/dev/null |
+                awk '$4 ~ /^(127\.0\.0\.1|\*|0\.0\.0\.0|\[::\]):[0-9]+$/')" ]; do
+    p=$((p + $2))
+  done
+  echo "$p"
+}
+PORT=$(free_port $((BASE + 80)) 100)
 logs=$(mktemp -d /tmp/orchestratord-scale.XXXXXX)
 cfg=$logs/daemon.yaml
 sed -e 's/^listen:/listen:\n  reuse_port: true/' \
-    -e "s/127.0.0.1:28080/127.0.0.1:$((BASE + 80))/" -e "s/127.0.0.1:28090/127.0.0.1:$((BASE + 90))/" \
+    -e "s/127.0.0.1:28080/127.0.0.1:$PORT/" -e "s/127.0.0.1:28090/127.0.0.1:$(free_port $((BASE + 90)) 100)/" \
     bench/config/daemon.yaml > "$cfg"
 pids=() metrics=() loadpid="" watchpid=""
 cleanup() {
@@ -56,18 +69,34 @@ trap cleanup EXIT
 avail_mb() { awk '/^MemAvailable:/ {print int($2/1024)}' /proc/meminfo; }
 echo "== before: MemAvailable $(avail_mb) MB, load $(cut -d' ' -f1-3 /proc/loadavg)"
 t0=$(date +%s%N)
-for i in $(seq 1 "$D"); do
-  admin="127.0.0.1:$((BASE + 200 + i))"
+ap=$((BASE + 200))
+# start_daemon I: daemon I (0-based) with the next free admin port.
+start_daemon() {
+  ap=$(free_port $((ap + 1)) 1)
+  local admin="127.0.0.1:$ap"
   ORCH_JWT_SECRET=$SECRET setsid "$BIN/orchestratord" serve --config "$cfg" --admin "$admin" \
-    > "$logs/daemon-$i.log" 2>&1 &
-  pids+=("$!") metrics+=("http://$admin/metrics")
-done
+    > "$logs/daemon-$(( $1 + 1 )).log" 2>&1 &
+  pids[$1]=$! metrics[$1]="http://$admin/metrics"
+}
+for i in $(seq 0 $((D - 1))); do start_daemon "$i"; done
 for _ in $(seq 1 300); do
-  ok=1; for m in "${metrics[@]}"; do curl -fs -o /dev/null "$m" || { ok=0; break; }; done
+  ok=1
+  for i in "${!pids[@]}"; do
+    curl -fs -o /dev/null "${metrics[$i]}" && continue
+    ok=0
+    if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+      # A port taken between the check and the bind: start it again.
+      grep -q "address already in use" "$logs/daemon-$((i + 1)).log" || { echo "daemon $((i + 1)) exited:"; tail -5 "$logs/daemon-$((i + 1)).log"; exit 1; }
+      echo "daemon $((i + 1)): $(grep -o 'listen tcp [0-9.:]*' "$logs/daemon-$((i + 1)).log" | tail -1) was taken; starting it again"
+      start_daemon "$i"
+    fi
+    break
+  done
   [ "$ok" = 1 ] && break; sleep 0.2
 done
+[ "$ok" = 1 ] || { echo "the daemons did not come up in 60 s"; exit 1; }
 echo "== $N connections: $D daemons (pids ${pids[0]}…${pids[-1]}), $P client processes from $SOURCES (daemons up in $(( ($(date +%s%N) - t0) / 1000000 )) ms)"
-"$BIN/orchestratord-load" -mode hold -url "ws://127.0.0.1:$((BASE + 80))/ws" -jwt-secret "$SECRET" \
+"$BIN/orchestratord-load" -mode hold -url "ws://127.0.0.1:$PORT/ws" -jwt-secret "$SECRET" \
   -conns "$N" -procs "$P" -sources "$SOURCES" -dialers 16 -dial-timeout 60s \
   -duration "$HOLD" -settle 5s -label "load-scale $N over $D daemons" \
   -server-pid "$(IFS=,; echo "${pids[*]}")" -metrics-url "$(IFS=,; echo "${metrics[*]}")" \
@@ -75,6 +104,7 @@ echo "== $N connections: $D daemons (pids ${pids[0]}…${pids[-1]}), $P client p
 loadpid=$!
 # The watchdog: memory, and what the client side holds (for the report).
 (
+  set +e +o pipefail   # ps exits 1 when a process has no children yet
   min=$(avail_mb)
   while kill -0 "$loadpid" 2>/dev/null; do
     a=$(avail_mb); [ "$a" -lt "$min" ] && min=$a

@@ -98,11 +98,15 @@ func writeScale(docs, path string, daemons int, marker, watchPath string) error 
 	if n := len(r.Options.Sources); n > 0 {
 		srcs = fmt.Sprintf("%d source addresses %s–%s", n, r.Options.Sources[0], r.Options.Sources[n-1])
 	}
+	when := s.Before.At // the run's, not this rewrite's
+	if when.IsZero() {
+		when = time.Now()
+	}
 	var sb strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&sb, format, a...) }
 	w("%s\n## Scale: %d idle connections on one host\n\n", begin, r.Alive)
 	w("Generated %s by bench/scale.sh (`make load-scale`, `SCALE_CONNS=%d`). Machine: %s. Load average before / after: %s / %s.\n\n",
-		time.Now().UTC().Format(time.RFC3339), r.Connect.Tried, machineLine(), r.LoadBefore, r.LoadAfter)
+		when.UTC().Format(time.RFC3339), r.Connect.Tried, machineLine(), r.LoadBefore, r.LoadAfter)
 	w("%d orchestratord processes share %s with SO_REUSEPORT (`listen.reuse_port: true`); %d load-tool processes "+
 		"(under 20,000 fds each) dial from %s with IP_BIND_ADDRESS_NO_PORT, authenticate with HS256 JWTs, get their welcome and stay idle for %s. "+
 		"Server figures are summed over the daemons.\n\n", daemons, addr, r.Options.Procs, srcs, r.Options.Duration)
@@ -151,7 +155,35 @@ func writeScale(docs, path string, daemons int, marker, watchPath string) error 
 	}
 	w("\n\n")
 	w("Command: `SCALE_CONNS=%d bench/scale.sh`\n\n%s\n", r.Connect.Tried, end)
+	if marker != "bench-scale" {
+		// A new size's section goes right after the 100k one.
+		if err := placeAfter(docs, begin, end, scaleEndOf("bench-scale")); err != nil {
+			return err
+		}
+	}
 	return spliceMarked(docs, sb.String(), begin, end)
+}
+
+func scaleEndOf(marker string) string { _, end := scaleMarks(marker); return end }
+
+// placeAfter puts an empty begin/end pair after the line holding anchor
+// when path has no begin marker yet (and has the anchor).
+func placeAfter(path, begin, end, anchor string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return err
+	}
+	s := string(b)
+	i := strings.Index(s, anchor)
+	if strings.Contains(s, begin) || i < 0 {
+		return nil
+	}
+	i += len(anchor)
+	s = s[:i] + "\n\n" + begin + "\n" + end + s[i:]
+	return os.WriteFile(path, []byte(s), 0o644)
 }
 
 func mib(v int64) string { return fmt.Sprintf("%.0f MiB", float64(v)/(1<<20)) }
