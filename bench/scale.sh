@@ -111,7 +111,7 @@ loadpid=$!
     crss=$( (ps -o rss= -p "$loadpid"; ps -o rss= --ppid "$loadpid") 2>/dev/null | awk '{s+=$1} END {print int(s/1024)}')
     drss=$(ps -o rss= -p "$(IFS=,; echo "${pids[*]}")" 2>/dev/null | awk '{s+=$1} END {print int(s/1024)}')
     slab=$(awk '/^Slab:/ {print int($2/1024)}' /proc/meminfo)
-    echo "$(date -u +%T) MemAvailable ${a} MB (min ${min}), daemons RSS ${drss} MB, load tool RSS ${crss} MB, Slab ${slab} MB, load $(cut -d' ' -f1 /proc/loadavg)" >> "$logs/watch.log"
+    echo "$(date -u +%T) MemAvailable ${a} MB (min ${min}), daemons RSS ${drss} MB, load tool RSS ${crss} MB, Slab ${slab} MB, load $(cut -d' ' -f1 /proc/loadavg), TCP mem $(awk '/^TCP:/ {print $NF}' /proc/net/sockstat) pages" >> "$logs/watch.log"
     if [ "$a" -lt "$MIN_AVAIL_MB" ]; then
       echo "== ABORT: MemAvailable ${a} MB < ${MIN_AVAIL_MB} MB: stopping the load tool and the daemons" >&2
       kill "$loadpid" 2>/dev/null || true

@@ -33,7 +33,7 @@ type watchPeaks struct {
 	first, last              string
 }
 
-var watchLine = regexp.MustCompile(`^(\S+) MemAvailable (\d+) MB \(min \d+\), daemons RSS (\d+) MB, load tool RSS (\d+) MB, Slab (\d+) MB, load ([\d.]+)`)
+var watchLine = regexp.MustCompile(`^(\S+) MemAvailable (\d+) MB \(min \d+\), daemons RSS (\d+) MB, load tool RSS (\d+) MB, Slab (\d+) MB, load ([\d.]+)(?:, TCP mem (\d+) pages)?`)
 
 func readWatch(path string) (*watchPeaks, error) {
 	f, err := os.Open(path)
@@ -41,7 +41,7 @@ func readWatch(path string) (*watchPeaks, error) {
 		return nil, err
 	}
 	defer f.Close()
-	w := &watchPeaks{minAvailMB: math.MaxInt}
+	w := &watchPeaks{minAvailMB: math.MaxInt, tcpMemPages: -1}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		m := watchLine.FindStringSubmatch(sc.Text())
@@ -58,6 +58,9 @@ func readWatch(path string) (*watchPeaks, error) {
 		w.daemonRSSMB = max(w.daemonRSSMB, n(3))
 		w.clientRSSMB = max(w.clientRSSMB, n(4))
 		w.slabMB = max(w.slabMB, n(5))
+		if m[7] != "" {
+			w.tcpMemPages = max(w.tcpMemPages, n(7))
+		}
 		if l, err := strconv.ParseFloat(m[6], 64); err == nil {
 			w.maxLoad = max(w.maxLoad, l)
 		}
@@ -130,6 +133,10 @@ func writeScale(docs, path string, daemons int, marker, watchPath string) error 
 	if wp != nil {
 		w("| peak RSS of the daemons / of the load-tool processes (watchdog, every 2 s) | %d MiB / %d MiB |\n", wp.daemonRSSMB, wp.clientRSSMB)
 		w("| peak Slab / MemAvailable at the start and at its lowest | %d MiB / %d → %d MiB |\n", wp.slabMB, wp.startAvailMB, wp.minAvailMB)
+		if wp.tcpMemPages >= 0 {
+			w("| peak TCP buffer memory (/proc/net/sockstat, machine-wide) | %d pages (%.0f MiB; net.ipv4.tcp_mem max %s) |\n",
+				wp.tcpMemPages, float64(wp.tcpMemPages)*4096/(1<<20), readTrim("/proc/sys/net/ipv4/tcp_mem"))
+		}
 	}
 	w("| load-tool errors | %d |\n\n", r.ErrorCount)
 	if len(r.Errors) > 0 || len(r.Connect.Errors) > 0 {
