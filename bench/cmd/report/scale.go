@@ -29,6 +29,7 @@ type watchPeaks struct {
 	minAvailMB, startAvailMB int
 	daemonRSSMB, clientRSSMB int
 	slabMB, startSlabMB      int
+	tcpMemPages              int // peak of /proc/net/sockstat's TCP mem, -1 when not sampled
 	maxLoad                  float64
 	first, last              string
 }
