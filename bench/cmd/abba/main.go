@@ -58,7 +58,8 @@ type options struct {
 	portBase                  int
 	serverCPU                 string
 	dialers                   int
-	jsonOut                   string
+	jsonOut, from             string
+	behindMs                  float64
 	cmdline                   string
 	current                   atomic.Pointer[proc] // the running server, stopped on SIGINT/SIGTERM
 }
@@ -84,6 +85,8 @@ func main() {
 	flag.StringVar(&c.serverCPU, "server-cpu", "0", "taskset CPU list for the server (run this tool on another one)")
 	flag.IntVar(&c.dialers, "dialers", 16, "goroutines opening connections")
 	flag.StringVar(&c.jsonOut, "json", "bench/results/abba.json", "raw results (\"\": none)")
+	flag.Float64Var(&c.behindMs, "fell-behind", 10, "open loop: a run whose p50 exceeds this many ms fell behind the rate; its pair's open-loop ratios are left out (0: keep all)")
+	flag.StringVar(&c.from, "from", "", "only print the tables of a saved -json result (with this run's -fell-behind)")
 	flag.Parse()
 	var err error
 	if c.sources, err = parseSources(sources); err != nil {
@@ -97,6 +100,19 @@ func main() {
 		c.comparisons = append(c.comparisons, [2]string{a, b})
 	}
 	c.cmdline = strings.Join(os.Args, " ")
+	if c.from != "" {
+		b, err := os.ReadFile(c.from)
+		if err != nil {
+			log.Fatal(err)
+		}
+		var rep report
+		if err := json.Unmarshal(b, &rep); err != nil {
+			log.Fatalf("%s: %v", c.from, err)
+		}
+		rep.BehindMs = c.behindMs
+		fmt.Print(markdown(&rep))
+		return
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -160,6 +176,7 @@ type report struct {
 	Duration    time.Duration `json:"duration"`
 	Rate        int           `json:"rate"`
 	RateDur     time.Duration `json:"rate_duration"`
+	BehindMs    float64       `json:"fell_behind_p50_ms"`
 	Comparisons []*comparison `json:"comparisons"`
 }
 
@@ -219,7 +236,7 @@ func (c *options) main(ctx context.Context) error {
 		}
 	}
 	rep := &report{Started: time.Now().UTC(), Cmdline: c.cmdline, Conns: c.conns, Inflight: c.inflight,
-		Payload: c.payload, Duration: c.dur, Rate: c.rate, RateDur: c.rateDur}
+		Payload: c.payload, Duration: c.dur, Rate: c.rate, RateDur: c.rateDur, BehindMs: c.behindMs}
 	var failed []error
 	for _, cmp := range c.comparisons {
 		cr := &comparison{A: cmp[0], B: cmp[1]}
