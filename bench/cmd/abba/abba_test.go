@@ -236,3 +236,37 @@ func TestLoopsCatchBadEchoes(t *testing.T) {
 		t.Fatalf("%d connections stopped on a bad echo, want all 4", errs)
 	}
 }
+
+// An open-loop run that fell behind the rate takes its pair out of the
+// open-loop ratios, not out of the closed-loop ones.
+func TestFellBehindLeavesPairOut(t *testing.T) {
+	run := func(perCPU, p50 float64) *runResult {
+		return &runResult{Closed: &phase{PerServerCPUs: perCPU}, Open: &phase{CPUPer100k: 1, Lat: latency{P50: p50}}}
+	}
+	c := &comparison{Pairs: []*pair{
+		{Order: "AB", A: run(120, 0.5), B: run(100, 0.6)},
+		{Order: "BA", A: run(110, 0.5), B: run(100, 400)},
+	}}
+	var closed, open metric
+	for _, m := range metrics {
+		switch m.name {
+		case "msgs per server CPU-s (closed)":
+			closed = m
+		case "server CPU-s per 100k msgs (open)":
+			open = m
+		}
+	}
+	if r := closed.ratios(c, 10); len(r) != 2 || math.Abs(r[0]-1.2) > 1e-9 || math.Abs(r[1]-1.1) > 1e-9 {
+		t.Fatalf("closed %v", r)
+	}
+	if r := open.ratios(c, 10); len(r) != 2 || r[0] != 1 || !math.IsNaN(r[1]) {
+		t.Fatalf("open %v", r)
+	}
+	if r := open.ratios(c, 0); !(r[1] == 1) {
+		t.Fatalf("open without the rule %v", r)
+	}
+	md := markdown(&report{Conns: 1000, Inflight: 200, BehindMs: 10, Comparisons: []*comparison{c}})
+	if !strings.Contains(md, "(fell behind)") || !strings.Contains(md, "1 open-loop run(s) fell behind") {
+		t.Fatalf("markdown does not say which run fell behind:\n%s", md)
+	}
+}
