@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/scale.sh: the load-scale run. SCALE_CONNS idle connections (default
-# 100,000; up to 1,000,000 on a 24 GiB host) held across several
+# 100,000; 1,000,000 fits 24 GiB of memory, but with the load tool on the
+# same 2-core host the heartbeats alone outgrow the CPU) held across several
 # orchestratord processes that share one port with SO_REUSEPORT
 # (listen.reuse_port: true, a documented deployment mode), driven by several
 # load-tool processes dialing from 127.0.0.2… with IP_BIND_ADDRESS_NO_PORT.
@@ -11,7 +12,7 @@
 #
 #   bench/scale.sh                              # 100k
 #   SCALE_CONNS=200000 bench/scale.sh           # a trial before 1M
-#   SCALE_CONNS=1000000 bench/scale.sh          # 1M: 63 daemons, 106 client processes
+#   SCALE_CONNS=1000000 bench/scale.sh          # 1M: 63 daemons, 106 client processes (see docs/benchmarks.md)
 #   SCALE_PORT_BASE=43000 bench/scale.sh        # client port 43080, admin 43201… (default 28000)
 #
 # A watchdog stops the run (kills the load tool and the daemons) when
