@@ -10,7 +10,7 @@ PKGS      := ./...
 
 CLIENT    := web/client
 
-.PHONY: help build run test test-client test-scale test-short check-fmt check-generate vet lint generate fuzz bench chaos soak load-build bench-report load-scale bench-positions bench-vet clean
+.PHONY: help build run test test-client test-scale test-short check-fmt check-generate vet lint generate fuzz bench chaos soak load-build bench-report load-scale bench-positions bench-abba bench-vet clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -82,6 +82,9 @@ load-scale: ## hold SCALE_CONNS (default 100000) idle connections over SO_REUSEP
 
 bench-positions: ## what positions and the replay log cost on the echo path: product vs a -tags benchnolog build, ABAB pairs (POS_PAIRS=3 POS_DURATION=10s POS_PORT_BASE=28000)
 	bench/positions.sh
+
+bench-abba: ## independent check against gws: ABBA pairs at 1k connections with a gorilla/websocket client (netpoll-echo and the daemon vs gws-echo); prints markdown tables (ABBA_BLOCKS, ABBA_DURATION)
+	bench/abba.sh
 
 bench-vet: ## vet, build and test the separate bench/ module
 	cd bench && $(GO) vet ./... && $(GO) build ./... && $(GO) test ./...

@@ -1,48 +1,134 @@
 #!/usr/bin/env bash
 # bench/scale.sh: the load-scale run. SCALE_CONNS idle connections (default
-# 100,000) held across several orchestratord processes that share one port
-# with SO_REUSEPORT (listen.reuse_port: true, a documented deployment mode),
-# driven by several load-tool processes dialing from 127.0.0.2–127.0.0.41.
+# 100,000; 1,000,000 fits 24 GiB of memory, but with the load tool on the
+# same 2-core host the heartbeats alone outgrow the CPU) held across several
+# orchestratord processes that share one port with SO_REUSEPORT
+# (listen.reuse_port: true, a documented deployment mode), driven by several
+# load-tool processes dialing from 127.0.0.2… with IP_BIND_ADDRESS_NO_PORT.
 # Each process stays under the 20,000-fd limit. The figures (summed over the
-# daemons) go to bench/results/scale.json and the "bench-scale" section of
-# docs/benchmarks.md, with the arithmetic that takes them to 1M.
+# daemons) go to bench/results/scale.json (scale-<N>.json for another N) and
+# the "bench-scale" section of docs/benchmarks.md ("bench-scale-<N>" for
+# another N), with the arithmetic that takes them to 1M.
 #
-#   bench/scale.sh                       # 100k
-#   SCALE_CONNS=30000 bench/scale.sh     # a smaller try
+#   bench/scale.sh                              # 100k
+#   SCALE_CONNS=200000 bench/scale.sh           # a trial before 1M
+#   SCALE_CONNS=1000000 bench/scale.sh          # 1M: 63 daemons, 106 client processes (see docs/benchmarks.md)
+#   SCALE_PORT_BASE=43000 bench/scale.sh        # client port 43080, admin 43201… (default 28000)
+#
+# A watchdog stops the run (kills the load tool and the daemons) when
+# MemAvailable falls under SCALE_MIN_AVAIL_MB (default 3072): this host has
+# no swap, and the run must not push other work into the OOM killer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BENCH_BIN:-/tmp/orchestratord-bench}
-N=${SCALE_CONNS:-100000}
+N=${SCALE_CONNS:-${BENCH_SCALE_CONNS:-100000}}
 PER_DAEMON=${SCALE_PER_DAEMON:-16000}   # SO_REUSEPORT spreads by hash: keep room under 20k fds
 PER_CLIENT=${SCALE_PER_CLIENT:-9500}
 HOLD=${SCALE_HOLD:-30s}
+BASE=${SCALE_PORT_BASE:-28000}
+MIN_AVAIL_MB=${SCALE_MIN_AVAIL_MB:-3072}
 D=$(( (N + PER_DAEMON - 1) / PER_DAEMON ))
 P=$(( (N + PER_CLIENT - 1) / PER_CLIENT ))
+# Source addresses: one gives ~28k ephemeral ports per destination; keep
+# each under 10k connections so that connect never hunts for a free port.
+NSRC=$(( (N + 9999) / 10000 )); NSRC=$(( NSRC < 40 ? 40 : NSRC )); NSRC=$(( NSRC > 250 ? 250 : NSRC ))
+SOURCES=${SCALE_SOURCES:-127.0.0.2-127.0.0.$((NSRC + 1))}
 SECRET=${ORCH_JWT_SECRET:-bench-secret-0123456789abcdef-0123456789}
+if [ "$N" = 100000 ]; then OUT=bench/results/scale.json; MARK=bench-scale; else OUT=bench/results/scale-$N.json; MARK=bench-scale-$N; fi
 mkdir -p "$BIN" bench/results
 go build -trimpath -o "$BIN/orchestratord" ./daemon/cmd/orchestratord
 go build -trimpath -o "$BIN/orchestratord-load" ./daemon/cmd/orchestratord-load
 (cd bench && go build -trimpath -o "$BIN/" ./cmd/report)
 ulimit -n 20000 2>/dev/null || true
-cfg=$(mktemp /tmp/orchestratord-scale.XXXXXX.yaml)
-sed -e 's/^listen:/listen:\n  reuse_port: true/' bench/config/daemon.yaml > "$cfg"
-pids=() metrics=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -f "$cfg"; }
+# A port of the ephemeral range can be held by some other program's
+# outgoing connection from 127.0.0.1 (in TIME-WAIT too: a client socket has
+# no SO_REUSEADDR), and the listener's bind then fails: take the first port
+# from $1 on (step $2) that no socket on 127.0.0.1 or the wildcard uses.
+free_port() {
+  local p=$1
+  while [ -n "$(ss -Htan "sport = :$p" 2>/dev/null |
+                awk '$4 ~ /^(127\.0\.0\.1|\*|0\.0\.0\.0|\[::\]):[0-9]+$/')" ]; do
+    p=$((p + $2))
+  done
+  echo "$p"
+}
+PORT=$(free_port $((BASE + 80)) 100)
+logs=$(mktemp -d /tmp/orchestratord-scale.XXXXXX)
+cfg=$logs/daemon.yaml
+sed -e 's/^listen:/listen:\n  reuse_port: true/' \
+    -e "s/127.0.0.1:28080/127.0.0.1:$PORT/" -e "s/127.0.0.1:28090/127.0.0.1:$(free_port $((BASE + 90)) 100)/" \
+    bench/config/daemon.yaml > "$cfg"
+pids=() metrics=() loadpid="" watchpid=""
+cleanup() {
+  [ -n "$watchpid" ] && kill "$watchpid" 2>/dev/null || true
+  [ -n "$loadpid" ] && kill "$loadpid" 2>/dev/null || true
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$logs"
+}
 trap cleanup EXIT
-for i in $(seq 1 "$D"); do
-  admin="127.0.0.1:$((28200 + i))"
+avail_mb() { awk '/^MemAvailable:/ {print int($2/1024)}' /proc/meminfo; }
+echo "== before: MemAvailable $(avail_mb) MB, load $(cut -d' ' -f1-3 /proc/loadavg)"
+t0=$(date +%s%N)
+ap=$((BASE + 200))
+# start_daemon I: daemon I (0-based) with the next free admin port.
+start_daemon() {
+  ap=$(free_port $((ap + 1)) 1)
+  local admin="127.0.0.1:$ap"
   ORCH_JWT_SECRET=$SECRET setsid "$BIN/orchestratord" serve --config "$cfg" --admin "$admin" \
-    > "bench/results/scale-daemon-$i.log" 2>&1 &
-  pids+=("$!") metrics+=("http://$admin/metrics")
+    > "$logs/daemon-$(( $1 + 1 )).log" 2>&1 &
+  pids[$1]=$! metrics[$1]="http://$admin/metrics"
+}
+for i in $(seq 0 $((D - 1))); do start_daemon "$i"; done
+for _ in $(seq 1 300); do
+  ok=1
+  for i in "${!pids[@]}"; do
+    curl -fs -o /dev/null "${metrics[$i]}" && continue
+    ok=0
+    if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+      # A port taken between the check and the bind: start it again.
+      grep -q "address already in use" "$logs/daemon-$((i + 1)).log" || { echo "daemon $((i + 1)) exited:"; tail -5 "$logs/daemon-$((i + 1)).log"; exit 1; }
+      echo "daemon $((i + 1)): $(grep -o 'listen tcp [0-9.:]*' "$logs/daemon-$((i + 1)).log" | tail -1) was taken; starting it again"
+      start_daemon "$i"
+    fi
+    break
+  done
+  [ "$ok" = 1 ] && break; sleep 0.2
 done
-for _ in $(seq 1 100); do
-  ok=1; for m in "${metrics[@]}"; do curl -fs -o /dev/null "$m" || ok=0; done
-  [ "$ok" = 1 ] && break; sleep 0.1
-done
-echo "== $N connections: $D daemons (pids ${pids[*]}), $P client processes"
-"$BIN/orchestratord-load" -mode hold -url ws://127.0.0.1:28080/ws -jwt-secret "$SECRET" \
-  -conns "$N" -procs "$P" -sources 127.0.0.2-127.0.0.41 -dialers 16 -dial-timeout 30s \
+[ "$ok" = 1 ] || { echo "the daemons did not come up in 60 s"; exit 1; }
+echo "== $N connections: $D daemons (pids ${pids[0]}…${pids[-1]}), $P client processes from $SOURCES (daemons up in $(( ($(date +%s%N) - t0) / 1000000 )) ms)"
+"$BIN/orchestratord-load" -mode hold -url "ws://127.0.0.1:$PORT/ws" -jwt-secret "$SECRET" \
+  -conns "$N" -procs "$P" -sources "$SOURCES" -dialers 16 -dial-timeout 60s \
   -duration "$HOLD" -settle 5s -label "load-scale $N over $D daemons" \
   -server-pid "$(IFS=,; echo "${pids[*]}")" -metrics-url "$(IFS=,; echo "${metrics[*]}")" \
-  -json bench/results/scale.json
-"$BIN/report" -scale bench/results/scale.json -scale-daemons "$D"
+  -json "$OUT" &
+loadpid=$!
+# The watchdog: memory, and what the client side holds (for the report).
+(
+  set +e +o pipefail   # ps exits 1 when a process has no children yet
+  min=$(avail_mb)
+  while kill -0 "$loadpid" 2>/dev/null; do
+    a=$(avail_mb); [ "$a" -lt "$min" ] && min=$a
+    crss=$( (ps -o rss= -p "$loadpid"; ps -o rss= --ppid "$loadpid") 2>/dev/null | awk '{s+=$1} END {print int(s/1024)}')
+    drss=$(ps -o rss= -p "$(IFS=,; echo "${pids[*]}")" 2>/dev/null | awk '{s+=$1} END {print int(s/1024)}')
+    slab=$(awk '/^Slab:/ {print int($2/1024)}' /proc/meminfo)
+    echo "$(date -u +%T) MemAvailable ${a} MB (min ${min}), daemons RSS ${drss} MB, load tool RSS ${crss} MB, Slab ${slab} MB, load $(cut -d' ' -f1 /proc/loadavg), TCP mem $(awk '/^TCP:/ {print $NF}' /proc/net/sockstat) pages" >> "$logs/watch.log"
+    if [ "$a" -lt "$MIN_AVAIL_MB" ]; then
+      echo "== ABORT: MemAvailable ${a} MB < ${MIN_AVAIL_MB} MB: stopping the load tool and the daemons" >&2
+      kill "$loadpid" 2>/dev/null || true
+      for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+      exit 1
+    fi
+    sleep 2
+  done
+) &
+watchpid=$!
+rc=0; wait "$loadpid" || rc=$?
+loadpid=""
+wait "$watchpid" 2>/dev/null || { echo "== the watchdog stopped the run"; rc=1; }
+watchpid=""
+echo "== watchdog samples (every 2 s): first, peak memory use, last"
+head -1 "$logs/watch.log"; sort -t' ' -k3 -n "$logs/watch.log" | head -1; tail -1 "$logs/watch.log"
+cp "$logs/watch.log" "bench/results/scale-$N-watch.log"
+[ "$rc" = 0 ] || exit "$rc"
+"$BIN/report" -scale "$OUT" -scale-daemons "$D" -scale-marker "$MARK" -scale-watch "bench/results/scale-$N-watch.log"

@@ -58,7 +58,7 @@ type config struct {
 
 func main() {
 	var c config
-	var holds, rates, servers, scaleJSON, from string
+	var holds, rates, servers, scaleJSON, scaleMarker, scaleWatch, from string
 	var scaleDaemons int
 	flag.StringVar(&c.bin, "bin", "/tmp/orchestratord-bench", "directory with the built binaries")
 	flag.StringVar(&c.daemonConfig, "daemon-config", "bench/config/daemon.yaml", "orchestratord config")
@@ -77,10 +77,12 @@ func main() {
 	flag.StringVar(&servers, "servers", "orchestratord,netpoll-echo,gorilla,gws,nbio", "servers to run")
 	flag.StringVar(&scaleJSON, "scale", "", "only write the scale section from this load-scale result (bench/scale.sh)")
 	flag.IntVar(&scaleDaemons, "scale-daemons", 1, "daemon processes of the scale run")
+	flag.StringVar(&scaleMarker, "scale-marker", "bench-scale", "name of the docs section markers the scale run rewrites (bench/scale.sh: bench-scale-<N> for N other than 100000)")
+	flag.StringVar(&scaleWatch, "scale-watch", "", "the scale run's watchdog log (MemAvailable, RSS and slab every 2 s): peaks go into the section")
 	flag.StringVar(&from, "from", "", "only rewrite the docs from this latest.json (no runs)")
 	flag.Parse()
 	if scaleJSON != "" {
-		if err := writeScale(c.docs, scaleJSON, scaleDaemons); err != nil {
+		if err := writeScale(c.docs, scaleJSON, scaleDaemons, scaleMarker, scaleWatch); err != nil {
 			log.Fatal(err)
 		}
 		return

@@ -68,3 +68,28 @@ func TestReportVerdicts(t *testing.T) {
 		t.Log(got)
 	}
 }
+
+func TestReadWatch(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "watch.log")
+	log := "16:20:01 MemAvailable 20000 MB (min 20000), daemons RSS 100 MB, load tool RSS 50 MB, Slab 300 MB, load 1.50\n" +
+		"garbage line\n" +
+		"16:20:03 MemAvailable 12000 MB (min 12000), daemons RSS 2500 MB, load tool RSS 1500 MB, Slab 9000 MB, load 3.25\n" +
+		"16:20:05 MemAvailable 12500 MB (min 12000), daemons RSS 2400 MB, load tool RSS 1600 MB, Slab 8900 MB, load 2.00, TCP mem 350 pages\n"
+	if err := os.WriteFile(path, []byte(log), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w, err := readWatch(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.samples != 3 || w.startAvailMB != 20000 || w.minAvailMB != 12000 || w.daemonRSSMB != 2500 || w.clientRSSMB != 1600 ||
+		w.slabMB != 9000 || w.maxLoad != 3.25 || w.tcpMemPages != 350 || w.first != "16:20:01" || w.last != "16:20:05" {
+		t.Fatalf("%+v", w)
+	}
+	if err := os.WriteFile(path, []byte("nothing\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readWatch(path); err == nil {
+		t.Fatal("a log without samples was accepted")
+	}
+}
