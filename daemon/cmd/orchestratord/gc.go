@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"os"
 	"runtime/debug"
 
 	"github.com/orchestratord/orchestratord/daemon/config"
@@ -28,6 +29,14 @@ func (g *gcTuner) target(rt config.Runtime) int {
 		return g.start
 	}
 	return rt.GCPercent
+}
+
+// warnEnv logs, at start, that runtime.gc_percent overrides a GOGC set in
+// the environment.
+func (g *gcTuner) warnEnv(rt config.Runtime, log *slog.Logger) {
+	if v, ok := os.LookupEnv("GOGC"); ok && rt.GCPercent != 0 {
+		log.Warn("GOGC ignored: runtime.gc_percent sets the GC target (0 keeps GOGC)", "GOGC", v, "gc_percent", rt.GCPercent)
+	}
 }
 
 // apply sets the GC target rt asks for and logs a change.

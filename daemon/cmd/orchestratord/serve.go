@@ -40,6 +40,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	log, level := telemetry.NewLogger(stdout, cfg.Log.Level)
 	log = log.With("node", cfg.Node)
 	gc := newGCTuner()
+	gc.warnEnv(cfg.Runtime, log)
 	gc.apply(cfg.Runtime, log)
 	metrics := telemetry.New(version)
 
