@@ -61,6 +61,19 @@ type Config struct {
 	Log      Log                `yaml:"log" json:"log"`
 	// Readiness adds conditions to /readyz (daemon addition).
 	Readiness Readiness `yaml:"readiness" json:"readiness" reload:"live"`
+	// Runtime tunes the Go runtime (daemon addition).
+	Runtime Runtime `yaml:"runtime" json:"runtime" reload:"live"`
+}
+
+// Runtime tunes the Go runtime, applied at start and on every reload.
+type Runtime struct {
+	// GCPercent is the garbage collector's target (Go's GOGC): a collection
+	// starts once the heap has grown by this percentage of the heap live
+	// after the previous one. Lower keeps less memory resident (an idle
+	// session's RSS) for more frequent collections. 0 leaves the Go
+	// runtime's own setting: the GOGC environment variable, else 100.
+	// Default 50 (docs/deploy.md, "Go's garbage collector and idle memory").
+	GCPercent int `yaml:"gc_percent" json:"gc_percent"`
 }
 
 // Readiness configures what /readyz requires besides serving (not
@@ -429,8 +442,9 @@ func Default() Config {
 			Timeout:        Duration(30 * time.Second),
 			ReconnectAfter: Duration(time.Second),
 		},
-		Admin: Admin{User: "admin", PasswordEnv: "ORCH_ADMIN_PASSWORD", MetricsPublic: true},
-		Log:   Log{Level: "info"},
+		Admin:   Admin{User: "admin", PasswordEnv: "ORCH_ADMIN_PASSWORD", MetricsPublic: true},
+		Log:     Log{Level: "info"},
+		Runtime: Runtime{GCPercent: 50},
 	}
 }
 

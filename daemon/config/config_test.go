@@ -48,12 +48,13 @@ func TestEnvOverrides(t *testing.T) {
 		"ORCH_WS_ALLOWED_ORIGINS=https://a.example, https://b.example",
 		"ORCH_AUTH_ANONYMOUS=true",
 		"ORCH_NODE=edge-9",
+		"ORCH_RUNTIME_GC_PERCENT=80",
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.WS.Heartbeat.D() != 10*time.Second || c.Routes["echo"].Timeout.D() != 7*time.Second || c.Limits.SessionRate != 2.5 ||
-		len(c.WS.AllowedOrigins) != 2 || c.WS.AllowedOrigins[1] != "https://b.example" || c.Node != "edge-9" {
+		len(c.WS.AllowedOrigins) != 2 || c.WS.AllowedOrigins[1] != "https://b.example" || c.Node != "edge-9" || c.Runtime.GCPercent != 80 {
 		t.Fatalf("overrides not applied: %+v", c)
 	}
 }
@@ -98,6 +99,8 @@ func TestErrors(t *testing.T) {
 		{"hs256 needs a secret", "", nil, []string{"auth.jwt.secret_env", "ORCH_JWT_SECRET"}, nil},
 		{"short secret", "", []string{"ORCH_JWT_SECRET=short"}, []string{"at least 32 bytes"}, nil},
 		{"admin off loopback needs a password", "auth: {anonymous: true}\nlisten: {admin: \"0.0.0.0:9090\"}\n", nil, []string{"admin.password_env", "not a loopback"}, nil},
+		{"gc_percent below 10", "auth: {anonymous: true}\nruntime: {gc_percent: 5}\n", nil, []string{"runtime.gc_percent: line 2", "0 (the Go runtime's own", "got 5"}, nil},
+		{"gc_percent negative by env", "auth: {anonymous: true}\n", []string{"ORCH_RUNTIME_GC_PERCENT=-1"}, []string{"runtime.gc_percent", "got -1"}, nil},
 		{"node_loss_after too short", "auth: {anonymous: true}\nsessions: {node_loss_after: 500ms}\n", nil, []string{"sessions.node_loss_after", "at least 1s"}, nil},
 		{"every problem at once", "auth: {anonymous: true}\nws: {path: ws}\nsessions: {store: disk}\n", nil, []string{"ws.path: line 2", "sessions.store: line 3"}, nil},
 		{"redis url scheme", "auth: {anonymous: true}\nsessions: {store: redis, redis_url: \"http://x:6379\"}\n", nil, []string{"sessions.redis_url", "redis:// or rediss://"}, nil},
@@ -141,6 +144,8 @@ func TestValidShapesAccepted(t *testing.T) {
 		{"merge key", "auth: {anonymous: true}\nbackends:\n  a: &b {kind: echo}\n  c:\n    <<: *b\n    max_concurrent: 3\n"},
 		{"core tag", "auth: {anonymous: true}\nnode: !!str edge-1\n"},
 		{"comments only", "# nothing\n"},
+		{"gc_percent 0: the runtime's own", "auth: {anonymous: true}\nruntime: {gc_percent: 0}\n"},
+		{"gc_percent 1000", "auth: {anonymous: true}\nruntime: {gc_percent: 1000}\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

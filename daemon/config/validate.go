@@ -267,6 +267,9 @@ func (c *Config) problems() []error {
 	default:
 		add("log.level: must be debug, info, warn or error, got %q", c.Log.Level)
 	}
+	if g := c.Runtime.GCPercent; g != 0 && (g < 10 || g > 1000) {
+		add("runtime.gc_percent: must be 0 (the Go runtime's own: GOGC, else 100) or 10 to 1000, got %d", g)
+	}
 	return errs
 }
 

@@ -264,12 +264,13 @@ func (b *bus) onAttach(h busMsg) {
 		if h.E > l.epoch {
 			l.epoch = h.E
 			older = l.out
-			l.out, l.conn, l.detached = nil, 0, 0
+			l.out, l.conn = nil, 0
+			l.setDetached(0)
 			// Live output of these streams from now on waits behind the
 			// replay (relayLocked) until it is published: no chunk
 			// overtakes it, and nothing is published under l.mu.
 			r = &remote{Holder: Holder{Node: h.N, Conn: h.C, Epoch: h.E}, replaying: true}
-			l.remote = r
+			l.setRemote(r)
 			for _, s := range l.sortedStreams() {
 				for _, c := range s.replay() {
 					msg, err := encodeBus(busMsg{T: busRelay, S: h.S, C: h.C, R: s.req}, c)

@@ -206,8 +206,8 @@ func (m *Manager) restore(ctx context.Context, l *Record, user string) error {
 	}
 	l.mu.Lock()
 	sent := l.sent
-	if l.ahead != nil && len(*l.ahead) > 0 {
-		sent = max(sent, (*l.ahead)[len(*l.ahead)-1])
+	if a := l.ahead(); a != nil && len(*a) > 0 {
+		sent = max(sent, (*a)[len(*a)-1])
 	}
 	l.mu.Unlock()
 	return m.store.AppendGap(ctx, l.id, int(sent))
@@ -225,8 +225,8 @@ func (m *Manager) deliver(l *Record, req string, a Appended) {
 	}
 	var to Holder
 	if h := a.Holder; m.bus != nil && h.Node != "" && h.Node != m.node && h.Epoch >= l.epoch {
-		if l.remote == nil || l.remote.Holder != h {
-			l.remote = &remote{Holder: h}
+		if r := l.remote(); r == nil || r.Holder != h {
+			l.setRemote(&remote{Holder: h})
 		}
 		l.epoch, to = h.Epoch, h
 		if l.relayLocked(req, a.Pos, a.Msg) {
@@ -267,13 +267,13 @@ func (m *Manager) sendLocked(l *Record, msg []byte, pos uint64) {
 	if pos != 0 && !l.markSentLocked(pos) {
 		return
 	}
-	if bl := l.bl; bl != nil {
+	if bl := l.bl(); bl != nil {
 		bl.msgs = append(bl.msgs, outMsg{msg, pos})
 		bl.live += len(msg)
 		if bl.live > m.opts.maxBacklog() {
 			m.log.Warn("slow consumer: live messages behind a replay passed their bound",
 				slog.String("session", l.id), slog.Int("bytes", bl.live))
-			l.bl = nil
+			l.setBl(nil)
 			l.out.Cut()
 		}
 		return
@@ -292,12 +292,14 @@ func (m *Manager) replayLocked(l *Record, msgs []outMsg) {
 	if len(msgs) == 0 {
 		return
 	}
-	if l.bl == nil {
-		l.bl = &backlog{}
+	bl := l.bl()
+	if bl == nil {
+		bl = &backlog{}
+		l.setBl(bl)
 	}
 	for _, o := range msgs {
-		l.bl.msgs = append(l.bl.msgs, o)
-		l.bl.total += len(o.msg)
+		bl.msgs = append(bl.msgs, o)
+		bl.total += len(o.msg)
 	}
 	m.pumpLocked(l)
 }
@@ -305,7 +307,7 @@ func (m *Manager) replayLocked(l *Record, msgs []outMsg) {
 // pumpLocked moves the backlog to the connection while its queue is under
 // the pace, then waits for it to drain. l.mu held.
 func (m *Manager) pumpLocked(l *Record) {
-	bl, out := l.bl, l.out
+	bl, out := l.bl(), l.out
 	if bl == nil || out == nil || bl.older != nil {
 		return
 	}
@@ -321,12 +323,12 @@ func (m *Manager) pumpLocked(l *Record) {
 			err = out.Send(o.msg)
 		}
 		if err != nil {
-			l.bl = nil // the connection is gone; the log keeps the terminals
+			l.setBl(nil) // the connection is gone; the log keeps the terminals
 			return
 		}
 	}
 	if bl.head == len(bl.msgs) {
-		l.bl = nil
+		l.setBl(nil)
 		return
 	}
 	// The callback runs on the connection's goroutine, maybe at once:
@@ -343,7 +345,7 @@ const takeoverWait = 3 * time.Second
 // connection's Detach after takeoverWait.
 func (m *Manager) stopWaiting(l *Record, bl *backlog) {
 	l.mu.Lock()
-	if l.bl == bl && bl.older != nil {
+	if l.bl() == bl && bl.older != nil {
 		bl.older = nil
 		m.pumpLocked(l)
 	}
@@ -378,17 +380,20 @@ func (m *Manager) Detach(id string, out Outlet, acked uint64) {
 		gone = true
 		// The delivered cursor never passes a position out did not get.
 		acked = min(acked, l.sent)
-		l.out, l.conn, l.bl, l.ahead = nil, 0, nil, nil
-		if acked > l.dlv {
-			l.dlv, write = acked, true
+		l.out, l.conn = nil, 0
+		l.setBl(nil)
+		l.setAhead(nil)
+		if acked > l.dlv() {
+			l.setDlv(acked)
+			write = true
 		}
 		if m.bus != nil && l.conns == 0 {
 			// Redis: kept for resume in Redis; this node remembers it
 			// held the session (Counts, Detached) until another node
 			// claims it or its TTL passes.
-			l.detached = time.Now().UnixNano()
+			l.setDetached(time.Now().UnixNano())
 		}
-	} else if bl := l.bl; bl != nil && bl.older == out {
+	} else if bl := l.bl(); bl != nil && bl.older == out {
 		// The connection a resume on this node took over: its final
 		// Acked decides what the new connection's replay still owes.
 		acked = min(acked, bl.capAt)
@@ -403,8 +408,9 @@ func (m *Manager) Detach(id string, out Outlet, acked uint64) {
 		}
 		clear(bl.msgs[k:])
 		bl.msgs, bl.older = bl.msgs[:k], nil
-		if acked > l.dlv {
-			l.dlv, write = acked, true
+		if acked > l.dlv() {
+			l.setDlv(acked)
+			write = true
 		}
 		m.pumpLocked(l)
 	}
@@ -466,8 +472,8 @@ func (m *Manager) doAsync(parent context.Context, op asyncOp) {
 		err = m.store.Delivered(ctx, op.id, op.pos)
 		if l := op.l; l != nil {
 			l.mu.Lock()
-			if err == nil && l.dlv <= op.pos {
-				l.dlv = 0
+			if err == nil && l.dlv() <= op.pos {
+				l.setDlv(0)
 				m.releaseLocked(l)
 			}
 			l.mu.Unlock()
@@ -527,7 +533,7 @@ func (m *Manager) Counts() (attached, detached int, bytes int64) {
 		l.mu.Lock()
 		if l.out != nil {
 			attached++
-		} else if l.detached != 0 {
+		} else if l.detached() != 0 {
 			detached++
 		}
 		l.mu.Unlock()
@@ -552,8 +558,8 @@ func (m *Manager) Detached(dst []DetachedInfo, limit int) []DetachedInfo {
 	start := len(dst)
 	for _, l := range m.records() {
 		l.mu.Lock()
-		if l.out == nil && l.detached != 0 {
-			dst = append(dst, DetachedInfo{ID: l.id, User: l.user, Since: time.Unix(0, l.detached)})
+		if l.out == nil && l.detached() != 0 {
+			dst = append(dst, DetachedInfo{ID: l.id, User: l.user, Since: time.Unix(0, l.detached())})
 		}
 		l.mu.Unlock()
 	}
@@ -577,28 +583,28 @@ func (l *Record) markSentLocked(pos uint64) bool {
 	}
 	if pos > l.sent+1 {
 		var a []uint64
-		if l.ahead != nil {
-			a = *l.ahead
+		if p := l.ahead(); p != nil {
+			a = *p
 		}
 		i, found := slices.BinarySearch(a, pos)
 		if found {
 			return false
 		}
 		a = slices.Insert(a, i, pos)
-		l.ahead = &a
+		l.setAhead(&a)
 		return true
 	}
 	l.sent = pos
-	if l.ahead != nil {
-		a := *l.ahead
+	if p := l.ahead(); p != nil {
+		a := *p
 		for len(a) > 0 && a[0] == l.sent+1 {
 			l.sent++
 			a = a[1:]
 		}
 		if len(a) == 0 {
-			l.ahead = nil
+			l.setAhead(nil)
 		} else {
-			*l.ahead = a
+			*p = a
 		}
 	}
 	return true

@@ -258,7 +258,7 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 			return nil, false, fmt.Errorf("attach session %s: %w", id, ctx.Err())
 		}
 		l.mu.Lock()
-		from.Delivered = max(from.Delivered, l.dlv)
+		from.Delivered = max(from.Delivered, l.dlv())
 		if l.out != nil {
 			// A takeover on this node: what the older connection's peer
 			// acknowledged so far counts as delivered (its close comes
@@ -290,11 +290,15 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 		// never past the older connection's contiguous mark.
 		bl = &backlog{older: older, capAt: l.sent}
 	}
-	l.out, l.conn, l.remote, l.bl, l.ahead = out, conn, nil, bl, nil
+	l.out, l.conn = out, conn
+	l.setRemote(nil)
+	l.setBl(bl)
+	l.setAhead(nil)
 	if bl != nil {
 		time.AfterFunc(takeoverWait, func() { m.stopWaiting(l, bl) })
 	}
-	l.sent, l.user, l.detached = claim.Pos, user, 0
+	l.sent, l.user = claim.Pos, user
+	l.setDetached(0)
 	l.conns++
 	l.epoch = max(l.epoch, claim.Epoch)
 	l.touched.Store(int64(time.Since(m.clock0)))

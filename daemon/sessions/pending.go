@@ -217,5 +217,5 @@ func (m *Manager) cursorWritten(id string) bool {
 		return true
 	}
 	defer l.mu.Unlock()
-	return l.dlv == 0
+	return l.dlv() == 0
 }

@@ -35,24 +35,125 @@ type Record struct {
 	user string // the session's user, once attached here (to restore a lost session); guarded by mu
 
 	// guarded by mu
-	out      Outlet             // the live connection on this node, nil if none
-	conn     uint64             // out's connection number
-	remote   *remote            // the holder on another node, as last learnt (nil: unknown)
-	epoch    uint64             // newest claim epoch seen for the session
-	streams  map[string]*Stream // nil while no request runs: idle sessions stay small
-	sent     uint64             // every position up to this one was sent to out (or came before its claim)
-	ahead    *[]uint64          // positions above sent+1 sent to out already, ascending; nil: none
-	bl       *backlog           // a paced replay under way on out, nil if none
-	dlv      uint64             // a delivered cursor not written to the store yet
-	detached int64              // Redis store: unix nanos its last connection here went (0: attached or not kept)
-	held     int32              // Terminal calls and retries using l; -1 once forgotten (dead)
-	conns    int32              // gateway connections holding l (Bind .. Detach)
-	turnQ    *[]chan struct{}   // the session's turn (turn.go): callers waiting for it, oldest first
+	out     Outlet             // the live connection on this node, nil if none
+	conn    uint64             // out's connection number
+	epoch   uint64             // newest claim epoch seen for the session
+	streams map[string]*Stream // nil while no request runs: idle sessions stay small
+	sent    uint64             // every position up to this one was sent to out (or came before its claim)
+	dx      *recDelivery       // nil while all of it is zero: idle sessions stay small (its accessors below)
+	held    int32              // Terminal calls and retries using l; -1 once forgotten (dead)
+	conns   int32              // gateway connections holding l (Bind .. Detach)
+	turnQ   *[]chan struct{}   // the session's turn (turn.go): callers waiting for it, oldest first
 
 	req     atomic.Pointer[recReq] // dispatch's requests in flight and the trace id; nil while neither
 	touched atomic.Int64           // when the last TTL refresh was sent: nanos since Manager.clock0
 	tat     atomic.Int64           // dispatch's message rate limiter (GCRA theoretical arrival time)
 	turn    atomic.Int32           // the session's turn: turnFree, turnHeld, turnQueued (turn.go)
+}
+
+// recDelivery is the part of a record that only a session with output in
+// flight, a delivered cursor not yet written, or a Redis store needs: made
+// on first use by a setter below, dropped once all of it is zero again.
+// Guarded by the record's mu, like the fields it holds.
+type recDelivery struct {
+	remote   *remote   // the holder on another node, as last learnt (nil: unknown)
+	ahead    *[]uint64 // positions above sent+1 sent to out already, ascending; nil: none
+	bl       *backlog  // a paced replay under way on out, nil if none
+	dlv      uint64    // a delivered cursor not written to the store yet
+	detached int64     // Redis store: unix nanos its last connection here went (0: attached or not kept)
+}
+
+// The getters return the zero value while l has no recDelivery; l.mu held.
+func (l *Record) remote() *remote {
+	if l.dx == nil {
+		return nil
+	}
+	return l.dx.remote
+}
+
+func (l *Record) ahead() *[]uint64 {
+	if l.dx == nil {
+		return nil
+	}
+	return l.dx.ahead
+}
+
+func (l *Record) bl() *backlog {
+	if l.dx == nil {
+		return nil
+	}
+	return l.dx.bl
+}
+
+func (l *Record) dlv() uint64 {
+	if l.dx == nil {
+		return 0
+	}
+	return l.dx.dlv
+}
+
+func (l *Record) detached() int64 {
+	if l.dx == nil {
+		return 0
+	}
+	return l.dx.detached
+}
+
+// delivery returns l's recDelivery, made if none; l.mu held.
+func (l *Record) delivery() *recDelivery {
+	if l.dx == nil {
+		l.dx = &recDelivery{}
+	}
+	return l.dx
+}
+
+// trimDelivery drops l's recDelivery once all of it is zero; l.mu held.
+func (l *Record) trimDelivery() {
+	if d := l.dx; d != nil && *d == (recDelivery{}) {
+		l.dx = nil
+	}
+}
+
+// The setters make the recDelivery on first use and drop it once empty
+// again; setting a zero value on a record without one makes nothing.
+func (l *Record) setRemote(r *remote) {
+	if r == nil && l.dx == nil {
+		return
+	}
+	l.delivery().remote = r
+	l.trimDelivery()
+}
+
+func (l *Record) setAhead(a *[]uint64) {
+	if a == nil && l.dx == nil {
+		return
+	}
+	l.delivery().ahead = a
+	l.trimDelivery()
+}
+
+func (l *Record) setBl(bl *backlog) {
+	if bl == nil && l.dx == nil {
+		return
+	}
+	l.delivery().bl = bl
+	l.trimDelivery()
+}
+
+func (l *Record) setDlv(pos uint64) {
+	if pos == 0 && l.dx == nil {
+		return
+	}
+	l.delivery().dlv = pos
+	l.trimDelivery()
+}
+
+func (l *Record) setDetached(at int64) {
+	if at == 0 && l.dx == nil {
+		return
+	}
+	l.delivery().detached = at
+	l.trimDelivery()
 }
 
 // recReq is what a record keeps for dispatch beyond its limiter state,
@@ -109,7 +210,7 @@ func (m *Manager) lockLocal(id string, create bool) *Record {
 // held; the caller still unlocks it.
 func (m *Manager) releaseLocked(l *Record) {
 	if l.out != nil || len(l.streams) > 0 || len(l.callsLocked()) > 0 || l.held != 0 || l.conns > 0 ||
-		l.dlv != 0 || l.detached != 0 {
+		l.dlv() != 0 || l.detached() != 0 {
 		return // held < 0: dead already
 	}
 	sh := m.shard(l.id)
@@ -322,8 +423,8 @@ func (m *Manager) sweepDetached(now time.Time) {
 	cut := now.Add(-m.lim.ttl).UnixNano()
 	for _, l := range m.records() {
 		l.mu.Lock()
-		if l.detached != 0 && l.detached < cut {
-			l.detached = 0
+		if d := l.detached(); d != 0 && d < cut {
+			l.setDetached(0)
 			m.releaseLocked(l)
 		}
 		l.mu.Unlock()
@@ -349,7 +450,7 @@ type relayMsg struct {
 // relayLocked reports whether a message for the remote holder must wait
 // behind a replay under way; if so it is queued. l.mu held.
 func (l *Record) relayLocked(req string, pos uint64, msg []byte) (queued bool) {
-	if r := l.remote; r != nil && r.replaying {
+	if r := l.remote(); r != nil && r.replaying {
 		r.q = append(r.q, relayMsg{req, pos, msg})
 		return true
 	}

@@ -36,7 +36,7 @@ func TestRecordRequests(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rec.streams != nil || rec.req.Load() != nil || rec.bl != nil || rec.remote != nil {
+			if rec.streams != nil || rec.req.Load() != nil || rec.dx != nil {
 				t.Fatal("an idle session's record holds maps or buffers")
 			}
 			if rec.User() != "alice" || rec.ID() == "" {
@@ -120,10 +120,35 @@ func memManager(t testing.TB) *Manager {
 // TestRecordSize guards the idle footprint: one record per session, in
 // one size class of the allocator.
 func TestRecordSize(t *testing.T) {
-	// 192 is the allocator's size class above 176: the session's turn
-	// (turn.go) took the record from 176 to 184 bytes.
-	if sz := unsafe.Sizeof(Record{}); sz > 192 {
-		t.Fatalf("Record is %d bytes, want at most 192 (idle sessions)", sz)
+	// 160 is an allocator size class: the delivery fields (recDelivery,
+	// made on first use) took the record from 184 bytes (a 192-byte
+	// object) to 152.
+	if sz := unsafe.Sizeof(Record{}); sz > 160 {
+		t.Fatalf("Record is %d bytes, want at most 160 (idle sessions)", sz)
+	}
+	// An idle session has no recDelivery: setting zero values makes none,
+	// and clearing the last non-zero field drops it.
+	var l Record
+	l.setRemote(nil)
+	l.setBl(nil)
+	l.setAhead(nil)
+	l.setDlv(0)
+	l.setDetached(0)
+	if l.dx != nil {
+		t.Fatal("zero setters made a recDelivery")
+	}
+	l.setDlv(7)
+	l.setDetached(9)
+	if l.dlv() != 7 || l.detached() != 9 {
+		t.Fatalf("dlv %d detached %d, want 7 and 9", l.dlv(), l.detached())
+	}
+	l.setDlv(0)
+	if l.dx == nil {
+		t.Fatal("recDelivery dropped while detached is set")
+	}
+	l.setDetached(0)
+	if l.dx != nil {
+		t.Fatal("recDelivery kept once all of it is zero")
 	}
 }
 

@@ -71,7 +71,7 @@ func (s *Stream) Chunk(msg []byte) {
 		l.mu.Unlock()
 		return
 	}
-	lookup := m.bus != nil && l.remote == nil && !s.looked
+	lookup := m.bus != nil && l.remote() == nil && !s.looked
 	s.looked = s.looked || lookup
 	l.mu.Unlock()
 	if m.bus == nil {
@@ -88,15 +88,15 @@ func (s *Stream) Chunk(msg []byte) {
 		if err == nil && h.Epoch > l.epoch {
 			l.epoch = h.Epoch
 			if h.Node != m.node {
-				l.remote = &remote{Holder: h}
+				l.setRemote(&remote{Holder: h})
 			}
 		}
 		l.mu.Unlock()
 	}
 	l.mu.Lock()
 	var to Holder
-	if l.remote != nil {
-		to = l.remote.Holder
+	if r := l.remote(); r != nil {
+		to = r.Holder
 	}
 	here := l.out != nil
 	if here {

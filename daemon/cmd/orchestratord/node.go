@@ -31,6 +31,7 @@ type node struct {
 	router  *dispatch.Router
 	mgr     *sessions.Manager
 	meter   backends.Meter // where every backend set reports its calls
+	gc      *gcTuner       // runtime.gc_percent
 
 	drainAt atomic.Pointer[time.Time] // when the drain started; nil while serving
 
@@ -163,6 +164,7 @@ func (n *node) apply(next config.Config, gate *auth.Gate, level *slog.LevelVar, 
 	n.retire(old, longestRoute(*n.current.Load()))
 	gate.Update(next.Limits, next.WS.AllowedOrigins)
 	n.router.SetAccessLog(next.Log.Requests)
+	n.gc.apply(next.Runtime, log)
 	if err := level.UnmarshalText([]byte(next.Log.Level)); err != nil {
 		log.Warn("log level not changed", "err", err)
 	}

@@ -148,23 +148,39 @@ func (e *e2e) testReload(t *testing.T) {
 	}
 	defer rate1.close()
 
+	// gcPercent is the Go runtime's GC target as the daemon reports it.
+	gcPercent := func() float64 {
+		t.Helper()
+		v, ok := metricValue(scrape(t, "http://"+admin+"/metrics"), "go_gc_gogc_percent", nil)
+		if !ok {
+			t.Fatal("no go_gc_gogc_percent in /metrics")
+		}
+		return v
+	}
+	if v := gcPercent(); v != 50 {
+		t.Errorf("GC target %v at start, want runtime.gc_percent's default 50", v)
+	}
+
 	every("before", echoA)
 	if n := rateLimited(t, rate0, "r0-", 20); n != 0 {
 		t.Fatalf("before reload: %d of 20 rate limited, want 0 (burst 100)", n)
 	}
 
-	writeFile(t, cfg, reloadConfig(client, admin, backendB.URL, "b", 1, 5))
+	writeFile(t, cfg, reloadConfig(client, admin, backendB.URL, "b", 1, 5)+"runtime: {gc_percent: 200}\n")
 	p.signal(syscall.SIGHUP)
 	eventually(t, 5*time.Second, "\"configuration reloaded\" in the log", func() bool {
 		return p.logs.count("configuration reloaded") == 1
 	})
 	// The reload says what changed, key by key.
-	for _, want := range []string{`routes.work.backend: \"a\" -> \"b\"`, `limits.session_rate: 10000 -> 1`, `limits.session_burst: 100 -> 5`} {
+	for _, want := range []string{`routes.work.backend: \"a\" -> \"b\"`, `limits.session_rate: 10000 -> 1`, `limits.session_burst: 100 -> 5`, `runtime.gc_percent: 50 -> 200`} {
 		if p.logs.countRaw(want) != 1 {
 			t.Errorf("the reload log does not say %s", want)
 		}
 	}
 	every("after", fromB)
+	if v := gcPercent(); v != 200 {
+		t.Errorf("GC target %v after the reload, want 200 (runtime.gc_percent is reloadable)", v)
+	}
 	if n := rateLimited(t, rate1, "r1-", 20); n < 10 {
 		t.Errorf("after reload: %d of 20 rate limited, want at least 10 (rate 1/s, burst 5)", n)
 	}
@@ -191,6 +207,9 @@ func (e *e2e) testReload(t *testing.T) {
 		c.close()
 	}
 
+	if v := gcPercent(); v != 50 {
+		t.Errorf("GC target %v once runtime.gc_percent is gone from the file, want the default 50", v)
+	}
 	if n := p.logs.count("configuration reloaded"); n != 2 {
 		t.Errorf("got %d \"configuration reloaded\" lines, want 2", n)
 	}

@@ -39,6 +39,9 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	started := time.Now()
 	log, level := telemetry.NewLogger(stdout, cfg.Log.Level)
 	log = log.With("node", cfg.Node)
+	gc := newGCTuner()
+	gc.warnEnv(cfg.Runtime, log)
+	gc.apply(cfg.Runtime, log)
 	metrics := telemetry.New(version)
 
 	// The components' own background work (JWKS refresh, store) stops with
@@ -124,7 +127,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		return fmt.Errorf("listen.admin: %w", err)
 	}
 
-	state = &node{cfg: cfg, eng: eng, gw: gw, router: router, mgr: mgr, set: set, meter: metrics, stop: make(chan struct{})}
+	state = &node{cfg: cfg, eng: eng, gw: gw, router: router, mgr: mgr, set: set, meter: metrics, gc: gc, stop: make(chan struct{})}
 	state.current.Store(&cfg)
 	metrics.SetGauges(state.gauges)
 	metrics.SetBackends(state.backendGauges)
