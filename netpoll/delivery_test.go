@@ -25,6 +25,33 @@ func (h *ackHandler) OnClose(c *Conn, code CloseCode, err error) {
 	h.echoHandler.OnClose(c, code, err)
 }
 
+// waitAcked returns what OnClose found acknowledged.
+func (h *ackHandler) waitAcked(t *testing.T) uint64 {
+	t.Helper()
+	select {
+	case acked := <-h.acked:
+		return acked
+	case <-time.After(10 * time.Second):
+		t.Fatal("no OnClose")
+		return 0
+	}
+}
+
+// sendTaggedUntilCut sends frames of size bytes tagged 1, 2, … (the tag
+// also in their first 8 bytes) until the queue bound cuts the connection,
+// and returns the last tag sent.
+func sendTaggedUntilCut(sc *Conn, size int) uint64 {
+	payload := make([]byte, size)
+	var sent uint64
+	for tag := uint64(1); ; tag++ {
+		binary.BigEndian.PutUint64(payload, tag)
+		if err := sc.SendTagged(payload, tag); err != nil {
+			return sent
+		}
+		sent = tag
+	}
+}
+
 // dialSmallBuffer connects with a 4 KiB receive buffer (set before the
 // handshake, so the window stays small) and upgrades.
 func dialSmallBuffer(t *testing.T, addr string) *wsClient {
@@ -62,21 +89,8 @@ func TestAckedSlowReader(t *testing.T) {
 	_, addr := startEngine(t, Config{OutboundQueueBytes: 64 << 10, CloseWait: 300 * time.Millisecond}, h, acceptAll{}, nil)
 	c := dialSmallBuffer(t, addr)
 	sc := h.waitOpen(t)
-	payload := make([]byte, 6000)
-	var sent uint64
-	for tag := uint64(1); ; tag++ {
-		binary.BigEndian.PutUint64(payload, tag)
-		if err := sc.SendTagged(payload, tag); err != nil {
-			break
-		}
-		sent = tag
-	}
-	var acked uint64
-	select {
-	case acked = <-h.acked:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no OnClose")
-	}
+	sent := sendTaggedUntilCut(sc, 6000)
+	acked := h.waitAcked(t)
 	if acked == 0 || acked >= sent {
 		t.Fatalf("Acked = %d of %d sent: want some, not all", acked, sent)
 	}
@@ -197,21 +211,8 @@ func TestAckedReadingPeerExact(t *testing.T) {
 				time.Sleep(time.Millisecond)
 			}
 		}()
-		payload := make([]byte, 3000)
-		var sent uint64
-		for tag := uint64(1); ; tag++ {
-			binary.BigEndian.PutUint64(payload, tag)
-			if err := sc.SendTagged(payload, tag); err != nil {
-				break
-			}
-			sent = tag
-		}
-		var acked uint64
-		select {
-		case acked = <-h.acked:
-		case <-time.After(10 * time.Second):
-			t.Fatal("no OnClose")
-		}
+		sent := sendTaggedUntilCut(sc, 3000)
+		acked := h.waitAcked(t)
 		got := <-read
 		t.Logf("run %d: sent %d, acked %d, read by the peer %d", i, sent, acked, got)
 		if got != acked {
