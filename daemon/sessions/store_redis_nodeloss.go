@@ -332,9 +332,14 @@ func (s *RedisStore) dropAlive(ctx context.Context, node, token string) error {
 }
 
 // recordRuns writes the inflight entries of runs begun on node and their
-// per-session markers in one pipelined round trip: the node's hash first,
-// so that a marker never exists without the entry that lets a survivor
-// find it. It reports, per run, whether its marker was written.
+// per-session markers: the node's hash first, so that a marker never
+// exists without the entry that lets a survivor find it. On one server
+// that is one pipelined round trip (one connection runs the commands in
+// order). On a Cluster the pipeline is split by slot and each shard's
+// part is sent on its own, so the markers could land while the node's
+// hash did not (a cancelled or failed write): there the hash is written
+// first, in a round trip of its own, and the markers only once it is in.
+// It reports, per run, whether its marker was written.
 func (s *RedisStore) recordRuns(ctx context.Context, node, token string, runs []*runRec) []bool {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
@@ -342,19 +347,27 @@ func (s *RedisStore) recordRuns(ctx context.Context, node, token string, runs []
 	for _, r := range runs {
 		hs = hs.FieldValue(runField(r.sid, r.seq, r.req), runValue(token, r.started, r.route, r.data))
 	}
+	ok := make([]bool, len(runs))
 	ttl := s.lim.ttl.Milliseconds()
 	cmds := make(rueidis.Commands, 0, 1+2*len(runs))
-	cmds = append(cmds, hs.Build())
+	split := s.c.Mode() == rueidis.ClientModeCluster
+	if split {
+		if err := s.c.Do(ctx, hs.Build()).Error(); err != nil {
+			return ok
+		}
+	} else {
+		cmds = append(cmds, hs.Build())
+	}
+	first := len(cmds)
 	for _, r := range runs {
 		cmds = append(cmds,
 			s.c.B().Hset().Key(s.kRun(r.sid)).FieldValue().FieldValue(r.req, token).Build(),
 			s.c.B().Pexpire().Key(s.kRun(r.sid)).Milliseconds(ttl).Build())
 	}
 	res := s.c.DoMulti(ctx, cmds...)
-	ok := make([]bool, len(runs))
-	head := res[0].Error() == nil
+	head := split || res[0].Error() == nil
 	for i := range runs {
-		ok[i] = head && res[1+2*i].Error() == nil
+		ok[i] = head && res[first+2*i].Error() == nil
 	}
 	return ok
 }

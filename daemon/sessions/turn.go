@@ -39,7 +39,9 @@ import (
 //     or under l.mu with the queue empty. So at any time at most one
 //     caller holds the turn.
 //  2. Order. Waiters are appended under l.mu and handed the turn from the
-//     head: turns are granted in the order they were asked for. A waiter
+//     head: turns are granted in the order the waiters queued (a caller
+//     whose first compare-and-swap failed can be overtaken by a newcomer's
+//     before it queues; no rule here depends on the order of calls). A waiter
 //     that gives up removes itself under l.mu before the turn reaches it,
 //     or, if the turn reached it first, passes it on at once: the turn is
 //     never lost and nobody else is skipped.
