@@ -91,18 +91,26 @@ func (c *Conn) deliveryLocked() *delivery {
 // ackedOffset returns how many bytes of the output stream the peer's TCP
 // acknowledged, as far as the kernel can tell; ok false if it cannot.
 func (c *Conn) ackedOffset() (int64, bool) {
+	off, _, ok := c.ackState()
+	return off, ok
+}
+
+// ackState is ackedOffset plus the segments sent and not yet acknowledged
+// (tcpi_unacked; -1 when TCP_INFO failed), from one TCP_INFO read.
+func (c *Conn) ackState() (off int64, inFlight int64, ok bool) {
 	fd := int(c.fd)
 	outq, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ)
 	if err != nil {
-		return 0, false
+		return 0, -1, false
 	}
-	acked := int64(c.bytesOut.Load()) - int64(outq)
+	off, inFlight = int64(c.bytesOut.Load())-int64(outq), -1
 	if ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
 		// After a reset the kernel purged its send queue (SIOCOUTQ 0):
 		// what the peer acknowledged is then only tcpi_bytes_acked.
-		acked = min(acked, int64(ti.Bytes_acked))
+		off = min(off, int64(ti.Bytes_acked))
+		inFlight = int64(ti.Unacked)
 	}
-	return acked, true
+	return off, inFlight, true
 }
 
 // pruneLocked drops the marks the peer acknowledged already. c.mu held.
@@ -213,7 +221,7 @@ func (c *Conn) awaitAcksLocked() bool {
 		c.mflags&mfBroken != 0 || c.oflags&ofEOF != 0 || rounds >= maxSettleRounds {
 		return false
 	}
-	off, ok := c.ackedOffset()
+	off, inFlight, ok := c.ackState()
 	if !ok {
 		return false
 	}
@@ -221,9 +229,8 @@ func (c *Conn) awaitAcksLocked() bool {
 	if len(d.marks) == 0 || d.marks[0].end > int64(c.bytesOut.Load()) {
 		return false // every frame written is acknowledged; the rest never left
 	}
-	ti, err := unix.GetsockoptTCPInfo(int(c.fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-	if err != nil || ti.Unacked == 0 {
-		return false
+	if inFlight <= 0 {
+		return false // nothing in flight (or unknown): the count is exact as it is
 	}
 	if rounds == 0 {
 		// Hold the kernel's queue: at a pacing rate of 1 byte/s the next
