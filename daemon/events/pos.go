@@ -71,6 +71,33 @@ func AppendPos(dst, msg []byte, at int, pos uint64) []byte {
 	return append(dst, msg[at:]...)
 }
 
+// PosLen returns the length of AppendPos(nil, msg, at, pos), without
+// writing it: a store sizes the buffer it logs the terminal in.
+func PosLen(msg []byte, at int, pos uint64) int {
+	n := digits(pos)
+	if at <= 1 || at > len(msg) {
+		n += len(`{"pos":`)
+		switch {
+		case len(msg) < 2:
+			return n + 1
+		case msg[1] != '}':
+			n++
+		}
+		return n + len(msg) - 1
+	}
+	return n + len(msg) + len(posField)
+}
+
+// digits returns the number of decimal digits of v.
+func digits(v uint64) int {
+	n := 1
+	for v >= 10 {
+		v /= 10
+		n++
+	}
+	return n
+}
+
 // stringEnd returns the index just past the JSON string starting at
 // msg[i], or -1.
 func stringEnd(msg []byte, i int) int {

@@ -50,3 +50,38 @@ func TestAckPos(t *testing.T) {
 		t.Fatal("a message without id other than ack decoded")
 	}
 }
+
+// TestPosLen: PosLen is the length AppendPos writes, for every shape of
+// message AppendPos handles and positions of every digit count.
+func TestPosLen(t *testing.T) {
+	msgs := [][]byte{
+		AppendResult(nil, "42", []byte(`{"a":1}`)),
+		AppendError(nil, "7", "timeout", "too slow"),
+		[]byte(`{"type":"other"}`),
+		[]byte(`{}`),
+		[]byte(`{`),
+		nil,
+	}
+	for _, msg := range msgs {
+		for _, at := range []int{PosIndex(msg), 0, 1, len(msg), len(msg) + 1} {
+			for _, pos := range []uint64{0, 9, 10, 99, 100, 1 << 53, 1<<64 - 1} {
+				if got, want := PosLen(msg, at, pos), len(AppendPos(nil, msg, at, pos)); got != want {
+					t.Errorf("PosLen(%q, %d, %d) = %d, want %d", msg, at, pos, got, want)
+				}
+			}
+		}
+	}
+}
+
+// FuzzPosLen: PosLen agrees with AppendPos for any message, index and
+// position.
+func FuzzPosLen(f *testing.F) {
+	f.Add([]byte(`{"type":"result","id":"1","data":{}}`), 25, uint64(7))
+	f.Add([]byte(`{}`), 1, uint64(100))
+	f.Add([]byte{}, 0, uint64(0))
+	f.Fuzz(func(t *testing.T, msg []byte, at int, pos uint64) {
+		if got, want := PosLen(msg, at, pos), len(AppendPos(nil, msg, at, pos)); got != want {
+			t.Fatalf("PosLen(%q, %d, %d) = %d, want %d", msg, at, pos, got, want)
+		}
+	})
+}

@@ -268,6 +268,12 @@ func (m *Manager) sendLocked(l *Record, msg []byte, pos uint64) {
 		return
 	}
 	if bl := l.bl(); bl != nil {
+		if pos != 0 {
+			// A logged terminal's bytes are the store's until the
+			// session's next Append (Appended.Msg): the backlog keeps
+			// its own copy.
+			msg = slices.Clone(msg)
+		}
 		bl.msgs = append(bl.msgs, outMsg{msg, pos})
 		bl.live += len(msg)
 		if bl.live > m.opts.maxBacklog() {

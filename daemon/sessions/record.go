@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -451,6 +452,9 @@ type relayMsg struct {
 // behind a replay under way; if so it is queued. l.mu held.
 func (l *Record) relayLocked(req string, pos uint64, msg []byte) (queued bool) {
 	if r := l.remote(); r != nil && r.replaying {
+		if pos != 0 {
+			msg = slices.Clone(msg) // Appended.Msg: the store's until the next Append
+		}
 		r.q = append(r.q, relayMsg{req, pos, msg})
 		return true
 	}

@@ -83,8 +83,12 @@ type LogEntry struct {
 
 // Appended is what Store.Append returns.
 type Appended struct {
-	Pos    uint64
-	Msg    []byte // the terminal with its position, as logged; never modified
+	Pos uint64
+	// Msg is the terminal with its position, as logged. It is valid until
+	// the session's next Append (the memory store writes a later
+	// terminal into the buffer of the entry it drops): copy what is kept
+	// longer. Entries returned by Claim and ReadLog are never modified.
+	Msg    []byte
 	Holder Holder
 }
 

@@ -33,7 +33,8 @@ type Store interface {
 	// previous one plus 1, written into the message after its id (at is
 	// events.PosIndex of msg); the log keeps the newest replay_max entries
 	// within replay_bytes; the TTL is refreshed. It returns the position,
-	// the message as logged, and the session's current Holder.
+	// the message as logged (valid until the session's next Append:
+	// Appended.Msg), and the session's current Holder.
 	Append(ctx context.Context, id string, msg []byte, at int) (Appended, error)
 	// AppendGap takes n positions for terminals that were lost before they
 	// could be logged (the store was unavailable and the node's memory

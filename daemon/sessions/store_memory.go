@@ -71,7 +71,11 @@ type memData struct {
 	history  []events.Turn
 	log      []LogEntry // the replay log, oldest first, contiguous positions
 	logBytes int64
-	size     int64 // context and history bytes, counted in MemoryStore.bytes
+	// lent is the newest position whose message Claim or ReadLog handed
+	// out: those entries may be read after the lock is released (a
+	// replay), so their buffers are never reused (Append, spareLocked).
+	lent uint64
+	size int64 // context and history bytes, counted in MemoryStore.bytes
 }
 
 // data returns a copy of e's memData for reading (empty when none).
@@ -291,13 +295,22 @@ func (s *MemoryStore) AppendHistory(_ context.Context, id string, turns []events
 	})
 }
 
-// Append implements Store: the position is assigned in memory, and the
-// logged message is the one allocation.
+// Append implements Store: the position is assigned in memory. A full log
+// drops its oldest entry on every append, and the new message is written
+// into that entry's buffer when it fits (spareLocked): in the steady state
+// of a busy session an append allocates nothing, where it used to allocate
+// and zero one message-sized buffer per terminal, the daemon's largest
+// source of garbage (docs/benchmarks.md, "The replay log's buffers").
+// Appended.Msg is therefore valid only until the session's next Append:
+// the Manager numbers and delivers a terminal in one turn of the session
+// and copies what it keeps longer (a paced replay's backlog, a relay
+// queue).
 func (s *MemoryStore) Append(_ context.Context, id string, msg []byte, at int) (Appended, error) {
 	var a Appended
 	err := s.with(id, func(e *memEntry) error {
 		e.pos++
-		m := events.AppendPos(make([]byte, 0, len(msg)+24), msg, at, e.pos)
+		size := events.PosLen(msg, at, e.pos)
+		m := events.AppendPos(s.spareLocked(e, size), msg, at, e.pos)
 		s.pushLocked(e, LogEntry{Pos: e.pos, Msg: m})
 		e.expires = s.now().Add(s.lim.ttl).UnixNano()
 		a = Appended{Pos: e.pos, Msg: m, Holder: e.holder}
@@ -307,6 +320,23 @@ func (s *MemoryStore) Append(_ context.Context, id string, msg []byte, at int) (
 		s.kickTrim()
 	}
 	return a, err
+}
+
+// spareLocked returns an empty buffer for a logged message of size bytes:
+// the buffer of the log's oldest entry when appending this message drops
+// that entry (pushLocked's bounds), nobody was lent it (Claim, ReadLog)
+// and it fits without being more than twice the size; else a new one.
+func (s *MemoryStore) spareLocked(e *memEntry, size int) []byte {
+	if x := e.x; x != nil && len(x.log) > 0 {
+		old := x.log[0].Msg
+		full := len(x.log)+1 > s.lim.replayMax || x.logBytes+int64(size) > s.lim.replayBytes
+		if full && x.log[0].Pos > x.lent && cap(old) >= size && cap(old) <= 2*size {
+			return old[:0]
+		}
+	}
+	// The slack (24 bytes, and the size class's) lets a later message of
+	// about the same size reuse this buffer.
+	return make([]byte, 0, size+24)
 }
 
 // AppendGap implements Store.
@@ -370,6 +400,9 @@ func (s *MemoryStore) ReadLog(_ context.Context, id string, after uint64) ([]Log
 				out = append(out, le)
 			}
 		}
+		if len(out) > 0 {
+			e.x.lent = max(e.x.lent, out[len(out)-1].Pos)
+		}
 		return nil
 	})
 	return out, err
@@ -429,6 +462,9 @@ func (s *MemoryStore) Claim(_ context.Context, id, user, node string, conn uint6
 		}
 		c.Pos, c.After = e.pos, after
 		c.Log, c.Missed = replayOf(e.data().log, after, e.pos)
+		if len(c.Log) > 0 {
+			e.x.lent = max(e.x.lent, c.Log[len(c.Log)-1].Pos)
+		}
 		e.detached = 0
 		s.activeLocked(e)
 		return nil
