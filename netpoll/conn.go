@@ -509,6 +509,11 @@ func (c *Conn) decode(p []byte) {
 		c.rs = c.e.getReader()
 	}
 	err := c.rs.feed(p, c)
+	if err == nil {
+		return
+	}
+	// Only here: errors.As takes &pe as an interface, which moves pe to
+	// the heap, one allocation per call (per message on the echo path).
 	var pe *protocolError
 	if errors.As(err, &pe) {
 		c.oflags |= ofRFail
