@@ -121,6 +121,36 @@ func writev(fd int, bufs [][]byte) (int, error) {
 	}
 }
 
+// writePair writes a then b (either may be empty) to the nonblocking fd
+// with one system call: write(2) when only one holds bytes, a writev(2) of
+// two buffers otherwise (writev builds its iovecs for exactly two, where
+// the general writev clears room for maxIovecs). It returns the bytes
+// written; unix.EAGAIN means none could be.
+func writePair(fd int, a, b []byte) (int, error) {
+	if len(a) == 0 {
+		a, b = b, nil
+	}
+	if len(a) == 0 {
+		return 0, nil
+	}
+	for {
+		var r int
+		var err error
+		if len(b) == 0 {
+			r, err = writeRaw(fd, a)
+		} else {
+			iov := [2]unix.Iovec{{Base: &a[0]}, {Base: &b[0]}}
+			iov[0].SetLen(len(a))
+			iov[1].SetLen(len(b))
+			r, err = writevRaw(fd, iov[:])
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		return r, err
+	}
+}
+
 // writeFrameLocked writes one unmasked frame, or queues what the socket did
 // not take. When bounded, a queue that would pass OutboundQueueBytes gives
 // ErrSlowConsumer and nothing is written. c.mu must be held.
@@ -158,7 +188,7 @@ func (c *Conn) writeLocked(a, b []byte, bounded bool) error {
 		c.wq.push(&c.e.bufs, b)
 		return nil
 	}
-	n, err := writev(int(c.fd), [][]byte{a, b})
+	n, err := writePair(int(c.fd), a, b)
 	if n > 0 {
 		c.bytesOut.Add(uint64(n))
 	}

@@ -26,6 +26,15 @@ func readRaw(fd int, p []byte) (int, error) {
 	return int(r), nil
 }
 
+// writeRaw is write(2) on a non-blocking fd; p is not empty.
+func writeRaw(fd int, p []byte) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
 // writevRaw is writev(2) on a non-blocking fd.
 func writevRaw(fd int, iov []unix.Iovec) (int, error) {
 	r, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
