@@ -24,7 +24,8 @@
 // drains it with epoll_wait(..., 0) until it is empty. While work has been
 // coming back within microseconds (a busy closed loop), it polls for up to
 // 20 µs more before parking, since parking and waking its thread costs more
-// than that; at a fixed rate or idle it parks at once (poller.go). Every ready
+// than that; with evenly spaced requests at a fixed rate, or idle, it parks at
+// once (poller.go). Every ready
 // connection is processed inline, on the poller goroutine: read into the
 // poller's scratch buffer, frames decoded, Handler.OnMessage called, replies
 // coalesced and flushed. Nothing is handed to another goroutine on the
