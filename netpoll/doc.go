@@ -25,11 +25,11 @@
 // coming back within microseconds (a busy closed loop), it polls for up to
 // 20 µs more before parking, since parking and waking its thread costs more
 // than that; with evenly spaced requests at a fixed rate, or idle, it parks at
-// once (poller.go). Every ready
-// connection is processed inline, on the poller goroutine: read into the
-// poller's scratch buffer, frames decoded, Handler.OnMessage called, replies
-// coalesced and flushed. Nothing is handed to another goroutine on the
-// message path, and its system calls (read, writev, epoll_wait with a zero
+// once (poller.go). Every ready connection is processed inline, on the
+// poller goroutine: read into the poller's scratch buffer, frames decoded,
+// Handler.OnMessage called, replies coalesced and flushed. Nothing is handed
+// to another goroutine on the message path, and its system calls (read,
+// write and writev, epoll_wait with a zero
 // timeout, accept4), which never wait, are raw: no entersyscall/exitsyscall,
 // so the runtime never moves the P to another thread (rawsys.go).
 //
