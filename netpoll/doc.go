@@ -29,9 +29,9 @@
 // poller goroutine: read into the poller's scratch buffer, frames decoded,
 // Handler.OnMessage called, replies coalesced and flushed. Nothing is handed
 // to another goroutine on the message path, and its system calls (read,
-// write and writev, epoll_wait with a zero
-// timeout, accept4), which never wait, are raw: no entersyscall/exitsyscall,
-// so the runtime never moves the P to another thread (rawsys.go).
+// write and writev, epoll_wait with a zero timeout, accept4), which never
+// wait, are raw: no entersyscall/exitsyscall, so the runtime never moves the
+// P to another thread (rawsys.go).
 //
 // A small fixed pool (AdmitWorkers) runs what may wait: Gatekeeper.Admit and
 // the plain handler. The request head is read and parsed on the poller; an
