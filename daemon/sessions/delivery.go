@@ -96,8 +96,9 @@ func (m *Manager) terminal(ctx context.Context, l *Record, req string, msg []byt
 	l.takeTurn(context.Background()) // a terminal always gets its turn
 	defer l.giveTurn()
 	var (
-		a   Appended
-		err error
+		a    Appended
+		err  error
+		once onceKey
 	)
 	switch {
 	case rt != nil && !rt.take && m.deferring(l.id):
@@ -106,11 +107,12 @@ func (m *Manager) terminal(ctx context.Context, l *Record, req string, msg []byt
 		return 0, errRunHeld
 	case rt == nil && m.deferring(l.id):
 		m.unregister(l, s)
-		return 0, m.deferTerminal(l.id, req, msg, at)
+		return 0, m.deferTerminal(l.id, req, msg, at, m.newOnce())
 	case rt != nil:
 		a, err = m.appendRun(ctx, l, msg, at, req, rt)
 	default:
-		a, err = m.append(ctx, l, msg, at)
+		once = m.newOnce()
+		a, err = m.append(ctx, l, msg, at, once)
 	}
 	switch {
 	case err == nil:
@@ -134,7 +136,9 @@ func (m *Manager) terminal(ctx context.Context, l *Record, req string, msg []byt
 	default:
 		m.unregister(l, s)
 		m.warn("session store unavailable, terminal kept in memory", slog.String("session", l.id), slog.Any("err", err))
-		return 0, m.deferTerminal(l.id, req, msg, at)
+		// Retried with the same once: if this attempt ran with its
+		// answer lost, the retry finds it rather than logging it twice.
+		return 0, m.deferTerminal(l.id, req, msg, at, once)
 	}
 	m.unregister(l, s)
 	m.deliver(l, req, a)
@@ -173,24 +177,33 @@ func (m *Manager) appendRun(ctx context.Context, l *Record, msg []byte, at int, 
 	return a, err
 }
 
-// append is Store.Append; when the store lost the session (a Redis that
+// append is Store.Append, done once per once (see newOnce) however many
+// times it is attempted; when the store lost the session (a Redis that
 // restarted empty) while this node still serves it, the session is
 // re-created, so the terminal is logged rather than dropped. The
 // re-created log first takes, as a gap, the positions this node already
 // numbered for the connection: positions keep growing (a terminal at or
 // below l.sent would be taken for one already sent and never delivered),
 // and a resume over the lost ones says recovered:false with missed.
-func (m *Manager) append(ctx context.Context, l *Record, msg []byte, at int) (Appended, error) {
-	a, err := m.store.Append(ctx, l.id, msg, at)
+func (m *Manager) append(ctx context.Context, l *Record, msg []byte, at int, once onceKey) (Appended, error) {
+	a, err := m.storeAppend(ctx, l.id, msg, at, once)
 	if errors.Is(err, ErrNotFound) {
 		l.mu.Lock()
 		user := l.user
 		l.mu.Unlock()
 		if user != "" && m.restore(ctx, l, user) == nil {
-			a, err = m.store.Append(ctx, l.id, msg, at)
+			a, err = m.storeAppend(ctx, l.id, msg, at, once)
 		}
 	}
 	return a, err
+}
+
+// storeAppend is Store.Append, idempotent per once on the Redis store.
+func (m *Manager) storeAppend(ctx context.Context, id string, msg []byte, at int, once onceKey) (Appended, error) {
+	if rs, ok := m.store.(*RedisStore); ok {
+		return rs.appendOnce(ctx, id, msg, at, once)
+	}
+	return m.store.Append(ctx, id, msg, at)
 }
 
 // restore re-creates a session the store lost (Manager.Restore, append);

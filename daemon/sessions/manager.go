@@ -101,6 +101,7 @@ type Manager struct {
 	pendBy    map[string]int // waiting terminals per session; guarded by pendMu
 	pendGaps  map[string]int // positions of terminals dropped past maxPending, per session; pendMu
 	pendBytes atomic.Int64
+	once      onceIDs       // ids that make a terminal's appends idempotent (pending.go)
 	retryKick chan struct{} // nil with the memory store
 	// clock0 is the origin of Record.touched: a monotonic reading
 	// TouchEvery before the manager opened, so that a record never
@@ -135,7 +136,7 @@ func OpenOptions(ctx context.Context, cfg config.Sessions, node string, log *slo
 	}
 	opts.Redis = opts.Redis.withDefaults()
 	m := &Manager{node: node, log: log, opts: opts, seed: maphash.MakeSeed(), lim: lim, pendBy: make(map[string]int), pendGaps: make(map[string]int),
-		clock0: time.Now().Add(-opts.TouchEvery)}
+		clock0: time.Now().Add(-opts.TouchEvery), once: newOnceIDs(node)}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	switch cfg.Store {
 	case "", "memory":

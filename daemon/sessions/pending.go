@@ -2,8 +2,12 @@ package sessions
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"log/slog"
+	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,6 +23,14 @@ import (
 // counted in pendGaps and taken as a gap before the session's next
 // waiting terminal (or on its own once the queue is empty).
 
+//
+// An attempt that times out may still have run in Redis, its answer lost:
+// a retry must not log the terminal a second time (at the next position:
+// exactly one terminal per request). Each terminal, and each batch of
+// dropped positions, gets a once id (newOnce) used by every attempt of
+// it; the append script recognises an attempt whose id it has already
+// appended and returns that position instead (RedisStore.appendOnce).
+
 // maxPending bounds the terminals (and gaps) waiting for the store.
 const maxPending = 100000
 
@@ -27,6 +39,38 @@ type pendingTerm struct {
 	msg     []byte // nil: a gap (the terminal was dropped for memory)
 	at      int
 	gaps    int
+	once    onceKey // the terminal's attempts (a gap's too, when it was one)
+}
+
+// onceIDs makes the once ids of this process's appends: field names this
+// node's field in a session's hash ("o:<node>"), inc is random per
+// process, so that a restarted process never takes the field's id for
+// one of its own.
+type onceIDs struct {
+	field, inc string
+	seq        atomic.Uint64
+	// gapTry: per session, the gap append of retryGaps under way (its id
+	// and count, the same for each attempt); guarded by Manager.pendMu.
+	gapTry map[string]gapTry
+}
+
+type gapTry struct {
+	once onceKey
+	n    int
+}
+
+func newOnceIDs(node string) onceIDs {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return onceIDs{field: "o:" + node, inc: hex.EncodeToString(b[:]) + ".", gapTry: make(map[string]gapTry)}
+}
+
+// newOnce returns the once id of a new terminal or gap of this node.
+func (m *Manager) newOnce() onceKey {
+	if m.retryKick == nil {
+		return onceKey{} // the memory store: an attempt is never in doubt
+	}
+	return onceKey{field: m.once.field, id: m.once.inc + strconv.FormatUint(m.once.seq.Add(1), 36)}
 }
 
 // deferring reports whether session id has terminals waiting.
@@ -40,14 +84,15 @@ func (m *Manager) deferring(id string) bool {
 }
 
 // deferTerminal queues a terminal for the store; it returns ErrDeferred.
-func (m *Manager) deferTerminal(id, req string, msg []byte, at int) error {
+// once is that of the attempt that failed, if any (the retries use it).
+func (m *Manager) deferTerminal(id, req string, msg []byte, at int, once onceKey) error {
 	if m.retryKick == nil { // the memory store cannot be unavailable
 		m.log.Error("terminal lost: session store failed", "session", id, "request", req)
 		return ErrClosed
 	}
 	c := append([]byte(nil), msg...)
 	m.pendMu.Lock()
-	m.pending = append(m.pending, pendingTerm{id: id, req: req, msg: c, at: at})
+	m.pending = append(m.pending, pendingTerm{id: id, req: req, msg: c, at: at, once: once})
 	m.pendBy[id]++
 	m.pendBytes.Add(int64(len(c)))
 	budget := m.lim.budget / 4
@@ -104,6 +149,7 @@ func (m *Manager) retryPending() {
 			}
 			m.pending, m.pendHead = nil, 0
 			clear(m.pendGaps)
+			clear(m.once.gapTry)
 			m.pendMu.Unlock()
 			return
 		case <-m.retryKick:
@@ -145,9 +191,11 @@ func (m *Manager) retryOne() bool {
 		err error
 	)
 	if p.msg == nil {
-		err = m.store.AppendGap(ctx, p.id, p.gaps)
+		// A terminal whose attempt ran after all is in the log: the
+		// same once takes no gap for it.
+		err = m.appendGap(ctx, p.id, p.gaps, p.once)
 	} else {
-		a, err = m.append(ctx, l, p.msg, p.at)
+		a, err = m.append(ctx, l, p.msg, p.at, p.once)
 	}
 	cancel()
 	if err != nil && !errors.Is(err, ErrNotFound) {
@@ -183,23 +231,41 @@ func (m *Manager) retryGaps(id string) bool {
 	l.takeTurn(context.Background())
 	defer l.giveTurn()
 	m.pendMu.Lock()
-	n := m.pendGaps[id]
+	try, ok := m.once.gapTry[id]
+	if !ok {
+		// A new batch: every attempt of it logs the same count under
+		// the same once (positions dropped meanwhile go in the next).
+		try = gapTry{once: m.newOnce(), n: m.pendGaps[id]}
+		m.once.gapTry[id] = try
+	}
 	m.pendMu.Unlock()
-	if n == 0 {
+	if try.n == 0 {
+		m.pendMu.Lock()
+		delete(m.once.gapTry, id)
+		m.pendMu.Unlock()
 		return true
 	}
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.Redis.OpTimeout)
-	err := m.store.AppendGap(ctx, id, n)
+	err := m.appendGap(ctx, id, try.n, try.once)
 	cancel()
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return false
 	}
 	m.pendMu.Lock()
-	if m.pendGaps[id] -= n; m.pendGaps[id] <= 0 {
+	delete(m.once.gapTry, id)
+	if m.pendGaps[id] -= try.n; m.pendGaps[id] <= 0 {
 		delete(m.pendGaps, id)
 	}
 	m.pendMu.Unlock()
 	return true
+}
+
+// appendGap is Store.AppendGap, idempotent per once on the Redis store.
+func (m *Manager) appendGap(ctx context.Context, id string, n int, once onceKey) error {
+	if rs, ok := m.store.(*RedisStore); ok {
+		return rs.appendGapOnce(ctx, id, n, once)
+	}
+	return m.store.AppendGap(ctx, id, n)
 }
 
 // waitingForStore returns the number of terminals and gaps waiting.

@@ -255,12 +255,27 @@ func (s *RedisStore) AppendHistory(ctx context.Context, id string, turns []event
 // trims the log by count and bytes (the hash's lb field counts them),
 // refreshes the TTLs, and returns {pos, holder node, holder conn, epoch};
 // {-1} if the session is gone. An empty head and tail append ARGV[6]
-// (a count) lost positions instead.
-// KEYS: session, log. ARGV: head, tail, max, max bytes, ttl ms, gaps.
-var luaAppend2 = rueidis.NewLuaScript(luaAppendBody)
+// (a count) lost positions instead. With ARGV[7] (the appending node's
+// field of the session hash, "o:<node>") and ARGV[8] (the append's
+// unique id), the append is done once whatever the number of attempts:
+// the field keeps "<id> <pos>" of the node's last append, and an attempt
+// whose id is there already (an earlier one ran, its answer lost to a
+// timeout) appends nothing and returns that position.
+// KEYS: session, log. ARGV: head, tail, max, max bytes, ttl ms, gaps,
+// once field, once id ("" "": no once).
+var luaAppend2 = rueidis.NewLuaScript(`
+local once = ARGV[7] ~= ''
+if once then
+  local v = redis.call('HGET', KEYS[1], ARGV[7])
+  if v and string.sub(v, 1, #ARGV[8] + 1) == ARGV[8] .. ' ' then
+    local h = redis.call('HMGET', KEYS[1], 'hnode', 'hconn', 'epoch')
+    return {tonumber(string.sub(v, #ARGV[8] + 2)), h[1] or '', h[2] or '0', h[3] or '0'}
+  end
+end
+` + luaAppendBody)
 
-// luaAppendBody is luaAppend2's text; luaRunTerm (node loss) runs it
-// after its own checks.
+// luaAppendBody is luaAppend2's text after its once check; luaRunTerm
+// (node loss) runs it after its own checks, with once false.
 const luaAppendBody = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local pos, n, lb
@@ -286,6 +301,7 @@ while n > max or (lb > maxb and n > 1) do
   dropped = dropped + 1
 end
 if dropped > 0 then redis.call('HSET', KEYS[1], 'lb', lb) end
+if once then redis.call('HSET', KEYS[1], ARGV[7], ARGV[8] .. ' ' .. pos) end
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 local h = redis.call('HMGET', KEYS[1], 'hnode', 'hconn', 'epoch')
@@ -293,12 +309,28 @@ return {pos, h[1] or '', h[2] or '0', h[3] or '0'}`
 
 // Append implements Store: one round trip (a Lua script).
 func (s *RedisStore) Append(ctx context.Context, id string, msg []byte, at int) (Appended, error) {
+	return s.appendOnce(ctx, id, msg, at, onceKey{})
+}
+
+// onceKey makes an append idempotent (luaAppend2): field is the appending
+// node's field of the session hash, id unique to the terminal (or gap)
+// among every append of that node, the same for each attempt of it. The
+// zero onceKey appends at every attempt.
+type onceKey struct{ field, id string }
+
+// appendOnce is Append, done once per k across attempts: an attempt after
+// one whose answer was lost (a timeout: the script may have run) returns
+// the position that one took instead of appending again. Only the node's
+// last append is remembered: k must be that node's newest append to the
+// session (a node retries a session's oldest waiting terminal before it
+// appends anything else to that session).
+func (s *RedisStore) appendOnce(ctx context.Context, id string, msg []byte, at int, k onceKey) (Appended, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	head, tail := events.SplitPos(msg, at)
 	r, err := luaAppend2.Exec(ctx, s.c, []string{s.kSession(id), s.kLog(id)},
 		[]string{string(head), string(tail), strconv.Itoa(s.lim.replayMax),
-			strconv.FormatInt(s.lim.replayBytes, 10), s.ttlMS(), "0"}).ToArray()
+			strconv.FormatInt(s.lim.replayBytes, 10), s.ttlMS(), "0", k.field, k.id}).ToArray()
 	if err != nil {
 		return Appended{}, fmt.Errorf("append to the log of %s: %w", id, err)
 	}
@@ -316,6 +348,12 @@ func (s *RedisStore) Append(ctx context.Context, id string, msg []byte, at int) 
 
 // AppendGap implements Store.
 func (s *RedisStore) AppendGap(ctx context.Context, id string, n int) error {
+	return s.appendGapOnce(ctx, id, n, onceKey{})
+}
+
+// appendGapOnce is AppendGap, done once per k across attempts (see
+// appendOnce); each attempt of k must give the same n.
+func (s *RedisStore) appendGapOnce(ctx context.Context, id string, n int, k onceKey) error {
 	if n <= 0 {
 		return nil
 	}
@@ -323,7 +361,7 @@ func (s *RedisStore) AppendGap(ctx context.Context, id string, n int) error {
 	defer cancel()
 	r, err := luaAppend2.Exec(ctx, s.c, []string{s.kSession(id), s.kLog(id)},
 		[]string{"", "", strconv.Itoa(s.lim.replayMax), strconv.FormatInt(s.lim.replayBytes, 10),
-			s.ttlMS(), strconv.Itoa(n)}).ToArray()
+			s.ttlMS(), strconv.Itoa(n), k.field, k.id}).ToArray()
 	if err != nil {
 		return fmt.Errorf("append gap to the log of %s: %w", id, err)
 	}

@@ -145,6 +145,7 @@ return 1`)
 // ms, "0", req, token, mode, maybe done ("1"/"0").
 var luaRunTerm = rueidis.NewLuaScript(`
 local req, tok = ARGV[7], ARGV[8]
+local once = false
 if ARGV[9] == 'take' then
   if redis.call('HGET', KEYS[3], req) ~= tok then return {-3} end
   redis.call('HDEL', KEYS[3], req)
