@@ -85,10 +85,14 @@ type nodeLoss struct {
 	rs    *RedisStore
 	token string // "<node>/<incarnation>"
 
+	// The split of node_loss_after (docs/sessions.md, "Delay"): a crash
+	// is seen when the dead node's key lapses, at most ttl after it, by a
+	// sweep timed for that moment; the other half is left for the
+	// sweep's writes and for scheduling on a loaded machine.
 	after   time.Duration // sessions.node_loss_after
 	ttl     time.Duration // liveness key TTL: after/2
-	refresh time.Duration // liveness refresh period: after/6
-	sweep   time.Duration // sweep period: after/5
+	refresh time.Duration // liveness refresh period: after/10 (a key lapses only after five refreshes in a row failed or came late)
+	sweep   time.Duration // sweep period: after/10 (besides the sweep timed for a key's lapse)
 
 	mu    sync.Mutex
 	queue []*runRec // begun, not yet written; guarded by mu
@@ -127,7 +131,7 @@ func startNodeLoss(ctx context.Context, m *Manager, rs *RedisStore, after time.D
 	var inc [8]byte
 	_, _ = rand.Read(inc[:])
 	n := &nodeLoss{m: m, rs: rs, token: m.node + "/" + hex.EncodeToString(inc[:]),
-		after: after, ttl: after / 2, refresh: after / 6, sweep: after / 5,
+		after: after, ttl: after / 2, refresh: after / 10, sweep: after / 10,
 		kick: make(chan struct{}, 1), seen: make(map[string]string),
 		adopt: make(map[string]*runRec), swaps: make(map[string]*swapping)}
 	// A few attempts: a fresh connection under load may miss one short
@@ -500,6 +504,6 @@ func (m *Manager) SweepForTest(ctx context.Context) bool {
 	if m.nl == nil {
 		return false
 	}
-	m.nl.sweepOnce(ctx)
+	_ = m.nl.sweepOnce(ctx)
 	return true
 }

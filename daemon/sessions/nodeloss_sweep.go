@@ -15,13 +15,16 @@ import (
 // each with one node_lost terminal or, on a retry_on_node_loss route, a
 // rerun on this node.
 
-// sweeper checks the registered nodes every sweep period.
+// sweeper checks the registered nodes every sweep period, and at the
+// moment a node's liveness key is due to lapse when that comes sooner
+// (see sweepOnce): a crash is seen when its key lapses, not up to a
+// sweep period later.
 func (n *nodeLoss) sweeper() {
 	defer n.wg.Done()
-	t := time.NewTicker(n.sweep)
+	t := time.NewTimer(n.sweep)
 	defer t.Stop()
 	for {
-		n.sweepOnce(n.ctx)
+		t.Reset(n.sweepOnce(n.ctx))
 		select {
 		case <-n.ctx.Done():
 			n.sweepMu.Lock()
@@ -35,25 +38,43 @@ func (n *nodeLoss) sweeper() {
 	}
 }
 
+// lapseSlack is how long after a node's key is due to lapse the sweep
+// that checks it runs: the key's remaining time is read in milliseconds.
+const lapseSlack = 5 * time.Millisecond
+
 // sweepOnce settles the runs of every node whose process is gone: a node
 // whose liveness lapsed, or an earlier process of a node that restarted.
 // The records of a live process are read once per process (its own runs
-// are never orphans) and skipped after.
-func (n *nodeLoss) sweepOnce(ctx context.Context) {
+// are never orphans) and skipped after. It returns when the next sweep
+// is due: the sweep period, or sooner, just after the moment the key of
+// another node is due to lapse (a live node refreshes its key long
+// before: the sweep then finds it set again).
+func (n *nodeLoss) sweepOnce(ctx context.Context) time.Duration {
 	n.sweepMu.Lock()
 	defer n.sweepMu.Unlock()
+	due := time.Now().Add(n.sweep)
+	next := func() time.Duration { return max(time.Until(due), 0) }
 	n.writeOwed(ctx)
 	nodes, err := n.rs.nodeList(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			n.m.warn("node-loss sweep: list nodes", slog.Any("err", err))
 		}
-		return
+		return next()
 	}
-	for name, live := range nodes {
-		if ctx.Err() != nil {
-			return
+	read := time.Now() // after the answer: never before the lapse
+	for name, nl := range nodes {
+		if nl.token != "" && name != n.m.node && nl.left >= 0 {
+			if at := read.Add(nl.left + lapseSlack); at.Before(due) {
+				due = at
+			}
 		}
+	}
+	for name, nl := range nodes {
+		if ctx.Err() != nil {
+			return next()
+		}
+		live := nl.token
 		if live != "" && n.seen[name] == live {
 			continue
 		}
@@ -72,6 +93,7 @@ func (n *nodeLoss) sweepOnce(ctx context.Context) {
 			delete(n.seen, name)
 		}
 	}
+	return next()
 }
 
 // sweepNode settles the orphaned runs of node (live: the token of its live

@@ -398,29 +398,42 @@ func (s *RedisStore) clearEnded(ctx context.Context, node string, fields []strin
 	return nil
 }
 
-// nodeList returns the registered nodes and, for each, the token of its
-// live process ("" when its liveness has lapsed).
-func (s *RedisStore) nodeList(ctx context.Context) (map[string]string, error) {
+// nodeLive is a registered node's liveness as read by a sweep: the token
+// of its live process ("" when its liveness has lapsed) and how long its
+// key has left (negative: unknown).
+type nodeLive struct {
+	token string
+	left  time.Duration
+}
+
+// nodeList returns the registered nodes and their liveness: SMEMBERS,
+// then GET and PTTL of every node's key in one pipelined round trip.
+func (s *RedisStore) nodeList(ctx context.Context) (map[string]nodeLive, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	names, err := s.c.Do(ctx, s.c.B().Smembers().Key(s.kNodeSet()).Build()).AsStrSlice()
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
-	out := make(map[string]string, len(names))
+	out := make(map[string]nodeLive, len(names))
 	if len(names) == 0 {
 		return out, nil
 	}
-	cmds := make(rueidis.Commands, len(names))
-	for i, n := range names {
-		cmds[i] = s.c.B().Get().Key(s.kAlive(n)).Build()
+	cmds := make(rueidis.Commands, 0, 2*len(names))
+	for _, n := range names {
+		cmds = append(cmds, s.c.B().Get().Key(s.kAlive(n)).Build(), s.c.B().Pttl().Key(s.kAlive(n)).Build())
 	}
-	for i, r := range s.c.DoMulti(ctx, cmds...) {
-		tok, err := r.ToString()
+	res := s.c.DoMulti(ctx, cmds...)
+	for i, n := range names {
+		tok, err := res[2*i].ToString()
 		if err != nil && !rueidis.IsRedisNil(err) {
-			return nil, fmt.Errorf("read liveness of %s: %w", names[i], err)
+			return nil, fmt.Errorf("read liveness of %s: %w", n, err)
 		}
-		out[names[i]] = tok
+		ms, err := res[2*i+1].AsInt64()
+		if err != nil {
+			return nil, fmt.Errorf("read liveness of %s: %w", n, err)
+		}
+		out[n] = nodeLive{token: tok, left: time.Duration(ms) * time.Millisecond} // -1 ms: no TTL, -2 ms: no key
 	}
 	return out, nil
 }
@@ -452,7 +465,7 @@ func (s *RedisStore) scanRuns(ctx context.Context, node string) ([]runRecord, er
 }
 
 // takeBatch bounds the takes (luaRunTerm, mode take) under way at once.
-const takeBatch = 32
+const takeBatch = 128
 
 // clearRuns removes settled entries from node's inflight hash (only those
 // still holding the value read) and returns how many entries are left.
