@@ -333,6 +333,25 @@ func dialWS(addr, query string, timeout time.Duration) (*wsClient, error) {
 	return dialWSOver(nil, addr, query, timeout)
 }
 
+// dialWSRetry is dialWS as a client reconnecting after its replica died
+// does it: a handshake refused with 502 (the proxy found no replica
+// answering) or 503 (the replica cannot serve now: its session store is
+// failing over, or it drains) is tried again, with a backoff from 100 ms
+// to 1 s, until within has passed; any other failure is returned at once.
+func dialWSRetry(addr, query string, timeout, within time.Duration) (*wsClient, error) {
+	deadline := time.Now().Add(within)
+	wait := 100 * time.Millisecond
+	for {
+		c, err := dialWS(addr, query, timeout)
+		if st := statusOf(err); err == nil || st != http.StatusBadGateway && st != http.StatusServiceUnavailable ||
+			time.Now().Add(wait).After(deadline) {
+			return c, err
+		}
+		time.Sleep(wait) // backoff between attempts, not synchronisation
+		wait = min(2*wait, time.Second)
+	}
+}
+
 // dialWSOver is dialWS over an already connected TCP conn (nil: dial).
 func dialWSOver(tcp net.Conn, addr, query string, timeout time.Duration) (*wsClient, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)

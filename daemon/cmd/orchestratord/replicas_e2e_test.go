@@ -198,7 +198,10 @@ routes:
 		a.signal(syscall.SIGKILL)
 		<-a.done
 
-		c2, err := dialWS(front, "session="+c1.welcome.Session, 5*time.Second)
+		// As a client would: a 502/503 while the survivor's store answers
+		// again (a Redis Cluster can be failing over on a loaded machine)
+		// is retried, for a bounded time.
+		c2, err := dialWSRetry(front, "session="+c1.welcome.Session, 5*time.Second, 30*time.Second)
 		if err != nil {
 			t.Fatalf("reconnect through nginx after replica-a died: %v", err)
 		}
