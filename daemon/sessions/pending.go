@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -70,7 +71,12 @@ func (m *Manager) newOnce() onceKey {
 	if m.retryKick == nil {
 		return onceKey{} // the memory store: an attempt is never in doubt
 	}
-	return onceKey{field: m.once.field, id: m.once.inc + strconv.FormatUint(m.once.seq.Add(1), 36)}
+	var d [13]byte
+	var id strings.Builder // one allocation per terminal
+	id.Grow(len(m.once.inc) + len(d))
+	id.WriteString(m.once.inc)
+	id.Write(strconv.AppendUint(d[:0], m.once.seq.Add(1), 36))
+	return onceKey{field: m.once.field, id: id.String()}
 }
 
 // deferring reports whether session id has terminals waiting.
