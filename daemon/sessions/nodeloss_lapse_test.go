@@ -5,14 +5,16 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/orchestratord/orchestratord/daemon/config"
 )
 
 // TestNodeLossSweepTimedAtLapse: a survivor's sweep is due when the key of
 // a node that stopped refreshing it lapses, not up to a sweep period
-// later. A crashes with a run; its key is left 300 ms (node_loss_after is
-// a minute here: the sweep period is 6 s). B's sweep finds the key still
-// set and says the next sweep is due in at most 300 ms; that sweep ends
-// the run with node_lost.
+// later. A crashes with a run; its key is left 1 s (node_loss_after is a
+// minute here: the sweep period is 6 s). B's sweep finds the key still
+// set and says the next sweep is due in at most 1 s; that sweep ends the
+// run with node_lost.
 func TestNodeLossSweepTimedAtLapse(t *testing.T) {
 	for _, b := range nodeLossBackends(t) {
 		if b.advance != nil {
@@ -29,7 +31,9 @@ func TestNodeLossSweepTimedAtLapse(t *testing.T) {
 				t.Fatal("not recorded")
 			}
 			crash(a)
-			const left = 300 * time.Millisecond
+			// Long enough that the sweep below runs before it lapses, even
+			// on a loaded machine.
+			const left = time.Second
 			if err := raw.Do(t.Context(), raw.B().Pexpire().Key(b.prefix+"{node:A}:alive").Milliseconds(left.Milliseconds()).Build()).Error(); err != nil {
 				t.Fatal(err)
 			}
@@ -58,9 +62,13 @@ func TestNodeLossSweepTimedAtLapse(t *testing.T) {
 func TestNodeLossLapsedSurvivor(t *testing.T) {
 	for _, b := range nodeLossBackends(t) {
 		t.Run(b.name, func(t *testing.T) {
-			a := b.openManager(t, "A", nodeLossLimits)
-			bb := b.openManager(t, "B", nodeLossLimits)
-			cc := b.openManager(t, "C", nodeLossLimits)
+			// An hour: no refresh of B's key comes between its lapse
+			// below and the sweeps.
+			lim := nodeLossLimits
+			lim.NodeLossAfter = config.Duration(time.Hour)
+			a := b.openManager(t, "A", lim)
+			bb := b.openManager(t, "B", lim)
+			cc := b.openManager(t, "C", lim)
 			raw := rawRedis(t, b)
 			const sessionsN, perSession = 20, 4
 			ids := make([]string, sessionsN)
