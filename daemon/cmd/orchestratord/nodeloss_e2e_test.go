@@ -78,12 +78,16 @@ routes:
 	a := reps[0]
 
 	const sessionsN = 50
+	const retryN = 5
 	streams := []string{"L1", "L2"}
 	ids := make([]string, sessionsN)
 	lasts := make([]uint64, sessionsN) // position of the finished request's result
 	conns := make([]*wsClient, sessionsN)
 	var wg sync.WaitGroup
-	errs := make(chan error, sessionsN)
+	// Room for every error of every goroutine below (the retry sessions
+	// send up to two): a full channel would hang the test instead of
+	// failing it.
+	errs := make(chan error, sessionsN+2*retryN)
 	for i := range sessionsN {
 		wg.Add(1)
 		go func() {
@@ -125,7 +129,6 @@ routes:
 		}()
 	}
 	// Sessions whose request retries on node loss.
-	const retryN = 5
 	retryIDs := make([]string, retryN)
 	for i := range retryN {
 		wg.Add(1)
