@@ -364,12 +364,12 @@ func TestCancelDuplicateAndCaps(t *testing.T) {
 func TestDeadlines(t *testing.T) {
 	tests := []struct {
 		name  string
-		rt    route
+		rt    *route
 		emits int // chunks the backend sends before stalling
 	}{
-		{"total", route{timeout: 50 * time.Millisecond}, 0},
-		{"first chunk", route{timeout: time.Minute, firstChunk: 50 * time.Millisecond}, 0},
-		{"idle", route{timeout: time.Minute, idle: 50 * time.Millisecond}, 2},
+		{"total", &route{timeout: 50 * time.Millisecond}, 0},
+		{"first chunk", &route{timeout: time.Minute, firstChunk: 50 * time.Millisecond}, 0},
+		{"idle", &route{timeout: time.Minute, idle: 50 * time.Millisecond}, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -384,7 +384,7 @@ func TestDeadlines(t *testing.T) {
 			}}
 			rt := tc.rt
 			rt.name, rt.pool = "x", pool
-			r, st, s := testRouter(t, map[string]*route{"x": &rt}, config.Limits{})
+			r, st, s := testRouter(t, map[string]*route{"x": rt}, config.Limits{})
 			start := time.Now()
 			r.Handle(s, []byte(`{"type":"x","id":"1"}`), ReplyFunc((&replies{}).reply))
 			got := st.waitEnd(t, "1")
@@ -529,6 +529,54 @@ func (m *recordingMetrics) Request(route, _ string, _ time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.routes[route]++
+}
+
+// observerMetrics also resolves recorders (RequestObservers): the inline
+// echo records through them.
+type observerMetrics struct {
+	recordingMetrics
+	resolved map[string]int // RequestObserver calls by route and outcome
+	observed map[string]int // recorder calls by route and outcome
+}
+
+func (m *observerMetrics) RequestObserver(route, outcome string) func(time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := route + "/" + outcome
+	m.resolved[k]++
+	return func(time.Duration) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.observed[k]++
+	}
+}
+
+// TestInlineEchoRecorder: inline results are recorded through the
+// route's resolved recorder, once per request, resolved once per route.
+func TestInlineEchoRecorder(t *testing.T) {
+	m := &observerMetrics{recordingMetrics: recordingMetrics{routes: map[string]int{}},
+		resolved: map[string]int{}, observed: map[string]int{}}
+	st := newFakeStore()
+	r := New(&Table{routes: map[string]*route{"echo": {name: "echo", inline: true}, "echo2": {name: "echo2", inline: true}},
+		limits: config.Default().Limits}, st, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := st.session("s", "u")
+	for i := 0; i < 20; i++ {
+		r.Handle(s, fmt.Appendf(nil, `{"type":"echo","id":"e%d","data":%d}`, i, i), ReplyFunc((&replies{}).reply))
+		if i%4 == 0 {
+			r.Handle(s, fmt.Appendf(nil, `{"type":"echo2","id":"f%d"}`, i), ReplyFunc((&replies{}).reply))
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.observed["echo/result"] != 20 || m.observed["echo2/result"] != 5 || len(m.observed) != 2 {
+		t.Errorf("recorded %v, want echo/result 20 and echo2/result 5", m.observed)
+	}
+	if m.resolved["echo/result"] != 1 || m.resolved["echo2/result"] != 1 || len(m.resolved) != 2 {
+		t.Errorf("resolved %v, want each route's result once", m.resolved)
+	}
+	if len(m.routes) != 0 {
+		t.Errorf("Request called for %v, want the recorders only", m.routes)
+	}
 }
 
 // TestMetricLabelsAreRouteNames pins a chaos finding: labels must be the

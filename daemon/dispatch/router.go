@@ -22,6 +22,14 @@ type Metrics interface {
 	Request(route, outcome string, d time.Duration)
 }
 
+// RequestObservers is what a Metrics may implement besides: the
+// recorder of one route's requests with one outcome, resolved once. The
+// inline echo records its results through it, without the per-request
+// series lookup of Request.
+type RequestObservers interface {
+	RequestObserver(route, outcome string) func(d time.Duration)
+}
+
 type noMetrics struct{}
 
 func (noMetrics) Request(string, string, time.Duration) {}
@@ -220,7 +228,7 @@ func (r *Router) inlineEcho(s Session, rt *route, env *events.Envelope, start ti
 	*bp = msg
 	_, _ = r.store.Terminal(context.Background(), s.ID(), env.ID, msg)
 	d := time.Since(start)
-	r.metrics.Request(rt.name, "result", d)
+	(*r.inlineObserver(rt))(d)
 	if rt.inlineDone != nil {
 		rt.inlineDone(d)
 	}
@@ -228,6 +236,23 @@ func (r *Router) inlineEcho(s Session, rt *route, env *events.Envelope, start ti
 		_, trace := traceparent.New(s.TraceID())
 		r.accessLine(s, rt, env.ID, "result", d, len(env.Data), len(msg), trace)
 	}
+}
+
+// inlineObserver returns the recorder of rt's inline results: the
+// metrics' RequestObserver when they have one, else Request.
+func (r *Router) inlineObserver(rt *route) *func(time.Duration) {
+	if o := rt.inlineObs.Load(); o != nil {
+		return o
+	}
+	var o func(time.Duration)
+	if ro, ok := r.metrics.(RequestObservers); ok {
+		o = ro.RequestObserver(rt.name, "result")
+	} else {
+		name, m := rt.name, r.metrics
+		o = func(d time.Duration) { m.Request(name, "result", d) }
+	}
+	rt.inlineObs.Store(&o)
+	return &o
 }
 
 // accessLine writes the access log line of one request (log.requests).

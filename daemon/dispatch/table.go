@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/orchestratord/orchestratord/daemon/backends"
@@ -30,6 +31,10 @@ type route struct {
 	// inlineDone records an inline answer in the backend's counters and
 	// metrics (Pool.Inline), as a call would.
 	inlineDone func(time.Duration)
+	// inlineObs is the metrics recorder of this route's inline results,
+	// set at the first one (Router.inlineObserver); a Table serves one
+	// Router.
+	inlineObs atomic.Pointer[func(time.Duration)]
 	// needsSession: the backend reads the session (context, history).
 	needsSession bool
 	// retry: retry_on_node_loss, a survivor runs the request again.

@@ -309,6 +309,26 @@ func TestEndpointCalls(t *testing.T) {
 	}
 }
 
+// TestRequestObserver: the resolved recorder and Request write the same
+// series, and each route and outcome only its own.
+func TestRequestObserver(t *testing.T) {
+	m := New("dev")
+	echo := m.RequestObserver("echo", "result")
+	for range 5 {
+		echo(time.Millisecond)
+	}
+	m.Request("echo", "result", time.Millisecond)
+	m.Request("echo", "timeout", time.Second)
+	m.RequestObserver("chat", "result")(time.Second)
+	fams := scrape(t, m)
+	for labels, want := range map[[2]string]uint64{{"echo", "result"}: 6, {"echo", "timeout"}: 1, {"chat", "result"}: 1} {
+		s, ok := value(t, fams, "orchestratord_request_duration_seconds", map[string]string{"route": labels[0], "outcome": labels[1]})
+		if !ok || s.GetHistogram().GetSampleCount() != want {
+			t.Errorf("request_duration_seconds%v count = %d, want %d", labels, s.GetHistogram().GetSampleCount(), want)
+		}
+	}
+}
+
 func TestBucketQuantile(t *testing.T) {
 	cum := make([]uint64, len(requestBuckets)+1)
 	if got := bucketQuantile(0.5, cum); got != 0 {
@@ -336,7 +356,9 @@ func TestHotPathNoAlloc(t *testing.T) {
 	m.Closed(1000)
 	m.StoreError("load")
 	observe, _ := m.Endpoint("b", "http://e")
+	result := m.RequestObserver(route, outcome)
 	allocs := testing.AllocsPerRun(1000, func() {
+		result(time.Millisecond)
 		m.MessageIn()
 		m.MessageOut()
 		m.BytesIn(10)
