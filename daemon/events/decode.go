@@ -150,7 +150,7 @@ func decodeCommon(b []byte, open int, e *Envelope) bool {
 		if i >= len(b) || b[i] != '"' {
 			return false
 		}
-		key, next, ok := plainString(b, i)
+		key, next, ok := envelopeKey(b, i)
 		if !ok {
 			return false
 		}
@@ -217,6 +217,21 @@ func decodeCommon(b []byte, open int, e *Envelope) bool {
 	}
 	*e = Envelope{Type: typ, ID: id, Data: data}
 	return true
+}
+
+// envelopeKey is plainString for a key: the envelope's three keys are
+// matched whole, without the byte loop.
+func envelopeKey(b []byte, i int) (key string, next int, ok bool) {
+	r := b[i:]
+	switch {
+	case len(r) >= 6 && string(r[:6]) == `"type"`:
+		return "type", i + 6, true
+	case len(r) >= 4 && string(r[:4]) == `"id"`:
+		return "id", i + 4, true
+	case len(r) >= 6 && string(r[:6]) == `"data"`:
+		return "data", i + 6, true
+	}
+	return plainString(b, i)
 }
 
 // plainString returns the JSON string starting at b[i] (a '"') when it
