@@ -38,8 +38,15 @@ func parseHead(b []byte) (*http.Request, error) {
 	if err != nil {
 		return nil, errBadHead
 	}
+	// One header line is one value: the map is sized for them (a map of up
+	// to 8 entries is one group, without a table), and every key's first
+	// value is a one-element window of one backing array (capped, so that a
+	// repeated key's append copies instead of overwriting its neighbour):
+	// one allocation for the values instead of one per header.
+	lines := max(strings.Count(s, "\n")-1, 0)
+	vals := make([]string, 0, lines)
 	req := &http.Request{Method: method, URL: u, Proto: proto, ProtoMajor: major, ProtoMinor: minor,
-		Header: make(http.Header, 10), RequestURI: target, Body: http.NoBody}
+		Header: make(http.Header, lines), RequestURI: target, Body: http.NoBody}
 	for {
 		line, s, ok = cutLine(s)
 		if !ok {
@@ -55,8 +62,14 @@ func parseHead(b []byte) (*http.Request, error) {
 		if !ok || !validFieldName(k) || !validFieldValue(v) {
 			return nil, errBadHead
 		}
-		key := textproto.CanonicalMIMEHeaderKey(k)
-		req.Header[key] = append(req.Header[key], strings.Trim(v, " \t"))
+		key := canonicalKey(k)
+		v = strings.Trim(v, " \t")
+		if old, ok := req.Header[key]; ok {
+			req.Header[key] = append(old, v)
+			continue
+		}
+		vals = append(vals, v)
+		req.Header[key] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	if h := req.Header["Host"]; len(h) > 0 {
 		if len(h) > 1 {
@@ -84,6 +97,19 @@ func parseHead(b []byte) (*http.Request, error) {
 	}
 	req.Close = true
 	return req, nil
+}
+
+// canonicalKey is textproto.CanonicalMIMEHeaderKey without its allocation
+// for the WebSocket headers every handshake carries (their usual spelling,
+// Sec-WebSocket-*, is not canonical, and textproto interns only common HTTP
+// headers).
+func canonicalKey(k string) string {
+	for _, c := range [...]string{"Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Protocol", "Sec-Websocket-Extensions"} {
+		if len(k) == len(c) && strings.EqualFold(k, c) {
+			return c
+		}
+	}
+	return textproto.CanonicalMIMEHeaderKey(k)
 }
 
 // cutLine returns the first line of s without its CRLF or LF, and the rest.

@@ -63,3 +63,33 @@ func FuzzParseHead(f *testing.F) {
 		}
 	})
 }
+
+// wsHead is the request head of a typical WebSocket client (gobwas/ws).
+const wsHead = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+
+// TestParseHeadAllocs bounds parseHead's allocations for a WebSocket
+// handshake: the head as one string, the URL, the Request, the header map
+// and one backing array for the values (it was 14 with a value slice per
+// header and an allocation per Sec-WebSocket-* key).
+func TestParseHeadAllocs(t *testing.T) {
+	b := []byte(wsHead)
+	if got := testing.AllocsPerRun(100, func() {
+		if _, err := parseHead(b); err != nil {
+			t.Fatal(err)
+		}
+	}); got > 6 {
+		t.Fatalf("parseHead: %.0f allocations, want <= 6", got)
+	}
+}
+
+// BenchmarkParseHead parses a WebSocket client's request head.
+func BenchmarkParseHead(b *testing.B) {
+	h := []byte(wsHead)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := parseHead(h); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
