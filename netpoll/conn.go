@@ -356,7 +356,8 @@ func (c *Conn) process(w *poller) bool {
 		c.mu.Unlock()
 		switch st {
 		case stHandshake:
-			if c.readHead(w, bits&evHup != 0) {
+			if c.readHead(w.buf, bits&evHup != 0) {
+				c.e.admitQ.push(c)
 				return true
 			}
 		case stOpen, stClosing:

@@ -34,8 +34,10 @@
 // P to another thread (rawsys.go).
 //
 // A small fixed pool (AdmitWorkers) runs what may wait: Gatekeeper.Admit and
-// the plain handler. The request head is read and parsed on the poller; an
-// engine without a Gatekeeper completes upgrades on the poller too. One
+// the plain handler. The request head is read right after accept, on the
+// accept loop (it is usually there already; a socket joins its poller's
+// epoll after that read), and on readiness by the poller when it was not
+// complete; an engine without a Gatekeeper completes upgrades there too. One
 // hashed timing wheel drives handshake deadlines, heartbeats, close waits
 // and CloseAt; it and other goroutines (Send's close paths, the admit pool
 // handing a connection back) reach a poller through its inbox and eventfd.

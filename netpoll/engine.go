@@ -41,12 +41,15 @@ const connEvents = epollIn | epollRdHup | epollOut | epollET
 //     goroutine (the handler's own). payload is valid only until it returns.
 //   - OnOpen runs on the goroutine that admitted the handshake: an admit
 //     pool goroutine when the engine has a Gatekeeper (Admit may wait, so
-//     admission never runs on a poller), the poller itself when it has none.
-//     It must not wait either (with a Gatekeeper it holds one of the
-//     AdmitWorkers); a store round trip belongs on a goroutine of its own.
+//     admission never runs on a poller), else the goroutine that read the
+//     complete head: the accept loop (which reads it right after accept)
+//     or the poller. It must not wait either (it holds one of the
+//     AdmitWorkers, the accept loop or the poller); a store round trip
+//     belongs on a goroutine of its own.
 //   - OnClose runs on whichever goroutine owns the connection when it ends:
-//     almost always its poller, an admit goroutine when the connection dies
-//     while being admitted. Same rule: it must not block.
+//     almost always its poller, an admit goroutine (or the accept loop)
+//     when the connection dies while being admitted. Same rule: it must not
+//     block.
 //
 // Each is called by one goroutine at a time per connection, in order:
 // OnOpen, then OnMessage calls, then OnClose exactly once.
@@ -314,6 +317,10 @@ func (e *Engine) acceptRaw(rc syscallRawConn) error {
 	}
 	e.lnFiles = append(e.lnFiles, f)
 	e.mu.Unlock()
+	// The head of a new connection is usually in its socket by the time
+	// it is accepted: it is read here at once (readHead), into this
+	// scratch buffer.
+	scratch := make([]byte, readScratch)
 	backoff := 5 * time.Millisecond
 	for {
 		var aerr error
@@ -326,7 +333,7 @@ func (e *Engine) acceptRaw(rc syscallRawConn) error {
 					if ip {
 						_ = unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 					}
-					e.addConn(nfd, peer, nil)
+					e.addConn(nfd, peer, nil, scratch)
 					continue
 				case err == unix.EAGAIN:
 					return false
@@ -399,15 +406,23 @@ func (e *Engine) acceptNet(ln net.Listener) error {
 			_ = nc.Close()
 			continue
 		}
-		e.addConn(fd, remoteOf(nc), nc)
+		e.addConn(fd, remoteOf(nc), nc, nil)
 	}
 }
 
 // addConn registers an accepted socket: table slot, handshake deadline, and
-// its single epoll registration.
-func (e *Engine) addConn(fd int, peer netip.AddrPort, nc net.Conn) {
+// its single epoll registration. With a scratch buffer it first reads the
+// request head, owning the connection meanwhile as an admit goroutine does:
+// the head is usually there already, and waiting for epoll to report it
+// cost a trip through the poller (a wakeup, an epoll_wait, a read) per
+// connection. The socket joins epoll after that read, so the bytes it took
+// raise no event; bytes that come later raise one (an EPOLL_CTL_ADD of a
+// readable socket reports it at once). A half-sent head only leaves its
+// bytes behind: nothing here waits.
+func (e *Engine) addConn(fd int, peer netip.AddrPort, nc net.Conn, scratch []byte) {
 	c := &Conn{e: e, fd: int32(fd), id: e.newID(time.Now())}
 	c.setRemote(peer)
+	c.sched.Store(schedRunning)
 	e.mu.Lock()
 	if e.closing {
 		e.mu.Unlock()
@@ -429,20 +444,38 @@ func (e *Engine) addConn(fd int, peer netip.AddrPort, nc net.Conn) {
 	e.connWG.Add(1)
 	e.mu.Unlock()
 	e.wheel.set(c, tmState, e.wheel.after(e.cfg.HandshakeTimeout))
+	handoff := false
+	if scratch != nil {
+		if handoff = c.readHead(scratch, false); !handoff {
+			c.settle() // a refusal sent, or the peer gone (finalized)
+		}
+		c.mu.Lock()
+		closed := c.state == stClosed
+		c.mu.Unlock()
+		if closed {
+			return
+		}
+	}
 	if err := e.pollerOf(c).add(fd); err != nil {
 		e.log.Warn("epoll add failed", "err", err)
-		e.detach(c, fd)
-		c.mu.Lock()
-		c.state = stClosed
-		c.mu.Unlock()
-		e.connWG.Done()
+		c.finalize(CloseAbnormal, err)
+		return
 	}
+	if handoff {
+		e.admitQ.push(c)
+		return
+	}
+	e.release(c)
 }
 
-// detach undoes addConn and closes the socket. Epoll forgets the fd and the
-// table slot is cleared before the fd number can be reused.
+// detach undoes addConn and closes the socket. The table slot is cleared
+// before the fd number can be reused. Closing the socket removes it from
+// the poller's epoll set (the engine holds its only descriptor), so there
+// is no EPOLL_CTL_DEL: one system call less per connection. An event of
+// the closed socket already fetched in the same batch finds the slot
+// empty, or the connection that reuses the number, where it is a spurious
+// readiness (a read that finds EAGAIN).
 func (e *Engine) detach(c *Conn, fd int) {
-	e.pollerOf(c).del(fd)
 	e.mu.Lock()
 	if t := *e.tab.Load(); fd < len(t) && t[fd].Load() == c {
 		t[fd].Store(nil)

@@ -51,6 +51,10 @@ type handshake struct {
 	headLen int     // length of the complete head, 0 while incomplete
 	proxy   bool    // a PROXY protocol header is still expected first
 	rest    []byte  // bytes after the head, fed to the frame reader after 101
+	// more is set when the read that completed the head may have left
+	// bytes in the socket (it filled the scratch buffer, or the peer hung
+	// up): no new edge would report them, so they are read after the 101.
+	more bool
 }
 
 func (h *handshake) release(bufs *bufPool) {
@@ -58,20 +62,22 @@ func (h *handshake) release(bufs *bufPool) {
 	h.buf, h.rest = nil, nil
 }
 
-// readHead reads request head bytes on readiness. From a trusted proxy
+// readHead reads request head bytes into buf (the reading goroutine's
+// scratch) on readiness, and once right after accept. From a trusted proxy
 // with Config.ProxyProtocol, a PROXY header comes first: it is parsed and
 // cut off, and a connection without a valid one is closed (refuseProxy). It
 // answers garbage with 400 and an oversized head with 431 at once; once the
-// head is complete it hands the connection to an admit goroutine and
-// returns true, unless the engine has neither a Gatekeeper nor a plain
-// handler (nothing that may wait): then it admits on the poller. A half
-// header or head just waits, holding only its bytes, until
-// HandshakeTimeout, which bounds the PROXY header and the head together.
-func (c *Conn) readHead(w *poller, hup bool) bool {
+// head is complete it returns true: the caller hands the connection to an
+// admit goroutine, unless the engine has neither a Gatekeeper nor a plain
+// handler (nothing that may wait): then it admits here, on the poller or
+// the accept loop, and returns false. A half header or head just waits,
+// holding only its bytes, until HandshakeTimeout, which bounds the PROXY
+// header and the head together.
+func (c *Conn) readHead(buf []byte, hup bool) bool {
 	e := c.e
 	max := e.cfg.MaxHeaderBytes
 	for c.oflags&ofEOF == 0 {
-		n, err := readRaw(int(c.fd), w.buf)
+		n, err := readRaw(int(c.fd), buf)
 		if err == unix.EINTR {
 			continue
 		}
@@ -89,7 +95,7 @@ func (c *Conn) readHead(w *poller, hup bool) bool {
 		hs := c.hs
 		prev := len(*hs.buf)
 		hs.buf = e.bufs.grow(hs.buf, n)
-		*hs.buf = append(*hs.buf, w.buf[:n]...)
+		*hs.buf = append(*hs.buf, buf[:n]...)
 		b := *hs.buf
 		if hs.proxy {
 			pn, src, err := parseProxyHeader(b, max)
@@ -98,7 +104,7 @@ func (c *Conn) readHead(w *poller, hup bool) bool {
 				c.refuseProxy(err)
 				return false
 			case pn == 0:
-				if n < len(w.buf) && !hup {
+				if n < len(buf) && !hup {
 					return false
 				}
 				continue
@@ -111,7 +117,7 @@ func (c *Conn) readHead(w *poller, hup bool) bool {
 			*hs.buf = b
 			prev = 0
 			if len(b) == 0 {
-				if n < len(w.buf) && !hup {
+				if n < len(buf) && !hup {
 					return false
 				}
 				continue
@@ -127,7 +133,7 @@ func (c *Conn) readHead(w *poller, hup bool) bool {
 				c.refuse(refusal.Of(refusal.HeadersTooLarge))
 				return false
 			}
-			if n < len(w.buf) && !hup {
+			if n < len(buf) && !hup {
 				return false
 			}
 			continue
@@ -138,17 +144,17 @@ func (c *Conn) readHead(w *poller, hup bool) bool {
 		}
 		hs.headLen = end
 		hs.rest = b[end:]
+		hs.more = n == len(buf) || hup
 		c.mu.Lock()
 		c.state = stAdmitting
 		c.mu.Unlock()
 		e.wheel.clear(c, tmState)
 		if e.g == nil && e.plain == nil {
 			// Nothing in admission can wait: upgrade (or refuse) here,
-			// on the poller, without a hand-off.
+			// without a hand-off.
 			c.admit()
 			return false
 		}
-		e.admitQ.push(c)
 		return true
 	}
 	return false
@@ -263,14 +269,22 @@ func (c *Conn) admit() {
 	now := e.wheel.now.Load()
 	c.lastRead, c.lastPing = now, now
 	e.wheel.set(c, tmBeat, now+e.beatTicks)
+	more := len(hs.rest) > 0 || hs.more
 	if len(hs.rest) == 0 {
 		c.hs = nil
 		hs.release(&e.bufs)
 	}
 	e.h.OnOpen(c)
-	// Bytes may have arrived while admitting; with edge-triggered epoll no
-	// new edge would tell, so read once now (this also decodes hs.rest).
-	c.pending.Or(evRead)
+	// Bytes that arrived after the head's last read raised a new edge,
+	// which the poller turned into pending work (onEvent: with an admit
+	// goroutine owning the connection, release hands it back). Only bytes
+	// already read after the head (hs.rest) or possibly left behind by a
+	// full read or a hang-up need a read now: an unconditional one was an
+	// extra read(2) and EAGAIN per handshake, and with a Gatekeeper a trip
+	// through the poller's inbox too.
+	if more {
+		c.pending.Or(evRead)
+	}
 }
 
 // acceptKey computes Sec-WebSocket-Accept for key (RFC 6455 section 4.2.2).

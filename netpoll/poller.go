@@ -106,11 +106,6 @@ func (p *poller) add(fd int) error {
 	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: connEvents, Fd: int32(fd)})
 }
 
-// del forgets a socket. It must run before the fd is closed.
-func (p *poller) del(fd int) {
-	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
-}
-
 // run is the poller goroutine: it waits in the runtime netpoller and drains
 // the epoll instance each time it becomes readable, until stopped.
 func (p *poller) run() {
