@@ -34,6 +34,7 @@ type Options struct {
 	SlowPeers    int           `json:"slow_peers"`           // slow: half-frame peers; default 2000
 	Sources      []netip.Addr  `json:"sources"`              // source addresses, rotated
 	Dialers      int           `json:"dialers"`              // handshake goroutines; default 32
+	ConnectRate  float64       `json:"connect_rate"`         // handshakes started per second in total; 0: as fast as Dialers allow
 	Loops        int           `json:"loops"`                // epoll loops; default GOMAXPROCS
 	DialTimeout  time.Duration `json:"dial_timeout"`         // per handshake; default 10s
 	ChurnWorkers int           `json:"churn_workers"`        // churn: concurrent dialers; default 16
@@ -106,6 +107,12 @@ func (o Options) WithDefaults() (Options, error) {
 	if o.Mode != ModeChurn && o.Conns <= 0 {
 		errs = append(errs, errors.New("conns: must be > 0"))
 	}
+	if o.ConnectRate < 0 {
+		errs = append(errs, fmt.Errorf("connect-rate %g: must be >= 0 (0: unpaced)", o.ConnectRate))
+	}
+	if o.ConnectRate > 0 && o.Mode == ModeChurn {
+		errs = append(errs, errors.New("connect-rate: churn measures the unpaced connect rate; pace hold, echo, rate or slow"))
+	}
 	if o.Procs < 1 || o.Shard < 0 || o.Shard >= o.Procs {
 		errs = append(errs, fmt.Errorf("procs %d, shard %d: want 0 <= shard < procs", o.Procs, o.Shard))
 	}
@@ -131,6 +138,7 @@ func (o Options) forShard(i int) Options {
 	s.SlowPeers = share(o.SlowPeers, i, k)
 	s.ChurnWorkers = max(share(o.ChurnWorkers, i, k), 1)
 	s.Rate = o.Rate / float64(k)
+	s.ConnectRate = o.ConnectRate / float64(k)
 	s.ServerPIDs, s.MetricsURLs, s.GCURLs = nil, nil, nil
 	if len(o.Sources) >= k {
 		s.Sources = nil

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -315,6 +316,9 @@ func runChildren(ctx context.Context, o Options, log *slog.Logger, ready func([]
 		cmd := exec.CommandContext(ctx, o.Executable)
 		cmd.Env = append(os.Environ(), ChildEnv+"="+string(js), tokenEnv+"="+o.Token)
 		cmd.Stderr = os.Stderr
+		// A shard outlives no parent: a killed parent (SIGKILL, no
+		// cleanup) must not leave thousands of connections behind.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		in, err := cmd.StdinPipe()
 		if err != nil {
 			return nil, fmt.Errorf("shard %d stdin: %w", i, err)

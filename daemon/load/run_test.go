@@ -196,6 +196,17 @@ func TestRunAgainstEchoServers(t *testing.T) {
 					t.Errorf("alive %d, fds/conn %.2f, rss/conn %.0f: want 200 alive, about 2 fds and some memory per conn", r.Alive, s.FDsPerConn, s.RSSPerConn)
 				}
 			}},
+		{"paced hold", Options{Mode: ModeHold, URL: proto.url(), Conns: 40, ConnectRate: 400, Procs: 2, Duration: 50 * time.Millisecond, Sources: src},
+			func(t *testing.T, r *Result) {
+				// 400/s over two shards: each starts its 20 handshakes
+				// at least 5 ms apart, so the last one starts >= 95 ms in.
+				if r.Alive != 40 || r.Connect.Welcomed != 40 || r.ErrorCount != 0 || r.Connect.Seconds < 0.095 {
+					t.Errorf("alive %d, welcomed %d, errors %d, connected in %.3f s: want 40, 40, 0, >= 0.095 s", r.Alive, r.Connect.Welcomed, r.ErrorCount, r.Connect.Seconds)
+				}
+				if r.Options.ConnectRate != 400 {
+					t.Errorf("result options connect rate %v, want 400", r.Options.ConnectRate)
+				}
+			}},
 		{"slow peers", Options{Mode: ModeSlow, URL: raw.url(), Raw: true, Conns: 20, Workers: 10, SlowPeers: 30, Duration: 300 * time.Millisecond},
 			func(t *testing.T, r *Result) {
 				s := r.Slow

@@ -54,7 +54,7 @@ func TestSamplerSelf(t *testing.T) {
 }
 
 func TestOptions(t *testing.T) {
-	o, err := Options{Mode: ModeEcho, URL: "ws://127.0.0.1:1/ws", Conns: 10, Procs: 3, Workers: 200, Rate: 300}.WithDefaults()
+	o, err := Options{Mode: ModeEcho, URL: "ws://127.0.0.1:1/ws", Conns: 10, Procs: 3, Workers: 200, Rate: 300, ConnectRate: 600}.WithDefaults()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,6 +64,9 @@ func TestOptions(t *testing.T) {
 		total += s.Conns
 		if s.Rate != 100 {
 			t.Errorf("shard %d rate = %v, want 100", i, s.Rate)
+		}
+		if s.ConnectRate != 200 {
+			t.Errorf("shard %d connect rate = %v, want 200", i, s.ConnectRate)
 		}
 	}
 	if total != 10 {
@@ -75,6 +78,8 @@ func TestOptions(t *testing.T) {
 		{Mode: ModeRate, URL: "ws://x/ws", Conns: 1},
 		{Mode: ModeEcho, URL: "ws://x/ws", Conns: 1, Raw: true, Payload: 10},
 		{Mode: ModeHold, URL: "ws://x/ws"},
+		{Mode: ModeHold, URL: "ws://x/ws", Conns: 1, ConnectRate: -1},
+		{Mode: ModeChurn, URL: "ws://x/ws", ConnectRate: 10},
 	}
 	for _, b := range bad {
 		if _, err := b.WithDefaults(); err == nil {

@@ -95,18 +95,20 @@ func (s *shard) onLoops(fn func(*loop)) {
 }
 
 // connect opens n connections with the handshake pool and hands them to the
-// loops; workers are spread over them.
+// loops; workers are spread over them. With ConnectRate the handshakes
+// start at most that often (Dialers still bounds those in flight).
 func (s *shard) connect(ctx context.Context, n, workers int, slow bool) ConnectReport {
 	rep := ConnectReport{Tried: n, Errors: map[string]uint64{}}
 	var next, ok atomic.Int64
 	var mu sync.Mutex
+	pace := newPacer(s.o.ConnectRate)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range min(s.o.Dialers, n) {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= n || ctx.Err() != nil {
+				if i >= n || pace.wait(ctx) != nil {
 					return
 				}
 				dc, err := s.d.dial(ctx)
