@@ -1,23 +1,41 @@
 #!/usr/bin/env bash
 # bench/scale.sh: the load-scale run. SCALE_CONNS idle connections (default
-# 100,000; 1,000,000 fits 24 GiB of memory, but with the load tool on the
-# same 2-core host the heartbeats alone outgrow the CPU) held across several
-# orchestratord processes that share one port with SO_REUSEPORT
-# (listen.reuse_port: true, a documented deployment mode), driven by several
-# load-tool processes dialing from 127.0.0.2… with IP_BIND_ADDRESS_NO_PORT.
-# Each process stays under the 20,000-fd limit. The figures (summed over the
-# daemons) go to bench/results/scale.json (scale-<N>.json for another N) and
-# the "bench-scale" section of docs/benchmarks.md ("bench-scale-<N>" for
-# another N), with the arithmetic that takes them to 1M.
+# 100,000) held across several orchestratord processes that share one port
+# with SO_REUSEPORT (listen.reuse_port: true, a documented deployment mode),
+# driven by several load-tool processes dialing from 127.0.0.2… with
+# IP_BIND_ADDRESS_NO_PORT. Each process stays under the 20,000-fd limit. The
+# figures (summed over the daemons) go to bench/results/scale.json
+# (scale-<N>.json for another N) and the "bench-scale" section of
+# docs/benchmarks.md ("bench-scale-<N>" for another N), with the arithmetic
+# that takes them to 1M.
 #
 #   bench/scale.sh                              # 100k
 #   SCALE_CONNS=200000 bench/scale.sh           # a trial before 1M
-#   SCALE_CONNS=1000000 bench/scale.sh          # 1M: 63 daemons, 106 client processes (see docs/benchmarks.md)
+#   SCALE_CONNS=1000000 SCALE_HEARTBEAT=300s SCALE_CONNECT_RATE=3000 \
+#     SCALE_PER_DAEMON=18000 SCALE_PER_CLIENT=19000 bench/scale.sh   # 1M on 2 cores (docs/benchmarks.md)
 #   SCALE_PORT_BASE=43000 bench/scale.sh        # client port 43080, admin 43201… (default 28000)
 #
+# Settings (environment):
+#   SCALE_CONNS         connections (default 100000)
+#   SCALE_HEARTBEAT     the daemons' ws.heartbeat, a Go duration (default 25s,
+#                       the shipped default): idle CPU scales with 1/interval
+#   SCALE_CONNECT_RATE  handshakes started per second in total, over all
+#                       load-tool processes (the load tool's -connect-rate;
+#                       default 0: as fast as SCALE_DIALERS allow)
+#   SCALE_DIALERS       handshakes in flight per load-tool process (default 16)
+#   SCALE_PER_DAEMON    connections per daemon (default 16000: room under
+#                       20,000 fds for SO_REUSEPORT's uneven hash spread)
+#   SCALE_PER_CLIENT    connections per load-tool process (default 9500)
+#   SCALE_HOLD          the idle phase after connecting (default 30s)
+#   SCALE_PORT_BASE     port base (default 28000)
+#   SCALE_MIN_AVAIL_MB  the watchdog's MemAvailable floor (default 3072)
+#
 # A watchdog stops the run (kills the load tool and the daemons) when
-# MemAvailable falls under SCALE_MIN_AVAIL_MB (default 3072): this host has
-# no swap, and the run must not push other work into the OOM killer.
+# MemAvailable falls under SCALE_MIN_AVAIL_MB: this host has no swap, and
+# the run must not push other work into the OOM killer. Every process the
+# script starts (daemons, load tool and its shards, watchdog) is stopped when
+# it ends, fails or is interrupted (INT, TERM, HUP); the shards also die
+# with the load tool if it is killed (Pdeathsig).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BENCH_BIN:-/tmp/orchestratord-bench}
@@ -25,6 +43,9 @@ N=${SCALE_CONNS:-${BENCH_SCALE_CONNS:-100000}}
 PER_DAEMON=${SCALE_PER_DAEMON:-16000}   # SO_REUSEPORT spreads by hash: keep room under 20k fds
 PER_CLIENT=${SCALE_PER_CLIENT:-9500}
 HOLD=${SCALE_HOLD:-30s}
+HEARTBEAT=${SCALE_HEARTBEAT:-25s}
+RATE=${SCALE_CONNECT_RATE:-0}
+DIALERS=${SCALE_DIALERS:-16}
 BASE=${SCALE_PORT_BASE:-28000}
 MIN_AVAIL_MB=${SCALE_MIN_AVAIL_MB:-3072}
 D=$(( (N + PER_DAEMON - 1) / PER_DAEMON ))
@@ -34,6 +55,13 @@ P=$(( (N + PER_CLIENT - 1) / PER_CLIENT ))
 NSRC=$(( (N + 9999) / 10000 )); NSRC=$(( NSRC < 40 ? 40 : NSRC )); NSRC=$(( NSRC > 250 ? 250 : NSRC ))
 SOURCES=${SCALE_SOURCES:-127.0.0.2-127.0.0.$((NSRC + 1))}
 SECRET=${ORCH_JWT_SECRET:-bench-secret-0123456789abcdef-0123456789}
+[[ $HEARTBEAT =~ ^[0-9]+(ms|s|m|h)$ ]] || { echo "SCALE_HEARTBEAT=$HEARTBEAT: want a duration such as 25s or 5m" >&2; exit 2; }
+[[ $RATE =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "SCALE_CONNECT_RATE=$RATE: want handshakes per second (0: unpaced)" >&2; exit 2; }
+for v in N PER_DAEMON PER_CLIENT DIALERS; do
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "$v=${!v}: want a positive integer" >&2; exit 2; }
+done
+[ "$PER_DAEMON" -le 19000 ] && [ "$PER_CLIENT" -le 19500 ] ||
+  { echo "SCALE_PER_DAEMON ($PER_DAEMON) must be <= 19000 and SCALE_PER_CLIENT ($PER_CLIENT) <= 19500: each process has 20,000 fds" >&2; exit 2; }
 if [ "$N" = 100000 ]; then OUT=bench/results/scale.json; MARK=bench-scale; else OUT=bench/results/scale-$N.json; MARK=bench-scale-$N; fi
 mkdir -p "$BIN" bench/results
 go build -trimpath -o "$BIN/orchestratord" ./daemon/cmd/orchestratord
@@ -55,18 +83,34 @@ free_port() {
 PORT=$(free_port $((BASE + 80)) 100)
 logs=$(mktemp -d /tmp/orchestratord-scale.XXXXXX)
 cfg=$logs/daemon.yaml
-sed -e 's/^listen:/listen:\n  reuse_port: true/' \
+sed -e 's/^listen:/listen:\n  reuse_port: true/' -e "s/^  heartbeat: .*/  heartbeat: $HEARTBEAT/" \
     -e "s/127.0.0.1:28080/127.0.0.1:$PORT/" -e "s/127.0.0.1:28090/127.0.0.1:$(free_port $((BASE + 90)) 100)/" \
     bench/config/daemon.yaml > "$cfg"
-pids=() metrics=() loadpid="" watchpid=""
+pids=() metrics=() loadpid="" watchpid="" keep_logs=0
+# stop PID…: TERM, up to 15 s for them to go (a daemon drains), then KILL.
+stop() {
+  local p left
+  for p in "$@"; do kill "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 75); do
+    left=0
+    for p in "$@"; do kill -0 "$p" 2>/dev/null && left=1; done
+    [ "$left" = 0 ] && return 0
+    sleep 0.2
+  done
+  for p in "$@"; do kill -KILL "$p" 2>/dev/null || true; done
+}
 cleanup() {
-  [ -n "$watchpid" ] && kill "$watchpid" 2>/dev/null || true
-  [ -n "$loadpid" ] && kill "$loadpid" 2>/dev/null || true
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  set +e
+  trap - EXIT INT TERM HUP
+  [ -n "$watchpid" ] && kill "$watchpid" 2>/dev/null
+  [ -n "$loadpid" ] && stop "$loadpid"   # its shards follow it (ctx, Pdeathsig)
+  [ "${#pids[@]}" -gt 0 ] && stop "${pids[@]}"
   wait 2>/dev/null || true
-  rm -rf "$logs"
+  [ -f "$logs/watch.log" ] && cp "$logs/watch.log" "bench/results/scale-$N-watch.log"
+  if [ "$keep_logs" = 1 ]; then echo "== logs kept in $logs"; else rm -rf "$logs"; fi
 }
 trap cleanup EXIT
+trap 'keep_logs=1; echo "== interrupted: stopping everything" >&2; exit 130' INT TERM HUP
 avail_mb() { awk '/^MemAvailable:/ {print int($2/1024)}' /proc/meminfo; }
 echo "== before: MemAvailable $(avail_mb) MB, load $(cut -d' ' -f1-3 /proc/loadavg)"
 t0=$(date +%s%N)
@@ -96,9 +140,9 @@ for _ in $(seq 1 300); do
   [ "$ok" = 1 ] && break; sleep 0.2
 done
 [ "$ok" = 1 ] || { echo "the daemons did not come up in 60 s"; exit 1; }
-echo "== $N connections: $D daemons (pids ${pids[0]}…${pids[-1]}), $P client processes from $SOURCES (daemons up in $(( ($(date +%s%N) - t0) / 1000000 )) ms)"
+echo "== $N connections: $D daemons (pids ${pids[0]}…${pids[-1]}, ws.heartbeat $HEARTBEAT), $P client processes from $SOURCES, connect rate ${RATE}/s (0: unpaced), $DIALERS in flight each (daemons up in $(( ($(date +%s%N) - t0) / 1000000 )) ms)"
 "$BIN/orchestratord-load" -mode hold -url "ws://127.0.0.1:$PORT/ws" -jwt-secret "$SECRET" \
-  -conns "$N" -procs "$P" -sources "$SOURCES" -dialers 16 -dial-timeout 60s \
+  -conns "$N" -procs "$P" -sources "$SOURCES" -dialers "$DIALERS" -connect-rate "$RATE" -dial-timeout 60s \
   -duration "$HOLD" -settle 5s -label "load-scale $N over $D daemons" \
   -server-pid "$(IFS=,; echo "${pids[*]}")" -metrics-url "$(IFS=,; echo "${metrics[*]}")" \
   -json "$OUT" &
@@ -112,7 +156,7 @@ loadpid=$!
     crss=$( (ps -o rss= -p "$loadpid"; ps -o rss= --ppid "$loadpid") 2>/dev/null | awk '{s+=$1} END {print int(s/1024)}')
     drss=$(ps -o rss= -p "$(IFS=,; echo "${pids[*]}")" 2>/dev/null | awk '{s+=$1} END {print int(s/1024)}')
     slab=$(awk '/^Slab:/ {print int($2/1024)}' /proc/meminfo)
-    echo "$(date -u +%T) MemAvailable ${a} MB (min ${min}), daemons RSS ${drss} MB, load tool RSS ${crss} MB, Slab ${slab} MB, load $(cut -d' ' -f1 /proc/loadavg), TCP mem $(awk '/^TCP:/ {print $NF}' /proc/net/sockstat) pages" >> "$logs/watch.log"
+    echo "$(date -u +%T) MemAvailable ${a} MB (min ${min}), daemons RSS ${drss} MB, load tool RSS ${crss} MB, Slab ${slab} MB, load $(cut -d' ' -f1 /proc/loadavg), TCP mem $(awk '/^TCP:/ {print $NF}' /proc/net/sockstat) pages, TCP sockets $(awk '/^TCP:/ {print $3}' /proc/net/sockstat)" >> "$logs/watch.log"
     if [ "$a" -lt "$MIN_AVAIL_MB" ]; then
       echo "== ABORT: MemAvailable ${a} MB < ${MIN_AVAIL_MB} MB: stopping the load tool and the daemons" >&2
       kill "$loadpid" 2>/dev/null || true
@@ -130,5 +174,13 @@ watchpid=""
 echo "== watchdog samples (every 2 s): first, peak memory use, last"
 head -1 "$logs/watch.log"; sort -t' ' -k3 -n "$logs/watch.log" | head -1; tail -1 "$logs/watch.log"
 cp "$logs/watch.log" "bench/results/scale-$N-watch.log"
-[ "$rc" = 0 ] || exit "$rc"
-"$BIN/report" -scale "$OUT" -scale-daemons "$D" -scale-marker "$MARK" -scale-watch "bench/results/scale-$N-watch.log"
+[ "$rc" = 0 ] || { keep_logs=1; exit "$rc"; }
+cmd="SCALE_CONNS=$N"
+[ "$HEARTBEAT" != 25s ] && cmd+=" SCALE_HEARTBEAT=$HEARTBEAT"
+[ "$RATE" != 0 ] && cmd+=" SCALE_CONNECT_RATE=$RATE"
+[ "$DIALERS" != 16 ] && cmd+=" SCALE_DIALERS=$DIALERS"
+[ "$PER_DAEMON" != 16000 ] && cmd+=" SCALE_PER_DAEMON=$PER_DAEMON"
+[ "$PER_CLIENT" != 9500 ] && cmd+=" SCALE_PER_CLIENT=$PER_CLIENT"
+[ "$HOLD" != 30s ] && cmd+=" SCALE_HOLD=$HOLD"
+"$BIN/report" -scale "$OUT" -scale-daemons "$D" -scale-per-daemon "$PER_DAEMON" -scale-marker "$MARK" \
+  -scale-watch "bench/results/scale-$N-watch.log" -scale-heartbeat "$HEARTBEAT" -scale-command "$cmd bench/scale.sh"

@@ -83,6 +83,9 @@ type Result struct {
 	// in percent of one core, summed over its processes: near 100 per
 	// core it was given, the client and not the server set the pace.
 	ClientCPUPercent float64 `json:"client_cpu_percent"`
+	// ClientConnectCPU is the load tool's own CPU while connecting, in
+	// seconds, summed over its processes.
+	ClientConnectCPU float64 `json:"client_connect_cpu_s"`
 	LoadAfter        string  `json:"loadavg_after"`
 }
 
@@ -166,6 +169,7 @@ func merge(o Options, shards []ShardResult) *Result {
 	var cpu float64
 	for _, s := range shards {
 		cpu += s.CPUSeconds
+		res.ClientConnectCPU += s.ConnectCPU
 		res.Connect.Tried += s.Connect.Tried
 		res.Connect.OK += s.Connect.OK
 		res.Connect.Welcomed += s.Connect.Welcomed

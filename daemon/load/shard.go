@@ -26,7 +26,8 @@ type ConnectReport struct {
 // ShardResult is one process's part of a run, merged by the parent.
 type ShardResult struct {
 	Connect    ConnectReport          `json:"connect"`
-	Alive      int                    `json:"alive"` // connections open at the end
+	ConnectCPU float64                `json:"connect_cpu_s"` // this process's CPU time while connecting
+	Alive      int                    `json:"alive"`         // connections open at the end
 	Sent       uint64                 `json:"sent"`
 	Received   uint64                 `json:"received"`
 	Unanswered uint64                 `json:"unanswered"`
@@ -239,7 +240,9 @@ func runLocal(ctx context.Context, o Options, log *slog.Logger, ready func(Conne
 		return ShardResult{}, err
 	}
 	defer s.close()
+	cpuStart := selfCPU()
 	rep := s.prepare(ctx)
+	s.res.ConnectCPU = selfCPU() - cpuStart
 	if err := ready(rep); err != nil {
 		return ShardResult{}, err
 	}

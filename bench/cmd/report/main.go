@@ -58,8 +58,8 @@ type config struct {
 
 func main() {
 	var c config
-	var holds, rates, servers, scaleJSON, scaleMarker, scaleWatch, from string
-	var scaleDaemons int
+	var holds, rates, servers, from string
+	var sc scaleRun
 	flag.StringVar(&c.bin, "bin", "/tmp/orchestratord-bench", "directory with the built binaries")
 	flag.StringVar(&c.daemonConfig, "daemon-config", "bench/config/daemon.yaml", "orchestratord config")
 	flag.StringVar(&c.docs, "docs", "docs/benchmarks.md", "markdown file whose bench-report section is rewritten")
@@ -75,14 +75,17 @@ func main() {
 	flag.IntVar(&c.fixedRate, "fixed-rate", 10000, "the offered rate of the table's p50/p99 (must be in -rates)")
 	flag.IntVar(&c.portBase, "port-base", 28000, "servers listen on port-base+1..+4 and +80, admin/metrics on +101..+104 and +90 (several people benchmarking on one host pick different bases)")
 	flag.StringVar(&servers, "servers", "orchestratord,netpoll-echo,gorilla,gws,nbio", "servers to run")
-	flag.StringVar(&scaleJSON, "scale", "", "only write the scale section from this load-scale result (bench/scale.sh)")
-	flag.IntVar(&scaleDaemons, "scale-daemons", 1, "daemon processes of the scale run")
-	flag.StringVar(&scaleMarker, "scale-marker", "bench-scale", "name of the docs section markers the scale run rewrites (bench/scale.sh: bench-scale-<N> for N other than 100000)")
-	flag.StringVar(&scaleWatch, "scale-watch", "", "the scale run's watchdog log (MemAvailable, RSS and slab every 2 s): peaks go into the section")
+	flag.StringVar(&sc.json, "scale", "", "only write the scale section from this load-scale result (bench/scale.sh)")
+	flag.IntVar(&sc.daemons, "scale-daemons", 1, "daemon processes of the scale run")
+	flag.IntVar(&sc.perDaemon, "scale-per-daemon", 16000, "connections per daemon the scale run planned for (SCALE_PER_DAEMON)")
+	flag.StringVar(&sc.marker, "scale-marker", "bench-scale", "name of the docs section markers the scale run rewrites (bench/scale.sh: bench-scale-<N> for N other than 100000)")
+	flag.StringVar(&sc.watch, "scale-watch", "", "the scale run's watchdog log (MemAvailable, RSS and slab every 2 s): peaks go into the section")
+	flag.DurationVar(&sc.heartbeat, "scale-heartbeat", 25*time.Second, "the daemons' ws.heartbeat in the scale run (SCALE_HEARTBEAT)")
+	flag.StringVar(&sc.command, "scale-command", "", "the scale run's command line, for the section (default: SCALE_CONNS=N bench/scale.sh)")
 	flag.StringVar(&from, "from", "", "only rewrite the docs from this latest.json (no runs)")
 	flag.Parse()
-	if scaleJSON != "" {
-		if err := writeScale(c.docs, scaleJSON, scaleDaemons, scaleMarker, scaleWatch); err != nil {
+	if sc.json != "" {
+		if err := writeScale(c.docs, sc); err != nil {
 			log.Fatal(err)
 		}
 		return

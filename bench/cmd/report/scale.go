@@ -72,9 +72,22 @@ func readWatch(path string) (*watchPeaks, error) {
 	return w, sc.Err()
 }
 
+// scaleRun is what bench/scale.sh tells about its run besides the load
+// tool's result.
+type scaleRun struct {
+	json      string        // the load tool's result
+	daemons   int           // daemon processes
+	perDaemon int           // connections per daemon planned (SCALE_PER_DAEMON)
+	marker    string        // docs section markers
+	watch     string        // the watchdog's log, "" for none
+	heartbeat time.Duration // the daemons' ws.heartbeat
+	command   string        // the command line, "" for the default
+}
+
 // writeScale turns the load-scale result into its docs section, with the
 // arithmetic that takes the measured per-connection costs to 1M.
-func writeScale(docs, path string, daemons int, marker, watchPath string) error {
+func writeScale(docs string, run scaleRun) error {
+	path, daemons, marker, watchPath := run.json, run.daemons, run.marker, run.watch
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -113,7 +126,8 @@ func writeScale(docs, path string, daemons int, marker, watchPath string) error 
 		when.UTC().Format(time.RFC3339), r.Connect.Tried, machineLine(), r.LoadBefore, r.LoadAfter)
 	w("%d orchestratord processes share %s with SO_REUSEPORT (`listen.reuse_port: true`); %d load-tool processes "+
 		"(under 20,000 fds each) dial from %s with IP_BIND_ADDRESS_NO_PORT, authenticate with HS256 JWTs, get their welcome and stay idle for %s. "+
-		"Server figures are summed over the daemons.\n\n", daemons, addr, r.Options.Procs, srcs, r.Options.Duration)
+		"Server figures are summed over the daemons. The daemons ping every connection every %s (`ws.heartbeat`); %s.\n\n",
+		daemons, addr, r.Options.Procs, srcs, r.Options.Duration, secs(run.heartbeat), pacing(r.Options))
 	n := float64(max(r.Alive, 1))
 	w("| figure | value |\n|---|---|\n")
 	w("| connections asked / open at the end | %d / %d |\n", r.Connect.Tried, r.Alive)
@@ -130,9 +144,11 @@ func writeScale(docs, path string, daemons int, marker, watchPath string) error 
 	w("| idle CPU of all daemons, %.0f s | %.2f %% of a core |\n", s.PhaseSeconds, s.CPUPercent)
 	w("| idle CPU per session | %.2f µs of CPU per second (%.4f %% of a core per 1,000 sessions) |\n", s.CPUPercent/100*1e6/n, s.CPUPercent/n*1000)
 	w("| daemon CPU spent accepting the connections | %.1f s (%.0f µs per connection) |\n", s.ConnectCPUSeconds, s.ConnectCPUSeconds*1e6/n)
-	w("| load tool's own CPU while idle | %.1f %% of a core |\n", r.ClientCPUPercent)
+	w("| load tool's own CPU spent connecting | %.1f s (%.0f µs per connection) |\n", r.ClientConnectCPU, r.ClientConnectCPU*1e6/n)
+	w("| load tool's own CPU while idle | %.1f %% of a core (%.2f µs of CPU per second per connection) |\n", r.ClientCPUPercent, r.ClientCPUPercent/100*1e6/n)
 	if wp != nil {
-		w("| peak RSS of the daemons / of the load-tool processes (watchdog, every 2 s) | %d MiB / %d MiB |\n", wp.daemonRSSMB, wp.clientRSSMB)
+		w("| peak RSS of the daemons / of the load-tool processes (watchdog, every 2 s) | %d MiB / %d MiB (load tool: %s per connection, its base included) |\n",
+			wp.daemonRSSMB, wp.clientRSSMB, kb(float64(wp.clientRSSMB)*(1<<20)/n))
 		w("| peak Slab / MemAvailable at the start and at its lowest | %d MiB / %d → %d MiB |\n", wp.slabMB, wp.startAvailMB, wp.minAvailMB)
 		if wp.tcpMemPages >= 0 {
 			w("| peak TCP buffer memory (/proc/net/sockstat, machine-wide) | %d pages (%.0f MiB; net.ipv4.tcp_mem max %s) |\n",
@@ -149,20 +165,28 @@ func writeScale(docs, path string, daemons int, marker, watchPath string) error 
 	w("- Daemon memory: 1M × %s ≈ %.1f GiB of RSS.\n", kb(rss), rss*m/(1<<30))
 	w("- Kernel: the slab figure above counts both ends of each loopback connection; a server with remote clients pays about half: 1M × %s ≈ %.1f GiB (idle sockets hold no skb; busy ones add their socket buffers, bounded by net.ipv4.tcp_mem).\n",
 		kb(slab/2), slab/2*m/(1<<30))
-	w("- fds: one per connection. fs.nr_open is %s here, so one process cannot hold 1M sockets plus its own fds: raise fs.nr_open and LimitNOFILE (systemd) above 1M, or run several daemons on one port with SO_REUSEPORT as this run does (%d processes, about %d connections each); at this machine's 20,000-fd limit and 16,000 per process for an uneven hash spread, 1M needs %d processes.\n",
-		readTrim("/proc/sys/fs/nr_open"), daemons, int(math.Ceil(float64(r.Alive)/float64(max(daemons, 1)))), int(math.Ceil(m/16000.0)))
+	w("- fds: one per connection. fs.nr_open is %s here, so one process cannot hold 1M sockets plus its own fds: raise fs.nr_open and LimitNOFILE (systemd) above 1M, or run several daemons on one port with SO_REUSEPORT as this run does (%d processes, about %d connections each); at this machine's 20,000-fd limit and %d per process for an uneven hash spread, 1M needs %d processes.\n",
+		readTrim("/proc/sys/fs/nr_open"), daemons, int(math.Ceil(float64(r.Alive)/float64(max(daemons, 1)))), run.perDaemon, int(math.Ceil(m/float64(max(run.perDaemon, 1)))))
 	w("- fs.file-max (%s here) must exceed the sum of all processes' fds (both ends when the load runs on the same host: 2M).\n", readTrim("/proc/sys/fs/file-max"))
 	span := portSpan()
 	w("- Client ports: one source address gives %d ephemeral ports per destination (net.ipv4.ip_local_port_range = %s); 1M connections to one port need %d source addresses (the load tool rotates 127.0.0.2… with IP_BIND_ADDRESS_NO_PORT), or several listening ports.\n",
 		span, readTrim("/proc/sys/net/ipv4/ip_local_port_range"), int(math.Ceil(m/float64(max(span, 1)))))
 	w("- Accept backlog: net.core.somaxconn (%s here) bounds each listener's queue during connection storms; SO_REUSEPORT gives each process its own.\n", readTrim("/proc/sys/net/core/somaxconn"))
-	w("- CPU: idle cost scales with connections (a heartbeat per connection every 25 s): %.2f %% of a core for %d connections → about %.1f %% of a core for 1M.",
-		s.CPUPercent, r.Alive, s.CPUPercent*m/n)
-	if r.Options.Duration < 25*time.Second {
-		w(" The hold (%s) was shorter than one heartbeat interval and starts right after the connection storm, so this figure includes post-connect work (GC) rather than the steady state; run with SCALE_HOLD=30s or more.", r.Options.Duration)
+	w("- CPU: idle cost scales with connections (a heartbeat per connection every %s): %.2f %% of a core for %d connections → about %.1f %% of a core for 1M.",
+		secs(run.heartbeat), s.CPUPercent, r.Alive, s.CPUPercent*m/n)
+	if r.Options.Duration < run.heartbeat {
+		// A connection's first ping comes one heartbeat after its
+		// handshake: a shorter hold sees fewer pings than the steady
+		// state (none at all when the connecting took less than the
+		// heartbeat minus the hold).
+		w(" The hold (%s) was shorter than one heartbeat interval, so it saw fewer pings than the steady state and this figure is low; hold at least one heartbeat (SCALE_HOLD >= SCALE_HEARTBEAT) for the steady state.", secs(r.Options.Duration))
 	}
 	w("\n\n")
-	w("Command: `SCALE_CONNS=%d bench/scale.sh`\n\n%s\n", r.Connect.Tried, end)
+	cmd := run.command
+	if cmd == "" {
+		cmd = fmt.Sprintf("SCALE_CONNS=%d bench/scale.sh", r.Connect.Tried)
+	}
+	w("Command: `%s`\n\n%s\n", cmd, end)
 	if marker != "bench-scale" {
 		// A new size's section goes right after the 100k one.
 		if err := placeAfter(docs, begin, end, scaleEndOf("bench-scale")); err != nil {
@@ -170,6 +194,17 @@ func writeScale(docs, path string, daemons int, marker, watchPath string) error 
 		}
 	}
 	return spliceMarked(docs, sb.String(), begin, end)
+}
+
+// secs prints a duration in seconds: 300 s rather than 5m0s.
+func secs(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + " s" }
+
+// pacing says how fast the load tool was let connect.
+func pacing(o load.Options) string {
+	if o.ConnectRate > 0 {
+		return fmt.Sprintf("the load tool starts at most %.0f handshakes per second in total (`-connect-rate`), %d in flight per process", o.ConnectRate, o.Dialers)
+	}
+	return fmt.Sprintf("the load tool connects as fast as it can, %d handshakes in flight per process (no `-connect-rate`)", o.Dialers)
 }
 
 func scaleEndOf(marker string) string { _, end := scaleMarks(marker); return end }
