@@ -52,7 +52,13 @@ D=$(( (N + PER_DAEMON - 1) / PER_DAEMON ))
 P=$(( (N + PER_CLIENT - 1) / PER_CLIENT ))
 # Source addresses: one gives ~28k ephemeral ports per destination; keep
 # each under 10k connections so that connect never hunts for a free port.
-NSRC=$(( (N + 9999) / 10000 )); NSRC=$(( NSRC < 40 ? 40 : NSRC )); NSRC=$(( NSRC > 250 ? 250 : NSRC ))
+# When there are at least as many addresses as client processes the load
+# tool gives each process its own (i, i+P, …): give each enough for its
+# share (8,000 a source at most), so that no process dials 19,000
+# connections from one address.
+NSRC=$(( (N + 9999) / 10000 )); NSRC=$(( NSRC < 40 ? 40 : NSRC ))
+PSRC=$(( P * ((PER_CLIENT + 7999) / 8000) )); NSRC=$(( NSRC >= P && PSRC > NSRC ? PSRC : NSRC ))
+NSRC=$(( NSRC > 250 ? 250 : NSRC ))
 SOURCES=${SCALE_SOURCES:-127.0.0.2-127.0.0.$((NSRC + 1))}
 SECRET=${ORCH_JWT_SECRET:-bench-secret-0123456789abcdef-0123456789}
 [[ $HEARTBEAT =~ ^[0-9]+(ms|s|m|h)$ ]] || { echo "SCALE_HEARTBEAT=$HEARTBEAT: want a duration such as 25s or 5m" >&2; exit 2; }
@@ -172,7 +178,9 @@ loadpid=""
 wait "$watchpid" 2>/dev/null || { echo "== the watchdog stopped the run"; rc=1; }
 watchpid=""
 echo "== watchdog samples (every 2 s): first, peak memory use, last"
-head -1 "$logs/watch.log"; sort -t' ' -k3 -n "$logs/watch.log" | head -1; tail -1 "$logs/watch.log"
+# (awk, not head: head would leave sort writing into a closed pipe, and
+# pipefail would end the script with SIGPIPE's 141)
+awk 'NR == 1' "$logs/watch.log"; sort -t' ' -k3 -n "$logs/watch.log" | awk 'NR == 1'; tail -n 1 "$logs/watch.log"
 cp "$logs/watch.log" "bench/results/scale-$N-watch.log"
 [ "$rc" = 0 ] || { keep_logs=1; exit "$rc"; }
 cmd="SCALE_CONNS=$N"

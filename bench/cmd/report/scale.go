@@ -122,12 +122,12 @@ func writeScale(docs string, run scaleRun) error {
 	var sb strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&sb, format, a...) }
 	w("%s\n## Scale: %d idle connections on one host\n\n", begin, r.Alive)
-	w("Generated %s by bench/scale.sh (`make load-scale`, `SCALE_CONNS=%d`). Machine: %s. Load average before / after: %s / %s.\n\n",
+	w("Generated %s by bench/scale.sh (`make load-scale`, `SCALE_CONNS=%d`, settings in the command below). Machine: %s. Load average before / after: %s / %s.\n\n",
 		when.UTC().Format(time.RFC3339), r.Connect.Tried, machineLine(), r.LoadBefore, r.LoadAfter)
 	w("%d orchestratord processes share %s with SO_REUSEPORT (`listen.reuse_port: true`); %d load-tool processes "+
 		"(under 20,000 fds each) dial from %s with IP_BIND_ADDRESS_NO_PORT, authenticate with HS256 JWTs, get their welcome and stay idle for %s. "+
 		"Server figures are summed over the daemons. The daemons ping every connection every %s (`ws.heartbeat`); %s.\n\n",
-		daemons, addr, r.Options.Procs, srcs, r.Options.Duration, secs(run.heartbeat), pacing(r.Options))
+		daemons, addr, r.Options.Procs, srcs, secs(r.Options.Duration), secs(run.heartbeat), pacing(r.Options))
 	n := float64(max(r.Alive, 1))
 	w("| figure | value |\n|---|---|\n")
 	w("| connections asked / open at the end | %d / %d |\n", r.Connect.Tried, r.Alive)
