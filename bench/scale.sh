@@ -13,7 +13,8 @@
 #   SCALE_CONNS=200000 bench/scale.sh           # a trial before 1M
 #   SCALE_CONNS=1000000 SCALE_HEARTBEAT=300s SCALE_CONNECT_RATE=3000 \
 #     SCALE_PER_DAEMON=18000 SCALE_PER_CLIENT=19000 bench/scale.sh   # 1M on 2 cores (docs/benchmarks.md)
-#   SCALE_PORT_BASE=43000 bench/scale.sh        # client port 43080, admin 43201… (default 28000)
+#   SCALE_PORT_BASE=43000 bench/scale.sh        # client port 43080, admin 43201… (default 28000;
+#                                               # a port in use, TIME-WAIT included, is skipped)
 #
 # Settings (environment):
 #   SCALE_CONNS         connections (default 100000)
@@ -86,11 +87,11 @@ free_port() {
   done
   echo "$p"
 }
-PORT=$(free_port $((BASE + 80)) 100)
+PORT=$(free_port $((BASE + 80)) 1)
 logs=$(mktemp -d /tmp/orchestratord-scale.XXXXXX)
 cfg=$logs/daemon.yaml
 sed -e 's/^listen:/listen:\n  reuse_port: true/' -e "s/^  heartbeat: .*/  heartbeat: $HEARTBEAT/" \
-    -e "s/127.0.0.1:28080/127.0.0.1:$PORT/" -e "s/127.0.0.1:28090/127.0.0.1:$(free_port $((BASE + 90)) 100)/" \
+    -e "s/127.0.0.1:28080/127.0.0.1:$PORT/" -e "s/127.0.0.1:28090/127.0.0.1:$(free_port $((BASE + 150)) 1)/" \
     bench/config/daemon.yaml > "$cfg"
 pids=() metrics=() loadpid="" watchpid="" keep_logs=0
 # stop PID…: TERM, up to 15 s for them to go (a daemon drains), then KILL.
