@@ -163,7 +163,13 @@ loadpid=$!
     crss=$( (ps -o rss= -p "$loadpid"; ps -o rss= --ppid "$loadpid") 2>/dev/null | awk '{s+=$1} END {print int(s/1024)}')
     drss=$(ps -o rss= -p "$(IFS=,; echo "${pids[*]}")" 2>/dev/null | awk '{s+=$1} END {print int(s/1024)}')
     slab=$(awk '/^Slab:/ {print int($2/1024)}' /proc/meminfo)
-    echo "$(date -u +%T) MemAvailable ${a} MB (min ${min}), daemons RSS ${drss} MB, load tool RSS ${crss} MB, Slab ${slab} MB, load $(cut -d' ' -f1 /proc/loadavg), TCP mem $(awk '/^TCP:/ {print $NF}' /proc/net/sockstat) pages, TCP sockets $(awk '/^TCP:/ {print $3}' /proc/net/sockstat)" >> "$logs/watch.log"
+    # Every 30 s: the fds of the fullest daemon (SO_REUSEPORT's spread
+    # against the 20,000-fd limit; ls -U does not sort 19,000 names).
+    if [ $(( ${tick:=0} % 15 )) = 0 ]; then
+      fmax=$(for p in "${pids[@]}"; do ls -U "/proc/$p/fd" 2>/dev/null | wc -l; done | sort -n | tail -n 1)
+    fi
+    tick=$((tick + 1))
+    echo "$(date -u +%T) MemAvailable ${a} MB (min ${min}), daemons RSS ${drss} MB, load tool RSS ${crss} MB, Slab ${slab} MB, load $(cut -d' ' -f1 /proc/loadavg), TCP mem $(awk '/^TCP:/ {print $NF}' /proc/net/sockstat) pages, TCP sockets $(awk '/^TCP:/ {print $3}' /proc/net/sockstat), fullest daemon ${fmax} fds" >> "$logs/watch.log"
     if [ "$a" -lt "$MIN_AVAIL_MB" ]; then
       echo "== ABORT: MemAvailable ${a} MB < ${MIN_AVAIL_MB} MB: stopping the load tool and the daemons" >&2
       kill "$loadpid" 2>/dev/null || true

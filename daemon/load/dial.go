@@ -86,7 +86,13 @@ func cut(s string, sep byte) (string, string, bool) {
 }
 
 func (d *Dialer) netDialer() *net.Dialer {
-	nd := &net.Dialer{Timeout: d.Timeout}
+	// No TCP keepalive: Go's default probes every idle socket every 15 s,
+	// kernel work (two packets, a timer) that no process is billed for and
+	// that the server's WebSocket heartbeat makes redundant. At 200,000
+	// idle connections on one host the probes overflowed loopback's
+	// backlog (net.core.netdev_max_backlog) and 2,719 connections were
+	// aborted for unanswered probes (docs/benchmarks.md).
+	nd := &net.Dialer{Timeout: d.Timeout, KeepAlive: -1}
 	if len(d.Sources) > 0 {
 		src := d.Sources[int(d.next.Add(1)-1)%len(d.Sources)]
 		nd.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
