@@ -30,9 +30,12 @@ type watchPeaks struct {
 	daemonRSSMB, clientRSSMB int
 	slabMB, startSlabMB      int
 	tcpMemPages              int // peak of /proc/net/sockstat's TCP mem, -1 when not sampled
+	daemonFDs                int // the fullest daemon's fds at its peak, -1 when not sampled
 	maxLoad                  float64
 	first, last              string
 }
+
+var watchFDs = regexp.MustCompile(`, fullest daemon (\d+) fds`)
 
 var watchLine = regexp.MustCompile(`^(\S+) MemAvailable (\d+) MB \(min \d+\), daemons RSS (\d+) MB, load tool RSS (\d+) MB, Slab (\d+) MB, load ([\d.]+)(?:, TCP mem (\d+) pages)?`)
 
@@ -42,7 +45,7 @@ func readWatch(path string) (*watchPeaks, error) {
 		return nil, err
 	}
 	defer f.Close()
-	w := &watchPeaks{minAvailMB: math.MaxInt, tcpMemPages: -1}
+	w := &watchPeaks{minAvailMB: math.MaxInt, tcpMemPages: -1, daemonFDs: -1}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		m := watchLine.FindStringSubmatch(sc.Text())
@@ -61,6 +64,10 @@ func readWatch(path string) (*watchPeaks, error) {
 		w.slabMB = max(w.slabMB, n(5))
 		if m[7] != "" {
 			w.tcpMemPages = max(w.tcpMemPages, n(7))
+		}
+		if f := watchFDs.FindStringSubmatch(sc.Text()); f != nil {
+			v, _ := strconv.Atoi(f[1])
+			w.daemonFDs = max(w.daemonFDs, v)
 		}
 		if l, err := strconv.ParseFloat(m[6], 64); err == nil {
 			w.maxLoad = max(w.maxLoad, l)
@@ -150,6 +157,10 @@ func writeScale(docs string, run scaleRun) error {
 		w("| peak RSS of the daemons / of the load-tool processes (watchdog, every 2 s) | %d MiB / %d MiB (load tool: %s per connection, its base included) |\n",
 			wp.daemonRSSMB, wp.clientRSSMB, kb(float64(wp.clientRSSMB)*(1<<20)/n))
 		w("| peak Slab / MemAvailable at the start and at its lowest | %d MiB / %d → %d MiB |\n", wp.slabMB, wp.startAvailMB, wp.minAvailMB)
+		if wp.daemonFDs >= 0 {
+			w("| fds of the fullest daemon (watchdog, every 30 s; the limit is 20,000) | %d (%d connections a daemon on average) |\n",
+				wp.daemonFDs, r.Alive/max(daemons, 1))
+		}
 		if wp.tcpMemPages >= 0 {
 			w("| peak TCP buffer memory (/proc/net/sockstat, machine-wide) | %d pages (%.0f MiB; net.ipv4.tcp_mem max %s) |\n",
 				wp.tcpMemPages, float64(wp.tcpMemPages)*4096/(1<<20), readTrim("/proc/sys/net/ipv4/tcp_mem"))
