@@ -10,10 +10,10 @@ PKGS      := ./...
 
 CLIENT    := web/client
 
-.PHONY: help build run test test-client test-scale test-short check-fmt check-generate vet lint generate fuzz bench chaos soak load-build bench-report load-scale bench-positions bench-abba bench-vet clean
+.PHONY: help build run test test-client test-scale test-short check-fmt check-generate vet lint generate fuzz bench chaos soak load-build bench-report load-scale load-scale-1m bench-positions bench-abba bench-vet clean
 
 help: ## show this help
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## build bin/orchestratord
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./daemon/cmd/orchestratord
@@ -77,8 +77,12 @@ load-build: ## build bin/orchestratord-load (the event-driven load tool)
 bench-report: ## side by side with gorilla/gws/nbio; rewrites docs/benchmarks.md's generated section and docs/img/bench-*.png (BENCH_DURATION=3s BENCH_IDLE_DURATION=3s: short)
 	bench/run.sh
 
-load-scale: ## hold SCALE_CONNS (default 100000) idle connections over SO_REUSEPORT daemons; rewrites the scale section
+load-scale: ## hold SCALE_CONNS (default 100000) idle connections over SO_REUSEPORT daemons; rewrites the scale section (settings: bench/scale.sh's header)
 	bench/scale.sh
+
+load-scale-1m: ## 1,000,000 idle sessions on one 2-core host: 120 s heartbeat, paced at 2500 handshakes/s, 55 daemons and 53 client processes (~12 min; docs/benchmarks.md)
+	SCALE_CONNS=1000000 SCALE_HEARTBEAT=120s SCALE_HOLD=120s SCALE_CONNECT_RATE=2500 SCALE_DIALERS=8 \
+	  SCALE_PER_DAEMON=18500 SCALE_PER_CLIENT=19000 bench/scale.sh
 
 bench-positions: ## what positions and the replay log cost on the echo path: product vs a -tags benchnolog build, ABAB pairs (POS_PAIRS=3 POS_DURATION=10s POS_PORT_BASE=28000)
 	bench/positions.sh

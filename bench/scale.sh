@@ -11,8 +11,9 @@
 #
 #   bench/scale.sh                              # 100k
 #   SCALE_CONNS=200000 bench/scale.sh           # a trial before 1M
-#   SCALE_CONNS=1000000 SCALE_HEARTBEAT=300s SCALE_CONNECT_RATE=3000 \
-#     SCALE_PER_DAEMON=18000 SCALE_PER_CLIENT=19000 bench/scale.sh   # 1M on 2 cores (docs/benchmarks.md)
+#   make load-scale-1m                          # 1M on 2 cores: the settings below (docs/benchmarks.md)
+#   SCALE_CONNS=1000000 SCALE_HEARTBEAT=120s SCALE_HOLD=120s SCALE_CONNECT_RATE=2500 SCALE_DIALERS=8 \
+#     SCALE_PER_DAEMON=18500 SCALE_PER_CLIENT=19000 bench/scale.sh
 #   SCALE_PORT_BASE=43000 bench/scale.sh        # client port 43080, admin 43201… (default 28000;
 #                                               # a port in use, TIME-WAIT included, is skipped)
 #
