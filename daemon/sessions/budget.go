@@ -41,9 +41,12 @@ func (s *MemoryStore) resizeLocked(e *memEntry) {
 	x.size = n
 }
 
-// removeLocked deletes the entry and its bytes; sh.mu held.
-func (s *MemoryStore) removeLocked(sh *memShard, id string, e *memEntry) {
-	sh.m.del(e)
+// removeLocked drops the session of record l from the store with its
+// bytes; its shard's mu held. The record stays registered until nothing
+// else holds it (registry.release, from the sweeper).
+func (s *MemoryStore) removeLocked(l *Record) {
+	e := l.mem
+	l.mem = nil
 	if x := e.x; x != nil {
 		s.bytes.Add(-(x.logBytes + x.size))
 		x.logBytes, x.size = 0, 0
@@ -81,12 +84,12 @@ func (s *MemoryStore) trimToBudget() int64 {
 		detached int64 // unix nanos; 0: attached (last)
 	}
 	var cs []cand
-	for i := range s.shards {
-		sh := &s.shards[i]
+	for i := range s.reg.shards {
+		sh := &s.reg.shards[i]
 		sh.mu.Lock()
-		for e := range sh.m.all() {
-			if e.x != nil && e.x.logBytes > 0 {
-				cs = append(cs, cand{e.id, e.detached})
+		for l := range sh.m.all() {
+			if e := l.mem; e != nil && e.x != nil && e.x.logBytes > 0 {
+				cs = append(cs, cand{l.id, e.detached})
 			}
 		}
 		sh.mu.Unlock()
@@ -109,9 +112,13 @@ func (s *MemoryStore) trimToBudget() int64 {
 			if (pass < 2) != (c.detached != 0) {
 				continue
 			}
-			sh := s.shard(c.id)
+			sh := s.reg.shard(c.id)
 			sh.mu.Lock()
-			if e := sh.m.get(c.id); e != nil && e.x != nil && (e.detached != 0) == (pass < 2) {
+			var e *memEntry
+			if l := sh.m.get(c.id); l != nil {
+				e = l.mem
+			}
+			if e != nil && e.x != nil && (e.detached != 0) == (pass < 2) {
 				// The oldest entries, only as many as needed; passes 0
 				// and 2 stop at the delivered cursor.
 				n, over := 0, s.bytes.Load()-target
@@ -161,18 +168,19 @@ type DetachedInfo struct {
 func (s *MemoryStore) detached(dst []DetachedInfo, limit int) ([]DetachedInfo, int) {
 	start := len(dst)
 	n := 0
-	for i := range s.shards {
-		sh := &s.shards[i]
+	for i := range s.reg.shards {
+		sh := &s.reg.shards[i]
 		sh.mu.Lock()
-		for e := range sh.m.all() {
-			if e.detached == 0 {
+		for l := range sh.m.all() {
+			e := l.mem
+			if e == nil || e.detached == 0 {
 				continue
 			}
 			n++
 			if dst == nil && limit == 0 {
 				continue
 			}
-			d := DetachedInfo{ID: e.id, User: e.user, Since: time.Unix(0, e.detached)}
+			d := DetachedInfo{ID: l.id, User: l.user, Since: time.Unix(0, e.detached)}
 			for _, le := range e.data().log {
 				if le.Pos > e.dlv && len(le.Msg) > 0 {
 					d.Owed++

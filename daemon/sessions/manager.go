@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"slices"
 	"sync"
@@ -87,10 +86,9 @@ type Manager struct {
 	nl    *nodeLoss // nil for the memory store: no survivor (nodeloss.go)
 	opts  Options
 
-	seed   maphash.Seed
-	shards [memShards]localShard
-	conns  atomic.Uint64 // connection numbers, unique on this node
-	begun  atomic.Uint64 // stream order, for replays
+	reg   *registry     // the node's records, shared with the memory store
+	conns atomic.Uint64 // connection numbers, unique on this node
+	begun atomic.Uint64 // stream order, for replays
 
 	lim       limits
 	touchq    chan string  // async TTL refreshes (redis store)
@@ -135,12 +133,13 @@ func OpenOptions(ctx context.Context, cfg config.Sessions, node string, log *slo
 		opts.TouchEvery = min(max(lim.ttl/100, time.Second), time.Minute)
 	}
 	opts.Redis = opts.Redis.withDefaults()
-	m := &Manager{node: node, log: log, opts: opts, seed: maphash.MakeSeed(), lim: lim, pendBy: make(map[string]int), pendGaps: make(map[string]int),
+	m := &Manager{node: node, log: log, opts: opts, lim: lim, pendBy: make(map[string]int), pendGaps: make(map[string]int),
 		clock0: time.Now().Add(-opts.TouchEvery), once: newOnceIDs(node)}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.reg = newRegistry(m)
 	switch cfg.Store {
 	case "", "memory":
-		m.store = NewMemoryStore(cfg, log)
+		m.store = newMemoryStore(cfg, log, m.reg)
 	case "redis":
 		rs, err := OpenRedisStore(cfg, opts.Redis, log)
 		if err != nil {
@@ -181,10 +180,6 @@ func (m *Manager) Store() Store { return m.store }
 
 // Node returns the node name the manager was opened with.
 func (m *Manager) Node() string { return m.node }
-
-func (m *Manager) shard(id string) *localShard {
-	return &m.shards[maphash.String(m.seed, id)%memShards]
-}
 
 // Lookup reports the owner of a session id (for the handshake's 403 check):
 // ErrNotFound if unknown/expired.
@@ -298,7 +293,8 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 	if bl != nil {
 		time.AfterFunc(takeoverWait, func() { m.stopWaiting(l, bl) })
 	}
-	l.sent, l.user = claim.Pos, user
+	l.sent = claim.Pos
+	m.setUserLocked(l, user)
 	l.setDetached(0)
 	l.conns++
 	l.epoch = max(l.epoch, claim.Epoch)
@@ -492,8 +488,8 @@ type Stats struct {
 // Stats returns this node's counts (for metrics and the admin page).
 func (m *Manager) Stats() Stats {
 	var st Stats
-	for i := range m.shards {
-		sh := &m.shards[i]
+	for i := range m.reg.shards {
+		sh := &m.reg.shards[i]
 		sh.mu.Lock()
 		ls := make([]*Record, 0, sh.m.Len())
 		for l := range sh.m.all() {

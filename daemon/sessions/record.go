@@ -22,18 +22,28 @@ import (
 //     in-flight registry (request id → cancel func, in req with the trace
 //     id) with its rate limiter state, used by dispatch through the
 //     Session interface it declares;
-//   - with the Redis store, when its last connection here went (Counts).
+//   - with the Redis store, when its last connection here went (Counts);
+//   - with the memory store, the session's state itself (mem: owner,
+//     times, position, cursor, holder, context, history, replay log),
+//     which the store reads and writes under the record's shard lock.
 //
-// An idle attached session is this struct (184 bytes, a 192-byte object) and its index slot:
-// no map is made until a request runs, no goroutine, no timer. A record is removed
-// from the registry (dead set) once nothing holds it: no connection, no
-// request, no pending write, not kept as detached.
+// An idle attached session is this struct (160 bytes) and its index slot;
+// with the memory store the record and the store's part are one 256-byte
+// object (memRecord). No map is made until a request runs, no goroutine,
+// no timer. A record is removed from the registry (dead set) once nothing
+// holds it: no connection, no request, no pending write, not kept as
+// detached, and not in the memory store.
 type Record struct {
-	m  *Manager
+	m  *Manager // nil for a record of a memory store opened alone
 	mu sync.Mutex
 
-	id   string
-	user string // the session's user, once attached here (to restore a lost session); guarded by mu
+	id string
+	// user is the session's user: its owner in the memory store, else
+	// set once attached here (to restore a lost session). Written with
+	// both mu and the shard's mu held (or before the record is
+	// registered); read under either.
+	user string
+	mem  *memEntry // the memory store's part of the session; nil if none (Redis, or dropped); guarded by the shard's mu
 
 	// guarded by mu
 	out     Outlet             // the live connection on this node, nil if none
@@ -176,17 +186,12 @@ func (l *Record) callsLocked() map[string]context.CancelCauseFunc {
 	return nil
 }
 
-type localShard struct {
-	mu sync.Mutex
-	m  idIndex[Record, *Record] // guarded by mu
-}
-
 func (l *Record) indexID() string { return l.id }
 
 // lockLocal returns the session's record, locked, creating it when create
 // is set; nil if it does not exist and create is not set.
 func (m *Manager) lockLocal(id string, create bool) *Record {
-	sh := m.shard(id)
+	sh := m.reg.shard(id)
 	for {
 		sh.mu.Lock()
 		l := sh.m.get(id)
@@ -207,18 +212,21 @@ func (m *Manager) lockLocal(id string, create bool) *Record {
 	}
 }
 
-// releaseLocked forgets l once nothing holds it on this node. l.mu must be
-// held; the caller still unlocks it.
-func (m *Manager) releaseLocked(l *Record) {
-	if l.out != nil || len(l.streams) > 0 || len(l.callsLocked()) > 0 || l.held != 0 || l.conns > 0 ||
-		l.dlv() != 0 || l.detached() != 0 {
-		return // held < 0: dead already
+// releaseLocked forgets l once nothing holds it on this node (the
+// registry's releaseLocked). l.mu must be held; the caller still unlocks
+// it.
+func (m *Manager) releaseLocked(l *Record) { m.reg.releaseLocked(l) }
+
+// setUserLocked sets l's user; l.mu held (user is written with the shard's
+// mu too: the memory store reads it under that one).
+func (m *Manager) setUserLocked(l *Record, user string) {
+	if l.user == user {
+		return
 	}
-	sh := m.shard(l.id)
+	sh := m.reg.shard(l.id)
 	sh.mu.Lock()
-	sh.m.del(l)
+	l.user = user
 	sh.mu.Unlock()
-	l.held = -1 // dead
 }
 
 // holdLocal returns the session's record and keeps it registered until
@@ -244,25 +252,14 @@ func (m *Manager) Hold(id, user string) (rec *Record, release func()) {
 	l := m.lockLocal(id, true)
 	l.held++
 	if l.user == "" {
-		l.user = user
+		m.setUserLocked(l, user)
 	}
 	l.mu.Unlock()
 	return l, func() { m.unhold(l) }
 }
 
 // records returns the registered records (a snapshot).
-func (m *Manager) records() []*Record {
-	var ls []*Record
-	for i := range m.shards {
-		sh := &m.shards[i]
-		sh.mu.Lock()
-		for l := range sh.m.all() {
-			ls = append(ls, l)
-		}
-		sh.mu.Unlock()
-	}
-	return ls
-}
+func (m *Manager) records() []*Record { return m.reg.all() }
 
 // Each calls fn for every record this node holds (not under any lock).
 func (m *Manager) Each(fn func(*Record)) {

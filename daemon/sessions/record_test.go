@@ -14,12 +14,20 @@ import (
 	"github.com/orchestratord/orchestratord/daemon/events"
 )
 
+// registered counts the records the manager keeps for itself: a session
+// of the memory store that nothing else holds is the store's, not counted.
 func registered(m *Manager) int {
 	n := 0
-	for i := range m.shards {
-		m.shards[i].mu.Lock()
-		n += m.shards[i].m.Len()
-		m.shards[i].mu.Unlock()
+	for _, l := range m.reg.all() {
+		l.mu.Lock()
+		sh := m.reg.shard(l.id)
+		sh.mu.Lock()
+		stored := l.mem != nil
+		sh.mu.Unlock()
+		if !l.dead() && (l.heldLocked() || !stored) {
+			n++
+		}
+		l.mu.Unlock()
 	}
 	return n
 }
@@ -152,12 +160,31 @@ func TestRecordSize(t *testing.T) {
 	}
 }
 
-// TestMemEntrySize guards the memory store's idle footprint: an idle
-// session's entry is one 128-byte object (what only a session with a
-// context, history or log needs is made on first use).
-func TestMemEntrySize(t *testing.T) {
-	if sz := unsafe.Sizeof(memEntry{}); sz > 128 {
-		t.Fatalf("memEntry is %d bytes, want at most 128 (idle sessions)", sz)
+// TestMemRecordSize guards the memory store's idle footprint: an idle
+// session is its record and the store's part in one 240-byte object (an
+// allocator size class; what only a session with a context, history or
+// log needs is made on first use), and the record is in one index.
+func TestMemRecordSize(t *testing.T) {
+	if sz := unsafe.Sizeof(memEntry{}); sz > 80 {
+		t.Errorf("memEntry is %d bytes, want at most 80", sz)
+	}
+	if sz := unsafe.Sizeof(memRecord{}); sz > 240 {
+		t.Errorf("memRecord is %d bytes, want at most 240 (idle sessions)", sz)
+	}
+	m := memManager(t)
+	rec, _, err := m.Bind(t.Context(), "alice", "", Resume{}, nopOutlet{}, func(*events.Welcome) []byte { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := m.reg.shard(rec.ID())
+	sh.mu.Lock()
+	stored := rec.mem
+	sh.mu.Unlock()
+	if stored == nil || unsafe.Pointer(stored) != unsafe.Pointer(&(*memRecord)(unsafe.Pointer(rec)).e) {
+		t.Fatal("an idle session's store part is not in its record's object")
+	}
+	if n := m.reg.Len(); n != 1 {
+		t.Fatalf("%d records registered for one session, want 1", n)
 	}
 }
 

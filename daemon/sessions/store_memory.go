@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"slices"
 	"sync"
@@ -15,17 +14,16 @@ import (
 	"github.com/orchestratord/orchestratord/daemon/events"
 )
 
-// memShards is the number of independently locked maps of the memory store.
-const memShards = 64
-
-// MemoryStore is the single-node Store: sharded maps, with expired sessions
-// removed by one sweeper goroutine that the store owns (Close stops it).
+// MemoryStore is the single-node Store. A session's state is a part of
+// its Record (Record.mem) in the Manager's registry, so an idle session is
+// one object and one index slot, not a record and an entry in two
+// registries. Expired sessions are removed by one sweeper goroutine that
+// the store owns (Close stops it).
 type MemoryStore struct {
-	lim    limits
-	log    *slog.Logger
-	seed   maphash.Seed
-	shards [memShards]memShard
-	now    func() time.Time
+	lim limits
+	log *slog.Logger
+	reg *registry // the Manager's, or the store's own (NewMemoryStore)
+	now func() time.Time
 
 	bytes atomic.Int64 // process memory held: logs, contexts, histories
 	trimq chan struct{}
@@ -39,29 +37,41 @@ type MemoryStore struct {
 	closeOnce sync.Once
 }
 
-type memShard struct {
-	mu sync.Mutex
-	m  idIndex[memEntry, *memEntry] // guarded by mu
-}
-
-func (e *memEntry) indexID() string { return e.id }
-
-// memEntry is one session; guarded by its shard's mu. An idle session
-// (empty context, no history, empty log) is this one 128-byte object and
-// its map slot: times are unix nanos, the node list is shared, and what
-// only a session with content needs is in x, made on first use.
+// memEntry is the memory store's part of a session, in its Record (the
+// id and the owner are the record's); guarded by the record's shard's mu.
+// An idle session (empty context, no history, empty log) adds these 80
+// bytes to its record: times are unix nanos, the node list is shared, the
+// holder's node is an index into it, and what only a session with content
+// needs is in x, made on first use.
 type memEntry struct {
-	id       string
-	user     string
 	created  int64  // unix nanos
 	updated  int64  // unix nanos
 	expires  int64  // unix nanos
 	detached int64  // unix nanos its last connection went; zero while attached
 	pos      uint64 // the newest position
 	dlv      uint64 // the delivered cursor
-	holder   Holder
-	nodes    *[]string // the nodes that held it; shared, read-only (oneNode)
-	x        *memData  // nil while the context is empty and history and log are
+	hConn    uint64 // the holder's connection
+	// hEpoch is the holder's claim epoch, 0 while never claimed: 32 bits
+	// are 136 years of a claim per second.
+	hEpoch uint32
+	hNode  uint32    // the holder's node: its index in *nodes
+	nodes  *[]string // the nodes that held it; shared, read-only (oneNode)
+	x      *memData  // nil while the context is empty and history and log are
+}
+
+// holder returns the session's holder (zero if never claimed).
+func (e *memEntry) holder() Holder {
+	if e.hEpoch == 0 {
+		return Holder{}
+	}
+	return Holder{Node: (*e.nodes)[e.hNode], Conn: e.hConn, Epoch: uint64(e.hEpoch)}
+}
+
+// memRecord is a session of the memory store: its record and the store's
+// part in one allocation (Record.mem points at e), 240 bytes.
+type memRecord struct {
+	Record
+	e memEntry
 }
 
 // memData is the part of a memEntry that only a session with a context,
@@ -109,25 +119,41 @@ func (e *memEntry) context() json.RawMessage {
 	return e.x.ctx
 }
 
-// session returns a copy of the session (Store.Get).
-func (e *memEntry) session() *Session {
+// session returns a copy of the session of record l (Store.Get).
+func (e *memEntry) session(l *Record) *Session {
 	x := e.data()
-	return &Session{ID: e.id, User: e.user, Created: time.Unix(0, e.created), Updated: time.Unix(0, e.updated),
+	return &Session{ID: l.id, User: l.user, Created: time.Unix(0, e.created), Updated: time.Unix(0, e.updated),
 		Context: append(json.RawMessage(nil), e.context()...), History: append([]events.Turn(nil), x.history...)}
 }
 
-// newEntry returns the entry of a new session of user, created now.
-func (s *MemoryStore) newEntry(id, user string) *memEntry {
+// newEntry returns the store's part of a new session, created now.
+func (s *MemoryStore) newEntry() memEntry {
 	now := s.now().UnixNano()
-	return &memEntry{id: id, user: user, created: now, updated: now, expires: now + int64(s.lim.ttl)}
+	return memEntry{created: now, updated: now, expires: now + int64(s.lim.ttl)}
 }
 
-// NewMemoryStore returns a memory store and starts its sweeper.
+// newRecord returns the record of a new session id of user, with the
+// store's part in the same object.
+func (s *MemoryStore) newRecord(id, user string) *Record {
+	r := &memRecord{e: s.newEntry()}
+	r.m, r.id, r.user = s.reg.m, id, user
+	r.mem = &r.e
+	return &r.Record
+}
+
+// NewMemoryStore returns a memory store with a registry of its own and
+// starts its sweeper.
 func NewMemoryStore(cfg config.Sessions, log *slog.Logger) *MemoryStore {
+	return newMemoryStore(cfg, log, newRegistry(nil))
+}
+
+// newMemoryStore returns a memory store that keeps its sessions in reg's
+// records (the Manager's) and starts its sweeper.
+func newMemoryStore(cfg config.Sessions, log *slog.Logger, reg *registry) *MemoryStore {
 	s := &MemoryStore{
 		lim:   limitsOf(cfg),
 		log:   log,
-		seed:  maphash.MakeSeed(),
+		reg:   reg,
 		now:   time.Now,
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
@@ -160,56 +186,59 @@ func (s *MemoryStore) sweep(every time.Duration) {
 		}
 		now := s.now()
 		before := s.bytes.Load()
-		var expired []*memEntry
-		for i := range s.shards {
-			sh := &s.shards[i]
+		var gone []*Record
+		for i := range s.reg.shards {
+			sh := &s.reg.shards[i]
 			sh.mu.Lock()
-			expired = expired[:0]
-			for e := range sh.m.all() {
-				if now.UnixNano() > e.expires {
-					expired = append(expired, e)
+			for l := range sh.m.all() {
+				if l.mem != nil && now.UnixNano() > l.mem.expires {
+					s.removeLocked(l)
 				}
-			}
-			for _, e := range expired {
-				s.removeLocked(sh, e.id, e)
+				if l.mem == nil {
+					gone = append(gone, l)
+				}
 			}
 			sh.mu.Unlock()
 		}
-		clear(expired)
+		// Outside the shard locks (a record's mu comes first): forget
+		// the records of dropped sessions that nothing else holds.
+		for _, l := range gone {
+			s.reg.release(l)
+		}
+		clear(gone)
 		s.ret.freed(max(before-s.bytes.Load(), 0), time.Now())
 	}
 }
 
-func (s *MemoryStore) shard(id string) *memShard {
-	return &s.shards[maphash.String(s.seed, id)%memShards]
-}
-
-// entryLocked returns the live entry of id; sh.mu must be held.
-func (s *MemoryStore) entryLocked(sh *memShard, id string) (*memEntry, error) {
-	e := sh.m.get(id)
-	if e == nil {
+// entryLocked returns the record of id with its live store part; its
+// shard's mu must be held. An expired session's part is dropped here (the
+// sweeper forgets its record).
+func (s *MemoryStore) entryLocked(sh *regShard, id string) (*Record, error) {
+	l := sh.m.get(id)
+	if l == nil || l.mem == nil {
 		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
 	}
-	if s.now().UnixNano() > e.expires {
-		s.removeLocked(sh, id, e)
+	if s.now().UnixNano() > l.mem.expires {
+		s.removeLocked(l)
 		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
 	}
-	return e, nil
+	return l, nil
 }
 
-// with runs fn on the live entry of id under its shard's lock.
-func (s *MemoryStore) with(id string, fn func(e *memEntry) error) error {
+// with runs fn on the live session id (its record and the store's part)
+// under its shard's lock.
+func (s *MemoryStore) with(id string, fn func(l *Record, e *memEntry) error) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
-	sh := s.shard(id)
+	sh := s.reg.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e, err := s.entryLocked(sh, id)
+	l, err := s.entryLocked(sh, id)
 	if err != nil {
 		return err
 	}
-	return fn(e)
+	return fn(l, l.mem)
 }
 
 func (s *MemoryStore) isClosed() bool {
@@ -224,14 +253,14 @@ func (s *MemoryStore) isClosed() bool {
 // Get implements Store.
 func (s *MemoryStore) Get(_ context.Context, id string) (*Session, error) {
 	var out *Session
-	err := s.with(id, func(e *memEntry) error { out = e.session(); return nil })
+	err := s.with(id, func(l *Record, e *memEntry) error { out = e.session(l); return nil })
 	return out, err
 }
 
 // Owner implements Store.
 func (s *MemoryStore) Owner(_ context.Context, id string) (string, error) {
 	var user string
-	err := s.with(id, func(e *memEntry) error { user = e.user; return nil })
+	err := s.with(id, func(l *Record, _ *memEntry) error { user = l.user; return nil })
 	return user, err
 }
 
@@ -240,15 +269,20 @@ func (s *MemoryStore) Create(_ context.Context, user string) (*Session, error) {
 	if s.isClosed() {
 		return nil, ErrClosed
 	}
-	e := s.newEntry(NewID(), user)
-	sh := s.shard(e.id)
-	sh.mu.Lock()
-	if old := sh.m.get(e.id); old != nil { // never for random ids; as a map would
-		s.removeLocked(sh, old.id, old)
+	for {
+		id := NewID()
+		sh := s.reg.shard(id)
+		sh.mu.Lock()
+		if sh.m.get(id) != nil { // never for random ids
+			sh.mu.Unlock()
+			continue
+		}
+		l := s.newRecord(id, user)
+		sh.m.put(l)
+		out := l.mem.session(l)
+		sh.mu.Unlock()
+		return out, nil
 	}
-	sh.m.put(e)
-	sh.mu.Unlock()
-	return e.session(), nil
 }
 
 // Restore implements Store.
@@ -256,18 +290,53 @@ func (s *MemoryStore) Restore(_ context.Context, id, user string) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
-	sh := s.shard(id)
+	sh := s.reg.shard(id)
+	for {
+		sh.mu.Lock()
+		l := sh.m.get(id)
+		switch {
+		case l == nil:
+			sh.m.put(s.newRecord(id, user))
+		case l.mem == nil && l.user == user:
+			// A record without the store's part (held by the
+			// manager after the session expired): the part is
+			// made again, in its own object.
+			e := s.newEntry()
+			l.mem = &e
+		case l.mem == nil:
+			// Its user changes: that takes the record's mu too, which
+			// comes before the shard's.
+			sh.mu.Unlock()
+			if s.restoreAs(sh, l, user) {
+				return nil
+			}
+			continue
+		}
+		sh.mu.Unlock()
+		return nil
+	}
+}
+
+// restoreAs gives record l, registered without the store's part, a new
+// part owned by user; false if l left the registry meanwhile.
+func (s *MemoryStore) restoreAs(sh *regShard, l *Record, user string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if sh.m.get(id) == nil {
-		sh.m.put(s.newEntry(id, user))
+	if l.dead() || sh.m.get(l.id) != l {
+		return false
 	}
-	return nil
+	if l.mem == nil {
+		e := s.newEntry()
+		l.mem, l.user = &e, user
+	}
+	return true
 }
 
 // PatchContext implements Store.
 func (s *MemoryStore) PatchContext(_ context.Context, id string, patch json.RawMessage) error {
-	return s.with(id, func(e *memEntry) error {
+	return s.with(id, func(_ *Record, e *memEntry) error {
 		c, err := MergePatch(e.context(), patch)
 		if err != nil {
 			return fmt.Errorf("patch context of %s: %w", id, err)
@@ -281,7 +350,7 @@ func (s *MemoryStore) PatchContext(_ context.Context, id string, patch json.RawM
 
 // AppendHistory implements Store.
 func (s *MemoryStore) AppendHistory(_ context.Context, id string, turns []events.Turn) error {
-	return s.with(id, func(e *memEntry) error {
+	return s.with(id, func(_ *Record, e *memEntry) error {
 		x := e.dataW()
 		h := append(x.history, turns...)
 		if over := len(h) - s.lim.historyMax; over > 0 {
@@ -307,13 +376,13 @@ func (s *MemoryStore) AppendHistory(_ context.Context, id string, turns []events
 // queue).
 func (s *MemoryStore) Append(_ context.Context, id string, msg []byte, at int) (Appended, error) {
 	var a Appended
-	err := s.with(id, func(e *memEntry) error {
+	err := s.with(id, func(_ *Record, e *memEntry) error {
 		e.pos++
 		size := events.PosLen(msg, at, e.pos)
 		m := events.AppendPos(s.spareLocked(e, size), msg, at, e.pos)
 		s.pushLocked(e, LogEntry{Pos: e.pos, Msg: m})
 		e.expires = s.now().Add(s.lim.ttl).UnixNano()
-		a = Appended{Pos: e.pos, Msg: m, Holder: e.holder}
+		a = Appended{Pos: e.pos, Msg: m, Holder: e.holder()}
 		return nil
 	})
 	if err == nil && s.bytes.Load() > s.lim.budget {
@@ -341,7 +410,7 @@ func (s *MemoryStore) spareLocked(e *memEntry, size int) []byte {
 
 // AppendGap implements Store.
 func (s *MemoryStore) AppendGap(_ context.Context, id string, n int) error {
-	return s.with(id, func(e *memEntry) error {
+	return s.with(id, func(_ *Record, e *memEntry) error {
 		for range n {
 			e.pos++
 			s.pushLocked(e, LogEntry{Pos: e.pos})
@@ -394,7 +463,7 @@ func (s *MemoryStore) dropLocked(e *memEntry, n int) {
 // ReadLog implements Store.
 func (s *MemoryStore) ReadLog(_ context.Context, id string, after uint64) ([]LogEntry, error) {
 	var out []LogEntry
-	err := s.with(id, func(e *memEntry) error {
+	err := s.with(id, func(_ *Record, e *memEntry) error {
 		for _, le := range e.data().log {
 			if le.Pos > after {
 				out = append(out, le)
@@ -410,7 +479,7 @@ func (s *MemoryStore) ReadLog(_ context.Context, id string, after uint64) ([]Log
 
 // Delivered implements Store.
 func (s *MemoryStore) Delivered(_ context.Context, id string, pos uint64) error {
-	return s.with(id, func(e *memEntry) error {
+	return s.with(id, func(_ *Record, e *memEntry) error {
 		e.dlv = max(e.dlv, min(pos, e.pos))
 		return nil
 	})
@@ -418,7 +487,7 @@ func (s *MemoryStore) Delivered(_ context.Context, id string, pos uint64) error 
 
 // Ack implements Store.
 func (s *MemoryStore) Ack(_ context.Context, id string, pos uint64) error {
-	return s.with(id, func(e *memEntry) error {
+	return s.with(id, func(_ *Record, e *memEntry) error {
 		pos = min(pos, e.pos)
 		e.dlv = max(e.dlv, pos)
 		n, log := 0, e.data().log
@@ -433,11 +502,10 @@ func (s *MemoryStore) Ack(_ context.Context, id string, pos uint64) error {
 // Claim implements Store.
 func (s *MemoryStore) Claim(_ context.Context, id, user, node string, conn uint64, from Resume) (Claim, error) {
 	var c Claim
-	err := s.with(id, func(e *memEntry) error {
-		if e.user != user {
+	err := s.with(id, func(l *Record, e *memEntry) error {
+		if l.user != user {
 			return fmt.Errorf("claim session %s: %w", id, ErrForbidden)
 		}
-		e.holder = Holder{Node: node, Conn: conn, Epoch: e.holder.Epoch + 1}
 		var nodes []string
 		if e.nodes != nil {
 			nodes = *e.nodes
@@ -447,13 +515,16 @@ func (s *MemoryStore) Claim(_ context.Context, id, user, node string, conn uint6
 				c.Nodes = append(c.Nodes, n)
 			}
 		}
-		if len(nodes) == 0 {
-			e.nodes = s.oneNode(node) // shared, read-only
-		} else if !slices.Contains(nodes, node) {
+		i := slices.Index(nodes, node)
+		switch {
+		case len(nodes) == 0:
+			e.nodes, i = s.oneNode(node), 0 // shared, read-only
+		case i < 0:
 			ns := append(slices.Clip(nodes), node) // copies: nodes may be shared
-			e.nodes = &ns
+			e.nodes, i = &ns, len(nodes)
 		}
-		c.Epoch = e.holder.Epoch
+		e.hConn, e.hEpoch, e.hNode = conn, e.hEpoch+1, uint32(i)
+		c.Epoch = uint64(e.hEpoch)
 		e.dlv = max(e.dlv, min(from.Delivered, e.pos))
 		after := e.dlv
 		if from.HasLast {
@@ -480,7 +551,7 @@ func (s *MemoryStore) SetDetached(id string, at time.Time) {
 	if !at.IsZero() {
 		ns = at.UnixNano()
 	}
-	_ = s.with(id, func(e *memEntry) error { e.detached = ns; return nil })
+	_ = s.with(id, func(_ *Record, e *memEntry) error { e.detached = ns; return nil })
 	if ns != 0 && s.bytes.Load() > s.lim.budget {
 		s.kickTrim() // now trimmable: no need to wait for the next append
 	}
@@ -489,13 +560,13 @@ func (s *MemoryStore) SetDetached(id string, at time.Time) {
 // Holder implements Store.
 func (s *MemoryStore) Holder(_ context.Context, id string) (Holder, error) {
 	var h Holder
-	err := s.with(id, func(e *memEntry) error { h = e.holder; return nil })
+	err := s.with(id, func(_ *Record, e *memEntry) error { h = e.holder(); return nil })
 	return h, err
 }
 
 // Touch implements Store.
 func (s *MemoryStore) Touch(_ context.Context, id string) error {
-	return s.with(id, func(e *memEntry) error { s.activeLocked(e); return nil })
+	return s.with(id, func(_ *Record, e *memEntry) error { s.activeLocked(e); return nil })
 }
 
 // activeLocked records activity: updated time and TTL.
@@ -517,10 +588,14 @@ func (s *MemoryStore) Ping(context.Context) error {
 // included).
 func (s *MemoryStore) Len() int {
 	n := 0
-	for i := range s.shards {
-		sh := &s.shards[i]
+	for i := range s.reg.shards {
+		sh := &s.reg.shards[i]
 		sh.mu.Lock()
-		n += sh.m.Len()
+		for l := range sh.m.all() {
+			if l.mem != nil {
+				n++
+			}
+		}
 		sh.mu.Unlock()
 	}
 	return n
