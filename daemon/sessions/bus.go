@@ -261,8 +261,8 @@ func (b *bus) onAttach(h busMsg) {
 		outs  []busOut
 	)
 	if l := m.lockLocal(h.S, false); l != nil {
-		if h.E > l.epoch {
-			l.epoch = h.E
+		if h.E > uint64(l.epoch) {
+			l.epoch = uint32(h.E)
 			older = l.out
 			l.out, l.conn = nil, 0
 			l.setDetached(0)

@@ -237,11 +237,11 @@ func (m *Manager) deliver(l *Record, req string, a Appended) {
 		return
 	}
 	var to Holder
-	if h := a.Holder; m.bus != nil && h.Node != "" && h.Node != m.node && h.Epoch >= l.epoch {
+	if h := a.Holder; m.bus != nil && h.Node != "" && h.Node != m.node && h.Epoch >= uint64(l.epoch) {
 		if r := l.remote(); r == nil || r.Holder != h {
 			l.setRemote(&remote{Holder: h})
 		}
-		l.epoch, to = h.Epoch, h
+		l.epoch, to = uint32(h.Epoch), h
 		if l.relayLocked(req, a.Pos, a.Msg) {
 			to = Holder{} // queued behind a replay under way
 		}

@@ -297,7 +297,7 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 	m.setUserLocked(l, user)
 	l.setDetached(0)
 	l.conns++
-	l.epoch = max(l.epoch, claim.Epoch)
+	l.epoch = max(l.epoch, uint32(claim.Epoch))
 	l.touched.Store(int64(time.Since(m.clock0)))
 	w := events.Welcome{Session: id, Resumed: resumed, Recovered: claim.Missed == 0, Missed: claim.Missed, Replay: len(claim.Log)}
 	streams := l.sortedStreams()

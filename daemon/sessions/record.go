@@ -27,8 +27,8 @@ import (
 //     times, position, cursor, holder, context, history, replay log),
 //     which the store reads and writes under the record's shard lock.
 //
-// An idle attached session is this struct (160 bytes) and its index slot;
-// with the memory store the record and the store's part are one 256-byte
+// An idle attached session is this struct (144 bytes) and its index slot;
+// with the memory store the record and the store's part are one 224-byte
 // object (memRecord). No map is made until a request runs, no goroutine,
 // no timer. A record is removed from the registry (dead set) once nothing
 // holds it: no connection, no request, no pending write, not kept as
@@ -48,30 +48,34 @@ type Record struct {
 	// guarded by mu
 	out     Outlet             // the live connection on this node, nil if none
 	conn    uint64             // out's connection number
-	epoch   uint64             // newest claim epoch seen for the session
 	streams map[string]*Stream // nil while no request runs: idle sessions stay small
 	sent    uint64             // every position up to this one was sent to out (or came before its claim)
 	dx      *recDelivery       // nil while all of it is zero: idle sessions stay small (its accessors below)
 	held    int32              // Terminal calls and retries using l; -1 once forgotten (dead)
 	conns   int32              // gateway connections holding l (Bind .. Detach)
-	turnQ   *[]chan struct{}   // the session's turn (turn.go): callers waiting for it, oldest first
 
 	req     atomic.Pointer[recReq] // dispatch's requests in flight and the trace id; nil while neither
 	touched atomic.Int64           // when the last TTL refresh was sent: nanos since Manager.clock0
 	tat     atomic.Int64           // dispatch's message rate limiter (GCRA theoretical arrival time)
 	turn    atomic.Int32           // the session's turn: turnFree, turnHeld, turnQueued (turn.go)
+	// epoch is the newest claim epoch seen for the session; guarded by
+	// mu. 32 bits (next to turn, in what was padding) are 136 years of a
+	// claim per second.
+	epoch uint32
 }
 
 // recDelivery is the part of a record that only a session with output in
-// flight, a delivered cursor not yet written, or a Redis store needs: made
+// flight or callers waiting for its turn, a delivered cursor not yet
+// written, or a Redis store needs: made
 // on first use by a setter below, dropped once all of it is zero again.
 // Guarded by the record's mu, like the fields it holds.
 type recDelivery struct {
-	remote   *remote   // the holder on another node, as last learnt (nil: unknown)
-	ahead    *[]uint64 // positions above sent+1 sent to out already, ascending; nil: none
-	bl       *backlog  // a paced replay under way on out, nil if none
-	dlv      uint64    // a delivered cursor not written to the store yet
-	detached int64     // Redis store: unix nanos its last connection here went (0: attached or not kept)
+	turnQ    *[]chan struct{} // the session's turn (turn.go): callers waiting for it, oldest first; nil: none
+	remote   *remote          // the holder on another node, as last learnt (nil: unknown)
+	ahead    *[]uint64        // positions above sent+1 sent to out already, ascending; nil: none
+	bl       *backlog         // a paced replay under way on out, nil if none
+	dlv      uint64           // a delivered cursor not written to the store yet
+	detached int64            // Redis store: unix nanos its last connection here went (0: attached or not kept)
 }
 
 // The getters return the zero value while l has no recDelivery; l.mu held.
@@ -80,6 +84,13 @@ func (l *Record) remote() *remote {
 		return nil
 	}
 	return l.dx.remote
+}
+
+func (l *Record) turnQ() *[]chan struct{} {
+	if l.dx == nil {
+		return nil
+	}
+	return l.dx.turnQ
 }
 
 func (l *Record) ahead() *[]uint64 {
@@ -132,6 +143,14 @@ func (l *Record) setRemote(r *remote) {
 		return
 	}
 	l.delivery().remote = r
+	l.trimDelivery()
+}
+
+func (l *Record) setTurnQ(q *[]chan struct{}) {
+	if q == nil && l.dx == nil {
+		return
+	}
+	l.delivery().turnQ = q
 	l.trimDelivery()
 }
 

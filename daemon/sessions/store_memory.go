@@ -68,7 +68,7 @@ func (e *memEntry) holder() Holder {
 }
 
 // memRecord is a session of the memory store: its record and the store's
-// part in one allocation (Record.mem points at e), 240 bytes.
+// part in one allocation (Record.mem points at e), 224 bytes.
 type memRecord struct {
 	Record
 	e memEntry

@@ -85,8 +85,8 @@ func (s *Stream) Chunk(msg []byte) {
 		h, err := m.store.Holder(ctx, l.id)
 		cancel()
 		l.mu.Lock()
-		if err == nil && h.Epoch > l.epoch {
-			l.epoch = h.Epoch
+		if err == nil && h.Epoch > uint64(l.epoch) {
+			l.epoch = uint32(h.Epoch)
 			if h.Node != m.node {
 				l.setRemote(&remote{Holder: h})
 			}

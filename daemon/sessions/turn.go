@@ -104,10 +104,10 @@ func (l *Record) takeTurn(ctx context.Context) bool {
 		}
 	}
 	ch := make(chan struct{})
-	if l.turnQ == nil {
-		l.turnQ = new([]chan struct{})
+	if l.turnQ() == nil {
+		l.setTurnQ(new([]chan struct{}))
 	}
-	*l.turnQ = append(*l.turnQ, ch)
+	*l.turnQ() = append(*l.turnQ(), ch)
 	l.mu.Unlock()
 	select {
 	case <-ch:
@@ -115,11 +115,11 @@ func (l *Record) takeTurn(ctx context.Context) bool {
 	case <-ctx.Done():
 	}
 	l.mu.Lock()
-	if l.turnQ != nil {
-		if i := slices.Index(*l.turnQ, ch); i >= 0 {
-			*l.turnQ = slices.Delete(*l.turnQ, i, i+1)
-			if len(*l.turnQ) == 0 {
-				l.turnQ = nil
+	if q := l.turnQ(); q != nil {
+		if i := slices.Index(*q, ch); i >= 0 {
+			*q = slices.Delete(*q, i, i+1)
+			if len(*q) == 0 {
+				l.setTurnQ(nil)
 				l.turn.Store(turnHeld) // still held, by someone else, with no waiter
 			}
 			l.mu.Unlock()
@@ -137,17 +137,17 @@ func (l *Record) giveTurn() {
 		return
 	}
 	l.mu.Lock()
-	if l.turnQ == nil {
+	if l.turnQ() == nil {
 		l.turn.Store(turnFree) // the last waiter gave up meanwhile
 	} else {
-		q := *l.turnQ
+		q := *l.turnQ()
 		ch := q[0]
 		q[0] = nil
 		if len(q) == 1 {
-			l.turnQ = nil
+			l.setTurnQ(nil)
 			l.turn.Store(turnHeld) // by ch's caller, with no waiter
 		} else {
-			*l.turnQ = q[1:]
+			*l.turnQ() = q[1:]
 		}
 		close(ch) // the turn passes to ch's caller
 	}

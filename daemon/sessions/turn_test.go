@@ -13,10 +13,10 @@ import (
 func waiters(l *Record) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.turnQ == nil {
+	if l.turnQ() == nil {
 		return 0
 	}
-	return len(*l.turnQ)
+	return len(*l.turnQ())
 }
 
 // TestTurnOrder: the turn is granted in the order it was asked for; a
@@ -58,8 +58,8 @@ func TestTurnOrder(t *testing.T) {
 	if !slices.Equal(got, []int{0, 1, 3, 4}) {
 		t.Fatalf("turns granted in order %v, want [0 1 3 4]", got)
 	}
-	if l.turn.Load() != turnFree || l.turnQ != nil {
-		t.Fatalf("turn not free after everyone gave it back: state %d queue %v", l.turn.Load(), l.turnQ)
+	if l.turn.Load() != turnFree || l.turnQ() != nil {
+		t.Fatalf("turn not free after everyone gave it back: state %d queue %v", l.turn.Load(), l.turnQ())
 	}
 }
 
@@ -95,8 +95,8 @@ func TestTurnExclusive(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if l.turn.Load() != turnFree || l.turnQ != nil {
-		t.Fatalf("turn not free at the end: state %d queue %v", l.turn.Load(), l.turnQ)
+	if l.turn.Load() != turnFree || l.turnQ() != nil {
+		t.Fatalf("turn not free at the end: state %d queue %v", l.turn.Load(), l.turnQ())
 	}
 	t.Logf("%d of 3200 turns taken (the others gave up waiting)", n)
 }
