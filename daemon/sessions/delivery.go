@@ -433,11 +433,14 @@ func (m *Manager) Detach(id string, out Outlet, acked uint64) {
 		}
 		m.pumpLocked(l)
 	}
-	m.releaseLocked(l)
-	l.mu.Unlock()
 	if ms, ok := m.store.(*MemoryStore); ok && gone {
+		// Under l.mu (record before shard), like the attach's clear in
+		// Bind: else a resume on this node that claims the session between
+		// this unlock and the write is left marked detached.
 		ms.SetDetached(id, time.Now())
 	}
+	m.releaseLocked(l)
+	l.mu.Unlock()
 	if !write {
 		return
 	}

@@ -296,6 +296,12 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 	l.sent = claim.Pos
 	m.setUserLocked(l, user)
 	l.setDetached(0)
+	if ms, ok := m.store.(*MemoryStore); ok {
+		// The claim cleared it; an older connection's Detach may have set
+		// it again since. Under l.mu, as Detach sets it (record before
+		// shard), so the last of the two to hold l.mu decides.
+		ms.SetDetached(id, time.Time{})
+	}
 	l.conns++
 	l.epoch = max(l.epoch, uint32(claim.Epoch))
 	l.touched.Store(int64(time.Since(m.clock0)))
