@@ -50,6 +50,11 @@ func (s *MemoryStore) removeLocked(l *Record) {
 	if x := e.x; x != nil {
 		s.bytes.Add(-(x.logBytes + x.size))
 		x.logBytes, x.size = 0, 0
+		// e may be in l's object (memRecord), which lives on while the
+		// manager holds l: the log, context and history go now, not
+		// with it (no longer counted in bytes, they would be held
+		// uncounted past the budget).
+		e.x = nil
 	}
 }
 
