@@ -39,27 +39,9 @@ type poller struct {
 	events []unix.EpollEvent
 	buf    []byte // read scratch; bytes that must outlive a pass are copied
 
-	// Spinning before parking (drain), owned by the poller goroutine.
-	idleAt int64 // monotonic ns when the poller last ran out of work; 0: busy
-	gapAvg int64 // moving average of the gaps between running out of work and new work, ns
-
 	stop  atomic.Bool
 	alive atomic.Int64 // unix nanoseconds of the last eventfd wakeup
 }
-
-// Spinning. Parking a poller that runs out of work costs its thread a sleep
-// and a wakeup (a context switch each way, an IPI to wake the CPU), several
-// times the work of an echo on a virtual machine. When new work has
-// recently come back within microseconds (a closed loop of clients whose
-// next request is already on its way), the poller instead asks epoll again
-// for up to spinWindow before it parks. The average gap decides: at a
-// fixed rate with gaps of 100 µs it never spins, so an idle or lightly
-// loaded poller costs no more CPU than before.
-const (
-	spinWindow = 20 * time.Microsecond  // longest a poller polls an empty epoll before parking
-	spinGap    = 10 * time.Microsecond  // it spins only while the average gap is below this
-	maxHold    = 250 * time.Microsecond // longest it keeps its P spinning without parking once
-)
 
 // maxEvents is the epoll_wait batch of a poller.
 const maxEvents = 256
@@ -124,7 +106,6 @@ func (p *poller) run() {
 // when the poller must stop (false parks the goroutine until the epoll fd
 // is readable again).
 func (p *poller) drain() bool {
-	woke := p.now()
 	for {
 		if p.stop.Load() {
 			return true
@@ -138,13 +119,6 @@ func (p *poller) drain() bool {
 			time.Sleep(time.Millisecond)
 			continue
 		}
-		if n == 0 && len(p.again) == 0 {
-			if p.spin(p.now(), woke) {
-				continue
-			}
-			return false // park; the gap is measured when work comes
-		}
-		p.noteWork(p.now())
 		for i := range n {
 			ev := &p.events[i]
 			if int(ev.Fd) == p.efd {
@@ -168,15 +142,11 @@ func (p *poller) drain() bool {
 			continue
 		}
 		if n < len(p.events) {
-			// The ready list was emptied by this call.
-			if p.spin(p.now(), woke) {
-				continue
-			}
-			// Park rather than ask again. An event queued meanwhile made
-			// the epoll fd readable, and the runtime (which polls it
-			// edge-triggered) wakes the goroutine at once; an empty
-			// epoll_wait(..., 0) before each park cost one system call
-			// per wakeup.
+			// The ready list was emptied by this call: park rather than
+			// ask again. An event queued meanwhile made the epoll fd
+			// readable, and the runtime (which polls it edge-triggered)
+			// wakes the goroutine at once; an empty epoll_wait(..., 0)
+			// before each park cost one system call per wakeup.
 			return false
 		}
 	}
@@ -271,27 +241,3 @@ func (p *poller) close() {
 	_ = p.file.Close()
 	_ = unix.Close(p.efd)
 }
-
-// noteWork records that the poller found work at now: the gap since it
-// ran out of work, if it had, enters the average.
-func (p *poller) noteWork(now int64) {
-	if p.idleAt != 0 {
-		p.gapAvg += (now - p.idleAt - p.gapAvg) / 8
-		p.idleAt = 0
-	}
-}
-
-// spin reports whether the poller, out of work at now in a drain that
-// began at woke, asks epoll again rather than parking: while the average
-// gap is short, for up to spinWindow since it ran out of work, and never
-// once it has held its P for maxHold (the goroutines waiting for it, the
-// accept loop among them, get their turn when it parks).
-func (p *poller) spin(now, woke int64) bool {
-	if p.idleAt == 0 {
-		p.idleAt = now
-	}
-	return p.gapAvg < int64(spinGap) && now-p.idleAt < int64(spinWindow) && now-woke < int64(maxHold)
-}
-
-// now reads the monotonic clock, in ns since the engine's wheel started.
-func (p *poller) now() int64 { return int64(time.Since(p.e.wheel.start)) }
