@@ -71,17 +71,7 @@ func TestNodeLossLapsedSurvivor(t *testing.T) {
 			cc := b.openManager(t, "C", lim)
 			raw := rawRedis(t, b)
 			const sessionsN, perSession = 20, 4
-			ids := make([]string, sessionsN)
-			for i := range ids {
-				o := &fakeOutlet{}
-				ids[i], _ = attach(t, a, "alice", "", o)
-				a.Detach(ids[i], o, 0)
-				for j := range perSession {
-					if !a.BeginRoute(ids[i], fmt.Sprintf("r%d", j), "stream", nil).Recorded(t.Context()) {
-						t.Fatal("not recorded")
-					}
-				}
-			}
+			ids := detachedWithRuns(t, a, sessionsN, perSession)
 			ob := &fakeOutlet{}
 			own, _ := attach(t, bb, "alice", "", ob)
 			sb := bb.BeginRoute(own, "b1", "stream", nil)

@@ -143,17 +143,7 @@ func TestNodeLossSurvivorKilledMidSweep(t *testing.T) {
 			dd := b.openManager(t, "D", nodeLossLimits)
 			raw := rawRedis(t, b)
 			const sessionsN, perSession = 40, 5
-			ids := make([]string, sessionsN)
-			for i := range ids {
-				o := &fakeOutlet{}
-				ids[i], _ = attach(t, a, "alice", "", o)
-				a.Detach(ids[i], o, 0)
-				for j := range perSession {
-					if !a.BeginRoute(ids[i], fmt.Sprintf("r%d", j), "stream", nil).Recorded(t.Context()) {
-						t.Fatal("not recorded")
-					}
-				}
-			}
+			ids := detachedWithRuns(t, a, sessionsN, perSession)
 			crash(a)
 			lapse(t, raw, b, "A")
 			// B: killed in the middle of its sweep. Its context ends a
@@ -444,4 +434,22 @@ func TestNodeLossRerunSurvivorKilled(t *testing.T) {
 			})
 		})
 	}
+}
+
+// detachedWithRuns attaches n sessions of alice on m, detaches them, and
+// begins per recorded "stream" runs r0, r1, … in each; it returns the ids.
+func detachedWithRuns(t *testing.T, m *Manager, n, per int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range ids {
+		o := &fakeOutlet{}
+		ids[i], _ = attach(t, m, "alice", "", o)
+		m.Detach(ids[i], o, 0)
+		for j := range per {
+			if !m.BeginRoute(ids[i], fmt.Sprintf("r%d", j), "stream", nil).Recorded(t.Context()) {
+				t.Fatal("not recorded")
+			}
+		}
+	}
+	return ids
 }
