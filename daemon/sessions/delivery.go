@@ -200,8 +200,8 @@ func (m *Manager) append(ctx context.Context, l *Record, msg []byte, at int, onc
 
 // storeAppend is Store.Append, idempotent per once on the Redis store.
 func (m *Manager) storeAppend(ctx context.Context, id string, msg []byte, at int, once onceKey) (Appended, error) {
-	if rs, ok := m.store.(*RedisStore); ok {
-		return rs.appendOnce(ctx, id, msg, at, once)
+	if m.onceStore != nil {
+		return m.onceStore.appendOnce(ctx, id, msg, at, once)
 	}
 	return m.store.Append(ctx, id, msg, at)
 }

@@ -101,6 +101,10 @@ type Manager struct {
 	pendBytes atomic.Int64
 	once      onceIDs       // ids that make a terminal's appends idempotent (pending.go)
 	retryKick chan struct{} // nil with the memory store
+	// onceStore is the store when its appends can be made idempotent
+	// per once id (the Redis store); nil for the memory store, whose
+	// appends are never in doubt.
+	onceStore onceAppender
 	// clock0 is the origin of Record.touched: a monotonic reading
 	// TouchEvery before the manager opened, so that a record never
 	// touched (0) is due. time.Since(clock0) reads one clock, time.Now two.
@@ -146,7 +150,7 @@ func OpenOptions(ctx context.Context, cfg config.Sessions, node string, log *slo
 			m.cancel()
 			return nil, fmt.Errorf("open redis session store: %w", err)
 		}
-		m.store = rs
+		m.store, m.onceStore = rs, rs
 		b, err := openBus(ctx, m, cfg, rs.c, opts.Redis)
 		if err != nil {
 			m.cancel()

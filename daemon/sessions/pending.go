@@ -66,9 +66,18 @@ func newOnceIDs(node string) onceIDs {
 	return onceIDs{field: "o:" + node, inc: hex.EncodeToString(b[:]) + ".", gapTry: make(map[string]gapTry)}
 }
 
+// onceAppender is a store whose appends are done once per once id
+// however often they are attempted (RedisStore; luaAppend2).
+type onceAppender interface {
+	appendOnce(ctx context.Context, id string, msg []byte, at int, k onceKey) (Appended, error)
+	appendGapOnce(ctx context.Context, id string, n int, k onceKey) error
+}
+
+var _ onceAppender = (*RedisStore)(nil)
+
 // newOnce returns the once id of a new terminal or gap of this node.
 func (m *Manager) newOnce() onceKey {
-	if m.retryKick == nil {
+	if m.onceStore == nil {
 		return onceKey{} // the memory store: an attempt is never in doubt
 	}
 	var d [13]byte
@@ -268,8 +277,8 @@ func (m *Manager) retryGaps(id string) bool {
 
 // appendGap is Store.AppendGap, idempotent per once on the Redis store.
 func (m *Manager) appendGap(ctx context.Context, id string, n int, once onceKey) error {
-	if rs, ok := m.store.(*RedisStore); ok {
-		return rs.appendGapOnce(ctx, id, n, once)
+	if m.onceStore != nil {
+		return m.onceStore.appendGapOnce(ctx, id, n, once)
 	}
 	return m.store.AppendGap(ctx, id, n)
 }
