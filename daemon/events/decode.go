@@ -206,7 +206,7 @@ func decodeCommon(b []byte, open int, e *Envelope) bool {
 			for len(v) > 0 && isSpace(v[len(v)-1]) {
 				v = v[:len(v)-1]
 			}
-			if len(v) == 0 || !json.Valid(v) {
+			if len(v) == 0 || !(plainJSONString(v) || json.Valid(v)) {
 				return false
 			}
 			data = v

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"strings"
 	"testing"
 
 	segjson "github.com/segmentio/encoding/json"
@@ -18,6 +19,9 @@ var (
 		`{"type":"echo","data":1}`,
 		`{"id":"","type":""}`,
 		`{"type":"echo","id":"12345678","data":"abcdefghijklmnopqrstuvwxyz"}`,
+		`{"type":"echo","id":"1","data":"` + strings.Repeat("abcdefghijklmnopqrstuvwxyz", 40) + `"}`,
+		`{"type":"echo","id":"1","data":"` + strings.Repeat("abcdefghijklmnopqrstuvwx\\\\", 40) + `"}`,
+		`{"type":"echo","id":"1","data":"` + strings.Repeat("abcdefghijklmnopqrstuvwxyé", 40) + `"}`,
 	}
 	generalForms = []string{
 		`{}`, `{"type":"ack","pos":3}`, `{"Type":"echo","id":"1"}`, `{"type":"e\u0063ho","id":"1"}`,
