@@ -114,11 +114,30 @@ func (c *Conn) ackState() (off int64, inFlight int64, ok bool) {
 }
 
 // pruneLocked drops the marks the peer acknowledged already. c.mu held.
+//
+// It asks TCP_INFO alone (one system call every pruneEvery tagged
+// frames, not two): on an open connection tcpi_bytes_acked is exactly
+// what ackState's SIOCOUTQ gives (bytes written less those the kernel
+// still holds unacknowledged), and after a reset it is the one that stays
+// right; the close (closeDeliveryLocked, awaitAcksLocked) still asks both.
+// Never more than the peer acknowledged, so never a frame counted
+// acknowledged too early; a failed read prunes nothing.
 func (c *Conn) pruneLocked(d *delivery) {
-	if off, ok := c.ackedOffset(); ok {
+	if off, ok := c.bytesAcked(); ok {
 		d.ackUpTo(off)
 	}
 	d.lastPrun = len(d.marks)
+}
+
+// bytesAcked is the output stream's offset the peer's TCP acknowledged,
+// from TCP_INFO alone (tcpi_bytes_acked, at most what was written); ok
+// false if it cannot be read. c.mu held.
+func (c *Conn) bytesAcked() (int64, bool) {
+	ti, err := unix.GetsockoptTCPInfo(int(c.fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return 0, false
+	}
+	return min(int64(ti.Bytes_acked), int64(c.bytesOut.Load())), true
 }
 
 // ackUpTo records the frames ending at or before off as acknowledged.

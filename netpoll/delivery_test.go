@@ -220,3 +220,71 @@ func TestAckedReadingPeerExact(t *testing.T) {
 		}
 	}
 }
+
+// TestBytesAckedMatchesOutq: the periodic prune's one reading
+// (tcpi_bytes_acked) is the offset ackState derives from SIOCOUTQ: never
+// ahead of it while a slow peer reads (read first, it can only be
+// behind), and equal to everything written once the peer has read and
+// acknowledged all (no SYN counted: the engine's sockets are accepted).
+func TestBytesAckedMatchesOutq(t *testing.T) {
+	h := &ackHandler{echoHandler: newEchoHandler(), acked: make(chan uint64, 1)}
+	_, addr := startEngine(t, Config{OutboundQueueBytes: 1 << 20, CloseWait: 100 * time.Millisecond}, h, acceptAll{}, nil)
+	c := dialSmallBuffer(t, addr)
+	sc := h.waitOpen(t)
+	const frames = 400
+	done := make(chan error, 1)
+	go func() {
+		for range frames {
+			if _, _, err := c.readFrame(); err != nil {
+				done <- err
+				return
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		done <- nil
+	}()
+	payload := make([]byte, 1000)
+	for tag := uint64(1); tag <= frames; tag++ {
+		if err := sc.SendTagged(payload, tag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func() (tcp, outq int64) {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		tcp, ok1 := sc.bytesAcked()
+		outq, ok2 := sc.ackedOffset()
+		if !ok1 || !ok2 {
+			t.Fatal("no TCP_INFO or SIOCOUTQ reading")
+		}
+		return tcp, outq
+	}
+	samples := 0
+	for waiting := true; waiting; samples++ {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			waiting = false
+		default:
+		}
+		if tcp, outq := check(); tcp > outq {
+			t.Fatalf("tcpi_bytes_acked offset %d ahead of SIOCOUTQ's %d", tcp, outq)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		tcp, outq := check()
+		written := int64(sc.bytesOut.Load())
+		if tcp == written && outq == written {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a full read: tcpi_bytes_acked offset %d, SIOCOUTQ's %d, written %d", tcp, outq, written)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("%d samples while the peer read", samples)
+}
