@@ -45,6 +45,9 @@ type Router struct {
 	log      *slog.Logger
 	rate     atomic.Pointer[auth.Bucket] // the per-session message rate of the table in force (state in each Session)
 	inlineOK bool                        // the store numbers terminals without a round trip
+	// epoch is when New ran; Handle's clock is epoch plus the monotonic
+	// time since (clock).
+	epoch time.Time
 
 	inflight atomic.Int64 // requests in flight on the node
 	draining atomic.Bool
@@ -61,7 +64,7 @@ func New(t *Table, store Sessions, m Metrics, log *slog.Logger) *Router {
 	if m == nil {
 		m = noMetrics{}
 	}
-	r := &Router{store: store, metrics: m, log: log, inlineOK: store.InlineTerminals()}
+	r := &Router{store: store, metrics: m, log: log, inlineOK: store.InlineTerminals(), epoch: time.Now()}
 	r.table.Store(t)
 	r.rate.Store(auth.NewBucket(t.limits.SessionRate, t.limits.SessionBurst))
 	return r
@@ -159,7 +162,7 @@ func (r *Router) Handle(s Session, payload []byte, reply Reply) {
 	if ok {
 		label = rt.name
 	}
-	now := time.Now()
+	now := r.clock()
 	if !r.rate.Load().AllowAt(s.RateState(), now) {
 		r.refuse(reply, env.ID, label, CodeRateLimited, "message rate limit exceeded")
 		return
@@ -216,6 +219,14 @@ func (r *Router) Handle(s Session, payload []byte, reply Reply) {
 	req.TraceParent, trace = traceparent.New(s.TraceID())
 	go r.run(ctx, cancel, s, rt, req, trace, false)
 }
+
+// clock returns the time now as the router's epoch plus the monotonic
+// time since: one clock read (time.Now reads the wall and the monotonic
+// clocks, two vDSO calls). The rate buckets and the request durations,
+// its only readers, need a steady clock, not the wall's (which this one
+// follows only as far as the two clocks keep pace; a step of the wall
+// clock does not move it).
+func (r *Router) clock() time.Time { return r.epoch.Add(time.Since(r.epoch)) }
 
 // inlineEcho answers an echo route on the worker: no goroutine. Its
 // result is a terminal like any other: numbered, logged and delivered by
