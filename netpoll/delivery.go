@@ -23,7 +23,8 @@ import (
 //
 // The hooks in conn.go and queue.go are small on purpose (the poller is
 // reworked elsewhere): writeFrameLocked is unchanged; SendTagged records
-// the end offset after it; flushLocked's callers run takeDrainedLocked
+// the end offset before it (the frame's length is known) and takes it
+// back if the write fails; flushLocked's callers run takeDrainedLocked
 // and call its function after unlocking; finalize calls closeDelivery
 // before the fd is closed.
 
@@ -59,15 +60,24 @@ func (c *Conn) SendTagged(msg []byte, tag uint64) error {
 		c.mu.Unlock()
 		return ErrClosed
 	}
-	err := c.writeFrameLocked(opText, msg, true)
-	if err == nil && tag != 0 {
-		d := c.deliveryLocked()
-		end := int64(c.bytesOut.Load())
+	var d *delivery
+	if tag != 0 {
+		// The mark goes in before the write: its stores (the delivery's
+		// and the marks' lines, cold by now on a busy node) then complete
+		// during the write's system call instead of holding up the
+		// unlock's atomic after it.
+		d = c.deliveryLocked()
+		end := int64(c.bytesOut.Load()) + int64(frameHeaderLen(len(msg))+len(msg))
 		if c.wq != nil {
 			end += int64(c.wq.size)
 		}
 		d.marks = append(d.marks, tagMark{end: end, tag: tag})
-		if len(d.marks) >= d.lastPrun+pruneEvery {
+	}
+	err := c.writeFrameLocked(opText, msg, true)
+	if d != nil {
+		if err != nil {
+			d.marks = d.marks[:len(d.marks)-1]
+		} else if len(d.marks) >= d.lastPrun+pruneEvery {
 			c.pruneLocked(d)
 		}
 	}
@@ -318,4 +328,16 @@ func (c *Conn) takeDrainedLocked() func() {
 	fn := d.drained
 	d.drained = nil
 	return fn
+}
+
+// frameHeaderLen is the length of appendFrameHeader's header for a
+// payload of n bytes.
+func frameHeaderLen(n int) int {
+	switch {
+	case n < 126:
+		return 2
+	case n <= 0xFFFF:
+		return 4
+	}
+	return 10
 }

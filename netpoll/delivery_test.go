@@ -288,3 +288,54 @@ func TestBytesAckedMatchesOutq(t *testing.T) {
 	}
 	t.Logf("%d samples while the peer read", samples)
 }
+
+// TestFrameHeaderLen: SendTagged's mark, made before the write, ends
+// where the frame appendFrameHeader writes ends.
+func TestFrameHeaderLen(t *testing.T) {
+	for _, n := range []int{0, 1, 125, 126, 127, 0xFFFF, 0x10000, 1 << 20} {
+		if got, want := frameHeaderLen(n), len(appendFrameHeader(nil, opText, n)); got != want {
+			t.Errorf("frameHeaderLen(%d) = %d, want %d", n, got, want)
+		}
+	}
+}
+
+// TestTaggedMarkEnds: each mark ends where its frame ends in the output
+// stream, whether the frame went out at once, partly, or was queued
+// behind others (the peer does not read; sizes cross the header forms).
+func TestTaggedMarkEnds(t *testing.T) {
+	h := &ackHandler{echoHandler: newEchoHandler(), acked: make(chan uint64, 1)}
+	_, addr := startEngine(t, Config{OutboundQueueBytes: 16 << 20, CloseWait: 100 * time.Millisecond}, h, acceptAll{}, nil)
+	_ = dialSmallBuffer(t, addr)
+	sc := h.waitOpen(t)
+	sc.mu.Lock()
+	end := int64(sc.bytesOut.Load())
+	if sc.wq != nil {
+		end += int64(sc.wq.size)
+	}
+	sc.mu.Unlock()
+	var want []int64
+	for i, n := range []int{1, 125, 126, 300, 0xFFFF, 0x10000, 200000, 5, 2 << 20, 9, 3 << 20, 7} {
+		if err := sc.SendTagged(make([]byte, n), uint64(i+1)); err != nil {
+			t.Fatal(err)
+		}
+		end += int64(len(appendFrameHeader(nil, opText, n)) + n)
+		want = append(want, end)
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.wq == nil {
+		t.Fatal("nothing queued: the test wants frames behind a queue")
+	}
+	if got := int64(sc.bytesOut.Load()) + int64(sc.wq.size); got != end {
+		t.Fatalf("stream at %d, want %d", got, end)
+	}
+	marks := sc.dv.marks
+	if len(marks) != len(want) {
+		t.Fatalf("%d marks, want %d", len(marks), len(want))
+	}
+	for i, m := range marks {
+		if m.end != want[i] || m.tag != uint64(i+1) {
+			t.Errorf("mark %d = %+v, want end %d tag %d", i, m, want[i], i+1)
+		}
+	}
+}
