@@ -10,12 +10,13 @@ import "unsafe"
 //
 // It checks 8 bytes per step in plain Go (SWAR), one pass. json.Valid
 // makes three AVX2 passes over a string (printable check, backslash
-// search, closing-quote search): fewer instructions, but in the daemon,
-// between system calls, the first 256-bit instruction of each pass
-// stalls (perf: about 90 % of ValidPrintString's and half of
-// indexbytebody's samples sit on it), and the three passes cost about
-// 500 ns per 1 KiB message there against about 100 ns in a hot loop
-// (docs/benchmarks.md, "The envelope's data in one pass").
+// search, closing-quote search): fewer instructions (callgrind: about 920
+// against 2,300 for 1 KiB), but on the benchmark machine the first
+// 256-bit instruction of each pass stalls (perf: most of
+// ValidPrintString's and half of indexbytebody's samples sit on it), and
+// in the daemon the decode of a 1 KiB echo request took 550-620 ns with
+// json.Valid against 230-240 ns with this (docs/benchmarks.md, "The
+// envelope's data in one pass").
 func plainJSONString(v []byte) bool {
 	n := len(v)
 	if n < 2 || v[0] != '"' || v[n-1] != '"' {
