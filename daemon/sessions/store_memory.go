@@ -214,8 +214,8 @@ func (s *MemoryStore) sweep(every time.Duration) {
 // entryLocked returns the record of id with its live store part; its
 // shard's mu must be held. An expired session's part is dropped here (the
 // sweeper forgets its record).
-func (s *MemoryStore) entryLocked(sh *regShard, id string) (*Record, error) {
-	l := sh.m.get(id)
+func (s *MemoryStore) entryLocked(sh *regShard, id string, h uint64) (*Record, error) {
+	l := sh.m.getHashed(id, h)
 	if l == nil || l.mem == nil {
 		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
 	}
@@ -232,10 +232,10 @@ func (s *MemoryStore) with(id string, fn func(l *Record, e *memEntry) error) err
 	if s.isClosed() {
 		return ErrClosed
 	}
-	sh := s.reg.shard(id)
+	sh, h := s.reg.lookup(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	l, err := s.entryLocked(sh, id)
+	l, err := s.entryLocked(sh, id, h)
 	if err != nil {
 		return err
 	}
