@@ -51,6 +51,14 @@ func (c *sinkWS) Stats() netpoll.ConnStats                     { return netpoll.
 // metrics), except the engine and the gate: the connection is a sinkWS.
 func benchDaemon(b *testing.B) (*Gateway, *conn, *sinkWS) {
 	b.Helper()
+	g, sts, wss := benchDaemonConns(b, 1)
+	return g, sts[0], wss[0]
+}
+
+// benchDaemonConns is benchDaemon with n attached connections, each its
+// own session.
+func benchDaemonConns(b *testing.B, n int) (*Gateway, []*conn, []*sinkWS) {
+	b.Helper()
 	cfg, err := config.Load("../../bench/config/daemon.yaml", []string{"ORCH_JWT_SECRET=bench-secret-0123456789abcdef0123"})
 	if err != nil {
 		b.Fatal(err)
@@ -74,14 +82,20 @@ func benchDaemon(b *testing.B) (*Gateway, *conn, *sinkWS) {
 	g := New(Options{Node: cfg.Node, Heartbeat: cfg.WS.Heartbeat.D(), Path: cfg.WS.Path},
 		&fakeGate{}, ManagerSessions(mgr), router, metrics, log)
 	b.Cleanup(g.Close)
-	d := g.Admit(&netpoll.Request{Path: "/ws", Remote: netip.MustParseAddrPort("127.0.0.2:1000")})
-	st := d.Value.(*conn)
-	ws := &sinkWS{remote: netip.MustParseAddrPort("127.0.0.2:1000")}
-	g.open(st, ws)
-	if attached(st) == nil {
-		b.Fatal("never attached")
+	var sts []*conn
+	var wss []*sinkWS
+	for i := range n {
+		remote := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), uint16(1000+i))
+		d := g.Admit(&netpoll.Request{Path: "/ws", Remote: remote})
+		st := d.Value.(*conn)
+		ws := &sinkWS{remote: remote}
+		g.open(st, ws)
+		if attached(st) == nil {
+			b.Fatal("never attached")
+		}
+		sts, wss = append(sts, st), append(wss, ws)
 	}
-	return g, st, ws
+	return g, sts, wss
 }
 
 // BenchmarkMessagePath is one echo request of the load tool (1 KiB
@@ -115,6 +129,53 @@ func BenchmarkMessagePath(b *testing.B) {
 	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 	if got := ws.last.Load(); got != id {
 		b.Fatalf("last terminal at position %d, want %d", got, id)
+	}
+}
+
+// BenchmarkMessagePathSessions is BenchmarkMessagePath over 1,000
+// connections, each its own session, in turn (as the load tool's echo at
+// 1,000 connections): the replay logs, 1,000 x 100 terminals of 1 KiB,
+// are far larger than the caches, so each append writes cold memory as
+// in the daemon (docs/benchmarks.md, "The replay log as a ring").
+func BenchmarkMessagePathSessions(b *testing.B) {
+	const n = 1000
+	g, sts, wss := benchDaemonConns(b, n)
+	pad := make([]byte, 1024-len(`{"type":"echo","id":"12345678","data":""}`))
+	for i := range pad {
+		pad[i] = 'a' + byte(i%26)
+	}
+	data := append(append([]byte(`"`), pad...), '"')
+	frame := make([]byte, 0, 1100)
+	send := func(i int, id uint64) {
+		frame = append(frame[:0], `{"type":"echo","id":"`...)
+		frame = strconv.AppendUint(frame, id, 10)
+		frame = append(frame, `","data":`...)
+		frame = append(frame, data...)
+		frame = append(frame, '}')
+		g.message(sts[i], frame)
+	}
+	// Fill every log first: the measured appends drop and refill.
+	id := uint64(0)
+	for range 100 {
+		id++
+		for i := range n {
+			send(i, id)
+		}
+	}
+	b.SetBytes(1024)
+	b.ReportAllocs()
+	cpu0 := processCPU()
+	i := 0
+	for b.Loop() {
+		send(i, id+1)
+		if i++; i == n {
+			i, id = 0, id+1
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+	if got := wss[0].last.Load(); got < 100 {
+		b.Fatalf("first session's last terminal at position %d, want >= 100", got)
 	}
 }
 

@@ -127,9 +127,9 @@ func (s *MemoryStore) trimToBudget() int64 {
 				// The oldest entries, only as many as needed; passes 0
 				// and 2 stop at the delivered cursor.
 				n, over := 0, s.bytes.Load()-target
-				log := e.x.log
-				for n < len(log) && over > 0 && (pass == 1 || log[n].Pos <= e.dlv) {
-					over -= int64(len(log[n].Msg))
+				log := &e.x.log
+				for n < log.len() && over > 0 && (pass == 1 || log.at(n).Pos <= e.dlv) {
+					over -= int64(len(log.at(n).Msg))
 					n++
 				}
 				if n > 0 {
@@ -186,7 +186,8 @@ func (s *MemoryStore) detached(dst []DetachedInfo, limit int) ([]DetachedInfo, i
 				continue
 			}
 			d := DetachedInfo{ID: l.id, User: l.user, Since: time.Unix(0, e.detached)}
-			for _, le := range e.data().log {
+			x := e.data()
+			for le := range x.log.all() {
 				if le.Pos > e.dlv && len(le.Msg) > 0 {
 					d.Owed++
 					d.OwedBytes += int64(len(le.Msg))

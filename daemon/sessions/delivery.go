@@ -186,24 +186,28 @@ func (m *Manager) appendRun(ctx context.Context, l *Record, msg []byte, at int, 
 // below l.sent would be taken for one already sent and never delivered),
 // and a resume over the lost ones says recovered:false with missed.
 func (m *Manager) append(ctx context.Context, l *Record, msg []byte, at int, once onceKey) (Appended, error) {
-	a, err := m.storeAppend(ctx, l.id, msg, at, once)
+	a, err := m.storeAppend(ctx, l, msg, at, once)
 	if errors.Is(err, ErrNotFound) {
 		l.mu.Lock()
 		user := l.user
 		l.mu.Unlock()
 		if user != "" && m.restore(ctx, l, user) == nil {
-			a, err = m.storeAppend(ctx, l.id, msg, at, once)
+			a, err = m.storeAppend(ctx, l, msg, at, once)
 		}
 	}
 	return a, err
 }
 
-// storeAppend is Store.Append, idempotent per once on the Redis store.
-func (m *Manager) storeAppend(ctx context.Context, id string, msg []byte, at int, once onceKey) (Appended, error) {
-	if m.onceStore != nil {
-		return m.onceStore.appendOnce(ctx, id, msg, at, once)
+// storeAppend is Store.Append of l's session, idempotent per once on the
+// Redis store; the memory store appends to l itself (appendRecord).
+func (m *Manager) storeAppend(ctx context.Context, l *Record, msg []byte, at int, once onceKey) (Appended, error) {
+	switch {
+	case m.onceStore != nil:
+		return m.onceStore.appendOnce(ctx, l.id, msg, at, once)
+	case m.memStore != nil:
+		return m.memStore.appendRecord(l, msg, at)
 	}
-	return m.store.Append(ctx, id, msg, at)
+	return m.store.Append(ctx, l.id, msg, at)
 }
 
 // restore re-creates a session the store lost (Manager.Restore, append);

@@ -25,8 +25,17 @@ type idIndex[E any, P interface {
 
 const minIndexSlots = 8
 
-// hash is only called once put has made the seed.
+// hash is only called once put has made the seed (or the registry set
+// its own: then the registry's hash of an id, which picked the shard, is
+// the index's too, and a lookup hashes the id once: getHashed).
 func (x *idIndex[E, P]) hash(id string) uint64 { return maphash.String(x.seed, id) }
+
+// homeShift drops the hash's low bits, which pick the registry's shard
+// (the same in every id of a shard), from the slot.
+const homeShift = 6
+
+// home returns the slot where a probe for hash h starts.
+func (x *idIndex[E, P]) home(h uint64) uint64 { return h >> homeShift & uint64(len(x.slots)-1) }
 
 // Len returns the number of entries.
 func (x *idIndex[E, P]) Len() int { return x.n }
@@ -36,8 +45,16 @@ func (x *idIndex[E, P]) get(id string) P {
 	if x.n == 0 {
 		return nil
 	}
+	return x.getHashed(id, x.hash(id))
+}
+
+// getHashed is get of id whose hash is h (x.hash(id)).
+func (x *idIndex[E, P]) getHashed(id string, h uint64) P {
+	if x.n == 0 {
+		return nil
+	}
 	mask := uint64(len(x.slots) - 1)
-	for i := x.hash(id) & mask; ; i = (i + 1) & mask {
+	for i := x.home(h); ; i = (i + 1) & mask {
 		p := x.slots[i]
 		if p == nil || p.indexID() == id {
 			return p
@@ -59,7 +76,7 @@ func (x *idIndex[E, P]) put(p P) {
 
 func (x *idIndex[E, P]) insert(p P) {
 	mask := uint64(len(x.slots) - 1)
-	i := x.hash(p.indexID()) & mask
+	i := x.home(x.hash(p.indexID()))
 	for x.slots[i] != nil {
 		i = (i + 1) & mask
 	}
@@ -73,7 +90,7 @@ func (x *idIndex[E, P]) del(p P) bool {
 		return false
 	}
 	mask := uint64(len(x.slots) - 1)
-	i := x.hash(p.indexID()) & mask
+	i := x.home(x.hash(p.indexID()))
 	for x.slots[i] != p {
 		if x.slots[i] == nil {
 			return false
@@ -89,7 +106,7 @@ func (x *idIndex[E, P]) del(p P) bool {
 		if q == nil {
 			break
 		}
-		k := x.hash(q.indexID()) & mask
+		k := x.home(x.hash(q.indexID()))
 		if i <= j && i < k && k <= j || i > j && (i < k || k <= j) {
 			continue // q's home is in (i, j]: it stays
 		}

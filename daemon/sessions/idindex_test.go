@@ -64,3 +64,38 @@ func TestIDIndex(t *testing.T) {
 		t.Fatal("an unknown id was found")
 	}
 }
+
+// TestRegistryOneHash: the registry's shards index their records by the
+// hash that picked the shard (one hash per lookup): every record is found
+// through lookup and getHashed, and the slots spread (a slot taken from
+// the hash's shard bits, the same for every id of a shard, would put
+// every id of a shard in one probe run).
+func TestRegistryOneHash(t *testing.T) {
+	r := newRegistry(nil)
+	const n = 20000
+	for range n {
+		id := NewID()
+		sh, _ := r.lookup(id)
+		sh.m.put(&Record{id: id})
+	}
+	probes := 0
+	for i := range r.shards {
+		sh := &r.shards[i]
+		for l := range sh.m.all() {
+			got, h := r.lookup(l.id)
+			if got != sh || sh.m.getHashed(l.id, h) != l || sh.m.get(l.id) != l {
+				t.Fatalf("record %s not found through its hash", l.id)
+			}
+			mask := uint64(len(sh.m.slots) - 1)
+			for j := sh.m.home(h); sh.m.slots[j] != l; j = (j + 1) & mask {
+				probes++
+			}
+		}
+	}
+	if r.Len() != n {
+		t.Fatalf("registry holds %d, want %d", r.Len(), n)
+	}
+	if mean := float64(probes) / n; mean > 2 {
+		t.Fatalf("mean probe distance %.2f slots: the slots do not spread", mean)
+	}
+}

@@ -105,6 +105,10 @@ type Manager struct {
 	// per once id (the Redis store); nil for the memory store, whose
 	// appends are never in doubt.
 	onceStore onceAppender
+	// memStore is the store when it is the memory store keeping its
+	// sessions in this Manager's records (m.reg): a terminal is appended
+	// to the record the Manager holds, not looked up again by id.
+	memStore *MemoryStore
 	// clock0 is the origin of Record.touched: a monotonic reading
 	// TouchEvery before the manager opened, so that a record never
 	// touched (0) is due. time.Since(clock0) reads one clock, time.Now two.
@@ -143,7 +147,8 @@ func OpenOptions(ctx context.Context, cfg config.Sessions, node string, log *slo
 	m.reg = newRegistry(m)
 	switch cfg.Store {
 	case "", "memory":
-		m.store = newMemoryStore(cfg, log, m.reg)
+		ms := newMemoryStore(cfg, log, m.reg)
+		m.store, m.memStore = ms, ms
 	case "redis":
 		rs, err := OpenRedisStore(cfg, opts.Redis, log)
 		if err != nil {

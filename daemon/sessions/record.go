@@ -210,10 +210,10 @@ func (l *Record) indexID() string { return l.id }
 // lockLocal returns the session's record, locked, creating it when create
 // is set; nil if it does not exist and create is not set.
 func (m *Manager) lockLocal(id string, create bool) *Record {
-	sh := m.reg.shard(id)
+	sh, h := m.reg.lookup(id)
 	for {
 		sh.mu.Lock()
-		l := sh.m.get(id)
+		l := sh.m.getHashed(id, h)
 		if l == nil {
 			if !create {
 				sh.mu.Unlock()

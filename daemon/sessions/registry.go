@@ -8,6 +8,13 @@ import (
 // regShards is the number of independently locked shards of the registry.
 const regShards = 64
 
+// The shard is the id's hash modulo regShards, its slot in the shard's
+// index the rest of the hash (idIndex.home): regShards is 1<<homeShift.
+const (
+	_ uint = regShards - 1<<homeShift
+	_ uint = 1<<homeShift - regShards
+)
+
 // registry is the node's one registry of sessions: every Record, in
 // shards of compact id indexes. The Manager owns it; the memory store
 // keeps its part of a session in the same Record (Record.mem), so with
@@ -29,11 +36,23 @@ type regShard struct {
 }
 
 func newRegistry(m *Manager) *registry {
-	return &registry{m: m, seed: maphash.MakeSeed()}
+	r := &registry{m: m, seed: maphash.MakeSeed()}
+	for i := range r.shards {
+		r.shards[i].m.seed = r.seed // one hash picks the shard and the slot
+	}
+	return r
 }
 
 func (r *registry) shard(id string) *regShard {
-	return &r.shards[maphash.String(r.seed, id)%regShards]
+	sh, _ := r.lookup(id)
+	return sh
+}
+
+// lookup returns id's shard and the hash that picked it, with which the
+// shard's index finds id (idIndex.getHashed) without hashing it again.
+func (r *registry) lookup(id string) (*regShard, uint64) {
+	h := maphash.String(r.seed, id)
+	return &r.shards[h%regShards], h
 }
 
 // releaseLocked forgets l once nothing holds it on this node: no

@@ -150,7 +150,7 @@ func TestExpiredSessionDataFreed(t *testing.T) {
 	x := (*memRecord)(unsafe.Pointer(rec)).e.x
 	sh.mu.Unlock()
 	if x != nil {
-		t.Fatalf("dropped session still holds %d log entries in its record", len(x.log))
+		t.Fatalf("dropped session still holds %d log entries in its record", x.log.len())
 	}
 	m.Detach(rec.ID(), out, 0)
 }

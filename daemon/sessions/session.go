@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"iter"
 	"time"
 
 	"github.com/orchestratord/orchestratord/daemon/events"
@@ -94,15 +95,16 @@ type Appended struct {
 
 // replayOf turns the log entries after `after` (oldest first, contiguous
 // positions ending at pos) into a claim's replay and missed count.
-func replayOf(entries []LogEntry, after, pos uint64) (replay []LogEntry, missed uint64) {
+func replayOf(entries iter.Seq[LogEntry], after, pos uint64) (replay []LogEntry, missed uint64) {
 	first := pos + 1
-	if len(entries) > 0 {
-		first = entries[0].Pos
+	for e := range entries {
+		first = e.Pos
+		break
 	}
 	if after+1 < first {
 		missed = first - after - 1
 	}
-	for _, e := range entries {
+	for e := range entries {
 		if e.Pos <= after {
 			continue
 		}

@@ -33,6 +33,7 @@ type MemoryStore struct {
 	nodes   map[string]*[]string // one read-only []string{node} per node name (Claim)
 
 	stop      chan struct{}
+	closed    atomic.Bool // set before stop is closed: the append path reads it, not the channel
 	done      chan struct{}
 	closeOnce sync.Once
 }
@@ -79,7 +80,7 @@ type memRecord struct {
 type memData struct {
 	ctx      json.RawMessage // nil: emptyContext
 	history  []events.Turn
-	log      []LogEntry // the replay log, oldest first, contiguous positions
+	log      logRing // the replay log, oldest first, contiguous positions
 	logBytes int64
 	// lent is the newest position whose message Claim or ReadLog handed
 	// out: those entries may be read after the lock is released (a
@@ -106,7 +107,7 @@ func (e *memEntry) dataW() *memData {
 
 // compact drops e's memData once it holds nothing.
 func (e *memEntry) compact() {
-	if x := e.x; x != nil && x.ctx == nil && len(x.history) == 0 && len(x.log) == 0 && x.logBytes == 0 && x.size == 0 {
+	if x := e.x; x != nil && x.ctx == nil && len(x.history) == 0 && x.log.len() == 0 && x.logBytes == 0 && x.size == 0 {
 		e.x = nil
 	}
 }
@@ -213,8 +214,8 @@ func (s *MemoryStore) sweep(every time.Duration) {
 // entryLocked returns the record of id with its live store part; its
 // shard's mu must be held. An expired session's part is dropped here (the
 // sweeper forgets its record).
-func (s *MemoryStore) entryLocked(sh *regShard, id string) (*Record, error) {
-	l := sh.m.get(id)
+func (s *MemoryStore) entryLocked(sh *regShard, id string, h uint64) (*Record, error) {
+	l := sh.m.getHashed(id, h)
 	if l == nil || l.mem == nil {
 		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
 	}
@@ -231,24 +232,17 @@ func (s *MemoryStore) with(id string, fn func(l *Record, e *memEntry) error) err
 	if s.isClosed() {
 		return ErrClosed
 	}
-	sh := s.reg.shard(id)
+	sh, h := s.reg.lookup(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	l, err := s.entryLocked(sh, id)
+	l, err := s.entryLocked(sh, id, h)
 	if err != nil {
 		return err
 	}
 	return fn(l, l.mem)
 }
 
-func (s *MemoryStore) isClosed() bool {
-	select {
-	case <-s.stop:
-		return true
-	default:
-		return false
-	}
-}
+func (s *MemoryStore) isClosed() bool { return s.closed.Load() }
 
 // Get implements Store.
 func (s *MemoryStore) Get(_ context.Context, id string) (*Session, error) {
@@ -366,23 +360,18 @@ func (s *MemoryStore) AppendHistory(_ context.Context, id string, turns []events
 
 // Append implements Store: the position is assigned in memory. A full log
 // drops its oldest entry on every append, and the new message is written
-// into that entry's buffer when it fits (spareLocked): in the steady state
-// of a busy session an append allocates nothing, where it used to allocate
-// and zero one message-sized buffer per terminal, the daemon's largest
-// source of garbage (docs/benchmarks.md, "The replay log's buffers").
-// Appended.Msg is therefore valid only until the session's next Append:
-// the Manager numbers and delivers a terminal in one turn of the session
-// and copies what it keeps longer (a paced replay's backlog, a relay
-// queue).
+// into that entry's buffer when it fits (makeRoomLocked): in the steady
+// state of a busy session an append allocates nothing, where it used to
+// allocate and zero one message-sized buffer per terminal, the daemon's
+// largest source of garbage (docs/benchmarks.md, "The replay log's
+// buffers"). Appended.Msg is therefore valid only until the session's
+// next Append: the Manager numbers and delivers a terminal in one turn of
+// the session and copies what it keeps longer (a paced replay's backlog,
+// a relay queue).
 func (s *MemoryStore) Append(_ context.Context, id string, msg []byte, at int) (Appended, error) {
 	var a Appended
 	err := s.with(id, func(_ *Record, e *memEntry) error {
-		e.pos++
-		size := events.PosLen(msg, at, e.pos)
-		m := events.AppendPos(s.spareLocked(e, size), msg, at, e.pos)
-		s.pushLocked(e, LogEntry{Pos: e.pos, Msg: m})
-		e.expires = s.now().Add(s.lim.ttl).UnixNano()
-		a = Appended{Pos: e.pos, Msg: m, Holder: e.holder()}
+		a = s.appendLocked(e, msg, at, s.now().UnixNano())
 		return nil
 	})
 	if err == nil && s.bytes.Load() > s.lim.budget {
@@ -391,82 +380,117 @@ func (s *MemoryStore) Append(_ context.Context, id string, msg []byte, at int) (
 	return a, err
 }
 
-// spareLocked returns an empty buffer for a logged message of size bytes:
-// the buffer of the log's oldest entry when appending this message drops
-// that entry (pushLocked's bounds), nobody was lent it (Claim, ReadLog)
-// and it fits without being more than twice the size; else a new one.
-func (s *MemoryStore) spareLocked(e *memEntry, size int) []byte {
-	if x := e.x; x != nil && len(x.log) > 0 {
-		old := x.log[0].Msg
-		full := len(x.log)+1 > s.lim.replayMax || x.logBytes+int64(size) > s.lim.replayBytes
-		if full && x.log[0].Pos > x.lent && cap(old) >= size && cap(old) <= 2*size {
-			return old[:0]
-		}
+// appendRecord is Append for the session of record l, which the caller
+// (the Manager) holds registered in the store's registry: the record is
+// not looked up again by id, and one clock reading both checks the expiry
+// and renews it.
+func (s *MemoryStore) appendRecord(l *Record, msg []byte, at int) (Appended, error) {
+	if s.closed.Load() {
+		return Appended{}, ErrClosed
 	}
-	// The slack (24 bytes, and the size class's) lets a later message of
-	// about the same size reuse this buffer.
-	return make([]byte, 0, size+24)
+	sh := s.reg.shard(l.id)
+	sh.mu.Lock()
+	e := l.mem
+	if e == nil {
+		sh.mu.Unlock()
+		return Appended{}, fmt.Errorf("session %s: %w", l.id, ErrNotFound)
+	}
+	now := s.now().UnixNano()
+	if now > e.expires {
+		s.removeLocked(l)
+		sh.mu.Unlock()
+		return Appended{}, fmt.Errorf("session %s: %w", l.id, ErrNotFound)
+	}
+	a := s.appendLocked(e, msg, at, now)
+	sh.mu.Unlock()
+	if s.bytes.Load() > s.lim.budget {
+		s.kickTrim()
+	}
+	return a, nil
+}
+
+// appendLocked logs msg with the session's next position at at and
+// renews its expiry from now (unix nanos); its shard's mu held.
+func (s *MemoryStore) appendLocked(e *memEntry, msg []byte, at int, now int64) Appended {
+	e.pos++
+	size := events.PosLen(msg, at, e.pos)
+	x := e.dataW()
+	buf, freed := s.makeRoomLocked(x, size)
+	if buf == nil {
+		// The slack (24 bytes, and the size class's) lets a later
+		// message of about the same size reuse this buffer.
+		buf = make([]byte, 0, size+24)
+	}
+	m := events.AppendPos(buf, msg, at, e.pos)
+	x.log.push(LogEntry{Pos: e.pos, Msg: m}, s.lim.replayMax)
+	x.logBytes += int64(len(m))
+	s.bytes.Add(int64(len(m)) - freed)
+	e.expires = now + int64(s.lim.ttl)
+	return Appended{Pos: e.pos, Msg: m, Holder: e.holder()}
+}
+
+// makeRoomLocked drops the oldest entries of x's log so that one more of
+// size bytes keeps it within replay_max and replay_bytes (the new entry
+// itself is always kept), and returns the bytes dropped (the caller
+// counts them out of MemoryStore.bytes with what it adds) and, empty, the
+// buffer of the oldest dropped entry when the new message may be written
+// into it: nobody was lent it (Claim, ReadLog) and it fits without being
+// more than twice the size; else nil.
+func (s *MemoryStore) makeRoomLocked(x *memData, size int) (spare []byte, freed int64) {
+	n, b, drop := x.log.len()+1, x.logBytes+int64(size), 0
+	for n-drop > s.lim.replayMax || b > s.lim.replayBytes && n-drop > 1 {
+		b -= int64(len(x.log.at(drop).Msg))
+		drop++
+	}
+	if drop == 0 {
+		return nil, 0
+	}
+	if old := x.log.oldest(); old.Pos > x.lent && cap(old.Msg) >= size && cap(old.Msg) <= 2*size {
+		spare = old.Msg[:0]
+	}
+	freed = x.log.drop(drop)
+	x.logBytes -= freed
+	return spare, freed
 }
 
 // AppendGap implements Store.
 func (s *MemoryStore) AppendGap(_ context.Context, id string, n int) error {
 	return s.with(id, func(_ *Record, e *memEntry) error {
+		x := e.dataW()
 		for range n {
 			e.pos++
-			s.pushLocked(e, LogEntry{Pos: e.pos})
+			_, freed := s.makeRoomLocked(x, 0)
+			x.log.push(LogEntry{Pos: e.pos}, s.lim.replayMax)
+			s.bytes.Add(-freed)
 		}
 		return nil
 	})
 }
 
-// pushLocked appends one entry and trims the log to its bounds.
-func (s *MemoryStore) pushLocked(e *memEntry, le LogEntry) {
-	x := e.dataW()
-	x.log = append(x.log, le)
-	x.logBytes += int64(len(le.Msg))
-	s.bytes.Add(int64(len(le.Msg)))
-	drop := 0
-	for n, b := len(x.log), x.logBytes; n-drop > s.lim.replayMax || b > s.lim.replayBytes && n-drop > 1; drop++ {
-		b -= int64(len(x.log[drop].Msg))
-	}
-	s.dropLocked(e, drop)
-}
-
-// dropLocked removes the n oldest log entries.
+// dropLocked removes the n oldest log entries (at most all of them).
 func (s *MemoryStore) dropLocked(e *memEntry, n int) {
-	if n <= 0 || e.x == nil {
+	x := e.x
+	if n <= 0 || x == nil {
 		return
 	}
-	x := e.x
-	var freed int64
-	for i := range n {
-		freed += int64(len(x.log[i].Msg))
-		x.log[i] = LogEntry{}
-	}
+	freed := x.log.drop(min(n, x.log.len()))
 	x.logBytes -= freed
 	s.bytes.Add(-freed)
-	if n == len(x.log) {
-		x.log = nil
+	if x.log.len() == 0 {
+		x.log = logRing{} // its array goes
 		e.compact()
-		return
 	}
-	// Reslice rather than shift down: a full log drops its oldest entry
-	// on every append, and shifting copied the whole log each time (with
-	// a write barrier per entry while the GC runs). The dropped front of
-	// the array (cleared above) is given back when append next
-	// reallocates, which copies only the live entries: the array stays
-	// under about twice the log, and a full log costs one entry copy per
-	// append, amortized.
-	x.log = x.log[n:]
 }
 
 // ReadLog implements Store.
 func (s *MemoryStore) ReadLog(_ context.Context, id string, after uint64) ([]LogEntry, error) {
 	var out []LogEntry
 	err := s.with(id, func(_ *Record, e *memEntry) error {
-		for _, le := range e.data().log {
-			if le.Pos > after {
-				out = append(out, le)
+		if e.x != nil {
+			for le := range e.x.log.all() {
+				if le.Pos > after {
+					out = append(out, le)
+				}
 			}
 		}
 		if len(out) > 0 {
@@ -490,11 +514,13 @@ func (s *MemoryStore) Ack(_ context.Context, id string, pos uint64) error {
 	return s.with(id, func(_ *Record, e *memEntry) error {
 		pos = min(pos, e.pos)
 		e.dlv = max(e.dlv, pos)
-		n, log := 0, e.data().log
-		for n < len(log) && log[n].Pos <= pos {
-			n++
+		if x := e.x; x != nil {
+			n := 0
+			for n < x.log.len() && x.log.at(n).Pos <= pos {
+				n++
+			}
+			s.dropLocked(e, n)
 		}
-		s.dropLocked(e, n)
 		return nil
 	})
 }
@@ -532,7 +558,8 @@ func (s *MemoryStore) Claim(_ context.Context, id, user, node string, conn uint6
 			e.dlv = max(e.dlv, after)
 		}
 		c.Pos, c.After = e.pos, after
-		c.Log, c.Missed = replayOf(e.data().log, after, e.pos)
+		x := e.data()
+		c.Log, c.Missed = replayOf(x.log.all(), after, e.pos)
 		if len(c.Log) > 0 {
 			e.x.lent = max(e.x.lent, c.Log[len(c.Log)-1].Pos)
 		}
@@ -603,7 +630,7 @@ func (s *MemoryStore) Len() int {
 
 // Close stops the sweeper. Idempotent.
 func (s *MemoryStore) Close() error {
-	s.closeOnce.Do(func() { close(s.stop) })
+	s.closeOnce.Do(func() { s.closed.Store(true); close(s.stop) })
 	<-s.done
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -573,7 +574,7 @@ func (s *RedisStore) Claim(ctx context.Context, id, user, node string, conn uint
 		return Claim{}, fmt.Errorf("claim session %s: %w", id, err)
 	}
 	c.Pos = pos
-	c.Log, c.Missed = replayOf(entries, c.After, pos)
+	c.Log, c.Missed = replayOf(slices.Values(entries), c.After, pos)
 	if len(r) > 6 {
 		c.Running, _ = r[6].AsStrSlice()
 	}
