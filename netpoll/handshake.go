@@ -55,6 +55,7 @@ type handshake struct {
 	// bytes in the socket (it filled the scratch buffer, or the peer hung
 	// up): no new edge would report them, so they are read after the 101.
 	more bool
+	hup  bool // the peer hung up before the head was complete: read to the end after the 101
 }
 
 func (h *handshake) release(bufs *bufPool) {
@@ -145,6 +146,7 @@ func (c *Conn) readHead(buf []byte, hup bool) bool {
 		hs.headLen = end
 		hs.rest = b[end:]
 		hs.more = n == len(buf) || hup
+		hs.hup = hup
 		c.mu.Lock()
 		c.state = stAdmitting
 		c.mu.Unlock()
@@ -269,7 +271,7 @@ func (c *Conn) admit() {
 	now := e.wheel.now.Load()
 	c.lastRead, c.lastPing = now, now
 	e.wheel.set(c, tmBeat, now+e.beatTicks)
-	more := len(hs.rest) > 0 || hs.more
+	more, hup := len(hs.rest) > 0 || hs.more, hs.hup
 	if len(hs.rest) == 0 {
 		c.hs = nil
 		hs.release(&e.bufs)
@@ -283,7 +285,12 @@ func (c *Conn) admit() {
 	// extra read(2) and EAGAIN per handshake, and with a Gatekeeper a trip
 	// through the poller's inbox too.
 	if more {
-		c.pending.Or(evRead)
+		bits := evRead
+		if hup {
+			// That hang-up raises no new edge.
+			bits |= evHup
+		}
+		c.pending.Or(bits)
 	}
 }
 

@@ -83,9 +83,21 @@ func newPoller(e *Engine) (*poller, error) {
 	return p, nil
 }
 
-// add registers a connection's socket, edge-triggered for reads and writes.
-func (p *poller) add(fd int) error {
-	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: connEvents, Fd: int32(fd)})
+// add registers a connection's socket, edge-triggered for reads, and for
+// writes too when out is set (bytes already wait for room).
+func (p *poller) add(fd int, out bool) error {
+	ev := uint32(connEvents)
+	if out {
+		ev = connEventsOut
+	}
+	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: ev, Fd: int32(fd)})
+}
+
+// watchOut adds EPOLLOUT to a registered socket. With EPOLLET the change
+// reports EPOLLOUT at once if the socket has room by now, so room that
+// came between the short write and this call is not missed.
+func (p *poller) watchOut(fd int) error {
+	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &unix.EpollEvent{Events: connEventsOut, Fd: int32(fd)})
 }
 
 // run is the poller goroutine: it waits in the runtime netpoller and drains
@@ -161,6 +173,11 @@ func (p *poller) onEvent(c *Conn, ev uint32) {
 	}
 	if ev&(epollRdHup|epollHup|epollErr) != 0 {
 		bits |= evHup
+	}
+	if ev&(epollHup|epollErr) != 0 {
+		bits |= evErrHup
+	} else if ev&epollRdHup != 0 {
+		bits |= evFin
 	}
 	if ev&epollOut != 0 {
 		bits |= evWrite
