@@ -215,17 +215,17 @@ func (c *Conn) admit() {
 		return
 	}
 	c.resolveClient(req.Header)
-	if !headerHasToken(req.Header, "Upgrade", "websocket") {
+	if !headerHasToken(req.Header, hdrUpgrade, "websocket") {
 		c.servePlain(req)
 		return
 	}
-	key := req.Header.Get("Sec-WebSocket-Key")
+	key := headerFirst(req.Header, hdrWSKey)
 	switch {
 	case req.Method != http.MethodGet || !req.ProtoAtLeast(1, 1) ||
-		!headerHasToken(req.Header, "Connection", "upgrade") || !validKey(key):
+		!headerHasToken(req.Header, hdrConnection, "upgrade") || !validKey(key):
 		c.refuse(refusal.Of(refusal.BadRequest))
 		return
-	case req.Header.Get("Sec-WebSocket-Version") != "13":
+	case headerFirst(req.Header, hdrWSVersion) != "13":
 		c.refuse(refusal.Of(refusal.UnsupportedVersion))
 		return
 	}
@@ -324,10 +324,10 @@ func validKey(key string) bool {
 	return err == nil && n == 16
 }
 
-// headerHasToken reports whether the comma-separated header name contains
-// token, case-insensitively.
+// headerHasToken reports whether the comma-separated header name (a
+// canonical key, see headerFirst) contains token, case-insensitively.
 func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
+	for _, v := range h[name] {
 		for t := range strings.SplitSeq(v, ",") {
 			if strings.EqualFold(strings.TrimSpace(t), token) {
 				return true
