@@ -520,8 +520,10 @@ func (e *Engine) addConn(fd int, peer netip.AddrPort, nc net.Conn, scratch []byt
 // the poller's epoll set (the engine holds its only descriptor), so there
 // is no EPOLL_CTL_DEL: one system call less per connection. An event of
 // the closed socket already fetched in the same batch finds the slot
-// empty, or the connection that reuses the number, where it is a spurious
-// readiness (a read that finds EAGAIN).
+// empty, or the connection that reuses the number, whose tag it does not
+// carry (epollTag): it is dropped. Taken as the new connection's, its
+// EPOLLRDHUP would make readFrames end that connection at its first
+// short read.
 func (e *Engine) detach(c *Conn, fd int) {
 	e.mu.Lock()
 	if t := *e.tab.Load(); fd < len(t) && t[fd].Load() == c {

@@ -209,6 +209,9 @@ func (c *Conn) writeLocked(a, b []byte, bounded bool) error {
 	c.wq.push(&c.e.bufs, a)
 	c.wq.push(&c.e.bufs, b)
 	c.wantOutLocked()
+	if c.mflags&mfBroken != 0 {
+		return ErrClosed // EPOLL_CTL_MOD failed: the queue is gone
+	}
 	if bounded && len(a)+len(b) > c.e.cfg.OutboundQueueBytes {
 		// Written partly: the frame must still go out whole, so it is
 		// queued, and the caller learns the bound is passed.
@@ -230,7 +233,7 @@ func (c *Conn) wantOutLocked() {
 	if c.mflags&mfPolled == 0 {
 		return
 	}
-	if err := c.e.pollerOf(c).watchOut(int(c.fd)); err != nil {
+	if err := c.e.pollerOf(c).watchOut(int(c.fd), epollTag(c)); err != nil {
 		c.breakLocked(err)
 	}
 }
@@ -240,7 +243,7 @@ func (c *Conn) wantOutLocked() {
 func (c *Conn) register() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.e.pollerOf(c).add(int(c.fd), c.mflags&mfOut != 0); err != nil {
+	if err := c.e.pollerOf(c).add(int(c.fd), epollTag(c), c.mflags&mfOut != 0); err != nil {
 		return err
 	}
 	c.mflags |= mfPolled

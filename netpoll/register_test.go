@@ -206,3 +206,72 @@ func TestPeerFINAfterCloseFrame(t *testing.T) {
 	}
 	c.expectEOF()
 }
+
+// epollData returns the data word of fd's registration in epfd, as
+// /proc/self/fdinfo shows it.
+func epollData(t *testing.T, epfd, fd int) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", epfd))
+	if err != nil {
+		t.Fatalf("fdinfo: %v", err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Fields(line)
+		// tfd: <fd> events: <hex mask> data: <hex data> ...
+		if len(f) < 6 || f[0] != "tfd:" || f[4] != "data:" || f[1] != strconv.Itoa(fd) {
+			continue
+		}
+		d, err := strconv.ParseUint(f[5], 16, 64)
+		if err != nil {
+			t.Fatalf("fdinfo line %q: %v", line, err)
+		}
+		return d
+	}
+	t.Fatalf("fd %d not registered in epoll fd %d", fd, epfd)
+	return 0
+}
+
+// TestStaleEventDropped: an event of a closed connection, fetched in a
+// batch before its fd number went to a new connection, is not taken as the
+// new connection's: the registration carries the connection's tag next to
+// the fd, and an event with another tag finds no connection. (Taken as the
+// new connection's, the old peer's EPOLLRDHUP made readFrames end the new
+// connection at its first short read.)
+func TestStaleEventDropped(t *testing.T) {
+	h := newEchoHandler()
+	_, addr := startEngine(t, Config{Pollers: 1}, h, nil, nil)
+	a := dialWS(t, addr)
+	sa := h.waitOpen(t)
+	sa.mu.Lock()
+	fdA := int(sa.fd)
+	sa.mu.Unlock()
+	tagA := epollTag(sa)
+	a.nc.Close()
+	h.waitClose(t)
+
+	b := dialWS(t, addr)
+	defer b.nc.Close()
+	sb := h.waitOpen(t)
+	sb.mu.Lock()
+	fdB := int(sb.fd)
+	sb.mu.Unlock()
+	tagB := epollTag(sb)
+	if tagA == tagB {
+		t.Fatalf("two connections with the tag %#x", tagA)
+	}
+	p := sb.e.pollerOf(sb)
+	if d := epollData(t, p.epfd, fdB); d != uint64(tagB)<<32|uint64(fdB) {
+		t.Fatalf("registration data %#x, want tag %#x and fd %d", d, tagB, fdB)
+	}
+	if c := p.connOf(&unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fdB), Pad: int32(tagB)}); c != sb {
+		t.Fatalf("the connection's own event found %p, want %p", c, sb)
+	}
+	if c := p.connOf(&unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(fdB), Pad: int32(tagA)}); c != nil {
+		t.Fatalf("an event of the connection that had fd %d (now %d) was taken as the new one's", fdA, fdB)
+	}
+	// The new connection still works.
+	b.write(text("still here"))
+	if _, p, err := b.readFrame(); err != nil || string(p) != "still here" {
+		t.Fatalf("echo: %q %v", p, err)
+	}
+}
