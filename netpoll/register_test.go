@@ -275,3 +275,22 @@ func TestStaleEventDropped(t *testing.T) {
 		t.Fatalf("echo: %q %v", p, err)
 	}
 }
+
+// TestAcceptedNoDelay: every connection the engine accepts has
+// TCP_NODELAY, whether it got it from the listener or by its own
+// setsockopt (the first connections are the ones checked).
+func TestAcceptedNoDelay(t *testing.T) {
+	h := newEchoHandler()
+	_, addr := startEngine(t, Config{}, h, nil, nil)
+	for i := range 3 {
+		c := dialWS(t, addr)
+		sc := h.waitOpen(t)
+		sc.mu.Lock()
+		v, err := unix.GetsockoptInt(int(sc.fd), unix.IPPROTO_TCP, unix.TCP_NODELAY)
+		sc.mu.Unlock()
+		if err != nil || v == 0 {
+			t.Fatalf("connection %d: TCP_NODELAY %d, %v", i, v, err)
+		}
+		c.nc.Close()
+	}
+}
