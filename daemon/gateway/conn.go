@@ -10,29 +10,30 @@ import (
 )
 
 // conn is the gateway's state of one connection, the netpoll Conn's
-// value: a few words pointing at the session's one record (rec), the
-// session manager's Outlet for it and dispatch's Reply (64 bytes, no
-// closure). What only the handshake and the attach
-// need (the user, ?session=, ?last=, frames received meanwhile) lives in
-// pre and is dropped once attached.
+// value: 48 bytes (a size class below 64, for every idle connection),
+// dispatch's Reply and the session manager's Outlet for it, no closure.
+// Where the connection is in its life is the dynamic type of one field,
+// at, which holds what that stage needs and nothing else: what only the
+// handshake and the attach need (the user, ?session=, ?last=, frames
+// received meanwhile) until attached, then the session's one record.
 type conn struct {
 	g *Gateway
 	c wsConn
 
-	mu    sync.Mutex // guards the fields below
-	state connState
-	rec   Session    // the session's record, from attached on
-	pre   *preAttach // until attached
+	mu sync.Mutex // guards at
+	// at is, by its dynamic type:
+	//   - *preAttach: Bind under way, frames wait in its pending;
+	//   - Session: attached, the session's record;
+	//   - detached: given back at the end of a drain (DetachAll), frames
+	//     still reach the record (dispatch answers them "draining");
+	//   - nil: closed (before or after attach); frames reach nothing.
+	at any
 }
 
-type connState uint8
-
-const (
-	connAttaching connState = iota // Bind under way: frames wait in pre.pending
-	connAttached                   // bound to rec
-	connDetached                   // given back at the end of a drain (DetachAll)
-	connClosed
-)
+// detached is a connection's record after DetachAll. A struct, not the
+// interface itself, so that a type switch on conn.at tells it from an
+// attached record.
+type detached struct{ rec Session }
 
 // preAttach is what a connection needs until its session is attached.
 type preAttach struct {
@@ -47,11 +48,31 @@ type preAttach struct {
 	traceparent string
 }
 
-// session returns the connection's record, nil before attach.
+// session returns the connection's record while attached, nil before
+// attach and after close.
 func (st *conn) session() Session {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.rec
+	return st.record()
+}
+
+// record is session with st.mu held: the record of an attached or
+// detached connection, else nil.
+func (st *conn) record() Session {
+	switch a := st.at.(type) {
+	case Session:
+		return a
+	case detached:
+		return a.rec
+	}
+	return nil
+}
+
+// pre returns the pre-attach state with st.mu held, nil once attached or
+// closed.
+func (st *conn) pre() *preAttach {
+	p, _ := st.at.(*preAttach)
+	return p
 }
 
 // Send queues one message on the connection (sessions.Outlet).

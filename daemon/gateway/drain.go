@@ -19,8 +19,7 @@ func (g *Gateway) StartDrain() {
 			return
 		}
 		st.mu.Lock()
-		rec := st.rec
-		attached := st.state == connAttached
+		rec, attached := st.at.(Session)
 		st.mu.Unlock()
 		if attached && rec.InFlight() == 0 {
 			g.reconnect(st)
@@ -56,10 +55,9 @@ func (g *Gateway) DetachAll() {
 			return
 		}
 		st.mu.Lock()
-		rec := st.rec
-		attached := st.state == connAttached
+		rec, attached := st.at.(Session)
 		if attached {
-			st.state = connDetached
+			st.at = detached{rec}
 		}
 		st.mu.Unlock()
 		if !attached {

@@ -124,7 +124,7 @@ func TestAdmitKeepsTrustedTraceparent(t *testing.T) {
 		if d.Refusal != nil {
 			t.Fatalf("case %d refused: %v", i, d.Refusal)
 		}
-		if got := d.Value.(*conn).pre.traceparent; got != tc.want {
+		if got := d.Value.(*conn).pre().traceparent; got != tc.want {
 			t.Errorf("case %d: handshakeTraceparent %q, want %q", i, got, tc.want)
 		}
 	}

@@ -126,10 +126,11 @@ func (g *Gateway) Admit(r *netpoll.Request) netpoll.Decision {
 		return netpoll.Decision{Refusal: ref}
 	}
 	g.metrics.Handshake("accepted")
-	st := &conn{g: g, pre: &preAttach{user: id.User, expires: id.Expires, resume: resume, from: from}}
+	pre := &preAttach{user: id.User, expires: id.Expires, resume: resume, from: from}
 	if r.Trusted {
-		st.pre.traceparent = handshakeTraceparent(r.Header)
+		pre.traceparent = handshakeTraceparent(r.Header)
 	}
+	st := &conn{g: g, at: pre}
 	d := netpoll.Decision{Value: st}
 	if offersSubprotocol(r.Header.Values("Sec-WebSocket-Protocol"), Subprotocol) {
 		d.Subprotocol = Subprotocol
@@ -174,27 +175,27 @@ func (st *conn) cid() string { return "c" + strconv.FormatUint(st.c.ID(), 36) }
 
 func (g *Gateway) open(st *conn, c wsConn) {
 	st.c = c
-	// st.pre is not shared yet: attach starts below.
-	if exp := st.pre.expires; !exp.IsZero() && !g.opts.AllowExpiredConnections {
+	// st.at is not shared yet: attach starts below.
+	pre := st.pre()
+	if exp := pre.expires; !exp.IsZero() && !g.opts.AllowExpiredConnections {
 		c.CloseAt(exp, netpoll.CloseTokenExpired, "token expired")
 	}
 	if g.log.Enabled(context.Background(), slog.LevelDebug) {
 		g.log.LogAttrs(context.Background(), slog.LevelDebug, "connection open",
-			slog.String("conn", st.cid()), slog.String("remote", clientString(c.Client())), slog.String("user", st.pre.user))
+			slog.String("conn", st.cid()), slog.String("remote", clientString(c.Client())), slog.String("user", pre.user))
 	}
 	g.attaching.Add(1)
 	g.wg.Add(1)
-	go g.attach(st)
+	go g.attach(st, pre)
 }
 
-func (g *Gateway) attach(st *conn) {
+// attach binds st to its session; pre is st's pre-attach state, taken
+// before the goroutine started.
+func (g *Gateway) attach(st *conn, pre *preAttach) {
 	defer g.wg.Done()
 	defer g.attaching.Add(-1)
 	ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
 	defer cancel()
-	st.mu.Lock()
-	pre := st.pre
-	st.mu.Unlock()
 	rec, err := g.mgr.Bind(ctx, pre.user, pre.resume, pre.from, st, st.welcome)
 	if err != nil {
 		g.metrics.StoreError("attach")
@@ -204,19 +205,17 @@ func (g *Gateway) attach(st *conn) {
 	}
 	rec.SetTraceID(traceparent.TraceID(pre.traceparent))
 	st.mu.Lock()
-	if st.state == connClosed {
+	if st.at != any(pre) { // closed meanwhile
 		st.mu.Unlock()
 		g.mgr.Detach(rec, st, st.c.Acked())
 		return
 	}
-	st.rec = rec
 	// Frames received meanwhile, in order, before any later one (OnMessage
 	// waits on st.mu).
-	for _, p := range st.pre.pending {
+	for _, p := range pre.pending {
 		g.router.Handle(rec, p, st)
 	}
-	st.pre = nil
-	st.state = connAttached
+	st.at = rec
 	st.mu.Unlock()
 	if g.router.Draining() && rec.InFlight() == 0 {
 		g.reconnect(st)
@@ -238,20 +237,20 @@ func (g *Gateway) message(st *conn, payload []byte) {
 	g.metrics.MessageIn()
 	g.metrics.BytesIn(len(payload))
 	st.mu.Lock()
-	if st.state == connAttaching {
-		if len(st.pre.pending) >= maxPending {
+	if pre := st.pre(); pre != nil {
+		if len(pre.pending) >= maxPending {
 			st.mu.Unlock()
 			st.c.Close(netpoll.ClosePolicyViolation, "too many messages before welcome")
 			return
 		}
-		st.pre.pending = append(st.pre.pending, append([]byte(nil), payload...))
+		pre.pending = append(pre.pending, append([]byte(nil), payload...))
 		st.mu.Unlock()
 		return
 	}
-	rec := st.rec
+	rec := st.record()
 	st.mu.Unlock()
 	if rec == nil {
-		return // closed before it was attached
+		return // closed
 	}
 	rec.Touch()
 	g.router.Handle(rec, payload, st)
@@ -267,9 +266,9 @@ func (g *Gateway) OnClose(c *netpoll.Conn, code netpoll.CloseCode, err error) {
 	}
 	if g.log.Enabled(context.Background(), slog.LevelDebug) {
 		st.mu.Lock()
-		rec, user, sid := st.rec, "", ""
-		if st.pre != nil {
-			user = st.pre.user
+		rec, user, sid := st.record(), "", ""
+		if pre := st.pre(); pre != nil {
+			user = pre.user
 		}
 		st.mu.Unlock()
 		if rec != nil {
@@ -288,11 +287,11 @@ func (g *Gateway) OnClose(c *netpoll.Conn, code netpoll.CloseCode, err error) {
 
 func (g *Gateway) closed(st *conn) {
 	st.mu.Lock()
-	was, rec := st.state, st.rec
-	st.state = connClosed
+	rec, attached := st.at.(Session)
+	st.at = nil
 	st.mu.Unlock()
-	if was != connAttached {
-		return // not attached yet (attach detaches it), or detached by DetachAll
+	if !attached {
+		return // not attached yet (attach detaches it), detached by DetachAll, or closed already
 	}
 	// The session's delivered cursor moves to what the peer's TCP
 	// acknowledged: the terminals after it (never written, or still in

@@ -68,10 +68,10 @@ func TestPlainHandlerPaths(t *testing.T) {
 }
 
 // TestConnSize guards what the gateway keeps per idle connection: its
-// conn, one 64-byte object that is also dispatch's Reply (no closure).
+// conn, one 48-byte object that is also dispatch's Reply (no closure).
 func TestConnSize(t *testing.T) {
-	if sz := unsafe.Sizeof(conn{}); sz > 64 {
-		t.Fatalf("conn is %d bytes, want at most 64 (idle connections)", sz)
+	if sz := unsafe.Sizeof(conn{}); sz > 48 {
+		t.Fatalf("conn is %d bytes, want at most 48 (idle connections)", sz)
 	}
 	var _ dispatch.Reply = (*conn)(nil)
 }

@@ -47,7 +47,10 @@ func TestFramesBeforeAttachReplayedInOrder(t *testing.T) {
 	if n := rec.(*fakeSession).touches.Load(); n != 1 {
 		t.Fatalf("touches %d, want 1 (the frame after attach)", n)
 	}
-	if st.pre != nil {
+	st.mu.Lock()
+	pre := st.pre()
+	st.mu.Unlock()
+	if pre != nil {
 		t.Fatal("the pre-attach state is kept after attach")
 	}
 }
