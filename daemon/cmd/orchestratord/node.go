@@ -38,8 +38,8 @@ type node struct {
 	mu      sync.Mutex // guards set and retired
 	set     *backends.Set
 	retired []*backends.Set // replaced by a reload, calls maybe still running
-	stop    chan struct{}   // closed at exit: retirers close at once
-	wg      sync.WaitGroup  // retirer goroutines
+	stop    chan struct{}   // closed at exit: retirers and the heap settler end at once
+	wg      sync.WaitGroup  // retirer goroutines and the heap settler
 }
 
 // Name implements admin.Node.
@@ -198,6 +198,15 @@ func (n *node) retire(old *backends.Set, maxWait time.Duration) {
 		n.retired = slices.DeleteFunc(n.retired, func(s *backends.Set) bool { return s == old })
 		n.mu.Unlock()
 		old.Close()
+	}()
+}
+
+// settleHeap starts the heap settler (settle.go) until closeSets.
+func (n *node) settleHeap(s *heapSettler) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		s.run(n.stop)
 	}()
 }
 

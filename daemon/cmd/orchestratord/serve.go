@@ -129,6 +129,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 
 	state = &node{cfg: cfg, eng: eng, gw: gw, router: router, mgr: mgr, set: set, meter: metrics, gc: gc, stop: make(chan struct{})}
 	state.current.Store(&cfg)
+	state.settleHeap(newHeapSettler())
 	metrics.SetGauges(state.gauges)
 	metrics.SetBackends(state.backendGauges)
 
