@@ -1,13 +1,14 @@
 package main
 
 import (
-	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"time"
 )
 
-// heapSettler runs one garbage collection once a burst that grew the heap
-// has gone quiet (docs/deploy.md, "Go's garbage collector and idle
+// heapSettler returns a burst's heap to the OS once the burst has gone
+// quiet: one collection, then every free page returned
+// (debug.FreeOSMemory; docs/deploy.md, "Go's garbage collector and idle
 // memory").
 //
 // Why: the runtime's background scavenger returns free heap pages down to a
@@ -19,11 +20,12 @@ import (
 // resident until its next collection, which Go runs only every two
 // minutes when nothing allocates. Measured at 19,000 connections: the
 // scavenger returned nothing in the two seconds after the burst (RSS flat
-// at the peak); after one collection it returned 4.4 MB within 1.5 s
-// (docs/benchmarks.md, "The heap a connect burst leaves"). The settler
-// runs that collection as soon as the heap is quiet instead of up to two
-// minutes later; the scavenger then does the rest at its own pace
-// (runtime.GC, not debug.FreeOSMemory: the runtime keeps its buffer).
+// at the peak); after one collection it returned 4.4 MB within 1.5 s on a
+// quiet machine, and over ten seconds or only in part on a loaded one
+// (its pace is a share of the CPU time). The settler does both at once as
+// soon as the heap is quiet (docs/benchmarks.md, "The heap a connect
+// burst leaves"), like the memory store's sweeper after a large release
+// (sessions.osReturn).
 //
 // Due when all of these hold:
 //   - quiet: no collection and less than a 32nd of the heap in use
@@ -31,11 +33,11 @@ import (
 //   - worth it: the garbage not yet collected and the free pages not yet
 //     returned are at least an eighth of the heap in use and at least
 //     minFree;
-//   - the heap grew since the last settling collection: what it keeps
-//     (in use and free, not returned) is an eighth above what it kept
-//     right after that one. Without this, free pages the scavenger leaves
-//     alone (it spares dense chunks, for huge pages) would bring a
-//     collection after every scrape of an idle daemon, for nothing;
+//   - the heap grew since the last settling collection: the live heap
+//     by an eighth (more sessions: a connect burst, perhaps resumed after
+//     a lull), or what the heap keeps (in use and free, not returned) by
+//     half (a burst of anything else). Without this, the garbage of every
+//     metrics scrape of an idle daemon would bring a collection;
 //   - the last settling collection is at least every ago.
 //
 // It never runs on a request or connection path: its own goroutine, owned
@@ -43,13 +45,14 @@ import (
 type heapSettler struct {
 	every   time.Duration   // least time between two settling collections
 	minFree uint64          // less than this to free is not worth a collection
-	gc      func()          // runtime.GC (a test seam)
+	gc      func()          // debug.FreeOSMemory (a test seam)
 	read    func() heapStat // the runtime's figures (a test seam)
 
 	samples []metrics.Sample // read without allocating
 	prev    heapStat
 	last    time.Time // the last settling collection
 	base    uint64    // the heap kept (in use and free) right after it
+	live    uint64    // the live heap right after it
 	runs    int       // settling collections so far
 }
 
@@ -74,8 +77,8 @@ func (h heapStat) kept() uint64 { return h.inUse() + h.free }
 func (h heapStat) spare() uint64 { return h.objects - min(h.live, h.objects) + h.free }
 
 const (
-	settleTick    = 250 * time.Millisecond
-	settleEvery   = 10 * time.Second
+	settleTick    = 500 * time.Millisecond
+	settleEvery   = time.Second
 	settleMinFree = 2 << 20
 )
 
@@ -88,7 +91,7 @@ func newHeapSettler() *heapSettler {
 		"/memory/classes/heap/unused:bytes",
 		"/memory/classes/heap/free:bytes",
 	}
-	s := &heapSettler{every: settleEvery, minFree: settleMinFree, gc: runtime.GC, samples: make([]metrics.Sample, len(names))}
+	s := &heapSettler{every: settleEvery, minFree: settleMinFree, gc: debug.FreeOSMemory, samples: make([]metrics.Sample, len(names))}
 	for i, n := range names {
 		s.samples[i].Name = n
 	}
@@ -113,7 +116,7 @@ func (s *heapSettler) readRuntime() heapStat {
 func (s *heapSettler) due(prev, cur heapStat, now time.Time) bool {
 	quiet := cur.cycles == prev.cycles && cur.allocs-prev.allocs < cur.inUse()/32
 	worth := cur.spare() >= s.minFree && cur.spare() >= cur.inUse()/8
-	grew := s.runs == 0 || cur.kept() >= s.base+s.base/8
+	grew := s.runs == 0 || cur.live >= s.live+s.live/8 || cur.kept() >= s.base+s.base/2
 	return quiet && worth && grew && (s.runs == 0 || now.Sub(s.last) >= s.every)
 }
 
@@ -127,7 +130,7 @@ func (s *heapSettler) tick(now time.Time) bool {
 	}
 	s.gc()
 	s.prev = s.read() // the collection itself is not activity
-	s.last, s.base, s.runs = now, s.prev.kept(), s.runs+1
+	s.last, s.base, s.live, s.runs = now, s.prev.kept(), s.prev.live, s.runs+1
 	return true
 }
 

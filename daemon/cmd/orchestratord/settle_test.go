@@ -9,8 +9,8 @@ import (
 // TestHeapSettlerDue: a settling collection is due only when the last tick
 // was quiet (no collection, little allocated), what a collection and the
 // scavenger could give back is worth it (at least minFree and an eighth of
-// the heap in use), the heap kept grew by an eighth since the last
-// settling one, and that one is at least every ago.
+// the heap in use), the live heap grew by an eighth or the heap kept by
+// half since the last settling one, and that one is at least every ago.
 func TestHeapSettlerDue(t *testing.T) {
 	const mb = 1 << 20
 	now := time.Unix(1000, 0)
@@ -25,21 +25,23 @@ func TestHeapSettlerDue(t *testing.T) {
 		cur  heapStat
 		last time.Time
 		base uint64 // kept right after the last one
+		live uint64 // live right after the last one
 		runs int
 		want bool
 	}{
-		{"after a burst, quiet", quiet, time.Time{}, 0, 0, true},
-		{"free pages alone", with(func(h *heapStat) { h.objects = 10 * mb; h.free = 3 * mb }), time.Time{}, 0, 0, true},
-		{"a collection ran in the tick", with(func(h *heapStat) { h.cycles++ }), time.Time{}, 0, 0, false},
-		{"still allocating", with(func(h *heapStat) { h.allocs += mb }), time.Time{}, 0, 0, false},
-		{"little to give back", with(func(h *heapStat) { h.objects = 10*mb + 512<<10; h.free = 1 * mb }), time.Time{}, 0, 0, false},
-		{"under an eighth of the heap", with(func(h *heapStat) { h.objects, h.live, h.free = 60*mb, 57*mb, 3*mb }), time.Time{}, 0, 0, false},
-		{"the last one too recent", quiet, now.Add(-9 * time.Second), 12 * mb, 1, false},
-		{"the last one long enough ago", quiet, now.Add(-10 * time.Second), 12 * mb, 1, true},
-		{"the heap did not grow since", quiet, now.Add(-time.Minute), 15 * mb, 1, false},
-		{"an eighth more since", quiet, now.Add(-time.Minute), 14 * mb, 1, true},
+		{"after a burst, quiet", quiet, time.Time{}, 0, 0, 0, true},
+		{"free pages alone", with(func(h *heapStat) { h.objects = 10 * mb; h.free = 3 * mb }), time.Time{}, 0, 0, 0, true},
+		{"a collection ran in the tick", with(func(h *heapStat) { h.cycles++ }), time.Time{}, 0, 0, 0, false},
+		{"still allocating", with(func(h *heapStat) { h.allocs += mb }), time.Time{}, 0, 0, 0, false},
+		{"little to give back", with(func(h *heapStat) { h.objects = 10*mb + 512<<10; h.free = 1 * mb }), time.Time{}, 0, 0, 0, false},
+		{"under an eighth of the heap", with(func(h *heapStat) { h.objects, h.live, h.free = 60*mb, 57*mb, 3*mb }), time.Time{}, 0, 0, 0, false},
+		{"the last one too recent", quiet, now.Add(-9 * time.Second), 16 * mb, 8 * mb, 1, false},
+		{"the last one long enough ago", quiet, now.Add(-10 * time.Second), 16 * mb, 8 * mb, 1, true},
+		{"the heap did not grow since", quiet, now.Add(-time.Minute), 15 * mb, 10 * mb, 1, false},
+		{"the live heap grew by an eighth", quiet, now.Add(-time.Minute), 16 * mb, 8*mb + 800<<10, 1, true},
+		{"the heap kept grew by half", quiet, now.Add(-time.Minute), 10 * mb, 10 * mb, 1, true},
 	} {
-		s := &heapSettler{every: 10 * time.Second, minFree: 2 * mb, last: tc.last, base: tc.base, runs: tc.runs}
+		s := &heapSettler{every: 10 * time.Second, minFree: 2 * mb, last: tc.last, base: tc.base, live: tc.live, runs: tc.runs}
 		if got := s.due(prev, tc.cur, now); got != tc.want {
 			t.Errorf("%s: due = %v, want %v", tc.name, got, tc.want)
 		}
@@ -49,8 +51,8 @@ func TestHeapSettlerDue(t *testing.T) {
 // TestHeapSettlerTick: the first tick only takes figures; a due tick
 // collects once and takes the figures after the collection as the next
 // tick's previous ones (its own collection is not activity) and its
-// heap kept as the base; the heap is collected again only once it grew
-// past the base by an eighth and every passed.
+// live heap and heap kept as the base; the heap is collected again only
+// once it grew past the base and every passed.
 func TestHeapSettlerTick(t *testing.T) {
 	const mb = 1 << 20
 	burst := heapStat{cycles: 10, allocs: 100 * mb, objects: 14 * mb, live: 10 * mb, unused: mb, free: mb}
