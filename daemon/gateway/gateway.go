@@ -237,17 +237,26 @@ func (g *Gateway) message(st *conn, payload []byte) {
 	g.metrics.MessageIn()
 	g.metrics.BytesIn(len(payload))
 	st.mu.Lock()
-	if pre := st.pre(); pre != nil {
-		if len(pre.pending) >= maxPending {
+	var rec Session
+	switch a := st.at.(type) {
+	case *sessions.Record:
+		// Attached to the daemon's record, first: a type word compare
+		// on every frame, where the Session case (in record) looks up
+		// an itab (callgrind, BenchmarkMessagePath: +9 instructions per
+		// message over the separate fields, +30 without this case).
+		rec = a
+	case *preAttach:
+		if len(a.pending) >= maxPending {
 			st.mu.Unlock()
 			st.c.Close(netpoll.ClosePolicyViolation, "too many messages before welcome")
 			return
 		}
-		pre.pending = append(pre.pending, append([]byte(nil), payload...))
+		a.pending = append(a.pending, append([]byte(nil), payload...))
 		st.mu.Unlock()
 		return
+	default:
+		rec = st.record()
 	}
-	rec := st.record()
 	st.mu.Unlock()
 	if rec == nil {
 		return // closed
