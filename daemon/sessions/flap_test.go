@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -49,7 +50,14 @@ func TestFlappingResume(t *testing.T) {
 			first := &fakeOutlet{}
 			id, _ := attach(t, nodes[0], "alice", "", first)
 			produced := make(chan int, n)
-			done := produce(nodes[0], id, "r1", n, produced)
+			// The request ends only once the last connection attached:
+			// under load the attaches can fall behind the 20 ms chunks,
+			// and a resume after the end gets the result from the log
+			// and, rightly, no chunks (no request streams any more).
+			hold := make(chan struct{})
+			release := sync.OnceFunc(func() { close(hold) })
+			defer release()
+			done := produceHeld(nodes[0], id, "r1", n, produced, hold)
 			outlets := []*fakeOutlet{first}
 			for i := 1; ; i++ {
 				waitSeq(t, produced, min(3*i, n-1))
@@ -60,6 +68,7 @@ func TestFlappingResume(t *testing.T) {
 				attach(t, nodes[i%3], "alice", id, o)
 				outlets = append(outlets, o)
 			}
+			release()
 			select {
 			case <-done:
 			case <-time.After(10 * time.Second):
@@ -102,12 +111,16 @@ func TestFlappingResumeManyRequests(t *testing.T) {
 			id := ""
 			var dones []chan struct{}
 			produced := make([]chan int, len(nodes))
+			// The requests end after the last attach (see TestFlappingResume).
+			hold := make(chan struct{})
+			release := sync.OnceFunc(func() { close(hold) })
+			defer release()
 			for i, m := range nodes { // each request begins where the connection is
 				o := &fakeOutlet{}
 				id, _ = attach(t, m, "alice", id, o)
 				outlets = append(outlets, o)
 				produced[i] = make(chan int, n)
-				dones = append(dones, produce(m, id, fmt.Sprintf("r%d", i), n, produced[i]))
+				dones = append(dones, produceHeld(m, id, fmt.Sprintf("r%d", i), n, produced[i], hold))
 			}
 			for i := 0; ; i++ {
 				waitSeq(t, produced[0], min(4+3*i, n-1))
@@ -118,6 +131,7 @@ func TestFlappingResumeManyRequests(t *testing.T) {
 				attach(t, nodes[i%3], "alice", id, o)
 				outlets = append(outlets, o)
 			}
+			release()
 			for _, d := range dones {
 				select {
 				case <-d:
