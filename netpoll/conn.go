@@ -25,12 +25,14 @@ const (
 
 // Pending work bits (Conn.pending), set by whoever wakes the connection.
 const (
-	evRead  uint32 = 1 << iota // readable (or EOF/error to find by reading)
-	evHup                      // peer hung up or error: read until EOF
-	evWrite                    // writable: flush the queue
-	evTimer                    // a wheel deadline came due
-	evCheck                    // re-evaluate state (close requested, write failed)
-	evAbort                    // the engine is closing
+	evRead   uint32 = 1 << iota // readable (or EOF/error to find by reading)
+	evHup                       // peer hung up or error: read until EOF
+	evWrite                     // writable: flush the queue
+	evTimer                     // a wheel deadline came due
+	evCheck                     // re-evaluate state (close requested, write failed)
+	evAbort                     // the engine is closing
+	evFin                       // the peer's FIN is in (EPOLLRDHUP without EPOLLHUP/EPOLLERR)
+	evErrHup                    // EPOLLHUP or EPOLLERR: read until the error
 )
 
 // Scheduling states (Conn.sched): a connection is processed by at most one
@@ -115,6 +117,8 @@ const (
 	mfShutWr                    // shutdown(SHUT_WR) done
 	mfSettle1                   // two bits: rounds the close waited for acknowledgements (delivery.go)
 	mfSettle2
+	mfPolled // registered with its poller's epoll instance
+	mfOut    // EPOLLOUT wanted (bytes waited for room once): registered, or to register, with it
 )
 
 const (
@@ -361,7 +365,7 @@ func (c *Conn) process(w *poller) bool {
 				return true
 			}
 		case stOpen, stClosing:
-			c.readFrames(w, bits&evHup != 0)
+			c.readFrames(w, bits&evHup != 0, bits&(evFin|evErrHup) == evFin)
 		case stHTTPDone:
 			c.discard(w)
 		}
@@ -437,8 +441,12 @@ const maxReadPerPass = 256 << 10
 
 // readFrames reads what the socket has and decodes it. With edge-triggered
 // readiness a short read means the socket is drained; after a hang-up it
-// reads on until EOF.
-func (c *Conn) readFrames(w *poller, hup bool) {
+// reads on until EOF. fin says the peer's FIN had arrived before the pass
+// began (and no error): the kernel reports it only once every byte before
+// it is queued, so a short read took them all and the end is reached
+// without the read that would return 0 (one system call less for every
+// connection its peer closes).
+func (c *Conn) readFrames(w *poller, hup, fin bool) {
 	e := c.e
 	if hs := c.hs; hs != nil {
 		c.hs = nil
@@ -453,7 +461,16 @@ func (c *Conn) readFrames(w *poller, hup bool) {
 	defer c.uncork()
 	for budget := maxReadPerPass; c.oflags&ofEOF == 0; {
 		if budget <= 0 {
-			c.pending.Or(evRead)
+			// The next pass goes on; a hang-up already reported raises
+			// no new edge, so it is carried over.
+			more := evRead
+			if hup {
+				more |= evHup
+			}
+			if fin {
+				more |= evFin
+			}
+			c.pending.Or(more)
 			break
 		}
 		n, err := readRaw(int(c.fd), w.buf)
@@ -474,8 +491,14 @@ func (c *Conn) readFrames(w *poller, hup bool) {
 		c.lastRead = e.wheel.now.Load()
 		budget -= n
 		c.decode(w.buf[:n])
-		if n < len(w.buf) && !hup {
-			break
+		if n < len(w.buf) {
+			if fin {
+				c.oflags |= ofEOF
+				break
+			}
+			if !hup {
+				break
+			}
 		}
 	}
 	if c.rs != nil && (c.rs.done || c.rs.idle()) {

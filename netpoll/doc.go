@@ -13,18 +13,16 @@
 // and a Conn. Each socket is registered once, by
 // its raw fd, with the epoll instance of one of the engine's pollers (one
 // per P, Config.Pollers; a connection belongs to pollers[fd % n] for its
-// life), edge-triggered for reads and writes (EPOLLET makes EPOLLOUT fire
-// only when a full send buffer gets room, so no EPOLL_CTL_MOD is ever
-// needed).
+// life), edge-triggered for reads; EPOLLOUT is added (one EPOLL_CTL_MOD)
+// only when a write first leaves bytes queued, since a socket registered
+// writable reports EPOLLOUT at once, an event for nothing per connection
+// (EPOLLET then makes EPOLLOUT fire only when a full send buffer gets room).
 //
 // A poller never blocks a thread: its epoll fd is non-blocking and parked in
 // Go's own netpoller (os.NewFile, then syscall.RawConn.Read), so while
 // nothing happens the poller goroutine is parked like any goroutine waiting
 // on a socket; when the runtime reports the epoll fd readable, the goroutine
-// drains it with epoll_wait(..., 0) until it is empty. While work has been
-// coming back within microseconds (a busy closed loop), it polls for up to
-// 20 µs more before parking, since parking and waking its thread costs more
-// than that; with evenly spaced requests at a fixed rate, or idle, it parks at
+// drains it with epoll_wait(..., 0) until it is empty, and parks again at
 // once (poller.go). Every ready connection is processed inline, on the
 // poller goroutine: read into the poller's scratch buffer, frames decoded,
 // Handler.OnMessage called, replies coalesced and flushed. Nothing is handed

@@ -25,11 +25,17 @@ const (
 	epollET    = enet.EPOLLET
 )
 
-// connEvents is the one registration of every connection: edge-triggered,
-// reads and writes. With EPOLLET, EPOLLOUT reports only the moment a full
-// send buffer gets room again, so it costs nothing while no write is pending
-// and no Epoll.Mod is ever needed.
-const connEvents = epollIn | epollRdHup | epollOut | epollET
+// connEvents is the registration of every connection: edge-triggered reads.
+// EPOLLOUT is added (connEventsOut, one EPOLL_CTL_MOD in the connection's
+// life, Conn.wantOutLocked) only once a write leaves bytes queued: a socket
+// registered writable reports EPOLLOUT at once, so every connection cost
+// its poller one event (and often a wakeup) that found nothing to write,
+// and every read event carried the bit too. With EPOLLET, EPOLLOUT once
+// added reports only the moment a full send buffer gets room again.
+const (
+	connEvents    = epollIn | epollRdHup | epollET
+	connEventsOut = connEvents | epollOut
+)
 
 // Handler receives the events of upgraded connections. The engine calls it
 // on two kinds of goroutines, and the split is part of the contract:
@@ -321,6 +327,7 @@ func (e *Engine) acceptRaw(rc syscallRawConn) error {
 	// it is accepted: it is read here at once (readHead), into this
 	// scratch buffer.
 	scratch := make([]byte, readScratch)
+	nd := newNoDelay(dfd)
 	backoff := 5 * time.Millisecond
 	for {
 		var aerr error
@@ -331,7 +338,7 @@ func (e *Engine) acceptRaw(rc syscallRawConn) error {
 				switch {
 				case err == nil:
 					if ip {
-						_ = unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+						nd.apply(nfd)
 					}
 					e.addConn(nfd, peer, nil, scratch)
 					continue
@@ -369,6 +376,46 @@ func (e *Engine) acceptRaw(rc syscallRawConn) error {
 		}
 		backoff = min(2*backoff, time.Second)
 	}
+}
+
+// noDelay gives accepted TCP connections TCP_NODELAY. Linux copies the
+// option from the listening socket to the connections it accepts, so it is
+// set once on the listener (shared with the dup the accept loop waits on;
+// it changes nothing else for a listening socket) and the first
+// connections are checked: once one came with it, no connection needs its
+// own setsockopt (one system call less per connection). A connection
+// queued before the listener had the option comes without it and gets its
+// own; if none of the first ndChecks came with it, every connection gets
+// its own, as before.
+type noDelay struct {
+	inherited bool
+	checks    int // connections checked so far, up to ndChecks
+}
+
+// ndChecks is how many connections are checked for an inherited option.
+const ndChecks = 64
+
+// newNoDelay sets TCP_NODELAY on the listening socket lfd.
+func newNoDelay(lfd int) *noDelay {
+	if unix.SetsockoptInt(lfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) != nil {
+		return &noDelay{checks: ndChecks}
+	}
+	return &noDelay{}
+}
+
+// apply makes sure the accepted TCP socket fd has TCP_NODELAY.
+func (n *noDelay) apply(fd int) {
+	if n.inherited {
+		return
+	}
+	if n.checks < ndChecks {
+		n.checks++
+		if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY); err == nil && v != 0 {
+			n.inherited = true
+			return
+		}
+	}
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 }
 
 // temporaryAccept reports whether an accept error may pass (fd or memory
@@ -456,7 +503,7 @@ func (e *Engine) addConn(fd int, peer netip.AddrPort, nc net.Conn, scratch []byt
 			return
 		}
 	}
-	if err := e.pollerOf(c).add(fd); err != nil {
+	if err := c.register(); err != nil {
 		e.log.Warn("epoll add failed", "err", err)
 		c.finalize(CloseAbnormal, err)
 		return
@@ -473,8 +520,10 @@ func (e *Engine) addConn(fd int, peer netip.AddrPort, nc net.Conn, scratch []byt
 // the poller's epoll set (the engine holds its only descriptor), so there
 // is no EPOLL_CTL_DEL: one system call less per connection. An event of
 // the closed socket already fetched in the same batch finds the slot
-// empty, or the connection that reuses the number, where it is a spurious
-// readiness (a read that finds EAGAIN).
+// empty, or the connection that reuses the number, whose tag it does not
+// carry (epollTag): it is dropped. Taken as the new connection's, its
+// EPOLLRDHUP would make readFrames end that connection at its first
+// short read.
 func (e *Engine) detach(c *Conn, fd int) {
 	e.mu.Lock()
 	if t := *e.tab.Load(); fd < len(t) && t[fd].Load() == c {

@@ -55,6 +55,7 @@ type handshake struct {
 	// bytes in the socket (it filled the scratch buffer, or the peer hung
 	// up): no new edge would report them, so they are read after the 101.
 	more bool
+	hup  bool // the peer hung up before the head was complete: read to the end after the 101
 }
 
 func (h *handshake) release(bufs *bufPool) {
@@ -145,6 +146,7 @@ func (c *Conn) readHead(buf []byte, hup bool) bool {
 		hs.headLen = end
 		hs.rest = b[end:]
 		hs.more = n == len(buf) || hup
+		hs.hup = hup
 		c.mu.Lock()
 		c.state = stAdmitting
 		c.mu.Unlock()
@@ -213,17 +215,17 @@ func (c *Conn) admit() {
 		return
 	}
 	c.resolveClient(req.Header)
-	if !headerHasToken(req.Header, "Upgrade", "websocket") {
+	if !headerHasToken(req.Header, hdrUpgrade, "websocket") {
 		c.servePlain(req)
 		return
 	}
-	key := req.Header.Get("Sec-WebSocket-Key")
+	key := headerFirst(req.Header, hdrWSKey)
 	switch {
 	case req.Method != http.MethodGet || !req.ProtoAtLeast(1, 1) ||
-		!headerHasToken(req.Header, "Connection", "upgrade") || !validKey(key):
+		!headerHasToken(req.Header, hdrConnection, "upgrade") || !validKey(key):
 		c.refuse(refusal.Of(refusal.BadRequest))
 		return
-	case req.Header.Get("Sec-WebSocket-Version") != "13":
+	case headerFirst(req.Header, hdrWSVersion) != "13":
 		c.refuse(refusal.Of(refusal.UnsupportedVersion))
 		return
 	}
@@ -269,7 +271,7 @@ func (c *Conn) admit() {
 	now := e.wheel.now.Load()
 	c.lastRead, c.lastPing = now, now
 	e.wheel.set(c, tmBeat, now+e.beatTicks)
-	more := len(hs.rest) > 0 || hs.more
+	more, hup := len(hs.rest) > 0 || hs.more, hs.hup
 	if len(hs.rest) == 0 {
 		c.hs = nil
 		hs.release(&e.bufs)
@@ -283,7 +285,12 @@ func (c *Conn) admit() {
 	// extra read(2) and EAGAIN per handshake, and with a Gatekeeper a trip
 	// through the poller's inbox too.
 	if more {
-		c.pending.Or(evRead)
+		bits := evRead
+		if hup {
+			// That hang-up raises no new edge.
+			bits |= evHup
+		}
+		c.pending.Or(bits)
 	}
 }
 
@@ -317,10 +324,10 @@ func validKey(key string) bool {
 	return err == nil && n == 16
 }
 
-// headerHasToken reports whether the comma-separated header name contains
-// token, case-insensitively.
+// headerHasToken reports whether the comma-separated header name (a
+// canonical key, see headerFirst) contains token, case-insensitively.
 func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
+	for _, v := range h[name] {
 		for t := range strings.SplitSeq(v, ",") {
 			if strings.EqualFold(strings.TrimSpace(t), token) {
 				return true

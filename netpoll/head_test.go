@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"net/http"
+	"net/textproto"
 	"slices"
 	"testing"
 )
@@ -91,5 +92,24 @@ func BenchmarkParseHead(b *testing.B) {
 		if _, err := parseHead(h); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestHeaderKeysCanonical: the keys the handshake looks up directly are in
+// the form parseHead stores, whatever the client's spelling.
+func TestHeaderKeysCanonical(t *testing.T) {
+	for _, k := range []string{hdrUpgrade, hdrConnection, hdrWSKey, hdrWSVersion, hdrWSProtocol, hdrWSExt, hdrTE} {
+		if c := textproto.CanonicalMIMEHeaderKey(k); c != k {
+			t.Errorf("%q is not canonical (%q)", k, c)
+		}
+	}
+	req, err := parseHead([]byte("GET /ws HTTP/1.1\r\nHost: x\r\nupgrade: websocket\r\nCONNECTION: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if headerFirst(req.Header, hdrWSKey) != "dGhlIHNhbXBsZSBub25jZQ==" || headerFirst(req.Header, hdrWSVersion) != "13" ||
+		!headerHasToken(req.Header, hdrUpgrade, "websocket") || !headerHasToken(req.Header, hdrConnection, "upgrade") {
+		t.Fatalf("header lookups failed: %v", req.Header)
 	}
 }

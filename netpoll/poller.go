@@ -83,9 +83,41 @@ func newPoller(e *Engine) (*poller, error) {
 	return p, nil
 }
 
-// add registers a connection's socket, edge-triggered for reads and writes.
-func (p *poller) add(fd int) error {
-	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: connEvents, Fd: int32(fd)})
+// add registers a connection's socket, edge-triggered for reads, and for
+// writes too when out is set (bytes already wait for room). tag
+// (epollTag) goes into the event's data next to the fd.
+func (p *poller) add(fd int, tag uint32, out bool) error {
+	ev := uint32(connEvents)
+	if out {
+		ev = connEventsOut
+	}
+	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: ev, Fd: int32(fd), Pad: int32(tag)})
+}
+
+// watchOut adds EPOLLOUT to a registered socket. With EPOLLET the change
+// reports EPOLLOUT at once if the socket has room by now, so room that
+// came between the short write and this call is not missed.
+func (p *poller) watchOut(fd int, tag uint32) error {
+	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &unix.EpollEvent{Events: connEventsOut, Fd: int32(fd), Pad: int32(tag)})
+}
+
+// epollTag is what a connection's epoll registration carries besides its
+// fd: the low 32 bits of its id, which differ between the connections that
+// use the same fd number one after the other (ids only grow; two of them
+// agree in those bits only when accepted about 4 s or 2^32 connections
+// apart). An event fetched in a batch for a socket that was closed before
+// the poller got to it, its number already taken by a new connection, is
+// recognized by it and dropped: its bits (EPOLLRDHUP above all, which
+// readFrames trusts as the peer's FIN) belong to the old connection.
+func epollTag(c *Conn) uint32 { return uint32(c.id) }
+
+// connOf returns the connection a connection's event is for, nil if that
+// connection is gone.
+func (p *poller) connOf(ev *unix.EpollEvent) *Conn {
+	if c := p.e.lookup(int(ev.Fd)); c != nil && epollTag(c) == uint32(ev.Pad) {
+		return c
+	}
+	return nil
 }
 
 // run is the poller goroutine: it waits in the runtime netpoller and drains
@@ -125,7 +157,7 @@ func (p *poller) drain() bool {
 				p.takeInbox()
 				continue
 			}
-			if c := p.e.lookup(int(ev.Fd)); c != nil {
+			if c := p.connOf(ev); c != nil {
 				p.onEvent(c, ev.Events)
 			}
 		}
@@ -161,6 +193,11 @@ func (p *poller) onEvent(c *Conn, ev uint32) {
 	}
 	if ev&(epollRdHup|epollHup|epollErr) != 0 {
 		bits |= evHup
+	}
+	if ev&(epollHup|epollErr) != 0 {
+		bits |= evErrHup
+	} else if ev&epollRdHup != 0 {
+		bits |= evFin
 	}
 	if ev&epollOut != 0 {
 		bits |= evWrite

@@ -205,17 +205,48 @@ func (c *Conn) writeLocked(a, b []byte, bounded bool) error {
 		b = b[n-len(a):]
 		a = nil
 	}
-	if bounded && len(a)+len(b) > c.e.cfg.OutboundQueueBytes {
-		// Written partly: the frame must still go out whole, so it is
-		// queued, and the caller learns the bound is passed.
-		c.wq = c.e.newQueue()
-		c.wq.push(&c.e.bufs, a)
-		c.wq.push(&c.e.bufs, b)
-		return ErrSlowConsumer
-	}
 	c.wq = c.e.newQueue()
 	c.wq.push(&c.e.bufs, a)
 	c.wq.push(&c.e.bufs, b)
+	c.wantOutLocked()
+	if c.mflags&mfBroken != 0 {
+		return ErrClosed // EPOLL_CTL_MOD failed: the queue is gone
+	}
+	if bounded && len(a)+len(b) > c.e.cfg.OutboundQueueBytes {
+		// Written partly: the frame must still go out whole, so it is
+		// queued, and the caller learns the bound is passed.
+		return ErrSlowConsumer
+	}
+	return nil
+}
+
+// wantOutLocked makes EPOLLOUT report when the socket gets room again, now
+// that bytes wait in c.wq: one EPOLL_CTL_MOD the first time in the
+// connection's life (the registration keeps EPOLLOUT afterwards), or
+// nothing yet when the socket is not registered (register adds it then).
+// c.mu must be held.
+func (c *Conn) wantOutLocked() {
+	if c.mflags&mfOut != 0 {
+		return
+	}
+	c.mflags |= mfOut
+	if c.mflags&mfPolled == 0 {
+		return
+	}
+	if err := c.e.pollerOf(c).watchOut(int(c.fd), epollTag(c)); err != nil {
+		c.breakLocked(err)
+	}
+}
+
+// register adds the connection's socket to its poller's epoll instance,
+// with EPOLLOUT when a write already waits for room.
+func (c *Conn) register() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.e.pollerOf(c).add(int(c.fd), epollTag(c), c.mflags&mfOut != 0); err != nil {
+		return err
+	}
+	c.mflags |= mfPolled
 	return nil
 }
 
@@ -246,10 +277,13 @@ func (c *Conn) flushLocked() {
 		if err != nil {
 			if !errors.Is(err, unix.EAGAIN) {
 				c.breakLocked(err)
+				return
 			}
+			c.wantOutLocked()
 			return
 		}
 		if n < want {
+			c.wantOutLocked()
 			return
 		}
 	}

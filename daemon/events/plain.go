@@ -11,12 +11,13 @@ import "unsafe"
 // It checks 8 bytes per step in plain Go (SWAR), one pass. json.Valid
 // makes three AVX2 passes over a string (printable check, backslash
 // search, closing-quote search): fewer instructions (callgrind: about 920
-// against 2,300 for 1 KiB), but on the benchmark machine the first
-// 256-bit instruction of each pass stalls (perf: most of
-// ValidPrintString's and half of indexbytebody's samples sit on it), and
-// in the daemon the decode of a 1 KiB echo request took 550-620 ns with
-// json.Valid against 230-240 ns with this (docs/benchmarks.md, "The
-// envelope's data in one pass").
+// against 2,300 for 1 KiB), but in the daemon the decode of a 1 KiB echo
+// request took 550-620 ns with json.Valid against 230-240 ns with this.
+// perf put most of those passes' samples just after their load of a CPU
+// feature flag (internal/cpu.X86, a line nothing else on the path
+// touches): a cold load at each pass's start, not the vector work
+// (docs/benchmarks.md, "The envelope's data in one pass" and "Wide
+// vectors on the message path").
 func plainJSONString(v []byte) bool {
 	n := len(v)
 	if n < 2 || v[0] != '"' || v[n-1] != '"' {
