@@ -1,8 +1,11 @@
 package sessions
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -47,7 +50,14 @@ func TestFlappingResume(t *testing.T) {
 			first := &fakeOutlet{}
 			id, _ := attach(t, nodes[0], "alice", "", first)
 			produced := make(chan int, n)
-			done := produce(nodes[0], id, "r1", n, produced)
+			// The request ends only once the last connection attached:
+			// under load the attaches can fall behind the 20 ms chunks,
+			// and a resume after the end gets the result from the log
+			// and, rightly, no chunks (no request streams any more).
+			hold := make(chan struct{})
+			release := sync.OnceFunc(func() { close(hold) })
+			defer release()
+			done := produceHeld(nodes[0], id, "r1", n, produced, hold)
 			outlets := []*fakeOutlet{first}
 			for i := 1; ; i++ {
 				waitSeq(t, produced, min(3*i, n-1))
@@ -58,6 +68,7 @@ func TestFlappingResume(t *testing.T) {
 				attach(t, nodes[i%3], "alice", id, o)
 				outlets = append(outlets, o)
 			}
+			release()
 			select {
 			case <-done:
 			case <-time.After(10 * time.Second):
@@ -100,12 +111,16 @@ func TestFlappingResumeManyRequests(t *testing.T) {
 			id := ""
 			var dones []chan struct{}
 			produced := make([]chan int, len(nodes))
+			// The requests end after the last attach (see TestFlappingResume).
+			hold := make(chan struct{})
+			release := sync.OnceFunc(func() { close(hold) })
+			defer release()
 			for i, m := range nodes { // each request begins where the connection is
 				o := &fakeOutlet{}
 				id, _ = attach(t, m, "alice", id, o)
 				outlets = append(outlets, o)
 				produced[i] = make(chan int, n)
-				dones = append(dones, produce(m, id, fmt.Sprintf("r%d", i), n, produced[i]))
+				dones = append(dones, produceHeld(m, id, fmt.Sprintf("r%d", i), n, produced[i], hold))
 			}
 			for i := 0; ; i++ {
 				waitSeq(t, produced[0], min(4+3*i, n-1))
@@ -116,6 +131,7 @@ func TestFlappingResumeManyRequests(t *testing.T) {
 				attach(t, nodes[i%3], "alice", id, o)
 				outlets = append(outlets, o)
 			}
+			release()
 			for _, d := range dones {
 				select {
 				case <-d:
@@ -146,5 +162,74 @@ func TestFlappingResumeManyRequests(t *testing.T) {
 			}
 			t.Logf("%d connections over 3 replicas, 3 requests", len(outlets))
 		})
+	}
+}
+
+// gatedHolder holds Store.Holder (the once-per-stream lookup of
+// Stream.Chunk) until release is closed, after saying so on entered.
+type gatedHolder struct {
+	Store
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedHolder) Holder(ctx context.Context, id string) (Holder, error) {
+	g.entered <- struct{}{}
+	<-g.release
+	return g.Store.Holder(ctx, id)
+}
+
+// TestResumeWhileChunkRouted: a resume that takes the session while a
+// chunk of one of its requests is being routed (here: held in the
+// stream's store lookup of the holder) replays the chunk or lets it come
+// live after the replay, never both. The resume is on the request's node
+// (Bind replays the stream) or on another replica (the bus attach
+// replays it there). Before the chunk was recorded and routed in one
+// critical section, the chunk recorded before the lookup was in the
+// resume's replay and then sent again: seqs 0,0,1.
+func TestResumeWhileChunkRouted(t *testing.T) {
+	for _, b := range sharedBackends(t) {
+		for _, where := range []string{"same node", "other node"} {
+			t.Run(b.name+"/"+where, func(t *testing.T) {
+				a, other := b.openManager(t, "A", testLimits), b.openManager(t, "B", testLimits)
+				gate := &gatedHolder{Store: a.store, entered: make(chan struct{}, 1), release: make(chan struct{})}
+				a.store = gate // before any goroutine of a reads it
+				// The session was on A, whose connection went: A has
+				// neither a connection nor a remote holder for it, so
+				// the first chunk of a request begun there asks the
+				// store where the session is.
+				o0 := &fakeOutlet{}
+				id, _ := attach(t, a, "alice", "", o0)
+				a.Detach(id, o0, o0.acked())
+				s := a.Begin(id, "r1")
+				chunked := make(chan struct{})
+				go func() {
+					defer close(chunked)
+					s.Chunk(chunkMsg("r1", 0))
+				}()
+				select {
+				case <-gate.entered:
+				case <-time.After(5 * time.Second):
+					t.Fatal("the first chunk did not look the holder up")
+				}
+				to := a
+				if where == "other node" {
+					to = other
+				}
+				o1 := &fakeOutlet{}
+				attach(t, to, "alice", id, o1) // on B: returns once A replayed (its ack)
+				close(gate.release)
+				<-chunked
+				s.Chunk(chunkMsg("r1", 1))
+				s.End(resultMsg("r1"))
+				eventually(t, 5*time.Second, "no result on the resumed connection", func() bool {
+					_, r := seqsOf(t, o1.got(), "r1")
+					return r
+				})
+				if seqs, _ := seqsOf(t, o1.got(), "r1"); !slices.Equal(seqs, []int{0, 1}) {
+					t.Fatalf("resumed connection: chunk seqs %v, want [0 1]: %q", seqs, o1.got())
+				}
+			})
+		}
 	}
 }

@@ -216,6 +216,12 @@ func checkStream(t *testing.T, msgs []string, id, req string, n int) {
 // produce runs a request on m: n chunks every 20 ms, then the result. It
 // reports each produced seq on produced, and closes done after End.
 func produce(m *Manager, id, req string, n int, produced chan<- int) (done chan struct{}) {
+	return produceHeld(m, id, req, n, produced, nil)
+}
+
+// produceHeld is produce whose End waits, after the last chunk, until
+// hold is closed (nil: no wait).
+func produceHeld(m *Manager, id, req string, n int, produced chan<- int, hold <-chan struct{}) (done chan struct{}) {
 	done = make(chan struct{})
 	s := m.Begin(id, req)
 	go func() {
@@ -230,6 +236,9 @@ func produce(m *Manager, id, req string, n int, produced chan<- int) (done chan 
 			produced <- i
 		}
 		<-tick.C
+		if hold != nil {
+			<-hold
+		}
 		s.End(resultMsg(req))
 	}()
 	return done

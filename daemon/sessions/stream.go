@@ -51,6 +51,13 @@ func (m *Manager) Begin(id, reqID string) *Stream {
 
 // Chunk delivers an encoded chunk message and records it for replay. msg
 // may be reused by the caller after return (it is copied).
+//
+// The chunk is recorded and routed (sent here, queued behind a bus replay
+// under way, or picked for a relay) in one critical section of l.mu. A
+// resume takes l.mu to replay what is recorded (Bind on this node,
+// bus.onAttach for another one) and re-points the route in the same
+// section, so the chunk is either in that replay or routed to the new
+// connection after it, never both (a duplicated seq) and never neither.
 func (s *Stream) Chunk(msg []byte) {
 	c := slices.Clone(msg)
 	l, m := s.l, s.m
@@ -58,6 +65,28 @@ func (s *Stream) Chunk(msg []byte) {
 	if s.ended {
 		l.mu.Unlock()
 		return
+	}
+	if l.out == nil && m.bus != nil && l.remote() == nil && !s.looked {
+		// The session was never claimed elsewhere as far as this node
+		// knows: ask the store once per stream (the rare case of a request
+		// begun after its connection moved away), off the session's lock
+		// and before the chunk is recorded.
+		s.looked = true
+		l.mu.Unlock()
+		ctx, cancel := context.WithTimeout(m.ctx, m.opts.Redis.OpTimeout)
+		h, err := m.store.Holder(ctx, l.id)
+		cancel()
+		l.mu.Lock()
+		if s.ended {
+			l.mu.Unlock()
+			return
+		}
+		if err == nil && h.Epoch > uint64(l.epoch) {
+			l.epoch = uint32(h.Epoch)
+			if h.Node != m.node {
+				l.setRemote(&remote{Holder: h})
+			}
+		}
 	}
 	s.chunks = append(s.chunks, c)
 	s.bytes += len(c)
@@ -71,41 +100,12 @@ func (s *Stream) Chunk(msg []byte) {
 		l.mu.Unlock()
 		return
 	}
-	lookup := m.bus != nil && l.remote() == nil && !s.looked
-	s.looked = s.looked || lookup
-	l.mu.Unlock()
-	if m.bus == nil {
-		return
-	}
-	if lookup {
-		// The session was never claimed elsewhere as far as this node
-		// knows: ask the store once per stream (the rare case of a request
-		// begun after its connection moved away), off the session's lock.
-		ctx, cancel := context.WithTimeout(m.ctx, m.opts.Redis.OpTimeout)
-		h, err := m.store.Holder(ctx, l.id)
-		cancel()
-		l.mu.Lock()
-		if err == nil && h.Epoch > uint64(l.epoch) {
-			l.epoch = uint32(h.Epoch)
-			if h.Node != m.node {
-				l.setRemote(&remote{Holder: h})
-			}
-		}
-		l.mu.Unlock()
-	}
-	l.mu.Lock()
 	var to Holder
-	if r := l.remote(); r != nil {
-		to = r.Holder
-	}
-	here := l.out != nil
-	if here {
-		m.sendLocked(l, c, 0)
-	} else if to.Epoch != 0 && to.Node != m.node && l.relayLocked(s.req, 0, c) {
-		to = Holder{} // queued behind a replay under way
+	if r := l.remote(); m.bus != nil && r != nil && r.Epoch != 0 && r.Node != m.node && !l.relayLocked(s.req, 0, c) {
+		to = r.Holder // not queued behind a replay under way: relayed now
 	}
 	l.mu.Unlock()
-	if !here && to.Epoch != 0 && to.Node != m.node {
+	if to.Epoch != 0 {
 		m.bus.relay(to, l.id, s.req, 0, c)
 	}
 }
