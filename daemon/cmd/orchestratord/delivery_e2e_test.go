@@ -85,7 +85,7 @@ func dialRaw(t *testing.T, s *stack, user, query string, rcvbuf int) *rawClient 
 }
 
 // next returns the next text message; closed (with the code) at a close
-// frame, EOF or a reset.
+// frame, EOF or a reset. It answers pings with pongs.
 func (c *rawClient) next(timeout time.Duration) (m dmsg, code int, closed bool) {
 	_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
 	for {
@@ -106,6 +106,12 @@ func (c *rawClient) next(timeout time.Duration) (m dmsg, code int, closed bool) 
 		case ws.OpClose:
 			cc, _ := ws.ParseCloseFrameData(p)
 			return dmsg{}, int(cc), true
+		case ws.OpPing:
+			// As every WebSocket client does (RFC 6455 5.5.2): a reader
+			// that only reads is not silent to the heartbeat (ws.heartbeat
+			// 5s here: a peer silent for 10 s is closed), however long a
+			// replay takes on a loaded host.
+			_ = wsutil.WriteClientMessage(c.conn, ws.OpPong, p)
 		}
 	}
 }
