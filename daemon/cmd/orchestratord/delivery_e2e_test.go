@@ -53,9 +53,11 @@ type rawClient struct {
 	br   *bufio.Reader
 	// pong: next answers pings with pongs, as a WebSocket client does
 	// (RFC 6455 5.5.2), so that a reader that only reads is not silent
-	// to the heartbeat. Off by default: with it on for every client,
-	// TestSlowConsumersResume's resumes found their sessions gone
-	// (resumed:false), 2 of 2 runs; not investigated yet.
+	// to the heartbeat. Off by default: TestSlowConsumersResume's clients
+	// filled their send buffers with requests the daemon stopped reading
+	// at the cut, so a pong there blocks until the write deadline, past
+	// the sessions' 10 s TTL (with pong on for every client their resumes
+	// found the sessions gone, resumed:false, 2 of 2 runs).
 	pong bool
 }
 
