@@ -55,7 +55,7 @@ type rawClient struct {
 	// (RFC 6455 5.5.2), so that a reader that only reads is not silent
 	// to the heartbeat. Off by default: TestSlowConsumersResume's clients
 	// filled their send buffers with requests the daemon stopped reading
-	// at the cut, so a pong there blocks until the write deadline, past
+	// at the cut, so a pong there likely blocks until the write deadline, past
 	// the sessions' 10 s TTL (with pong on for every client their resumes
 	// found the sessions gone, resumed:false, 2 of 2 runs).
 	pong bool
