@@ -381,24 +381,29 @@ func (e *Engine) acceptRaw(rc syscallRawConn) error {
 // noDelay gives accepted TCP connections TCP_NODELAY. Linux copies the
 // option from the listening socket to the connections it accepts, so it is
 // set once on the listener (shared with the dup the accept loop waits on;
-// it changes nothing else for a listening socket) and the first
-// connections are checked: once one came with it, no connection needs its
-// own setsockopt (one system call less per connection). A connection
-// queued before the listener had the option comes without it and gets its
-// own; if none of the first ndChecks came with it, every connection gets
-// its own, as before.
+// it changes nothing else for a listening socket) and connections are
+// checked: once one came with it, no connection needs its own setsockopt
+// (one system call less per connection). A connection queued before the
+// listener had the option (a socket-activation or handover backlog) comes
+// without it and gets its own. The first ndChecks connections are checked,
+// then every ndChecks-th, so that a backlog longer than ndChecks costs
+// each later connection its own call only until the backlog is drained;
+// where the option is never inherited (the listener refused it), every
+// connection gets its own, as before.
 type noDelay struct {
 	inherited bool
-	checks    int // connections checked so far, up to ndChecks
+	never     bool // the listener refused the option: no check is worth it
+	seen      int  // connections applied so far
 }
 
-// ndChecks is how many connections are checked for an inherited option.
+// ndChecks is how many connections are checked at first, and after
+// those, every how many one is.
 const ndChecks = 64
 
 // newNoDelay sets TCP_NODELAY on the listening socket lfd.
 func newNoDelay(lfd int) *noDelay {
 	if unix.SetsockoptInt(lfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) != nil {
-		return &noDelay{checks: ndChecks}
+		return &noDelay{never: true}
 	}
 	return &noDelay{}
 }
@@ -408,8 +413,8 @@ func (n *noDelay) apply(fd int) {
 	if n.inherited {
 		return
 	}
-	if n.checks < ndChecks {
-		n.checks++
+	n.seen++
+	if !n.never && (n.seen <= ndChecks || n.seen%ndChecks == 0) {
 		if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY); err == nil && v != 0 {
 			n.inherited = true
 			return

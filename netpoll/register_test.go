@@ -114,7 +114,7 @@ func TestNoDelayInherited(t *testing.T) {
 		}
 		var lfd int
 		_ = rc.Control(func(fd uintptr) { lfd = int(fd) })
-		nd := &noDelay{checks: ndChecks}
+		nd := &noDelay{never: true}
 		if set {
 			nd = newNoDelay(lfd)
 		}
@@ -148,6 +148,21 @@ func TestNoDelayInherited(t *testing.T) {
 	nd.apply(fd)
 	if !nd.inherited {
 		t.Fatal("apply did not notice the inherited option")
+	}
+
+	// A backlog queued before the listener had the option: past the
+	// first ndChecks connections, every ndChecks-th is checked again, so
+	// the option is found inherited once the backlog is drained.
+	fd, _ = accept(t, true)
+	late := &noDelay{seen: ndChecks}
+	late.apply(fd)
+	if late.inherited {
+		t.Fatal("connection ndChecks+1 was checked: only every ndChecks-th is after the first ndChecks")
+	}
+	late.seen = 2*ndChecks - 1
+	late.apply(fd)
+	if !late.inherited {
+		t.Fatal("connection 2*ndChecks was not checked again: a long backlog would cost every later connection its own setsockopt")
 	}
 
 	fd, nd = accept(t, false)
