@@ -11,7 +11,8 @@
 #   bench/abba.sh                          # 2 ABBA blocks per comparison (~7 min)
 #   ABBA_BLOCKS=3 ABBA_DURATION=20s bench/abba.sh
 #   ABBA_COMPARE=netpoll-echo:gws bench/abba.sh
-#   ABBA_PORT_BASE=43000 bench/abba.sh     # servers on 43002/43004/43080 (+90 admin)
+#   ABBA_PORT_BASE=29500 bench/abba.sh     # servers on 29502/29504/29580 (+90 admin; default 29000:
+#                                          # below the ephemeral range, 32768-60999)
 #
 # Run it on an otherwise idle machine with at least 2 cores: the load
 # average is printed per run because a neighbour on either core skews it.
@@ -32,6 +33,6 @@ taskset -c "${ABBA_CLIENT_CPU:-1}" "$BIN/abba" -bin "$BIN" \
   -rate "${ABBA_RATE:-10000}" \
   -rate-duration "${ABBA_RATE_DURATION:-${ABBA_DURATION:-10s}}" \
   -server-cpu "${ABBA_SERVER_CPU:-0}" \
-  -port-base "${ABBA_PORT_BASE:-43000}" \
+  -port-base "${ABBA_PORT_BASE:-29000}" \
   -json bench/results/abba.json \
   "$@" | tee bench/results/abba.md

@@ -81,7 +81,7 @@ func main() {
 	flag.DurationVar(&c.rateDur, "rate-duration", 10*time.Second, "open loop: measured window")
 	flag.DurationVar(&c.rateWarm, "rate-warmup", time.Second, "open loop: time before the window")
 	flag.StringVar(&sources, "sources", "127.0.0.2-127.0.0.9", "source addresses to dial from (\"\": the kernel's choice)")
-	flag.IntVar(&c.portBase, "port-base", 43000, "servers listen on port-base+1..+4 and +80 (daemon admin +90)")
+	flag.IntVar(&c.portBase, "port-base", 29000, "servers listen on port-base+1..+4 and +80 (daemon admin +90); below the ephemeral range (32768-60999), where a client's own source port can take it")
 	flag.StringVar(&c.serverCPU, "server-cpu", "0", "taskset CPU list for the server (run this tool on another one)")
 	flag.IntVar(&c.dialers, "dialers", 16, "goroutines opening connections")
 	flag.StringVar(&c.jsonOut, "json", "bench/results/abba.json", "raw results (\"\": none)")
