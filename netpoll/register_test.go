@@ -2,6 +2,7 @@ package netpoll
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -307,5 +308,107 @@ func TestAcceptedNoDelay(t *testing.T) {
 			t.Fatalf("connection %d: TCP_NODELAY %d, %v", i, v, err)
 		}
 		c.nc.Close()
+	}
+}
+
+// blockingHandler is an echoHandler whose OnMessage blocks the poller on
+// "block" until release is closed.
+type blockingHandler struct {
+	*echoHandler
+	blocked chan struct{}
+	release chan struct{}
+}
+
+func (h *blockingHandler) OnMessage(c *Conn, p []byte) {
+	if string(p) == "block" {
+		close(h.blocked)
+		<-h.release
+		return
+	}
+	h.echoHandler.OnMessage(c, p)
+}
+
+// TestHangupCarriedOverBudget: a peer that sent more than one pass's read
+// budget (maxReadPerPass) and then its FIN (no close frame) is read to its
+// end and closed, without waiting for the heartbeat. The FIN raises one
+// edge only; the pass that the budget cuts must carry it over to the next,
+// which otherwise stops at its short read and never sees the end.
+func TestHangupCarriedOverBudget(t *testing.T) {
+	h := &blockingHandler{echoHandler: newEchoHandler(), blocked: make(chan struct{}), release: make(chan struct{})}
+	// One poller, so that a handler blocked on it holds every connection's
+	// events back; a long heartbeat, so that only reading to the end can
+	// close the peer within the test.
+	e, err := New(Config{Pollers: 1, Heartbeat: time.Minute}, h, nil, nil, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The accepted sockets inherit a receive buffer that holds the whole
+	// burst while the poller is blocked (the default would stop the
+	// sender near 128 KiB, under the budget).
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		_ = rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20) })
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- e.Serve(ln) }()
+	defer func() {
+		select {
+		case <-h.release:
+		default:
+			close(h.release)
+		}
+		_ = e.Close()
+		<-served
+	}()
+
+	blocker := dialWS(t, ln.Addr().String())
+	h.waitOpen(t)
+	peer := dialWS(t, ln.Addr().String())
+	h.waitOpen(t)
+	peer.write(text("hello"))
+	if _, p, err := peer.readFrame(); err != nil || string(p) != "hello" {
+		t.Fatalf("echo before the burst: %q %v", p, err)
+	}
+
+	blocker.write(text("block"))
+	select {
+	case <-h.blocked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the poller did not take the blocking message")
+	}
+	// Past the budget: 40 frames of 8 KiB (320 KiB), then the FIN.
+	msg := strings.Repeat("x", 8<<10)
+	var burst []byte
+	for range 40 {
+		burst = append(burst, text(msg)...)
+	}
+	if len(burst) <= maxReadPerPass {
+		t.Fatalf("burst of %d bytes does not exceed the read budget %d", len(burst), maxReadPerPass)
+	}
+	peer.write(burst)
+	if err := peer.nc.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	// Everything, FIN included, is in the server's receive queue before
+	// the poller runs again: the client's send queue is empty.
+	prc, err := peer.nc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the burst and the FIN sent", func() bool {
+		outq := -1
+		_ = prc.Control(func(fd uintptr) { outq, _ = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) })
+		return outq == 0
+	})
+	close(h.release)
+
+	ev := h.waitClose(t) // 5 s; the heartbeat would take two minutes
+	if ev.err == ErrHeartbeatTimeout {
+		t.Fatalf("peer closed by the heartbeat, not by its FIN: %v", ev.err)
 	}
 }
