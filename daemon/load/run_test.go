@@ -192,8 +192,18 @@ func TestRunAgainstEchoServers(t *testing.T) {
 			func(t *testing.T, r *Result) {
 				s := r.Server
 				// The test server is this process: it holds both ends.
-				if r.Alive != 200 || s.FDsPerConn < 1.5 || s.RSSPerConn <= 0 {
-					t.Errorf("alive %d, fds/conn %.2f, rss/conn %.0f: want 200 alive, about 2 fds and some memory per conn", r.Alive, s.FDsPerConn, s.RSSPerConn)
+				// Its RSS is read before and after connecting, but the
+				// delta is not asserted positive: RSS is the whole
+				// process's, and the runtime returning pages freed by
+				// the earlier subtests can outweigh 200 connections
+				// (seen: -1782 B per conn under load). The fds are exact.
+				if r.Alive != 200 || s.FDsPerConn < 1.5 {
+					t.Errorf("alive %d, fds/conn %.2f: want 200 alive, about 2 fds per conn", r.Alive, s.FDsPerConn)
+				}
+				if s.Before.RSSBytes <= 0 || s.Connected.RSSBytes <= 0 || s.Conns != 200 ||
+					s.RSSPerConn != float64(s.Connected.RSSBytes-s.Before.RSSBytes)/200 {
+					t.Errorf("RSS %d -> %d B over %d conns, %.1f B per conn: want both sampled and the delta divided by 200",
+						s.Before.RSSBytes, s.Connected.RSSBytes, s.Conns, s.RSSPerConn)
 				}
 			}},
 		{"paced hold", Options{Mode: ModeHold, URL: proto.url(), Conns: 40, ConnectRate: 400, Procs: 2, Duration: 50 * time.Millisecond, Sources: src},

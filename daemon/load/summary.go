@@ -38,8 +38,22 @@ func (r *Result) Summary() string {
 			c.Cycles, c.Failed, c.PerSecond, l.P50, l.P99)
 	}
 	if s := r.Server; s != nil && s.Before.RSSBytes >= 0 && s.Conns > 0 {
-		fmt.Fprintf(&b, "server per conn (%d conns): RSS %.0f B, Go heap %.0f B + stack %.0f B, slab %.0f B, fds %.2f, goroutines %.3f\n",
-			s.Conns, s.RSSPerConn, s.HeapPerConn, s.StackPerConn, s.SlabPerConn, s.FDsPerConn, s.GoroutinesPerConn)
+		bf, c := s.Before, s.Connected
+		fmt.Fprintf(&b, "server per conn (%d conns): RSS %s, Go heap %s + stack %s, slab %s, fds %s, goroutines %s\n",
+			s.Conns, perConnText(s.RSSPerConn, bf.RSSBytes, c.RSSBytes, "%.0f B"),
+			perConnText(s.HeapPerConn, bf.HeapInuse, c.HeapInuse, "%.0f B"),
+			perConnText(s.StackPerConn, bf.StackInuse, c.StackInuse, "%.0f B"),
+			perConnText(s.SlabPerConn, bf.SlabBytes, c.SlabBytes, "%.0f B"),
+			perConnText(s.FDsPerConn, bf.FDs, c.FDs, "%.2f"),
+			perConnText(s.GoroutinesPerConn, bf.Goroutines, c.Goroutines, "%.3f"))
+		if s.RSSPerConn < 0 && bf.RSSBytes >= 0 && c.RSSBytes >= 0 {
+			// RSS is the whole process's: the Go runtime returning freed
+			// pages to the OS between the two samples (the scavenger, or
+			// a GC of what came before) can outweigh what the
+			// connections took. The heap and stack figures say more.
+			fmt.Fprintf(&b, "server: RSS fell while connecting (%d -> %d B): memory returned to the OS outweighed the connections' cost; RSS per conn is not a cost here\n",
+				bf.RSSBytes, c.RSSBytes)
+		}
 	}
 	if s := r.Server; s != nil && s.Before.RSSBytes >= 0 {
 		fmt.Fprintf(&b, "server: RSS %d -> %d B, threads %d, goroutines %d; CPU %.2fs in %.1fs (%.1f%% of a core), %.0f msgs per CPU-second\n",
@@ -65,4 +79,13 @@ func (r *Result) Summary() string {
 		}
 	}
 	return b.String()
+}
+
+// perConnText formats a per-connection delta, or "n/a" when either sample
+// could not be read (perConn's -1, which a measured delta can also be).
+func perConnText(v float64, before, after int64, format string) string {
+	if before < 0 || after < 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf(format, v)
 }

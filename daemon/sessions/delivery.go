@@ -300,8 +300,9 @@ type backlog struct {
 	total int
 	// older, on a takeover on this node, is the connection taken over:
 	// nothing is sent until its Detach, which drops from msgs the
-	// terminals its peer acknowledged (up to capAt, where the older
-	// connection's hole was), so that none arrives on both connections.
+	// terminals its peer acknowledged (up to capAt: where the older
+	// connection's hole was, never past a resume's ?last=), so that none
+	// arrives on both connections.
 	older Outlet
 	capAt uint64
 }

@@ -303,8 +303,15 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 	if older != nil {
 		// The replay waits for the older connection's final Acked
 		// (Detach): what its peer acknowledged by then is not replayed;
-		// never past the older connection's contiguous mark.
-		bl = &backlog{older: older, capAt: l.sent}
+		// never past the older connection's contiguous mark. A resume
+		// with ?last= said itself what it holds: everything after Last
+		// is sent (contract 4a), whatever the older connection's peer
+		// acknowledged (the same client may have dropped it since).
+		capAt := l.sent
+		if from.HasLast {
+			capAt = min(capAt, from.Last)
+		}
+		bl = &backlog{older: older, capAt: capAt}
 	}
 	l.out, l.conn = out, conn
 	l.setRemote(nil)

@@ -162,6 +162,37 @@ func TestTakeoverSameNode(t *testing.T) {
 	}
 }
 
+// TestTakeoverResumeWithLast: a resume with ?last=0 that takes over a
+// connection of the same session on this node before that one's Detach
+// (its client closed it, the daemon has not read the end yet) gets every
+// terminal after 0, though the older connection's peer acknowledged them
+// all (contract 4a: after the welcome, every terminal above last). It
+// once got none: the takeover dropped what the older peer acknowledged.
+func TestTakeoverResumeWithLast(t *testing.T) {
+	for _, b := range managerBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			m := b.openManager(t, "n1", testLimits)
+			o1, o2 := &fakeOutlet{}, &fakeOutlet{}
+			id, _ := attach(t, m, "alice", "", o1)
+			for i := range 3 {
+				s := m.Begin(id, fmt.Sprintf("r%d", i+1))
+				s.End(resultMsg(fmt.Sprintf("r%d", i+1)))
+			}
+			if o1.acked() != 3 {
+				t.Fatalf("older outlet acked %d, want 3", o1.acked())
+			}
+			if _, _, err := m.Attach(t.Context(), "alice", id, Resume{Last: 0, HasLast: true}, o2, welcomeFn); err != nil {
+				t.Fatal(err)
+			}
+			m.Detach(id, o1, o1.acked()) // after the takeover: the replay waited for it
+			want := []string{string(welcomeMsg(id, true)), string(resultMsg("r1")), string(resultMsg("r2")), string(resultMsg("r3"))}
+			if got := o2.got(); !slices.Equal(got, want) {
+				t.Fatalf("resume with last=0 got\n%q\nwant\n%q", got, want)
+			}
+		})
+	}
+}
+
 func TestTakeoverAcrossNodes(t *testing.T) {
 	for _, b := range sharedBackends(t) {
 		t.Run(b.name, func(t *testing.T) {
