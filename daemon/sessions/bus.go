@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -252,59 +253,100 @@ func (b *bus) announce(ctx context.Context, id string, conn, epoch uint64, nodes
 
 // onAttach: another node claimed the session. Kick the connection here if
 // older, point the session's streams here at the new holder, replay what
-// they produced so far, then ack.
+// they produced so far, then ack. It runs in the session's turn, like this
+// node's terminals (append, then removal of the stream and delivery) and
+// the switches made on the store's word (deliver, Stream.Chunk): a
+// terminal appended before the claim has its stream removed before the
+// attach looks for streams (its result is in the claim's replay, so its
+// chunks must not follow it), one appended after finds the switch done
+// (and goes behind the replay). The wait is for one store round trip at
+// most (the turn's holder's), on the bus goroutine, under no lock.
 func (b *bus) onAttach(h busMsg) {
 	m := b.m
 	var (
-		older Outlet // kicked once the lock is released
-		r     *remote
-		outs  []busOut
+		older    Outlet // kicked once the lock is released
+		r        *remote
+		outs     []busOut
+		deferred bool // acked by the replay under way to this holder
 	)
 	if l := m.lockLocal(h.S, false); l != nil {
-		if h.E > uint64(l.epoch) {
-			l.epoch = uint32(h.E)
-			older = l.out
-			l.out, l.conn = nil, 0
-			l.setDetached(0)
-			// Live output of these streams from now on waits behind the
-			// replay (relayLocked) until it is published: no chunk
-			// overtakes it, and nothing is published under l.mu.
-			r = &remote{Holder: Holder{Node: h.N, Conn: h.C, Epoch: h.E}, replaying: true}
-			l.setRemote(r)
-			for _, s := range l.sortedStreams() {
-				for _, c := range s.replay() {
-					msg, err := encodeBus(busMsg{T: busRelay, S: h.S, C: h.C, R: s.req}, c)
-					if err == nil {
-						outs = append(outs, busOut{node: h.N, msg: msg})
-					}
-				}
-			}
-		}
-		m.releaseLocked(l)
+		l.held++
 		l.mu.Unlock()
+		if l.takeTurn(b.ctx) {
+			to := Holder{Node: h.N, Conn: h.C, Epoch: h.E}
+			l.mu.Lock()
+			if h.E > uint64(l.epoch) {
+				r, outs, older = m.switchLocked(l, to)
+			} else if cur := l.remote(); cur != nil && cur.Holder == to && cur.replaying {
+				// This node switched to the holder on the store's word
+				// and is publishing its replay: acked once published.
+				cur.acks = append(cur.acks, h.K)
+				deferred = true
+			}
+			l.mu.Unlock()
+			l.giveTurn()
+		}
+		m.unhold(l)
 		if r != nil {
-			b.publishReplay(l, r, h, outs)
+			b.publishReplay(l, r, outs)
 		}
 	}
 	if older != nil {
 		older.Kick()
 	}
-	if _, err := b.publish(b.ctx, h.N, busMsg{T: busAck, K: h.K, N: m.node}, nil); err != nil {
-		m.log.Warn("session attach ack failed", slog.String("session", h.S), slog.Any("err", err))
+	if !deferred {
+		b.ack(h.N, h.K, h.S)
 	}
 }
 
-// publishReplay publishes an attach's replay, then what came live for the
+// ack tells node that the replay for its attach with nonce k is published.
+func (b *bus) ack(node string, k uint64, id string) {
+	if _, err := b.publish(b.ctx, node, busMsg{T: busAck, K: k, N: b.m.node}, nil); err != nil {
+		b.m.log.Warn("session attach ack failed", slog.String("session", id), slog.Any("err", err))
+	}
+}
+
+// switchLocked makes h, a claim newer than any this node has seen, the
+// session's holder here: the connection here (older, returned to be
+// kicked once l.mu is released) is let go, and the session's streams
+// are pointed at h. It returns the remote and the replay of every chunk
+// they recorded, which the caller publishes off l.mu (publishReplay);
+// live output waits behind it meanwhile (relayLocked). Called on h's
+// attach message, and when the store tells of h first (a terminal's
+// append, a chunk's lookup of the holder): either way the new connection
+// gets the replay once, whichever comes second finding the epoch seen.
+// l.mu held, and the session's turn.
+func (m *Manager) switchLocked(l *Record, h Holder) (r *remote, outs []busOut, older Outlet) {
+	l.epoch = uint32(h.Epoch)
+	older = l.out
+	l.out, l.conn = nil, 0
+	l.setDetached(0)
+	r = &remote{Holder: h, replaying: true}
+	l.setRemote(r)
+	for _, s := range l.sortedStreams() {
+		for _, c := range s.replay() {
+			msg, err := encodeBus(busMsg{T: busRelay, S: l.id, C: h.Conn, R: s.req}, c)
+			if err == nil {
+				outs = append(outs, busOut{node: h.Node, msg: msg})
+			}
+		}
+	}
+	return r, outs, older
+}
+
+// publishReplay publishes a switch's replay, then what came live for the
 // new holder meanwhile, in order, until nothing waits; then live messages
-// are relayed directly again. Runs on the bus goroutine, off l.mu.
-func (b *bus) publishReplay(l *Record, r *remote, h busMsg, outs []busOut) {
+// are relayed directly again, and the attaches of that holder that came
+// meanwhile are acked. Runs off l.mu (the bus goroutine, or the request's
+// goroutine for a switch on the store's word).
+func (b *bus) publishReplay(l *Record, r *remote, outs []busOut) {
 	m := b.m
 	for {
 		if len(outs) > 0 {
 			ctx, cancel := context.WithTimeout(b.ctx, m.opts.Redis.OpTimeout)
 			for _, res := range b.t.send(ctx, outs) {
 				if res.err != nil {
-					m.log.Warn("session replay relay failed", slog.String("session", h.S), slog.Any("err", res.err))
+					m.log.Warn("session replay relay failed", slog.String("session", l.id), slog.Any("err", res.err))
 					break
 				}
 			}
@@ -315,15 +357,20 @@ func (b *bus) publishReplay(l *Record, r *remote, h busMsg, outs []busOut) {
 		r.q = nil
 		if len(q) == 0 {
 			r.replaying = false
+			acks := r.acks
+			r.acks = nil
 			l.mu.Unlock()
+			for _, k := range acks {
+				b.ack(r.Node, k, l.id)
+			}
 			return
 		}
 		l.mu.Unlock()
 		outs = outs[:0]
 		for _, o := range q {
-			msg, err := encodeBus(busMsg{T: busRelay, S: h.S, C: h.C, R: o.req, P: o.pos}, o.msg)
+			msg, err := encodeBus(busMsg{T: busRelay, S: l.id, C: r.Conn, R: o.req, P: o.pos}, o.msg)
 			if err == nil {
-				outs = append(outs, busOut{node: h.N, msg: msg})
+				outs = append(outs, busOut{node: r.Node, msg: msg})
 			}
 		}
 	}
@@ -351,6 +398,10 @@ func (b *bus) onRelay(h busMsg, payload []byte) {
 	}
 	if l.out != nil && l.conn == h.C {
 		m.sendLocked(l, payload, h.P)
+	} else if pb := l.binding(); pb != nil && pb.conn == h.C {
+		// Relayed on the store's word before Bind bound the connection:
+		// sent after the claim's replay.
+		pb.q = append(pb.q, outMsg{slices.Clone(payload), h.P})
 	}
 	m.releaseLocked(l)
 	l.mu.Unlock()

@@ -28,9 +28,11 @@ import (
 // The turn is a per-session FIFO queue, not a lock: a caller waits for it
 // on a channel of its own, and no lock is held across the store round
 // trip that a turn makes. It is asked for only by Terminal, the node-loss
-// sweeper, the retries of terminals that waited for the store, Restore
-// and Bind, which run on request goroutines, the sweeper, the retry
-// goroutine and the attach goroutine: never by a connection worker or
+// sweeper, the retries of terminals that waited for the store, Restore,
+// Bind, the bus's attach handling and a stream's switch to a holder it
+// looked up (Stream.Chunk), which run on request goroutines, the
+// sweeper, the retry goroutine, the attach goroutine and the bus
+// goroutine: never by a connection worker or
 // the poller (with the Redis store dispatch sends even an inline echo
 // answer through a goroutine). l.mu, which workers take, is never held
 // across a round trip.
@@ -140,8 +142,7 @@ func (m *Manager) terminal(ctx context.Context, l *Record, req string, msg []byt
 		// answer lost, the retry finds it rather than logging it twice.
 		return 0, m.deferTerminal(l.id, req, msg, at, once)
 	}
-	m.unregister(l, s)
-	m.deliver(l, req, a)
+	m.deliver(l, s, req, a) // removes s
 	return a.Pos, nil
 }
 
@@ -232,25 +233,53 @@ func (m *Manager) restore(ctx context.Context, l *Record, user string) error {
 
 // deliver sends a logged terminal to the session's connection: here, or
 // relayed to the holder's node. Not delivered, it stays in the log for the
-// next resume.
-func (m *Manager) deliver(l *Record, req string, a Appended) {
+// next resume. s, if set, is the terminal's stream, removed in the same
+// critical section. Called in the session's turn.
+//
+// The holder the append returned may be a claim this node has not heard
+// of yet (its attach message is on the way, or never comes: this node was
+// not among the session's nodes). The node then switches to it as the
+// attach would (switchLocked: the connection here, older, is kicked, and
+// the streams' chunks, s's included, are replayed to the new holder before
+// the terminal), rather than sending the terminal to the older connection
+// here or relaying it alone: the claim came before this append, so the
+// terminal is not in the claim's replay and the request was listed as in
+// flight.
+func (m *Manager) deliver(l *Record, s *Stream, req string, a Appended) {
+	var (
+		to    Holder
+		r     *remote
+		outs  []busOut
+		older Outlet
+	)
+	h := a.Holder
+	other := m.bus != nil && h.Node != "" && h.Node != m.node
 	l.mu.Lock()
-	if l.out != nil {
-		m.sendLocked(l, a.Msg, a.Pos)
-		l.mu.Unlock()
-		return
+	if other && h.Epoch > uint64(l.epoch) {
+		r, outs, older = m.switchLocked(l, h)
 	}
-	var to Holder
-	if h := a.Holder; m.bus != nil && h.Node != "" && h.Node != m.node && h.Epoch >= uint64(l.epoch) {
-		if r := l.remote(); r == nil || r.Holder != h {
+	if s != nil {
+		s.unregisterLocked()
+	}
+	switch {
+	case l.out != nil:
+		m.sendLocked(l, a.Msg, a.Pos)
+	case other && h.Epoch == uint64(l.epoch):
+		if cur := l.remote(); cur == nil || cur.Holder != h {
 			l.setRemote(&remote{Holder: h})
 		}
-		l.epoch, to = uint32(h.Epoch), h
+		to = h
 		if l.relayLocked(req, a.Pos, a.Msg) {
 			to = Holder{} // queued behind a replay under way
 		}
 	}
 	l.mu.Unlock()
+	if older != nil {
+		older.Kick()
+	}
+	if r != nil {
+		m.bus.publishReplay(l, r, outs)
+	}
 	if to.Node != "" {
 		m.bus.relay(to, l.id, req, a.Pos, a.Msg)
 	}

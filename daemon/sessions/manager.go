@@ -271,11 +271,17 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 			acked := min(l.out.Acked(), l.sent)
 			from.Delivered = max(from.Delivered, acked)
 		}
+		// Once claimed, another node may learn of conn from the store and
+		// relay to it before it is bound below: kept until then.
+		l.setBinding(&pendingBind{conn: conn})
 		l.mu.Unlock()
 		claim, err = m.store.Claim(ctx, id, user, m.node, conn, from)
 		if err == nil {
 			break
 		}
+		l.mu.Lock()
+		l.setBinding(nil)
+		l.mu.Unlock()
 		l.giveTurn()
 		m.unhold(l)
 		if retry(err) {
@@ -287,6 +293,11 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 		resumed = false // unknown or expired: a fresh session
 	}
 	l.mu.Lock()
+	var early []outMsg // relayed to conn before it was bound (onRelay)
+	if pb := l.binding(); pb != nil {
+		early = pb.q
+		l.setBinding(nil)
+	}
 	older := l.out // kicked once the lock is released
 	var bl *backlog
 	if older != nil {
@@ -352,6 +363,9 @@ func (m *Manager) Bind(ctx context.Context, user, resumeID string, from Resume, 
 			}
 		}
 		m.replayLocked(l, msgs)
+		for _, o := range early {
+			m.sendLocked(l, o.msg, o.pos)
+		}
 	}
 	l.mu.Unlock()
 	l.giveTurn()

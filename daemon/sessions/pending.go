@@ -218,7 +218,7 @@ func (m *Manager) retryOne() bool {
 		return false
 	}
 	if err == nil && p.msg != nil {
-		m.deliver(l, p.req, a)
+		m.deliver(l, nil, p.req, a)
 		m.log.Info("waiting terminal logged", slog.String("session", p.id), slog.Uint64("pos", a.Pos))
 	}
 	m.pendMu.Lock()

@@ -76,6 +76,16 @@ type recDelivery struct {
 	bl       *backlog         // a paced replay under way on out, nil if none
 	dlv      uint64           // a delivered cursor not written to the store yet
 	detached int64            // Redis store: unix nanos its last connection here went (0: attached or not kept)
+	binding  *pendingBind     // a claim under way in Bind: relays for its connection wait here until it is bound
+}
+
+// pendingBind is the connection of a Bind whose claim is under way: a node
+// that learnt of the claim from the store (a terminal's append, a chunk's
+// lookup) may relay to it before Bind bound it; those messages wait here
+// and follow the claim's replay.
+type pendingBind struct {
+	conn uint64
+	q    []outMsg
 }
 
 // The getters return the zero value while l has no recDelivery; l.mu held.
@@ -112,6 +122,13 @@ func (l *Record) dlv() uint64 {
 		return 0
 	}
 	return l.dx.dlv
+}
+
+func (l *Record) binding() *pendingBind {
+	if l.dx == nil {
+		return nil
+	}
+	return l.dx.binding
 }
 
 func (l *Record) detached() int64 {
@@ -175,6 +192,14 @@ func (l *Record) setDlv(pos uint64) {
 		return
 	}
 	l.delivery().dlv = pos
+	l.trimDelivery()
+}
+
+func (l *Record) setBinding(b *pendingBind) {
+	if b == nil && l.dx == nil {
+		return
+	}
+	l.delivery().binding = b
 	l.trimDelivery()
 }
 
@@ -456,6 +481,10 @@ type remote struct {
 	Holder
 	replaying bool
 	q         []relayMsg // guarded by the record's mu
+	// acks are the nonces of attach messages of this holder that came
+	// while its replay, started on the store's word, was being published:
+	// acked once it is (publishReplay). Guarded by the record's mu.
+	acks []uint64
 }
 
 type relayMsg struct {

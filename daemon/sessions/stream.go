@@ -58,6 +58,8 @@ func (m *Manager) Begin(id, reqID string) *Stream {
 // bus.onAttach for another one) and re-points the route in the same
 // section, so the chunk is either in that replay or routed to the new
 // connection after it, never both (a duplicated seq) and never neither.
+// A newer holder found by the lookup is switched to as its attach would
+// be (switchLocked), in the session's turn.
 func (s *Stream) Chunk(msg []byte) {
 	c := slices.Clone(msg)
 	l, m := s.l, s.m
@@ -66,6 +68,12 @@ func (s *Stream) Chunk(msg []byte) {
 		l.mu.Unlock()
 		return
 	}
+	var (
+		turn  bool // the session's turn is held: give it back at the end
+		r     *remote
+		outs  []busOut
+		older Outlet
+	)
 	if l.out == nil && m.bus != nil && l.remote() == nil && !s.looked {
 		// The session was never claimed elsewhere as far as this node
 		// knows: ask the store once per stream (the rare case of a request
@@ -76,15 +84,27 @@ func (s *Stream) Chunk(msg []byte) {
 		ctx, cancel := context.WithTimeout(m.ctx, m.opts.Redis.OpTimeout)
 		h, err := m.store.Holder(ctx, l.id)
 		cancel()
+		// A newer holder elsewhere is switched to as its attach would
+		// be (switchLocked: every stream's chunks replayed to it, this
+		// one's before this chunk), in the session's turn, so that the
+		// switch is ordered with this node's terminals (deliver).
+		turn = err == nil && h.Node != m.node
+		if turn {
+			l.takeTurn(context.Background())
+		}
 		l.mu.Lock()
 		if s.ended {
 			l.mu.Unlock()
+			if turn {
+				l.giveTurn()
+			}
 			return
 		}
 		if err == nil && h.Epoch > uint64(l.epoch) {
-			l.epoch = uint32(h.Epoch)
 			if h.Node != m.node {
-				l.setRemote(&remote{Holder: h})
+				r, outs, older = m.switchLocked(l, h)
+			} else {
+				l.epoch = uint32(h.Epoch)
 			}
 		}
 	}
@@ -95,16 +115,22 @@ func (s *Stream) Chunk(msg []byte) {
 		s.chunks[0] = nil
 		s.chunks = s.chunks[1:]
 	}
+	var to Holder
 	if l.out != nil {
 		m.sendLocked(l, c, 0)
-		l.mu.Unlock()
-		return
-	}
-	var to Holder
-	if r := l.remote(); m.bus != nil && r != nil && r.Epoch != 0 && r.Node != m.node && !l.relayLocked(s.req, 0, c) {
-		to = r.Holder // not queued behind a replay under way: relayed now
+	} else if rm := l.remote(); m.bus != nil && rm != nil && rm.Epoch != 0 && rm.Node != m.node && !l.relayLocked(s.req, 0, c) {
+		to = rm.Holder // not queued behind a replay under way: relayed now
 	}
 	l.mu.Unlock()
+	if turn {
+		l.giveTurn()
+	}
+	if older != nil {
+		older.Kick()
+	}
+	if r != nil {
+		m.bus.publishReplay(l, r, outs)
+	}
 	if to.Epoch != 0 {
 		m.bus.relay(to, l.id, s.req, 0, c)
 	}

@@ -8,9 +8,12 @@ import (
 // The session's turn: an ordered queue, per session on this node, of the
 // operations that number or claim the session in the store (Terminal,
 // the node-loss take, the retries of terminals that waited for the store,
-// Restore, and Bind's claim). Each one is a store round trip followed by
-// a delivery under l.mu; they run one at a time, in the order they asked
-// for the turn (FIFO), and no lock is held while one waits on the store.
+// Restore, and Bind's claim), and of those that act on another node's
+// claim (the bus's attach handling, and a stream's switch to a holder it
+// looked up: ordered with the terminals here, see deliver). Each one is a
+// store round trip (or, for an attach, none) followed by a delivery under
+// l.mu; they run one at a time, in the order they asked for the turn
+// (FIFO), and no lock is held while one waits on the store.
 //
 // Why a queue and not a mutex (the former termMu): nothing that can wait
 // on a store runs under a per-session lock. A turn is taken by one
@@ -62,9 +65,15 @@ import (
 //     they asked for the turn and delivered in position order (deliver
 //     runs inside the turn; the connection's queue is FIFO).
 //  4. No deadlock. A holder never asks for the turn of any session while
-//     holding one (terminal, take, restore, retries and Bind's claim do
-//     not call one another), and l.mu is only held for O(1) sections that
-//     never wait. The sweeper ends many sessions' runs concurrently, each
+//     holding one (terminal, take, restore, retries, Bind's claim, the
+//     attach handling and a stream's switch do not call one another), and
+//     l.mu is only held for O(1) sections that never wait. A holder may
+//     publish on the bus (deliver's relay and replay) but never waits for
+//     a node's bus goroutine to handle the message (a send is answered on
+//     receipt; only a NATS send to a node whose 4096-message inbox is full
+//     waits, and then for one operation timeout at most), so the bus
+//     goroutine waiting for a turn cannot close a cycle; Bind announces
+//     its claim (and waits for acks) after giving its turn back. The sweeper ends many sessions' runs concurrently, each
 //     on its own goroutine holding one turn.
 //
 // State, in the Record: turn (atomic: turnFree, turnHeld, or turnQueued:
