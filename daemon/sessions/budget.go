@@ -17,9 +17,6 @@ import (
 // the count it missed. What an attached session is owed is never
 // trimmed: it is bounded by replay_max and replay_bytes.
 
-// entryOverhead approximates what one session costs beyond its bytes.
-const entryOverhead = 64
-
 // sizeOf returns the bytes of e's context and history.
 func sizeOf(e *memEntry) int64 {
 	x := e.data()

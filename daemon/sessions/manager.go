@@ -79,8 +79,11 @@ func (o Options) maxBacklog() int { return max(8*o.paceBytes(), 4<<20) }
 // wherever it is, keeps the outbox, and kicks older connections. Safe for
 // concurrent use.
 type Manager struct {
-	node  string
-	log   *slog.Logger
+	node string
+	log  *slog.Logger
+	// store is the session store. Terminal appends to the memory store
+	// go through memStore (appendRecord, on the record held), not through
+	// store: a test wrapping store to fail Append must use another backend.
 	store Store
 	bus   *bus      // nil for the memory store: one node, nothing to relay
 	nl    *nodeLoss // nil for the memory store: no survivor (nodeloss.go)
