@@ -259,9 +259,40 @@ func (b *bus) announce(ctx context.Context, id string, conn, epoch uint64, nodes
 // terminal appended before the claim has its stream removed before the
 // attach looks for streams (its result is in the claim's replay, so its
 // chunks must not follow it), one appended after finds the switch done
-// (and goes behind the replay). The wait is for one store round trip at
-// most (the turn's holder's), on the bus goroutine, under no lock.
+// (and goes behind the replay).
+//
+// The bus goroutine never waits for a turn: a turn's holder may be a
+// terminal whose store append (and, the session lost, its restore) takes
+// several round trips, and more holders may be queued before it, while
+// every session's relays to this node wait behind this goroutine. A
+// turn that is free is taken here (the common case, handled in place);
+// a busy one is waited for on a goroutine of its own, which does the
+// rest (attached). Correctness does not depend on which of a terminal
+// and an attach gets the turn first (deliver switches on the store's
+// word), and two attaches of one session are ordered by their epochs.
 func (b *bus) onAttach(h busMsg) {
+	m := b.m
+	l := m.lockLocal(h.S, false)
+	if l == nil {
+		b.ack(h.N, h.K, h.S)
+		return
+	}
+	l.held++
+	l.mu.Unlock()
+	if l.turn.CompareAndSwap(turnFree, turnHeld) {
+		b.attached(l, h, true)
+		return
+	}
+	b.wg.Add(1) // dispatch, which calls this, holds the group open
+	go func() {
+		defer b.wg.Done()
+		b.attached(l, h, l.takeTurn(b.ctx))
+	}()
+}
+
+// attached is onAttach once the session's turn is held (turn true) or
+// given up (b.ctx ended); l is held (l.held), released here.
+func (b *bus) attached(l *Record, h busMsg, turn bool) {
 	m := b.m
 	var (
 		older    Outlet // kicked once the lock is released
@@ -269,27 +300,23 @@ func (b *bus) onAttach(h busMsg) {
 		outs     []busOut
 		deferred bool // acked by the replay under way to this holder
 	)
-	if l := m.lockLocal(h.S, false); l != nil {
-		l.held++
+	if turn {
+		to := Holder{Node: h.N, Conn: h.C, Epoch: h.E}
+		l.mu.Lock()
+		if h.E > uint64(l.epoch) {
+			r, outs, older = m.switchLocked(l, to)
+		} else if cur := l.remote(); cur != nil && cur.Holder == to && cur.replaying {
+			// This node switched to the holder on the store's word
+			// and is publishing its replay: acked once published.
+			cur.acks = append(cur.acks, h.K)
+			deferred = true
+		}
 		l.mu.Unlock()
-		if l.takeTurn(b.ctx) {
-			to := Holder{Node: h.N, Conn: h.C, Epoch: h.E}
-			l.mu.Lock()
-			if h.E > uint64(l.epoch) {
-				r, outs, older = m.switchLocked(l, to)
-			} else if cur := l.remote(); cur != nil && cur.Holder == to && cur.replaying {
-				// This node switched to the holder on the store's word
-				// and is publishing its replay: acked once published.
-				cur.acks = append(cur.acks, h.K)
-				deferred = true
-			}
-			l.mu.Unlock()
-			l.giveTurn()
-		}
-		m.unhold(l)
-		if r != nil {
-			b.publishReplay(l, r, outs)
-		}
+		l.giveTurn()
+	}
+	m.unhold(l)
+	if r != nil {
+		b.publishReplay(l, r, outs)
 	}
 	if older != nil {
 		older.Kick()

@@ -31,8 +31,9 @@ import (
 // sweeper, the retries of terminals that waited for the store, Restore,
 // Bind, the bus's attach handling and a stream's switch to a holder it
 // looked up (Stream.Chunk), which run on request goroutines, the
-// sweeper, the retry goroutine, the attach goroutine and the bus
-// goroutine: never by a connection worker or
+// sweeper, the retry goroutine, the attach goroutine and, for an attach
+// message, the bus goroutine only when the turn is free (else a
+// goroutine of its own waits for it): never by a connection worker or
 // the poller (with the Redis store dispatch sends even an inline echo
 // answer through a goroutine). l.mu, which workers take, is never held
 // across a round trip.

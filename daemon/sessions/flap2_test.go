@@ -241,3 +241,57 @@ func TestTerminalRacesAttach(t *testing.T) {
 		})
 	}
 }
+
+// TestAttachWaitingForTurnStallsNoOtherSession: an attach whose session's
+// turn is held on this node (here a terminal's append that has not
+// returned: a slow store) waits for it off the bus goroutine, so that the
+// relays of the node's other sessions are still delivered meanwhile.
+// Before: onAttach waited for the turn on the bus goroutine, and the
+// chunk relayed to session Y's connection waited for session X's store
+// round trip (any number of them: every holder queued before it).
+func TestAttachWaitingForTurnStallsNoOtherSession(t *testing.T) {
+	for _, b := range sharedBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			a, bm := b.openManager(t, "A", testLimits), b.openManager(t, "B", testLimits)
+			oy := &fakeOutlet{}
+			idY, _ := attach(t, a, "alice", "", oy)
+			gate := &gatedAppend{onceAppender: a.onceStore, appended: make(chan struct{}, 1), release: make(chan struct{})}
+			a.onceStore = gate // before any terminal of a
+			o0 := &fakeOutlet{}
+			idX, _ := attach(t, a, "alice", "", o0)
+			s := a.Begin(idX, "r1")
+			s.Chunk(chunkMsg("r1", 0))
+			ended := make(chan struct{})
+			go func() {
+				defer close(ended)
+				s.End(resultMsg("r1"))
+			}()
+			<-gate.appended // X's turn held on A
+			released := false
+			release := func() {
+				if !released {
+					released = true
+					close(gate.release)
+				}
+			}
+			defer release()
+			done := attachAsync(t, bm, idX, &fakeOutlet{})
+			l := a.lockLocal(idX, false)
+			l.mu.Unlock()
+			eventually(t, 5*time.Second, "B's attach of X waiting for X's turn on A", func() bool {
+				return l.turn.Load() == turnQueued
+			})
+			// B runs a request of Y, held on A: its chunk is relayed to A.
+			sy := bm.Begin(idY, "q1")
+			sy.Chunk(chunkMsg("q1", 0))
+			eventually(t, 3*time.Second, "Y's chunk relayed to A while X's turn is held", func() bool {
+				seqs, _ := seqsOf(t, oy.got(), "q1")
+				return slices.Equal(seqs, []int{0})
+			})
+			release()
+			<-ended
+			waitAttach(t, done)
+			sy.End(resultMsg("q1"))
+		})
+	}
+}

@@ -71,10 +71,12 @@ import (
 //     publish on the bus (deliver's relay and replay) but never waits for
 //     a node's bus goroutine to handle the message (a send is answered on
 //     receipt; only a NATS send to a node whose 4096-message inbox is full
-//     waits, and then for one operation timeout at most), so the bus
-//     goroutine waiting for a turn cannot close a cycle; Bind announces
-//     its claim (and waits for acks) after giving its turn back. The sweeper ends many sessions' runs concurrently, each
-//     on its own goroutine holding one turn.
+//     waits, and then for one operation timeout at most); the bus
+//     goroutine itself never waits for a turn (an attach whose turn is
+//     busy waits on a goroutine of its own, bus.onAttach), and Bind
+//     announces its claim (and waits for acks) after giving its turn
+//     back. The sweeper ends many sessions' runs concurrently, each on
+//     its own goroutine holding one turn.
 //
 // State, in the Record: turn (atomic: turnFree, turnHeld, or turnQueued:
 // held with callers waiting) and turnQ (the waiting callers, oldest
