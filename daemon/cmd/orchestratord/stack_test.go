@@ -363,7 +363,16 @@ func TestResumeTakeoverAndOutbox(t *testing.T) {
 
 	// A request whose answer is produced while nobody is attached lands in
 	// the outbox and is delivered once after the next welcome.
+	// The pong proves the daemon read the request before the close
+	// (frames of a connection are handled in order): without it, under
+	// load, the takeover below could come first, and a request the daemon
+	// never received has no answer to deliver (the client sends it again:
+	// contract 4a, the welcome's inflight).
 	b.send(`{"type":"slow","id":"late","data":"x"}`)
+	b.send(`{"type":"ping","id":"read"}`)
+	if m := b.expect(2 * time.Second); m.Type != "pong" || m.ID != "read" {
+		t.Fatalf("before the close, got %+v, want the pong", m)
+	}
 	b.conn.Close()
 	waitUntil(t, 3*time.Second, func() bool { return inFlight(t, s) == 0 })
 	c := s.dial(t, "alice", "session="+w.Session)
