@@ -102,14 +102,17 @@ func (p *poller) watchOut(fd int, tag uint32) error {
 }
 
 // epollTag is what a connection's epoll registration carries besides its
-// fd: the low 32 bits of its id, which differ between the connections that
-// use the same fd number one after the other (ids only grow; two of them
-// agree in those bits only when accepted about 4 s or 2^32 connections
-// apart). An event fetched in a batch for a socket that was closed before
-// the poller got to it, its number already taken by a new connection, is
-// recognized by it and dropped: its bits (EPOLLRDHUP above all, which
-// readFrames trusts as the peer's FIN) belong to the old connection.
-func epollTag(c *Conn) uint32 { return uint32(c.id) }
+// fd: 32 bits of its id, spread by a multiplicative hash. An event fetched
+// in a batch for a socket that was closed before the poller got to it, its
+// number already taken by a new connection, is recognized by it and
+// dropped: its bits (EPOLLRDHUP above all, which readFrames trusts as the
+// peer's FIN) belong to the old connection. Not the id's low 32 bits: an
+// id is the accept time in ms << idSeqBits plus a count, so its low 32
+// bits repeat every 4.096 s, and two connections accepted a multiple of
+// that apart (1 in 4,096 pairs on a quiet node) would share them; the
+// hash mixes every bit of the id, so two ids agree in their tags about
+// once in 2^32 pairs, with no pattern in time.
+func epollTag(c *Conn) uint32 { return uint32((c.id * 0x9e3779b97f4a7c15) >> 32) }
 
 // connOf returns the connection a connection's event is for, nil if that
 // connection is gone.

@@ -412,3 +412,24 @@ func TestHangupCarriedOverBudget(t *testing.T) {
 		t.Fatalf("peer closed by the heartbeat, not by its FIN: %v", ev.err)
 	}
 }
+
+// TestEpollTagSpread: connections accepted a multiple of 4.096 s apart
+// (ids whose low 32 bits agree: accept ms << idSeqBits) get different
+// tags, and so do neighbours in one millisecond.
+func TestEpollTagSpread(t *testing.T) {
+	seen := map[uint32]uint64{}
+	base := uint64(time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC).UnixMilli())
+	for k := range uint64(2000) {
+		for seq := range uint64(4) {
+			id := (base+k*(1<<(32-idSeqBits)))<<idSeqBits + seq
+			if uint32(id) != uint32(base<<idSeqBits+seq) {
+				t.Fatalf("test setup: id %#x does not share its low 32 bits", id)
+			}
+			tag := epollTag(&Conn{id: id})
+			if other, dup := seen[tag]; dup {
+				t.Fatalf("ids %#x and %#x share the tag %#x", other, id, tag)
+			}
+			seen[tag] = id
+		}
+	}
+}
